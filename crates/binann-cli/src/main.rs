@@ -1,0 +1,61 @@
+//! `binann`: the person-facing tools. It never links libtorch.
+//!
+//! - `inspect FILE`: print any run-directory file as JSON.
+//! - `demo-data`: write Fashion-MNIST images as PNG files plus a ground-truth CSV.
+//! - `bench-server`: latency, throughput, start-up time and memory of the server at scale.
+
+mod bench;
+mod demo;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// binann's tools: inspect run-directory files, make demo data, measure.
+#[derive(Debug, Parser)]
+#[command(name = "binann", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print any run-directory file (manifest, annotations, ranking, predictions, embeddings,
+    /// checkpoint) as JSON: the header first, then the content, one value per line.
+    Inspect {
+        /// The file, e.g. RUNDIR/ranking.bin.
+        file: PathBuf,
+    },
+    /// Write Fashion-MNIST images as PNG files and their classes as a CSV kept outside the folder.
+    DemoData(demo::DemoArgs),
+    /// Measure the server at scale (a synthetic dataset; prints figures).
+    BenchServer(bench::BenchArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { file } => inspect(&file),
+        Command::DemoData(args) => demo::run(&args),
+        Command::BenchServer(args) => bench::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("binann: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn inspect(file: &std::path::Path) -> anyhow::Result<()> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match binann_core::inspect::inspect(file, &mut out) {
+        Ok(()) => Ok(()),
+        // `inspect FILE | head` closes the pipe early: that is not an error.
+        Err(binann_core::inspect::InspectError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

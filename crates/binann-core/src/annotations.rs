@@ -1,0 +1,318 @@
+//! Annotations: the journal's record type, and the state every reader rebuilds from it.
+//!
+//! The journal holds events, never a rewritten table: a label (`Label`), or the undo of one
+//! client's latest label (`Undo`). Replaying the events in order gives the same state in the
+//! server, the trainer and `inspect`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{FileError, FileKind};
+use crate::journal;
+
+/// What a person said about an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Label {
+    /// The image belongs to the (rare) positive class.
+    Positive,
+    /// It does not.
+    Negative,
+    /// The person chose not to decide; the image is not shown again.
+    Skip,
+}
+
+impl Label {
+    /// Parses the API's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "positive" => Some(Self::Positive),
+            "negative" => Some(Self::Negative),
+            "skip" => Some(Self::Skip),
+            _ => None,
+        }
+    }
+    /// The API's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Positive => "positive",
+            Self::Negative => "negative",
+            Self::Skip => "skip",
+        }
+    }
+}
+
+/// One journal event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Event {
+    /// Image `id` got `label`; `prob` is what the model said about it just before, if anything.
+    Label {
+        /// The image.
+        id: u32,
+        /// The label.
+        label: Label,
+        /// The model's probability shown with the image, before the label.
+        prob: Option<f32>,
+    },
+    /// The client undid its label with sequence number `of_seq`, on image `id`.
+    Undo {
+        /// The image.
+        id: u32,
+        /// The `seq` of the record undone.
+        of_seq: u64,
+    },
+}
+
+/// One record of the annotation journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the journal, from 0, with no gaps.
+    pub seq: u64,
+    /// When the server accepted it (ms since the epoch).
+    pub time_ms: u64,
+    /// Which client (browser tab or script) gave it.
+    pub client: String,
+    /// What happened.
+    pub event: Event,
+}
+
+/// The label an image currently has, and where it came from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Effective {
+    /// The label.
+    pub label: Label,
+    /// The record that gave it.
+    pub seq: u64,
+    /// The model's probability before the label.
+    pub prob: Option<f32>,
+    /// When it was given.
+    pub time_ms: u64,
+}
+
+#[derive(Debug, Clone)]
+struct UndoEntry {
+    seq: u64,
+    id: u32,
+    previous: Option<Effective>,
+}
+
+/// Counts of current labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Images labelled positive.
+    pub positives: u64,
+    /// Images labelled negative.
+    pub negatives: u64,
+    /// Images skipped.
+    pub skipped: u64,
+}
+
+impl Counts {
+    fn add(&mut self, label: Label, delta: i64) {
+        let slot = match label {
+            Label::Positive => &mut self.positives,
+            Label::Negative => &mut self.negatives,
+            Label::Skip => &mut self.skipped,
+        };
+        *slot = slot.saturating_add_signed(delta);
+    }
+    /// Positives plus negatives.
+    pub fn annotated(&self) -> u64 {
+        self.positives + self.negatives
+    }
+}
+
+/// Why an event cannot be applied to the current state.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ApplyError {
+    /// The record's seq is not the next one.
+    #[error("record seq {found} out of order (expected {expected})")]
+    OutOfOrder {
+        /// Expected seq.
+        expected: u64,
+        /// Found seq.
+        found: u64,
+    },
+    /// Undo of something that is not the client's latest label.
+    #[error("undo of seq {of_seq} by {client} does not match its latest label")]
+    BadUndo {
+        /// Client.
+        client: String,
+        /// Seq named by the undo.
+        of_seq: u64,
+    },
+}
+
+/// The state of all annotations, rebuilt from the journal.
+#[derive(Debug, Default, Clone)]
+pub struct AnnotationState {
+    current: HashMap<u32, Effective>,
+    undo_stacks: HashMap<String, Vec<UndoEntry>>,
+    counts: Counts,
+    next_seq: u64,
+    /// Positive/negative labels in force, in the order given (for charts and online accuracy).
+    history: Vec<(u32, Effective)>,
+    /// Seqs of labels undone; such a label is never restored by undoing a later one.
+    undone: std::collections::HashSet<u64>,
+}
+
+impl AnnotationState {
+    /// Replays records into a fresh state.
+    pub fn replay(records: &[Record]) -> Result<Self, ApplyError> {
+        let mut state = Self::default();
+        for r in records {
+            state.apply(r)?;
+        }
+        Ok(state)
+    }
+
+    /// Reads and replays an annotation journal (a missing file is an empty state).
+    pub fn load(path: &Path) -> Result<Self, FileError> {
+        match journal::read_journal::<Record>(path, FileKind::Annotations) {
+            Ok(contents) => Self::replay(&contents.records).map_err(|e| {
+                FileError::decode(path, crate::codec::DecodeError::Payload(e.to_string()))
+            }),
+            Err(e) if e.is_not_found() => Ok(Self::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The seq the next record must carry.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Applies one record; on error the state is unchanged.
+    pub fn apply(&mut self, r: &Record) -> Result<(), ApplyError> {
+        if r.seq != self.next_seq {
+            return Err(ApplyError::OutOfOrder { expected: self.next_seq, found: r.seq });
+        }
+        match r.event {
+            Event::Label { id, label, prob } => {
+                let new = Effective { label, seq: r.seq, prob, time_ms: r.time_ms };
+                let previous = self.current.insert(id, new);
+                if let Some(p) = previous {
+                    self.counts.add(p.label, -1);
+                    self.remove_history(p.seq);
+                }
+                self.counts.add(label, 1);
+                if label != Label::Skip {
+                    self.history.push((id, new));
+                }
+                self.undo_stacks.entry(r.client.clone()).or_default().push(UndoEntry { seq: r.seq, id, previous });
+            }
+            Event::Undo { id, of_seq } => {
+                let stack = self.undo_stacks.get_mut(&r.client);
+                let top = stack.as_ref().and_then(|s| s.last());
+                if !top.is_some_and(|t| t.seq == of_seq && t.id == id) {
+                    return Err(ApplyError::BadUndo { client: r.client.clone(), of_seq });
+                }
+                let entry = stack.expect("checked above").pop().expect("checked above");
+                self.undone.insert(of_seq);
+                // A later label by someone else stands; only undo what is still in force.
+                if self.current.get(&id).is_some_and(|c| c.seq == of_seq) {
+                    let undone = self.current.remove(&id).expect("checked above");
+                    self.counts.add(undone.label, -1);
+                    self.remove_history(undone.seq);
+                    if let Some(p) = entry.previous.filter(|p| !self.undone.contains(&p.seq)) {
+                        self.current.insert(id, p);
+                        self.counts.add(p.label, 1);
+                        if p.label != Label::Skip {
+                            let at = self.history.partition_point(|(_, e)| e.seq < p.seq);
+                            self.history.insert(at, (id, p));
+                        }
+                    }
+                }
+            }
+        }
+        self.next_seq += 1;
+        Ok(())
+    }
+
+    fn remove_history(&mut self, seq: u64) {
+        if let Ok(at) = self.history.binary_search_by_key(&seq, |(_, e)| e.seq) {
+            self.history.remove(at);
+        }
+    }
+
+    /// What `client` would undo next: (image id, seq of its label).
+    pub fn undo_target(&self, client: &str) -> Option<(u32, u64)> {
+        self.undo_stacks.get(client)?.last().map(|e| (e.id, e.seq))
+    }
+
+    /// The label image `id` has now.
+    pub fn get(&self, id: u32) -> Option<Effective> {
+        self.current.get(&id).copied()
+    }
+
+    /// True when the image has a label or was skipped.
+    pub fn is_done(&self, id: u32) -> bool {
+        self.current.contains_key(&id)
+    }
+
+    /// Current counts.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Every image with a label in force (including skips).
+    pub fn labels(&self) -> impl Iterator<Item = (u32, Effective)> + '_ {
+        self.current.iter().map(|(id, e)| (*id, *e))
+    }
+
+    /// Positive/negative labels in force, oldest first.
+    pub fn history(&self) -> &[(u32, Effective)] {
+        &self.history
+    }
+
+    /// Positive/negative labels given at or after `since_ms`.
+    pub fn labels_since(&self, since_ms: u64) -> u64 {
+        self.history.iter().rev().take_while(|(_, e)| e.time_ms >= since_ms).count() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label(seq: u64, client: &str, id: u32, l: Label) -> Record {
+        Record { seq, time_ms: seq, client: client.into(), event: Event::Label { id, label: l, prob: None } }
+    }
+    fn undo(seq: u64, client: &str, id: u32, of_seq: u64) -> Record {
+        Record { seq, time_ms: seq, client: client.into(), event: Event::Undo { id, of_seq } }
+    }
+
+    #[test]
+    fn labels_relabels_and_undo_per_client() {
+        let mut s = AnnotationState::default();
+        s.apply(&label(0, "a", 1, Label::Positive)).unwrap();
+        s.apply(&label(1, "b", 2, Label::Negative)).unwrap();
+        s.apply(&label(2, "a", 3, Label::Skip)).unwrap();
+        assert_eq!(s.counts(), Counts { positives: 1, negatives: 1, skipped: 1 });
+        assert_eq!(s.undo_target("a"), Some((3, 2)));
+        assert_eq!(s.undo_target("b"), Some((2, 1)));
+        s.apply(&undo(3, "a", 3, 2)).unwrap();
+        assert!(!s.is_done(3));
+        assert_eq!(s.undo_target("a"), Some((1, 0)));
+        // b relabels a's image; a's later undo must not erase b's label.
+        s.apply(&label(4, "b", 1, Label::Negative)).unwrap();
+        assert_eq!(s.counts(), Counts { positives: 0, negatives: 2, skipped: 0 });
+        s.apply(&undo(5, "a", 1, 0)).unwrap();
+        assert_eq!(s.get(1).unwrap().label, Label::Negative);
+        // b undoes its relabel: a's label was undone meanwhile, so the image ends up unlabelled.
+        s.apply(&undo(6, "b", 1, 4)).unwrap();
+        assert!(!s.is_done(1));
+        assert_eq!(s.history().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2]);
+        assert_eq!(s.apply(&undo(7, "a", 1, 0)), Err(ApplyError::BadUndo { client: "a".into(), of_seq: 0 }));
+        // An undo restores the label it replaced.
+        s.apply(&label(7, "a", 5, Label::Positive)).unwrap();
+        s.apply(&label(8, "b", 5, Label::Negative)).unwrap();
+        s.apply(&undo(9, "b", 5, 8)).unwrap();
+        assert_eq!(s.get(5).unwrap().label, Label::Positive);
+        assert_eq!(s.history().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 5]);
+        assert!(matches!(s.apply(&label(99, "a", 1, Label::Skip)), Err(ApplyError::OutOfOrder { .. })));
+    }
+}

@@ -1,0 +1,84 @@
+//! Renders any run-directory file as JSON: first its header, then its content, one JSON value per
+//! line for long lists, so `inspect FILE | head` shows the start of a big file.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::json;
+
+use crate::annotations::Record;
+use crate::codec::{self, DecodeError, FileError, FileKind, HEADER_LEN};
+use crate::manifest::Manifest;
+use crate::predictions::Predictions;
+use crate::ranking::Ranking;
+
+/// Writes a readable JSON rendering of the file at `path` to `out`.
+pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
+    let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        return inspect_safetensors(path, &bytes, out);
+    }
+    let header = codec::decode_header(&bytes, None).map_err(|e| FileError::decode(path, e))?;
+    let dec = |e: DecodeError| FileError::decode(path, e);
+    writeln!(out, "{}", json!({ "header": header }))?;
+    match header.kind {
+        FileKind::Manifest => {
+            let (_, m): (_, Manifest) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            writeln!(out, "{}", json!({ "datadir": m.datadir, "images": m.paths.len(), "scanned_ms": m.scanned_ms }))?;
+            for (id, p) in m.paths.iter().enumerate() {
+                writeln!(out, "{}", json!({ "id": id, "path": p }))?;
+            }
+        }
+        FileKind::Annotations => {
+            let c = crate::journal::decode_journal::<Record>(&bytes, header.kind).map_err(dec)?;
+            writeln!(out, "{}", json!({ "records": c.records.len(), "damaged_tail_bytes": c.damaged_tail }))?;
+            for r in &c.records {
+                writeln!(out, "{}", serde_json::to_string(r).map_err(std::io::Error::other)?)?;
+            }
+        }
+        FileKind::Ranking => {
+            let (_, r): (_, Ranking) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            writeln!(out, "{}", json!({ "entries": r.ids.len(), "selector": r.selector, "model": r.model, "predicted": r.predicted, "created_ms": r.created_ms }))?;
+            for (id, p) in r.ids.iter().zip(&r.probs) {
+                writeln!(out, "{}", json!({ "id": id, "prob": if p.is_nan() { None } else { Some(p) } }))?;
+            }
+        }
+        FileKind::Predictions => {
+            let (_, p): (_, Predictions) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            writeln!(out, "{}", json!({ "entries": p.ids.len(), "shard": p.shard, "model": p.model, "failed": p.failed, "created_ms": p.created_ms }))?;
+            for (id, prob) in p.ids.iter().zip(&p.probs) {
+                writeln!(out, "{}", json!({ "id": id, "prob": prob }))?;
+            }
+        }
+        FileKind::Embeddings => {
+            let (_, e): (_, crate::embeddings::EmbeddingChunk) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            writeln!(out, "{}", json!({ "first_id": e.first_id, "count": e.count, "dim": e.dim, "failed": e.failed, "payload_bytes": bytes.len() - HEADER_LEN }))?;
+        }
+    }
+    Ok(())
+}
+
+fn inspect_safetensors(path: &Path, bytes: &[u8], out: &mut dyn Write) -> Result<(), InspectError> {
+    let bad = |m: String| FileError::decode(path, DecodeError::Payload(m));
+    if bytes.len() < 8 {
+        return Err(bad("truncated safetensors file".into()).into());
+    }
+    let n = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes")) as usize;
+    let Some(header) = bytes.get(8..8usize.saturating_add(n)) else {
+        return Err(bad(format!("safetensors header of {n} bytes, file has {}", bytes.len())).into());
+    };
+    let value: serde_json::Value = serde_json::from_slice(header).map_err(|e| bad(format!("safetensors header is not JSON: {e}")))?;
+    writeln!(out, "{}", serde_json::to_string_pretty(&value).map_err(std::io::Error::other)?)?;
+    Ok(())
+}
+
+/// Why a file could not be inspected.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The file is unreadable or malformed.
+    #[error(transparent)]
+    File(#[from] FileError),
+    /// Writing the output failed (e.g. a closed pipe).
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+}

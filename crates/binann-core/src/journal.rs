@@ -1,0 +1,189 @@
+//! An append-only journal: a header, then framed records `len u32 | crc32 u32 | bincode`.
+//!
+//! Appending a record and fsyncing is O(1) disk work however many records came before. A process
+//! killed mid-append leaves at most a torn last record, which was never acknowledged: readers stop
+//! before it, and the writer, on reopening, backs the damaged file up and cuts the torn tail off.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::codec::{self, DecodeError, FileError, FileKind, HEADER_LEN, Header};
+
+const FRAME_LEN: usize = 8;
+/// No single record is anywhere near this large; a bigger length means corruption.
+const MAX_RECORD_LEN: u32 = 1 << 20;
+
+/// What a read of a journal found.
+#[derive(Debug)]
+pub struct JournalContents<T> {
+    /// The file's header.
+    pub header: Header,
+    /// Every intact record, in order.
+    pub records: Vec<T>,
+    /// Bytes after the last intact record (a torn or corrupt tail), 0 when clean.
+    pub damaged_tail: u64,
+    /// Offset just after the last intact record.
+    pub good_len: u64,
+}
+
+/// Decodes journal bytes: every intact record up to the first torn or corrupt one.
+pub fn decode_journal<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Result<JournalContents<T>, DecodeError> {
+    let header = codec::decode_header(bytes, Some(kind))?;
+    let mut pos = HEADER_LEN;
+    let mut records = Vec::new();
+    while bytes.len() - pos >= FRAME_LEN {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        if len > MAX_RECORD_LEN || bytes.len() - pos - FRAME_LEN < len as usize {
+            break;
+        }
+        let payload = &bytes[pos + FRAME_LEN..pos + FRAME_LEN + len as usize];
+        if crc32fast::hash(payload) != crc {
+            break;
+        }
+        let Ok(record) = codec::decode_value(payload) else { break };
+        records.push(record);
+        pos += FRAME_LEN + len as usize;
+    }
+    Ok(JournalContents { header, records, damaged_tail: (bytes.len() - pos) as u64, good_len: pos as u64 })
+}
+
+/// Reads a journal file.
+pub fn read_journal<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<JournalContents<T>, FileError> {
+    let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
+    decode_journal(&bytes, kind).map_err(|e| FileError::decode(path, e))
+}
+
+/// Frames one record for appending.
+pub fn frame<T: Serialize>(record: &T) -> Vec<u8> {
+    let payload = codec::encode_value(record);
+    let mut out = Vec::with_capacity(FRAME_LEN + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// The single writer of a journal file.
+#[derive(Debug)]
+pub struct JournalWriter {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+/// What opening a journal for writing found and did.
+#[derive(Debug)]
+pub struct Opened<T> {
+    /// The writer, positioned after the last intact record.
+    pub writer: JournalWriter,
+    /// Every intact record.
+    pub records: Vec<T>,
+    /// Where a damaged file was copied before its torn tail was cut off.
+    pub backup: Option<PathBuf>,
+}
+
+impl JournalWriter {
+    /// Opens (creating if missing) a journal; returns its records. A damaged tail is copied to a
+    /// backup file first, so nothing is ever destroyed, then cut off.
+    pub fn open<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<Opened<T>, FileError> {
+        let io = |e| FileError::io(path, e);
+        if !path.exists() {
+            let header = Header { version: codec::FORMAT_VERSION, kind, generation: 1, payload_len: 0, payload_crc: 0 };
+            crate::atomic::write_atomic(path, &codec::encode_header(&header))?;
+        }
+        let contents = read_journal::<T>(path, kind)?;
+        let mut backup = None;
+        if contents.damaged_tail > 0 {
+            let target = path.with_extension(format!("damaged-{}", crate::now_ms()));
+            std::fs::copy(path, &target).map_err(io)?;
+            tracing::warn!(
+                path = %path.display(), backup = %target.display(), bytes = contents.damaged_tail,
+                "journal had a torn or corrupt tail (a write interrupted before it was acknowledged); kept a copy and cut it off"
+            );
+            backup = Some(target);
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+        if contents.damaged_tail > 0 {
+            file.set_len(contents.good_len).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        let mut writer = JournalWriter { file, path: path.to_owned(), len: contents.good_len };
+        writer.file.seek(SeekFrom::Start(writer.len)).map_err(io)?;
+        Ok(Opened { writer, records: contents.records, backup })
+    }
+
+    /// Appends already-framed records and makes them durable. On failure the file is cut back to
+    /// where it was, so a half-written batch never lingers.
+    pub fn append_framed(&mut self, framed: &[u8]) -> Result<(), FileError> {
+        let result = self.file.write_all(framed).and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.len += framed.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.len);
+                let _ = self.file.seek(SeekFrom::Start(self.len));
+                Err(FileError::io(&self.path, e))
+            }
+        }
+    }
+
+    /// Bytes in the file.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// True when the journal holds only its header.
+    pub fn is_empty(&self) -> bool {
+        self.len <= HEADER_LEN as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torn_tail_is_backed_up_and_cut() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("j");
+        let mut w = JournalWriter::open::<u64>(&path, FileKind::Annotations).unwrap().writer;
+        for i in 0..10u64 {
+            w.append_framed(&frame(&i)).unwrap();
+        }
+        drop(w);
+        // Simulate a writer killed mid-append: half a record at the end.
+        let torn = frame(&99u64);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(&torn[..torn.len() - 1]).unwrap();
+        drop(f);
+        let c = read_journal::<u64>(&path, FileKind::Annotations).unwrap();
+        assert_eq!(c.records, (0..10).collect::<Vec<_>>());
+        assert_eq!(c.damaged_tail, torn.len() as u64 - 1);
+        let opened = JournalWriter::open::<u64>(&path, FileKind::Annotations).unwrap();
+        assert_eq!(opened.records.len(), 10);
+        let backup = opened.backup.unwrap();
+        assert_eq!(std::fs::metadata(&backup).unwrap().len(), c.good_len + c.damaged_tail);
+        let mut w = opened.writer;
+        w.append_framed(&frame(&10u64)).unwrap();
+        let c = read_journal::<u64>(&path, FileKind::Annotations).unwrap();
+        assert_eq!(c.records, (0..11).collect::<Vec<_>>());
+        assert_eq!(c.damaged_tail, 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_byte_string_panics(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            let header = Header { version: 1, kind: FileKind::Annotations, generation: 1, payload_len: 0, payload_crc: 0 };
+            let mut bytes = codec::encode_header(&header).to_vec();
+            bytes.extend_from_slice(&tail);
+            let _ = decode_journal::<(u64, String)>(&bytes, FileKind::Annotations);
+            let _ = decode_journal::<u64>(&tail, FileKind::Annotations);
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The dataset manifest: every image under DATADIR, each with a stable integer id.
+//!
+//! Ids are indices into `paths` and never change: a rescan keeps every known path at its id and
+//! appends new images after them, so annotations and predictions stay valid as a dataset grows.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, FileError, FileKind};
+
+/// File extensions (compared case-insensitively) that count as images.
+pub const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+/// Every image of a dataset, by id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    /// Absolute path of the dataset folder when it was scanned.
+    pub datadir: String,
+    /// Relative path of each image ('/'-separated); the index is the image's id.
+    pub paths: Vec<String>,
+    /// When the last scan finished (ms since the epoch).
+    pub scanned_ms: u64,
+}
+
+/// Why a dataset folder could not be scanned.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The folder does not exist.
+    #[error("dataset folder {0} does not exist")]
+    Missing(PathBuf),
+    /// The path is not a folder.
+    #[error("dataset path {0} is not a folder")]
+    NotADirectory(PathBuf),
+    /// No image files at all.
+    #[error("dataset folder {path} holds no images ({other_files} other files; looked for {exts})", exts = IMAGE_EXTENSIONS.join(", "))]
+    Empty {
+        /// The folder.
+        path: PathBuf,
+        /// Files that were not images.
+        other_files: u64,
+    },
+    /// Walking the folder failed.
+    #[error("reading dataset folder {path}: {message}")]
+    Walk {
+        /// Where.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// True when a file name has one of the image extensions, in any letter case.
+pub fn is_image_name(name: &str) -> bool {
+    name.rsplit_once('.')
+        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+}
+
+/// Lists the images under `datadir`, recursively, sorted. Symlinks are not followed, so a link
+/// pointing outside the dataset never enters the manifest.
+pub fn list_images(datadir: &Path) -> Result<Vec<String>, ScanError> {
+    if !datadir.exists() {
+        return Err(ScanError::Missing(datadir.to_owned()));
+    }
+    if !datadir.is_dir() {
+        return Err(ScanError::NotADirectory(datadir.to_owned()));
+    }
+    let progress = indicatif::ProgressBar::new_spinner()
+        .with_message(format!("scanning {}", datadir.display()));
+    let mut paths = Vec::new();
+    let mut other_files = 0u64;
+    for entry in walkdir::WalkDir::new(datadir).follow_links(false) {
+        let entry = entry.map_err(|e| ScanError::Walk { path: datadir.to_owned(), message: e.to_string() })?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let Ok(rel) = entry.path().strip_prefix(datadir) else { continue };
+        let Some(rel) = rel.to_str() else {
+            tracing::warn!(path = %entry.path().display(), "skipping a file whose name is not UTF-8");
+            continue;
+        };
+        if is_image_name(rel) {
+            paths.push(rel.replace(std::path::MAIN_SEPARATOR, "/"));
+            if paths.len() % 10_000 == 0 {
+                progress.set_message(format!("scanning {}: {} images", datadir.display(), paths.len()));
+                progress.tick();
+            }
+        } else {
+            other_files += 1;
+        }
+    }
+    progress.finish_and_clear();
+    if paths.is_empty() {
+        return Err(ScanError::Empty { path: datadir.to_owned(), other_files });
+    }
+    paths.sort_unstable();
+    Ok(paths)
+}
+
+impl Manifest {
+    /// Scans `datadir`, keeping the ids of `previous` (if any) and appending new images.
+    pub fn scan(datadir: &Path, previous: Option<Manifest>) -> Result<(Manifest, usize), ScanError> {
+        let found = list_images(datadir)?;
+        let absolute = std::path::absolute(datadir).unwrap_or_else(|_| datadir.to_owned());
+        let mut paths = previous.map(|m| m.paths).unwrap_or_default();
+        let known: HashSet<&str> = paths.iter().map(String::as_str).collect();
+        let new: Vec<String> = found.into_iter().filter(|p| !known.contains(p.as_str())).collect();
+        let added = new.len();
+        paths.extend(new);
+        Ok((Manifest { datadir: absolute.to_string_lossy().into_owned(), paths, scanned_ms: crate::now_ms() }, added))
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    /// True when there are no images.
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+
+    /// The relative path of image `id`, if it exists.
+    pub fn path(&self, id: u32) -> Option<&str> {
+        self.paths.get(id as usize).map(String::as_str)
+    }
+
+    /// Where image `id` lives on disk, under `datadir` (which may differ from the scanned one on
+    /// another machine sharing the run directory).
+    pub fn file_path(&self, datadir: &Path, id: u32) -> Option<PathBuf> {
+        self.path(id).map(|rel| datadir.join(rel))
+    }
+
+    /// Loads a manifest file.
+    pub fn load(path: &Path) -> Result<(u64, Manifest), FileError> {
+        codec::read_file(path, FileKind::Manifest).map(|(h, m)| (h.generation, m))
+    }
+
+    /// Atomically writes a manifest file.
+    pub fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
+        codec::write_file(path, FileKind::Manifest, generation, self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_is_recursive_case_insensitive_and_keeps_ids() {
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
+        for name in ["b.PNG", "a.jpg", "sub/c.JpEg", "sub/deeper/d.tiff", "notes.txt", "sub/e.webp"] {
+            std::fs::write(d.join(name), b"x").unwrap();
+        }
+        let (m, added) = Manifest::scan(d, None).unwrap();
+        assert_eq!(added, 5);
+        assert_eq!(m.paths, ["a.jpg", "b.PNG", "sub/c.JpEg", "sub/deeper/d.tiff", "sub/e.webp"]);
+        std::fs::write(d.join("0-first.png"), b"x").unwrap();
+        let (m2, added) = Manifest::scan(d, Some(m.clone())).unwrap();
+        assert_eq!(added, 1);
+        assert_eq!(&m2.paths[..5], &m.paths[..]);
+        assert_eq!(m2.paths[5], "0-first.png");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_the_dataset_are_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        let data = tmp.path().join("data");
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(outside.join("secret.png"), b"x").unwrap();
+        std::fs::write(data.join("ok.png"), b"x").unwrap();
+        std::os::unix::fs::symlink(outside.join("secret.png"), data.join("link.png")).unwrap();
+        std::os::unix::fs::symlink(&outside, data.join("linkdir")).unwrap();
+        assert_eq!(list_images(&data).unwrap(), ["ok.png"]);
+    }
+
+    #[test]
+    fn missing_and_empty_folders_are_clear_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let err = list_images(&tmp.path().join("nope")).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        std::fs::write(tmp.path().join("readme.txt"), b"x").unwrap();
+        let err = list_images(tmp.path()).unwrap_err();
+        assert!(err.to_string().contains("holds no images (1 other files"), "{err}");
+    }
+}

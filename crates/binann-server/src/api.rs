@@ -1,0 +1,262 @@
+//! The JSON API's handlers.
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::{HttpRequest, HttpResponse, web};
+use binann_core::annotations::{Event, Label, Record};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::state::{AppState, durable};
+
+/// Name of the cookie that identifies a browser tab's client.
+pub const CLIENT_COOKIE: &str = "binann_client";
+/// Header a script may send instead of the cookie.
+pub const CLIENT_HEADER: &str = "X-Client";
+/// Most images one `/api/next` call hands out.
+pub const MAX_COUNT: u32 = 32;
+
+/// Who is asking, and the cookie to set when the client is new.
+struct Client {
+    id: String,
+    new_cookie: Option<Cookie<'static>>,
+}
+
+fn valid_client_id(s: &str) -> bool {
+    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn client_of(req: &HttpRequest) -> Result<Client, ApiError> {
+    if let Some(h) = req.headers().get(CLIENT_HEADER) {
+        let id = h.to_str().ok().filter(|s| valid_client_id(s)).ok_or_else(|| {
+            ApiError::BadRequest(format!("{CLIENT_HEADER} must be 1-64 letters, digits, '-' or '_'"))
+        })?;
+        return Ok(Client { id: id.to_owned(), new_cookie: None });
+    }
+    if let Some(c) = req.cookie(CLIENT_COOKIE).filter(|c| valid_client_id(c.value())) {
+        return Ok(Client { id: c.value().to_owned(), new_cookie: None });
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    let cookie = Cookie::build(CLIENT_COOKIE, id.clone()).path("/").http_only(true).same_site(SameSite::Strict).finish();
+    Ok(Client { id, new_cookie: Some(cookie) })
+}
+
+fn respond(client: Client, body: serde_json::Value) -> HttpResponse {
+    let mut r = HttpResponse::Ok();
+    if let Some(c) = client.new_cookie {
+        r.cookie(c);
+    }
+    r.insert_header(("Cache-Control", "no-store")).json(body)
+}
+
+fn image_json(id: u32, path: &str, prob: Option<f32>) -> serde_json::Value {
+    json!({ "id": id, "path": path, "prob": prob, "url": format!("/api/images/{id}") })
+}
+
+/// Query of `/api/next`.
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    /// How many images (1..=32).
+    count: Option<i64>,
+}
+
+/// `GET /api/next?count=K`.
+pub async fn next(req: HttpRequest, state: web::Data<AppState>, q: web::Query<NextQuery>) -> Result<HttpResponse, ApiError> {
+    let count = q.count.unwrap_or(1);
+    if !(1..=MAX_COUNT as i64).contains(&count) {
+        return Err(ApiError::InvalidCount { max: MAX_COUNT, got: count });
+    }
+    let client = client_of(&req)?;
+    let body = {
+        let mut inner = state.lock();
+        let inner = &mut *inner;
+        let ids = inner.queue.next(&client.id, count as usize, &inner.annotations);
+        let items: Vec<_> = ids
+            .iter()
+            .map(|&id| image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id)))
+            .collect();
+        serde_json::Value::Array(items)
+    };
+    Ok(respond(client, body))
+}
+
+/// Body of `POST /api/annotations`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnotateBody {
+    /// The image.
+    id: serde_json::Value,
+    /// "positive", "negative" or "skip".
+    label: String,
+}
+
+fn parse_id(v: &serde_json::Value) -> Result<u64, ApiError> {
+    match v {
+        serde_json::Value::Number(n) => n.as_u64().ok_or_else(|| ApiError::InvalidId(n.to_string())),
+        other => Err(ApiError::InvalidId(other.to_string())),
+    }
+}
+
+/// `POST /api/annotations`: answers only once the annotation is durable.
+pub async fn annotate(req: HttpRequest, state: web::Data<AppState>, body: web::Json<AnnotateBody>) -> Result<HttpResponse, ApiError> {
+    let client = client_of(&req)?;
+    let label = Label::parse(&body.label).ok_or_else(|| ApiError::InvalidLabel(body.label.clone()))?;
+    let id = parse_id(&body.id)?;
+    let (record, rx) = {
+        let mut inner = state.lock();
+        if id >= inner.manifest.len() as u64 {
+            return Err(ApiError::UnknownImage(id));
+        }
+        let id = id as u32;
+        let record = Record {
+            seq: inner.annotations.next_seq(),
+            time_ms: binann_core::now_ms(),
+            client: client.id.clone(),
+            event: Event::Label { id, label, prob: inner.queue.prob(id) },
+        };
+        let rx = inner.commit(&record)?;
+        inner.queue.labelled(id);
+        (record, rx)
+    };
+    durable(rx).await?;
+    Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": record.seq })))
+}
+
+/// `POST /api/undo`: removes this client's last annotation and returns its image.
+pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let client = client_of(&req)?;
+    let (body, rx) = {
+        let mut inner = state.lock();
+        let (id, of_seq) = inner.annotations.undo_target(&client.id).ok_or(ApiError::NothingToUndo)?;
+        let undone = inner.annotations.get(id).filter(|e| e.seq == of_seq);
+        let record = Record {
+            seq: inner.annotations.next_seq(),
+            time_ms: binann_core::now_ms(),
+            client: client.id.clone(),
+            event: Event::Undo { id, of_seq },
+        };
+        let rx = inner.commit(&record)?;
+        inner.queue.reopened(id);
+        inner.queue.hand(&client.id, id);
+        let mut body = image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id));
+        body["label"] = json!(undone.map(|e| e.label.as_str()));
+        (body, rx)
+    };
+    durable(rx).await?;
+    Ok(respond(client, body))
+}
+
+/// `GET /api/stats`.
+pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
+    let inner = state.lock();
+    let counts = inner.annotations.counts();
+    let total = inner.manifest.len() as u64;
+    let now = binann_core::now_ms();
+    let (mut evaluated, mut correct) = (0u64, 0u64);
+    for (_, e) in inner.annotations.history() {
+        if let Some(p) = e.prob {
+            evaluated += 1;
+            correct += u64::from((p >= 0.5) == (e.label == Label::Positive));
+        }
+    }
+    let model = inner.queue.source.as_ref().and_then(|r| {
+        r.model.as_ref().map(|m| {
+            json!({
+                "checkpoint_generation": m.checkpoint_generation,
+                "age_s": now.saturating_sub(m.checkpoint_ms) as f64 / 1000.0,
+                "trained_on": m.labels_used,
+                "positives_trained_on": m.positives_used,
+                "mode": m.mode,
+                "backbone": m.backbone,
+                "input_size": m.input_size,
+                "loss": m.loss,
+                "predicted": r.predicted,
+                "predicted_share": if total > 0 { r.predicted as f64 / total as f64 } else { 0.0 },
+                "selector": r.selector,
+                "ranking_age_s": now.saturating_sub(r.created_ms) as f64 / 1000.0,
+                "estimated_positive_rate": inner.queue.mean_prob,
+            })
+        })
+    });
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
+        "total": total,
+        "annotated": counts.annotated(),
+        "positives": counts.positives,
+        "negatives": counts.negatives,
+        "skipped": counts.skipped,
+        "remaining": total.saturating_sub(counts.annotated() + counts.skipped),
+        "last_minute": inner.annotations.labels_since(now.saturating_sub(60_000)),
+        "online": if evaluated > 0 {
+            json!({ "evaluated": evaluated, "correct": correct, "accuracy": correct as f64 / evaluated as f64 })
+        } else { serde_json::Value::Null },
+        "model": model,
+        "selector": inner.queue.source.as_ref().map(|r| r.selector.clone()),
+    }))
+}
+
+/// Query of `/api/history`.
+#[derive(Debug, Deserialize)]
+pub struct HistoryQuery {
+    /// Skip the first `since` entries (the page asks only for what it has not seen).
+    since: Option<usize>,
+}
+
+/// `GET /api/history?since=N`: positive/negative labels in force, oldest first, with the model's
+/// probability before each (for the page's charts).
+pub async fn history(state: web::Data<AppState>, q: web::Query<HistoryQuery>) -> HttpResponse {
+    let inner = state.lock();
+    let all = inner.annotations.history();
+    let since = q.since.unwrap_or(0).min(all.len());
+    let labels: Vec<_> = all[since..]
+        .iter()
+        .map(|(id, e)| json!({ "id": id, "label": e.label.as_str(), "prob": e.prob, "time_ms": e.time_ms }))
+        .collect();
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "total": all.len(), "since": since, "labels": labels }))
+}
+
+/// `GET /api/images/{id}`: the bytes of an image in the manifest, and nothing else. The request
+/// only ever selects an entry of the manifest; no part of it becomes a path.
+pub async fn image(state: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let raw = id.into_inner();
+    let id: u32 = raw.parse().map_err(|_| ApiError::InvalidId(raw.clone()))?;
+    let rel = {
+        let inner = state.lock();
+        inner.manifest.path(id).map(str::to_owned).ok_or(ApiError::UnknownImage(id as u64))?
+    };
+    let file = state.datadir.join(&rel);
+    let rel2 = rel.clone();
+    let (bytes, mime) = web::block(move || read_image(id, &file, &rel2))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(HttpResponse::Ok().content_type(mime).insert_header(("Cache-Control", "private, max-age=3600")).body(bytes))
+}
+
+fn read_image(id: u32, file: &std::path::Path, rel: &str) -> Result<(Vec<u8>, &'static str), ApiError> {
+    // A symlink swapped in after the scan must not lead outside the dataset.
+    let meta = std::fs::symlink_metadata(file).map_err(|_| ApiError::ImageMissing { id, path: rel.to_owned() })?;
+    if !meta.is_file() {
+        return Err(ApiError::ImageMissing { id, path: rel.to_owned() });
+    }
+    let bytes = std::fs::read(file).map_err(|_| ApiError::ImageMissing { id, path: rel.to_owned() })?;
+    let unreadable = |reason: String| ApiError::ImageUnreadable { id, path: rel.to_owned(), reason };
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
+    let format = reader.format().ok_or_else(|| unreadable("unknown image format".into()))?;
+    reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
+    Ok((bytes, format.to_mime_type()))
+}
+
+/// `GET /health`.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let images = state.lock().manifest.len();
+    HttpResponse::Ok().json(json!({ "status": "ok", "images": images }))
+}
+
+/// Any unknown route.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound(format!("{} {}", req.method(), req.path())))
+}
+
+/// A known route asked with the wrong method.
+pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed)
+}

@@ -1,0 +1,41 @@
+//! The server's options. Each is a flag with an environment variable; `config/binann.env` lists
+//! them all with their defaults.
+
+use std::path::PathBuf;
+
+/// binann's annotation server: the page and its JSON API.
+#[derive(Debug, Clone, clap::Parser)]
+#[command(name = "binann-server", version)]
+pub struct ServerConfig {
+    /// Folder of images to label (searched recursively).
+    #[arg(long, env = "BINANN_DATADIR")]
+    pub datadir: PathBuf,
+    /// Run directory shared by all binann processes (created if missing).
+    #[arg(long, env = "BINANN_RUNDIR")]
+    pub rundir: PathBuf,
+    /// Address to listen on. Use 0.0.0.0 only on a trusted network: the API has no login.
+    #[arg(long, env = "BINANN_HOST", default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, env = "BINANN_PORT", default_value_t = 8080)]
+    pub port: u16,
+    /// Rescan DATADIR at start-up for new images (false: trust the manifest; faster at 1M images).
+    #[arg(long, env = "BINANN_RESCAN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub rescan: bool,
+    /// Seconds after which a quiet client's images are handed to others.
+    #[arg(long, env = "BINANN_HANDOUT_TIMEOUT_SECS", default_value_t = 120)]
+    pub handout_timeout_secs: u64,
+    /// Watch the run directory by polling only (for network disks shared between machines).
+    #[arg(long, env = "BINANN_FORCE_POLLING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub force_polling: bool,
+    /// Polling interval in milliseconds (also the fallback when file events are unavailable).
+    #[arg(long, env = "BINANN_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// HTTP worker threads.
+    #[arg(long, env = "BINANN_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Serve the page from this folder instead of the copy built into the binary (for page
+    /// development: edit and reload without rebuilding).
+    #[arg(long, env = "BINANN_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+}

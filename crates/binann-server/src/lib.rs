@@ -1,0 +1,177 @@
+//! binann-server: the annotation page and its JSON API. It reads the manifest and the ranking,
+//! writes the annotation journal, and never links libtorch.
+//!
+//! - [`config`]: command-line options (each also an environment variable).
+//! - [`api`]: the request handlers.
+//! - [`error`]: every API error, with its HTTP status and stable code in one table.
+//! - [`queue`]: which image each client gets next.
+//! - [`state`]: the shared state and the journal writer thread (group commit).
+//! - [`web_assets`]: the page, compiled into the binary.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod queue;
+pub mod state;
+pub mod web_assets;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+use binann_core::annotations::{AnnotationState, Record};
+use binann_core::codec::FileKind;
+use binann_core::journal::JournalWriter;
+use binann_core::manifest::Manifest;
+use binann_core::ranking::Ranking;
+use binann_core::rundir::RunDir;
+use binann_core::watch::{FileWatcher, WatchOptions};
+
+pub use config::ServerConfig;
+use error::ApiError;
+use queue::Queue;
+use state::AppState;
+
+/// Largest request body accepted (annotations are tiny).
+pub const MAX_BODY_BYTES: usize = 16 * 1024;
+
+/// A server ready to run: its state, and the lock that makes it the run directory's only server.
+pub struct Prepared {
+    /// Shared state.
+    pub state: AppState,
+    _lock: std::fs::File,
+    rundir: RunDir,
+    config: ServerConfig,
+}
+
+/// Opens the run directory, scans the dataset, replays the journal and loads the ranking.
+pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
+    let started = std::time::Instant::now();
+    let rundir = RunDir::create_or_open(&config.rundir)?;
+    let lock = rundir.lock("server")?;
+    let removed = binann_core::atomic::remove_stale_temps(rundir.root(), Duration::from_secs(60));
+    if removed > 0 {
+        tracing::info!("removed {removed} temp files left by interrupted writes");
+    }
+    let manifest = load_or_scan_manifest(&rundir, &config)?;
+    let opened = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations)
+        .context("opening the annotation journal (nothing was changed)")?;
+    if let Some(backup) = &opened.backup {
+        tracing::warn!("the journal's torn tail was cut off; the full damaged file is kept at {}", backup.display());
+    }
+    let annotations = AnnotationState::replay(&opened.records).with_context(|| {
+        format!("replaying {} (nothing was changed)", rundir.annotations().display())
+    })?;
+    let mut queue = Queue::new(manifest.len(), Duration::from_secs(config.handout_timeout_secs));
+    match Ranking::load(&rundir.ranking()) {
+        Ok((generation, ranking)) => queue.set_ranking(manifest.len(), generation, ranking),
+        Err(e) if e.is_not_found() => tracing::info!("no ranking yet: serving the default order"),
+        Err(e) => tracing::error!("ignoring an unreadable ranking, serving the default order until a good one appears: {e}"),
+    }
+    let counts = annotations.counts();
+    tracing::info!(
+        images = manifest.len(), annotated = counts.annotated(), skipped = counts.skipped,
+        "ready in {:.2}s", started.elapsed().as_secs_f64()
+    );
+    let datadir = config.datadir.clone();
+    let state = AppState::new(manifest, datadir, opened.writer, annotations, queue, rundir.annotations());
+    Ok(Prepared { state, _lock: lock, rundir, config })
+}
+
+fn load_or_scan_manifest(rundir: &RunDir, config: &ServerConfig) -> anyhow::Result<Manifest> {
+    let previous = match Manifest::load(&rundir.manifest()) {
+        Ok((generation, m)) => Some((generation, m)),
+        Err(e) if e.is_not_found() => None,
+        Err(e) => anyhow::bail!("{e}\nThe manifest maps image ids to files; refusing to guess them. Restore the file, or start a new run directory."),
+    };
+    if !config.rescan {
+        if let Some((_, m)) = previous {
+            return Ok(m);
+        }
+    }
+    let generation = previous.as_ref().map_or(0, |(g, _)| *g);
+    let known = previous.as_ref().map_or(0, |(_, m)| m.len());
+    let (manifest, added) = Manifest::scan(&config.datadir, previous.map(|(_, m)| m))?;
+    if added > 0 || generation == 0 {
+        manifest.save(&rundir.manifest(), generation + 1)?;
+        tracing::info!("manifest: {known} known images, {added} new");
+    }
+    Ok(manifest)
+}
+
+/// Reloads the ranking whenever the selector replaces it; a bad file is reported and the last
+/// good ranking kept.
+fn spawn_ranking_watcher(state: AppState, rundir: RunDir, options: WatchOptions) {
+    std::thread::Builder::new()
+        .name("ranking-watcher".into())
+        .spawn(move || {
+            let path = rundir.ranking();
+            let mut watcher = FileWatcher::new(vec![path.clone()], options);
+            loop {
+                if watcher.wait(Duration::from_secs(3600)).is_empty() {
+                    continue;
+                }
+                match Ranking::load(&path) {
+                    Ok((generation, ranking)) => {
+                        let mut inner = state.lock();
+                        if generation != inner.queue.generation {
+                            let n = inner.manifest.len();
+                            inner.queue.set_ranking(n, generation, ranking);
+                            tracing::info!(generation, "serving a new ranking");
+                        }
+                    }
+                    Err(e) => tracing::error!("keeping the last good ranking: {e}"),
+                }
+            }
+        })
+        .expect("spawning the ranking watcher");
+}
+
+/// Builds the actix application (routes, limits, error handlers).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let json_errors = web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| {
+        match err {
+            actix_web::error::JsonPayloadError::Overflow { .. } | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
+            other => ApiError::BadRequest(format!("malformed JSON body: {other}")),
+        }
+        .into()
+    });
+    let query_errors = web::QueryConfig::default().error_handler(|err, _req| ApiError::BadRequest(format!("bad query string: {err}")).into());
+    let path_errors = web::PathConfig::default().error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into());
+    cfg.app_data(json_errors)
+        .app_data(query_errors)
+        .app_data(path_errors)
+        .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+        .service(web::resource("/api/next").route(web::get().to(api::next)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/api/annotations").route(web::post().to(api::annotate)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/api/undo").route(web::post().to(api::undo)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/api/stats").route(web::get().to(api::stats)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/api/history").route(web::get().to(api::history)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/api/images/{id}").route(web::get().to(api::image)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/health").route(web::get().to(api::health)).default_service(web::to(api::method_not_allowed)))
+        .configure(web_assets::configure)
+        .default_service(web::to(api::not_found));
+}
+
+/// Serves on `listener` until the returned server is stopped (or the process is signalled).
+pub fn run(listener: TcpListener, prepared: Prepared) -> anyhow::Result<actix_web::dev::Server> {
+    let Prepared { state, _lock, rundir, config } = prepared;
+    let watch = WatchOptions { force_polling: config.force_polling, poll_interval: Duration::from_millis(config.poll_ms), ..Default::default() };
+    spawn_ranking_watcher(state.clone(), rundir, watch);
+    let web_dir = config.web_dir.clone();
+    // The lock lives as long as the server: moved into the app factory's shared data.
+    let lock = std::sync::Arc::new(_lock);
+    let server = HttpServer::new(move || {
+        let _keep = lock.clone();
+        App::new()
+            .app_data(web::Data::new(state.clone()))
+            .app_data(web::Data::new(web_assets::WebDir(web_dir.clone())))
+            .app_data(web::Data::new(_keep))
+            .configure(configure)
+    })
+    .workers(config.workers)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

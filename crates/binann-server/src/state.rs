@@ -1,0 +1,132 @@
+//! The server's shared state and the journal writer thread.
+//!
+//! An annotation is applied to the in-memory state and queued to the writer in one critical
+//! section, so the journal's order is the order of application. The writer thread appends what is
+//! queued in one batch, fsyncs once (group commit), and only then acknowledges each request. If the
+//! disk refuses the batch, the writer rebuilds the state from the journal, so memory never holds an
+//! annotation the disk does not.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Duration;
+
+use binann_core::annotations::{AnnotationState, Record};
+use binann_core::codec::{FileError, FileKind};
+use binann_core::journal::{self, JournalWriter};
+use binann_core::manifest::Manifest;
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::queue::Queue;
+
+/// Everything behind the server's one lock.
+#[derive(Debug)]
+pub struct Inner {
+    /// The dataset.
+    pub manifest: Arc<Manifest>,
+    /// Every annotation in force.
+    pub annotations: AnnotationState,
+    /// Who gets which image next.
+    pub queue: Queue,
+    /// Journal appends waiting for the writer thread.
+    writes: mpsc::Sender<PendingWrite>,
+}
+
+struct PendingWrite {
+    framed: Vec<u8>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The state shared by all request handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Mutex<Inner>>,
+    /// The dataset folder images are read from.
+    pub datadir: Arc<PathBuf>,
+}
+
+impl AppState {
+    /// Starts the writer thread over an opened journal.
+    pub fn new(manifest: Manifest, datadir: PathBuf, writer: JournalWriter, annotations: AnnotationState, queue: Queue, journal_path: PathBuf) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let inner = Arc::new(Mutex::new(Inner { manifest: Arc::new(manifest), annotations, queue, writes: tx }));
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("journal-writer".into())
+            .spawn(move || writer_loop(writer, rx, weak, journal_path))
+            .expect("spawning the journal writer thread");
+        Self { inner, datadir: Arc::new(datadir) }
+    }
+
+    /// Locks the state. A handler that panicked while holding the lock left nothing half-done
+    /// that matters (the journal is the truth), so a poisoned lock is simply taken over.
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Inner {
+    /// Applies `record` in memory and queues it for the journal; await the receiver before
+    /// acknowledging. Must be called with `record.seq == annotations.next_seq()`.
+    pub fn commit(&mut self, record: &Record) -> Result<oneshot::Receiver<Result<(), String>>, ApiError> {
+        self.annotations.apply(record).map_err(|e| ApiError::Internal(e.to_string()))?;
+        let (done, rx) = oneshot::channel();
+        self.writes
+            .send(PendingWrite { framed: journal::frame(record), done })
+            .map_err(|_| ApiError::StorageUnavailable("the journal writer has stopped".into()))?;
+        Ok(rx)
+    }
+}
+
+/// Waits for the journal writer to confirm a commit.
+pub async fn durable(rx: oneshot::Receiver<Result<(), String>>) -> Result<(), ApiError> {
+    match rx.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(ApiError::StorageUnavailable(e)),
+        Err(_) => Err(ApiError::StorageUnavailable("the journal writer stopped before saving".into())),
+    }
+}
+
+fn writer_loop(mut writer: JournalWriter, rx: mpsc::Receiver<PendingWrite>, state: std::sync::Weak<Mutex<Inner>>, path: PathBuf) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let bytes: Vec<u8> = batch.iter().flat_map(|w| w.framed.iter().copied()).collect();
+        match writer.append_framed(&bytes) {
+            Ok(()) => {
+                for w in batch {
+                    let _ = w.done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                tracing::error!("annotation journal write failed, refusing this batch: {e}");
+                let message = e.to_string();
+                let Some(state) = state.upgrade() else { return };
+                let mut inner = state.lock().unwrap_or_else(|p| p.into_inner());
+                // Everything queued was applied in memory but is not on disk: fail it all and
+                // rebuild memory from the journal, which the failed append left as it was.
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                match reload_annotations(&path) {
+                    Ok(annotations) => inner.annotations = annotations,
+                    Err(reload) => tracing::error!("re-reading the journal after a failed write: {reload}"),
+                }
+                for w in batch {
+                    let _ = w.done.send(Err(message.clone()));
+                }
+                drop(inner);
+                // Do not spin on a full disk.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+fn reload_annotations(path: &std::path::Path) -> Result<AnnotationState, FileError> {
+    let contents = journal::read_journal::<Record>(path, FileKind::Annotations)?;
+    AnnotationState::replay(&contents.records)
+        .map_err(|e| FileError::decode(path, binann_core::codec::DecodeError::Payload(e.to_string())))
+}

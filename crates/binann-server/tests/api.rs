@@ -1,0 +1,316 @@
+//! The server's HTTP API, against the real binary with generated images.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{code, make_dataset, start_server, try_start_server};
+
+fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let run = tmp.path().join("run");
+    (tmp, data, run)
+}
+
+#[test]
+fn next_annotate_undo_skip_and_stats() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 20);
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("alice");
+    let s = c.stats();
+    assert_eq!((s["total"].as_u64(), s["annotated"].as_u64(), s["remaining"].as_u64()), (Some(20), Some(0), Some(20)));
+
+    let (status, body) = c.get("/api/next?count=3");
+    assert_eq!(status, 200);
+    let items = body.as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    let first = &items[0];
+    assert!(first["prob"].is_null());
+    assert_eq!(first["url"], format!("/api/images/{}", first["id"]));
+    let ids: Vec<u64> = items.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+
+    assert_eq!(c.annotate(ids[0], "positive").0, 200);
+    assert_eq!(c.annotate(ids[1], "negative").0, 200);
+    assert_eq!(c.annotate(ids[2], "skip").0, 200);
+    let s = c.stats();
+    assert_eq!((s["positives"].as_u64(), s["negatives"].as_u64(), s["skipped"].as_u64()), (Some(1), Some(1), Some(1)));
+    assert_eq!((s["annotated"].as_u64(), s["remaining"].as_u64(), s["last_minute"].as_u64()), (Some(2), Some(17), Some(2)));
+    assert!(c.next(20).iter().all(|id| !ids.contains(id)), "labelled or skipped images came back");
+
+    // Undo goes back one label at a time and shows that image again.
+    let (status, body) = c.undo();
+    assert_eq!(status, 200);
+    assert_eq!((body["id"].as_u64(), body["label"].as_str()), (Some(ids[2]), Some("skip")));
+    assert_eq!(body["path"].as_str().unwrap(), {
+        let (_, img) = c.get(&format!("/api/next?count=20"));
+        img.as_array().unwrap().iter().find(|v| v["id"].as_u64() == Some(ids[2])).unwrap()["path"].as_str().unwrap().to_owned()
+    });
+    assert_eq!(c.undo().1["id"].as_u64(), Some(ids[1]));
+    assert_eq!(c.stats()["negatives"].as_u64(), Some(0));
+    // Relabelling replaces.
+    assert_eq!(c.annotate(ids[0], "negative").0, 200);
+    let s = c.stats();
+    assert_eq!((s["positives"].as_u64(), s["negatives"].as_u64()), (Some(0), Some(1)));
+    let (_, h) = c.get("/api/history");
+    assert_eq!(h["labels"].as_array().unwrap().len(), 1);
+    assert_eq!(c.undo().1["label"].as_str(), Some("negative"));
+    assert_eq!(c.stats()["positives"].as_u64(), Some(1), "undo of a relabel restores the label it replaced");
+    assert_eq!(c.undo().0, 200);
+    let r = c.undo();
+    assert_eq!((r.0, code(&r)), (409, "nothing_to_undo"));
+
+    // The image bytes, with the right content type.
+    let resp = c.agent.get(&format!("{}/api/images/{}", server.base, ids[0])).call().unwrap();
+    assert_eq!(resp.content_type(), "image/png");
+    let health = c.get("/health");
+    assert_eq!((health.0, health.1["images"].as_u64()), (200, Some(20)));
+    // The page is served.
+    let page = c.agent.get(&format!("{}/", server.base)).call().unwrap().into_string().unwrap();
+    assert!(page.contains("<html"), "{page}");
+}
+
+#[test]
+fn resumes_after_restart() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 10);
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    let ids = c.next(4);
+    for id in &ids[..3] {
+        assert_eq!(c.annotate(*id, "positive").0, 200);
+    }
+    let (_, paths_before) = c.get("/api/next?count=10");
+    server.stop();
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    assert_eq!(c.stats()["positives"].as_u64(), Some(3));
+    let (_, first) = c.get("/api/next?count=1");
+    assert_eq!(first[0]["id"].as_u64(), Some(ids[3]), "resumes at the next unlabelled image");
+    assert_eq!(c.undo().1["id"].as_u64(), Some(ids[2]), "undo works across restarts");
+    server.stop();
+    // New images appear between sessions: old ids keep their files, new ones get new ids.
+    image::GrayImage::from_pixel(8, 8, image::Luma([1])).save(data.join("aaa-new.png")).unwrap();
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    let s = c.stats();
+    assert_eq!((s["positives"].as_u64(), s["total"].as_u64()), (Some(2), Some(11)));
+    let (_, paths_after) = c.get("/api/next?count=10");
+    let by_id = |v: &serde_json::Value| -> std::collections::HashMap<u64, String> {
+        v.as_array().unwrap().iter().map(|e| (e["id"].as_u64().unwrap(), e["path"].as_str().unwrap().to_owned())).collect()
+    };
+    let (before, after) = (by_id(&paths_before), by_id(&paths_after));
+    assert!(after.iter().any(|(id, p)| *id == 10 && p == "aaa-new.png"), "{after:?}");
+    for (id, path) in &after {
+        if let Some(old) = before.get(id) {
+            assert_eq!(old, path, "image {id} changed file");
+        }
+    }
+}
+
+#[test]
+fn two_clients_never_share_images_and_undo_only_their_own() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 30);
+    let server = start_server(&data, &run, &[]);
+    let (a, b) = (server.client("tab-a"), server.client("tab-b"));
+    let ia = a.next(5);
+    let ib = b.next(5);
+    assert!(ia.iter().all(|id| !ib.contains(id)), "{ia:?} {ib:?}");
+    assert_eq!(a.annotate(ia[0], "positive").0, 200);
+    assert_eq!(b.annotate(ib[0], "negative").0, 200);
+    assert_eq!(b.annotate(ib[1], "negative").0, 200);
+    let r = a.undo();
+    assert_eq!(r.1["id"].as_u64(), Some(ia[0]));
+    assert_eq!(a.undo().0, 409);
+    assert_eq!(b.stats()["negatives"].as_u64(), Some(2));
+    // Each asks again: still disjoint.
+    let ia = a.next(10);
+    let ib = b.next(10);
+    assert!(ia.iter().all(|id| !ib.contains(id)));
+    for id in ia.iter().chain(&ib) {
+        assert_eq!(a.annotate(*id, "negative").0, 200);
+    }
+
+    // Concurrent clients labelling as fast as they can: no image handed to two clients at once.
+    let handed = std::sync::Mutex::new(HashSet::new());
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let c = server.client(&format!("worker{t}"));
+            let handed = &handed;
+            s.spawn(move || {
+                loop {
+                    let ids = c.next(2);
+                    if ids.is_empty() {
+                        break;
+                    }
+                    for id in ids {
+                        assert!(handed.lock().unwrap().insert(id), "image {id} handed out twice");
+                        assert_eq!(c.annotate(id, "negative").0, 200);
+                    }
+                }
+            });
+        }
+    });
+    let s = a.stats();
+    assert_eq!(s["remaining"].as_u64(), Some(0), "{s}");
+}
+
+#[test]
+fn bad_requests_get_clear_json_errors() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 5);
+    std::fs::write(data.join("corrupt.png"), b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("x");
+    let cases = [
+        (c.annotate(999, "positive"), 404, "unknown_image"),
+        (c.annotate(0, "maybe"), 400, "invalid_label"),
+        (c.post_json("/api/annotations", r#"{"id": 0, "label": "positive""#), 400, "bad_request"),
+        (c.post_json("/api/annotations", r#"{"id": "../../etc/passwd", "label": "positive"}"#), 400, "invalid_id"),
+        (c.post_json("/api/annotations", r#"{"id": -1, "label": "positive"}"#), 400, "invalid_id"),
+        (c.post_json("/api/annotations", r#"[1, 2]"#), 400, "bad_request"),
+        (c.get("/api/images/..%2F..%2Fetc%2Fpasswd"), 400, "invalid_id"),
+        (c.get("/api/images/%2e%2e"), 404, "not_found"),
+        (c.get("/api/images/../../etc/passwd"), 404, "not_found"),
+        (c.get("/api/images/4294967296"), 400, "invalid_id"),
+        (c.get("/api/images/77"), 404, "unknown_image"),
+        (c.get("/api/next?count=0"), 400, "invalid_count"),
+        (c.get("/api/next?count=1000000"), 400, "invalid_count"),
+        (c.get("/api/next?count=abc"), 400, "bad_request"),
+        (c.get("/etc/passwd"), 404, "not_found"),
+        (c.post_json("/api/next", "{}"), 405, "method_not_allowed"),
+        (c.post_json("/api/annotations", &format!(r#"{{"id": 0, "label": "{}"}}"#, "x".repeat(17_000))), 413, "payload_too_large"),
+    ];
+    for (i, (reply, status, expected)) in cases.iter().enumerate() {
+        assert_eq!((reply.0, code(reply)), (*status, *expected), "case {i}: {}", reply.1);
+        assert!(reply.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+    let corrupt = (0..6).find(|id| c.get(&format!("/api/next?count=6")).1.as_array().unwrap().iter().any(|v| v["id"].as_u64() == Some(*id) && v["path"] == "corrupt.png")).unwrap();
+    let r = c.get(&format!("/api/images/{corrupt}"));
+    assert_eq!((r.0, code(&r)), (422, "image_unreadable"), "{}", r.1);
+    assert!(r.1["error"]["message"].as_str().unwrap().contains("corrupt.png"));
+    // Nothing bad was recorded, and the server still works.
+    assert_eq!(c.stats()["annotated"].as_u64(), Some(0));
+    assert_eq!(c.annotate(0, "positive").0, 200);
+}
+
+#[test]
+fn missing_or_empty_datadir_is_a_clear_error() {
+    let (tmp, data, run) = dirs();
+    let err = try_start_server(&data, &run, &[]).err().expect("must not start");
+    assert_eq!(err.0, Some(2));
+    assert!(err.1.contains("does not exist"), "{}", err.1);
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("notes.txt"), "hello").unwrap();
+    let err = try_start_server(&data, &tmp.path().join("run2"), &[]).err().expect("must not start");
+    assert_eq!(err.0, Some(2));
+    assert!(err.1.contains("holds no images"), "{}", err.1);
+    // A non-empty folder that is not a run directory is never taken over.
+    make_dataset(&data, 2);
+    let err = try_start_server(&data, &data, &[]).err().expect("must not start");
+    assert!(err.1.contains("not a binann run directory"), "{}", err.1);
+}
+
+#[test]
+fn damaged_run_directory_files_are_reported_and_nothing_is_lost() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 10);
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    for id in c.next(3) {
+        assert_eq!(c.annotate(id, "positive").0, 200);
+    }
+    server.stop();
+    let journal = run.join("annotations.journal");
+    let good = std::fs::read(&journal).unwrap();
+
+    // A torn last record (a write killed before it was acknowledged): kept aside, cut off.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&[40, 0, 0, 0, 1, 2, 3]);
+    std::fs::write(&journal, &torn).unwrap();
+    // A truncated ranking: reported, the default order served.
+    std::fs::write(run.join("ranking.bin"), &good[..20]).unwrap();
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    assert_eq!(c.stats()["positives"].as_u64(), Some(3));
+    assert_eq!(c.next(10).len(), 7);
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("ranking.bin") && log.contains("truncated"), "{log}");
+    let backups: Vec<_> = std::fs::read_dir(&run).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("damaged")).collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(std::fs::read(backups[0].path()).unwrap(), torn);
+    server.stop();
+
+    // A foreign file in place of the journal: refuse to start, touch nothing.
+    std::fs::write(&journal, b"{\"these\": \"are someone else's notes\"}\n").unwrap();
+    let err = try_start_server(&data, &run, &[]).err().expect("must refuse");
+    assert!(err.1.contains("annotations.journal") && err.1.contains("not a binann file"), "{}", err.1);
+    assert_eq!(std::fs::read(&journal).unwrap(), b"{\"these\": \"are someone else's notes\"}\n");
+    // A manifest from the future: refuse clearly.
+    std::fs::write(&journal, &good).unwrap();
+    let manifest = run.join("manifest.bin");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes[8] = 200;
+    let crc = crc32(&bytes[0..36]);
+    bytes[36..40].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&manifest, &bytes).unwrap();
+    let err = try_start_server(&data, &run, &[]).err().expect("must refuse");
+    assert!(err.1.contains("manifest.bin") && err.1.contains("newer"), "{}", err.1);
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        crc ^= b as u32;
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+#[test]
+fn every_acknowledged_annotation_survives_kill_9() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 2000);
+    for round in 0..3 {
+        let server = start_server(&data, &run, &[]);
+        let before = server.client("k").stats()["annotated"].as_u64().unwrap();
+        let acked = std::sync::Mutex::new(Vec::new());
+        // Several clients label concurrently; the server is killed while requests are in flight.
+        std::thread::scope(|s| {
+            for t in 0..3 {
+                let c = server.client(&format!("k{round}-{t}"));
+                let acked = &acked;
+                s.spawn(move || {
+                    for _ in 0..150 {
+                        let Ok(resp) = c.agent.get(&format!("{}/api/next?count=1", c.base)).set("X-Client", &c.name).call() else { return };
+                        let Ok(v) = resp.into_json::<serde_json::Value>() else { return };
+                        let Some(id) = v[0]["id"].as_u64() else { return };
+                        let url = format!("{}/api/annotations", c.base);
+                        match c.agent.post(&url).set("X-Client", &c.name).send_json(serde_json::json!({"id": id, "label": "negative"})) {
+                            Ok(r) if r.status() == 200 => acked.lock().unwrap().push(id),
+                            _ => return,
+                        }
+                    }
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            let pid = server.child.id() as i32;
+            // SAFETY-free: the kill command sends SIGKILL.
+            std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+        });
+        drop(server);
+        let acked = acked.into_inner().unwrap();
+        assert!(!acked.is_empty(), "round {round}: nothing was acknowledged before the kill");
+        let server = start_server(&data, &run, &[]);
+        let after = server.client("k").stats()["annotated"].as_u64().unwrap();
+        assert!(after >= before + acked.len() as u64, "round {round}: {} acknowledged, {} present", acked.len(), after - before);
+        let (_, h) = server.client("k").get("/api/history");
+        let present: HashSet<u64> = h["labels"].as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect();
+        assert!(acked.iter().all(|id| present.contains(id)), "round {round}: an acknowledged annotation was lost");
+        server.stop();
+    }
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Starts binann: the server and, unless told otherwise, the AI processes (trainer, inferrer,
+# selector), all sharing one run directory. Ctrl-C (or SIGTERM) stops every child.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+usage() {
+  cat <<USAGE
+usage: launch.sh HOST PORT RESET DATADIR [RUNDIR] [MODE]
+
+  HOST     address to listen on (127.0.0.1: this machine only; 0.0.0.0: the network, no login!)
+  PORT     port of the web page and API; TensorBoard, when installed, gets PORT+1
+  RESET    true: delete RUNDIR first and start over (only if it is a binann run directory)
+           false: resume where the last session stopped
+  DATADIR  folder of images to label (searched recursively)
+  RUNDIR   where binann keeps its files (default: runs/<name of DATADIR> in binann's folder)
+  MODE     all     the server and the AI processes (default)
+           manual  the server only, no AI: label by hand
+           server  the server only (the AI runs elsewhere on the shared RUNDIR)
+           ai      trainer, inferrer and selector only (e.g. on a GPU box sharing RUNDIR)
+
+Options of each process come from the environment (see config/binann.env), e.g.
+  BINANN_SELECTOR=entropy BINANN_INPUT_SIZE=112 ./launch.sh 127.0.0.1 8080 false ~/photos
+USAGE
+}
+
+if [ $# -lt 4 ] || [ $# -gt 6 ]; then usage >&2; exit 2; fi
+host=$1 port=$2 reset=$3 datadir=$4
+rundir=${5:-$here/runs/$(basename "$(realpath -m "$datadir")")}
+mode=${6:-all}
+
+case "$reset" in true|false) ;; *) echo "launch.sh: RESET must be true or false, got '$reset'" >&2; exit 2 ;; esac
+case "$mode" in all|manual|server|ai) ;; *) echo "launch.sh: MODE must be all, manual, server or ai, got '$mode'" >&2; exit 2 ;; esac
+[[ "$port" =~ ^[0-9]+$ ]] && [ "$port" -le 65535 ] || { echo "launch.sh: PORT must be a number up to 65535, got '$port'" >&2; exit 2; }
+[ -d "$datadir" ] || { echo "launch.sh: DATADIR $datadir is not a folder" >&2; exit 2; }
+
+if [ "$reset" = true ] && [ -e "$rundir" ]; then
+  if [ -f "$rundir/BINANN-RUNDIR" ]; then
+    echo "launch.sh: RESET=true: deleting the run directory $rundir"
+    rm -rf -- "$rundir"
+  elif [ -d "$rundir" ] && [ -z "$(ls -A "$rundir")" ]; then
+    :
+  else
+    echo "launch.sh: refusing to delete $rundir: it is not a binann run directory (no BINANN-RUNDIR file)" >&2
+    exit 2
+  fi
+fi
+[ -f "$rundir/BINANN-RUNDIR" ] || [ ! -e "$rundir" ] || [ -z "$(ls -A "$rundir")" ] || {
+  echo "launch.sh: $rundir exists and is not a binann run directory; choose another RUNDIR" >&2; exit 2; }
+mkdir -p "$rundir"
+
+[ -f "$here/config/binann.env" ] && set -a && . "$here/config/binann.env" && set +a
+
+profile=${BINANN_PROFILE:-release}
+bin="$here/target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
+build() { # build the named binaries when missing or stale; report failures instead of faking
+  (cd "$here" && cargo build --quiet --profile "$profile" "$@")
+}
+
+want_server=false want_ai=false
+case "$mode" in all) want_server=true want_ai=true ;; manual|server) want_server=true ;; ai) want_ai=true ;; esac
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  if [ ${#pids[@]} -gt 0 ]; then
+    echo "launch.sh: stopping ${#pids[@]} processes"
+    kill -TERM "${pids[@]}" 2>/dev/null || true
+    sleep 1
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+    wait 2>/dev/null || true
+  fi
+}
+trap 'stop; exit 130' INT
+trap 'stop; exit 143' TERM
+trap stop EXIT
+
+export BINANN_DATADIR="$datadir" BINANN_RUNDIR="$rundir"
+
+if $want_server; then
+  build -p binann-server -p binann-cli
+fi
+ai_bins=()
+if $want_ai; then
+  for b in trainer inferrer selector; do
+    if build --bin "binann-$b" 2>/dev/null; then
+      ai_bins+=("$b")
+    else
+      echo "launch.sh: binann-$b is not available (not built: run scripts/setup.sh; see the README); continuing without it" >&2
+    fi
+  done
+fi
+
+if $want_server; then
+  "$bin/binann-server" --host "$host" --port "$port" &
+  pids+=($!)
+fi
+for b in "${ai_bins[@]}"; do
+  "$bin/binann-$b" &
+  pids+=($!)
+done
+if $want_ai && [ ${#ai_bins[@]} -gt 0 ]; then
+  if command -v tensorboard >/dev/null; then
+    tensorboard --logdir "$rundir/runs" --host "$host" --port $((port + 1)) >/dev/null 2>&1 &
+    pids+=($!)
+    echo "launch.sh: TensorBoard on http://$host:$((port + 1))"
+  else
+    echo "launch.sh: TensorBoard is not installed (pip install tensorboard); its logs are in $rundir/runs"
+  fi
+fi
+$want_server && echo "launch.sh: binann on http://$host:$port (run directory $rundir); Ctrl-C stops everything"
+# Stop everything as soon as any child exits, so a crash is not hidden behind a half-running set.
+wait -n "${pids[@]}" || true
+echo "launch.sh: a process exited; stopping the others" >&2

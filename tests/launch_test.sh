@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# launch.sh: usage without arguments, refusal to delete what is not a run directory, and
+# Ctrl-C stopping every child.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "FAIL: $*" >&2; exit 1; }
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+
+out=$(bash launch.sh 2>&1); rc=$?
+[ $rc -ne 0 ] || fail "no arguments should exit non-zero"
+grep -q "usage: launch.sh HOST PORT RESET DATADIR" <<<"$out" || fail "no usage printed: $out"
+
+mkdir -p "$tmp/data" "$tmp/precious"
+echo keep > "$tmp/precious/thesis.txt"
+out=$(bash launch.sh 127.0.0.1 0 true "$tmp/data" "$tmp/precious" manual 2>&1); rc=$?
+[ $rc -ne 0 ] || fail "RESET on a foreign directory should fail"
+grep -q "not a binann run directory" <<<"$out" || fail "unclear refusal: $out"
+[ -f "$tmp/precious/thesis.txt" ] || fail "a foreign directory was deleted"
+
+out=$(bash launch.sh 127.0.0.1 0 maybe "$tmp/data" 2>&1); rc=$?
+[ $rc -ne 0 ] && grep -q "RESET must be true or false" <<<"$out" || fail "bad RESET accepted: $out"
+
+# A real start in manual mode, then SIGTERM: no child may survive.
+python3 - "$tmp/data" <<'PY'
+import sys, zlib, struct
+def png(v):
+    raw = b''.join(b'\x00' + bytes([v] * 8) for _ in range(8))
+    ch = lambda t, d: struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d))
+    return b'\x89PNG\r\n\x1a\n' + ch(b'IHDR', struct.pack('>IIBBBBB', 8, 8, 8, 0, 0, 0, 0)) + ch(b'IDAT', zlib.compress(raw)) + ch(b'IEND', b'')
+for i in range(3):
+    open(f'{sys.argv[1]}/{i}.png', 'wb').write(png(i * 50))
+PY
+mkdir -p "$tmp/run"
+BINANN_PROFILE=dev setsid bash launch.sh 127.0.0.1 0 false "$tmp/data" "$tmp/run" manual >"$tmp/log" 2>&1 &
+launcher=$!
+for _ in $(seq 1 600); do grep -q "listening on" "$tmp/log" && break; sleep 0.5; done
+grep -q "listening on" "$tmp/log" || fail "server did not start: $(cat "$tmp/log")"
+[ -f "$tmp/run/BINANN-RUNDIR" ] || fail "run directory not created"
+kill -TERM $launcher
+for _ in $(seq 1 20); do kill -0 $launcher 2>/dev/null || break; sleep 0.5; done
+kill -0 $launcher 2>/dev/null && fail "launch.sh did not exit on SIGTERM"
+sleep 0.5
+for pid in $(pgrep -f "target/debug/binann-server --host 127.0.0.1 --port 0\$"); do
+  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "BINANN_RUNDIR=$tmp/run" && fail "binann-server $pid survived launch.sh"
+done
+# RESET=true on a real run directory deletes it.
+touch "$tmp/run/annotations.journal"
+BINANN_PROFILE=dev timeout 2 bash launch.sh 127.0.0.1 0 true "$tmp/data" "$tmp/run" manual >"$tmp/log2" 2>&1
+grep -q "deleting the run directory" "$tmp/log2" || fail "RESET=true did not reset: $(cat "$tmp/log2")"
+echo "launch.sh tests passed"
