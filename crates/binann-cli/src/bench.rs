@@ -1,6 +1,189 @@
-//! placeholder
+//! `binann bench-server`: the server's latency, throughput, start-up time and memory on a
+//! synthetic run directory (paths only: nothing is decoded, so no images are needed).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use binann_core::annotations::{Event, Label, Record};
+use binann_core::codec::FileKind;
+use binann_core::journal::{self, JournalWriter};
+use binann_core::manifest::Manifest;
+use binann_core::rundir::RunDir;
+
 /// Options of `binann bench-server`.
 #[derive(Debug, clap::Args)]
-pub struct BenchArgs {}
-/// Runs the benchmark.
-pub fn run(_args: &BenchArgs) -> anyhow::Result<()> { anyhow::bail!("not yet") }
+pub struct BenchArgs {
+    /// Images in the synthetic manifest for the latency and throughput runs.
+    #[arg(long, default_value_t = 100_000)]
+    images: usize,
+    /// Annotations already in the journal before measuring.
+    #[arg(long, default_value_t = 50_000)]
+    annotations: usize,
+    /// next+annotate pairs timed one after another by one client.
+    #[arg(long, default_value_t = 2_000)]
+    pairs: usize,
+    /// Concurrent clients for the sustained-throughput run.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Seconds of the sustained-throughput run.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Manifest sizes to measure start-up time and memory at.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
+    scale: Vec<usize>,
+    /// The server binary (default: binann-server beside this binary).
+    #[arg(long)]
+    server: Option<PathBuf>,
+}
+
+struct Running {
+    child: Child,
+    base: String,
+    startup: Duration,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn synthetic_rundir(dir: &Path, images: usize, annotations: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("data"))?;
+    let rundir = RunDir::create_or_open(&dir.join("run"))?;
+    let paths = (0..images).map(|i| format!("shard{:04}/image_{i:08}.jpg", i / 1000)).collect();
+    Manifest { datadir: dir.join("data").to_string_lossy().into_owned(), paths, scanned_ms: 0 }.save(&rundir.manifest(), 1)?;
+    let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations)?.writer;
+    let order = binann_core::ranking::default_order(images, 0);
+    let mut framed = Vec::new();
+    for (seq, id) in order.iter().take(annotations).enumerate() {
+        let label = if seq % 10 == 0 { Label::Positive } else { Label::Negative };
+        let record = Record { seq: seq as u64, time_ms: binann_core::now_ms(), client: "bench-seed".into(), event: Event::Label { id: *id, label, prob: Some(0.5) } };
+        framed.extend(journal::frame(&record));
+    }
+    writer.append_framed(&framed)?;
+    Ok(())
+}
+
+fn start(server: &Path, dir: &Path) -> anyhow::Result<Running> {
+    let started = Instant::now();
+    let mut child = Command::new(server)
+        .args(["--datadir", &dir.join("data").to_string_lossy(), "--rundir", &dir.join("run").to_string_lossy()])
+        .args(["--port", "0", "--rescan", "false", "--workers", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", server.display()))?;
+    let line = BufReader::new(child.stdout.take().expect("piped")).lines().next().transpose()?.unwrap_or_default();
+    let Some(base) = line.split("listening on ").nth(1).map(|s| s.trim().to_owned()) else {
+        bail!("the server did not start: {line}");
+    };
+    // Ready means answering, not just listening.
+    ureq::get(&format!("{base}/health")).call()?;
+    Ok(Running { child, base, startup: started.elapsed() })
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn pair(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<bool> {
+    let next: serde_json::Value = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", client).call()?.into_json()?;
+    let Some(id) = next[0]["id"].as_u64() else { return Ok(false) };
+    agent
+        .post(&format!("{base}/api/annotations"))
+        .set("X-Client", client)
+        .send_json(serde_json::json!({ "id": id, "label": if id % 10 == 0 { "positive" } else { "negative" } }))?;
+    Ok(true)
+}
+
+/// Runs the benchmark and prints its figures.
+pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let server = match &args.server {
+        Some(s) => s.clone(),
+        None => std::env::current_exe()?.with_file_name("binann-server"),
+    };
+    let tmp = tempfile::tempdir()?;
+    println!("binann bench-server ({}; {} cores)", server.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+
+    let dir = tmp.path().join("latency");
+    synthetic_rundir(&dir, args.images, args.annotations)?;
+    let running = start(&server, &dir)?;
+    let pid = running.child.id();
+    println!("\n{} images, {} annotations already in the journal", args.images, args.annotations);
+    println!("  start-up (spawn to first /health answer): {:.3} s, resident memory {:.1} MiB", running.startup.as_secs_f64(), rss_mib(pid));
+    let agent = ureq::AgentBuilder::new().build();
+    for _ in 0..50 {
+        pair(&agent, &running.base, "warm-up")?;
+    }
+    let mut times = Vec::with_capacity(args.pairs);
+    for _ in 0..args.pairs {
+        let t = Instant::now();
+        pair(&agent, &running.base, "latency")?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "  next+annotate pair, one client, {} pairs: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        args.pairs, percentile(&times, 0.5), percentile(&times, 0.99), times[times.len() - 1]
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let done: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..args.clients)
+            .map(|c| {
+                let base = running.base.clone();
+                s.spawn(move || {
+                    let agent = ureq::AgentBuilder::new().build();
+                    let mut n = 0usize;
+                    while Instant::now() < deadline {
+                        match pair(&agent, &base, &format!("load{c}")) {
+                            Ok(true) => n += 1,
+                            _ => break,
+                        }
+                    }
+                    n
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "  sustained, {} clients for {:.0} s: {done} annotations, {:.0} annotations/s (each durable before its answer); resident memory {:.1} MiB",
+        args.clients, elapsed, done as f64 / elapsed, rss_mib(pid)
+    );
+    drop(running);
+
+    for &n in &args.scale {
+        let dir = tmp.path().join(format!("scale{n}"));
+        synthetic_rundir(&dir, n, 0)?;
+        let running = start(&server, &dir)?;
+        let pid = running.child.id();
+        let t = Instant::now();
+        pair(&agent, &running.base, "scale")?;
+        let first = t.elapsed();
+        println!(
+            "\n{n} images: start-up {:.3} s, resident memory {:.1} MiB, first next+annotate {:.2} ms, manifest file {:.1} MiB",
+            running.startup.as_secs_f64(), rss_mib(pid), first.as_secs_f64() * 1000.0,
+            std::fs::metadata(dir.join("run/manifest.bin"))?.len() as f64 / (1 << 20) as f64
+        );
+    }
+    Ok(())
+}
