@@ -4,6 +4,7 @@
 //! - [`codec`]: the fixed header every run-directory file starts with, and the bincode payloads
 //!   behind it (the only module that knows about bincode).
 //! - [`atomic`]: write-to-temp, fsync, rename, fsync-directory.
+//! - [`cli`]: the options every long-running process shares.
 //! - [`rundir`]: the paths inside a run directory, its marker file, and single-writer locks.
 //! - [`manifest`]: every image under DATADIR with a stable integer id.
 //! - [`journal`]: the append-only annotation journal (O(1) durable work per annotation).
@@ -16,6 +17,7 @@
 
 pub mod annotations;
 pub mod atomic;
+pub mod cli;
 pub mod codec;
 pub mod embeddings;
 pub mod inspect;

@@ -1,0 +1,30 @@
+//! Options every long-running process shares (each a flag with an environment variable).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::watch::WatchOptions;
+
+/// The run directory and how to watch it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Run directory shared by all binann processes.
+    #[arg(long, env = "BINANN_RUNDIR")]
+    pub rundir: PathBuf,
+    /// Watch the run directory by polling only (for network disks shared between machines).
+    #[arg(long, env = "BINANN_FORCE_POLLING", default_value_t = false, action = clap::ArgAction::Set)]
+    pub force_polling: bool,
+    /// Polling interval in milliseconds (also the fallback when file events are unavailable).
+    #[arg(long, env = "BINANN_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Do one round of work and exit (for scripts and tests) instead of looping forever.
+    #[arg(long, default_value_t = false)]
+    pub once: bool,
+}
+
+impl CommonArgs {
+    /// The watcher settings these options describe.
+    pub fn watch_options(&self) -> WatchOptions {
+        WatchOptions { poll_interval: Duration::from_millis(self.poll_ms.max(10)), force_polling: self.force_polling, ..Default::default() }
+    }
+}

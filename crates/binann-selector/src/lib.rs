@@ -1,0 +1,175 @@
+//! binann-selector: orders the unlabelled images for the server from the inferrer's predictions.
+//!
+//! - [`Strategy`]: the orderings (most probably positive first by default).
+//! - [`select`]: one strategy applied to merged predictions.
+//! - [`merge_predictions`]: the predictions of every inferrer shard in the run directory.
+
+use std::path::{Path, PathBuf};
+
+use binann_core::predictions::{ModelInfo, Predictions};
+use binann_core::ranking::SplitMix64;
+
+/// How the ranking orders images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// Most probably positive first: finds a rare positive class fastest.
+    MaxProbability,
+    /// Closest to 0.5 first: what the model is least sure of.
+    Entropy,
+    /// Least probably positive first.
+    MinProbability,
+    /// A fixed-seed shuffle, ignoring the model (the baseline).
+    Random,
+    /// Mostly max-probability, with a share of entropy or random picks (`--explore`) so the model
+    /// does not tunnel on what it already knows.
+    Mix,
+}
+
+impl Strategy {
+    /// The name shown in the page and the ranking file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::MaxProbability => "max-probability",
+            Self::Entropy => "entropy",
+            Self::MinProbability => "min-probability",
+            Self::Random => "random",
+            Self::Mix => "mix",
+        }
+    }
+}
+
+/// What the exploring picks of [`Strategy::Mix`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Explore {
+    /// Closest to 0.5.
+    Entropy,
+    /// Uniformly random.
+    Random,
+}
+
+/// Orders `(id, prob)` pairs by `strategy`. `explore` is the share of exploring picks for Mix;
+/// `seed` makes random choices repeatable.
+pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, explore_with: Explore, seed: u64) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..ids.len()).collect();
+    let by_prob_desc = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(ids[a].cmp(&ids[b])));
+    let by_entropy = |idx: &mut Vec<usize>| {
+        idx.sort_by(|&a, &b| (probs[a] - 0.5).abs().total_cmp(&(probs[b] - 0.5).abs()).then(ids[a].cmp(&ids[b])))
+    };
+    let shuffle = |idx: &mut Vec<usize>| idx.sort_by_cached_key(|&i| SplitMix64(seed ^ (u64::from(ids[i]) << 20)).next());
+    match strategy {
+        Strategy::MaxProbability => by_prob_desc(&mut idx),
+        Strategy::MinProbability => idx.sort_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(ids[a].cmp(&ids[b]))),
+        Strategy::Entropy => by_entropy(&mut idx),
+        Strategy::Random => shuffle(&mut idx),
+        Strategy::Mix => {
+            let mut exploit = idx.clone();
+            by_prob_desc(&mut exploit);
+            let mut other = idx;
+            match explore_with {
+                Explore::Entropy => by_entropy(&mut other),
+                Explore::Random => shuffle(&mut other),
+            }
+            let mut taken = vec![false; ids.len()];
+            let mut out = Vec::with_capacity(ids.len());
+            let (mut a, mut b) = (0, 0);
+            let mut rng = SplitMix64(seed);
+            while out.len() < ids.len() {
+                let pick_other = rng.next_f64() < explore;
+                let (list, cursor) = if pick_other { (&other, &mut b) } else { (&exploit, &mut a) };
+                while *cursor < list.len() && taken[list[*cursor]] {
+                    *cursor += 1;
+                }
+                if let Some(&i) = list.get(*cursor) {
+                    taken[i] = true;
+                    out.push(i);
+                }
+            }
+            return out;
+        }
+    }
+    idx
+}
+
+/// The prediction files of every shard in `rundir` (`predictions.bin`, `predictions-K-of-N.bin`).
+pub fn prediction_files(rundir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(rundir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("predictions") && n.ends_with(".bin"))
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Merged predictions of all shards: ids, probabilities, and the newest model among them.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// Image ids.
+    pub ids: Vec<u32>,
+    /// Their probabilities.
+    pub probs: Vec<f32>,
+    /// The newest model that contributed.
+    pub model: Option<ModelInfo>,
+    /// Files that could not be read, with the reason (kept out; their last good content is lost
+    /// to this round only).
+    pub problems: Vec<String>,
+}
+
+/// Reads and merges every shard's predictions. An id predicted by two shards keeps the newer.
+pub fn merge_predictions(files: &[PathBuf]) -> Merged {
+    let mut merged = Merged::default();
+    let mut parts: Vec<Predictions> = Vec::new();
+    for f in files {
+        match Predictions::load(f) {
+            Ok((_, p)) => parts.push(p),
+            Err(e) => merged.problems.push(e.to_string()),
+        }
+    }
+    parts.sort_by_key(|p| std::cmp::Reverse(p.model.checkpoint_generation));
+    let mut seen = std::collections::HashSet::new();
+    for p in parts {
+        if merged.model.is_none() {
+            merged.model = Some(p.model.clone());
+        }
+        for (id, prob) in p.ids.iter().zip(&p.probs) {
+            if seen.insert(*id) {
+                merged.ids.push(*id);
+                merged.probs.push(*prob);
+            }
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategies_order_as_named() {
+        let ids = [10, 11, 12, 13, 14];
+        let probs = [0.15, 0.9, 0.5, 0.6, 0.0];
+        let order = |s| select(&ids, &probs, s, 0.0, Explore::Random, 1).iter().map(|&i| ids[i]).collect::<Vec<_>>();
+        assert_eq!(order(Strategy::MaxProbability), [11, 13, 12, 10, 14]);
+        assert_eq!(order(Strategy::MinProbability), [14, 10, 12, 13, 11]);
+        assert_eq!(order(Strategy::Entropy), [12, 13, 10, 11, 14]);
+        let mut r = order(Strategy::Random);
+        assert_eq!(order(Strategy::Random), r);
+        r.sort();
+        assert_eq!(r, ids);
+        // Mix without exploring is max-probability; with some, every id still appears once.
+        assert_eq!(order(Strategy::Mix), order(Strategy::MaxProbability));
+        let ids: Vec<u32> = (0..1000).collect();
+        let probs: Vec<f32> = ids.iter().map(|i| *i as f32 / 1000.0).collect();
+        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 7);
+        let mut sorted = mix.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
+        let near_half = mix[..100].iter().filter(|&&i| (probs[i] - 0.5).abs() < 0.1).count();
+        assert!((5..=40).contains(&near_half), "{near_half} exploring picks in the first 100");
+    }
+}
