@@ -408,6 +408,7 @@
     const p = item && typeof item.prob === 'number' ? item.prob : null;
     $('prob-text').textContent = p === null ? (item ? 'no prediction yet' : '') : `P(positive) ${pct(p)}`;
     $('prob-meter').style.width = p === null ? '0%' : `${p * 100}%`;
+    $('prob').hidden = !item;
     document.documentElement.style.setProperty('--p', p === null ? '0' : String(p));
     document.body.classList.toggle('has-prob', p !== null);
   }
@@ -418,7 +419,7 @@
 
   // ---------------------------------------------------------------- labelling and undo
   function persistOps() {
-    const plainOps = state.ops.map((op) => ({ uid: op.uid, kind: op.kind, id: op.id, label: op.label, item: op.item && plain(op.item), target: op.target, show: op.show }));
+    const plainOps = state.ops.map((op) => ({ uid: op.uid, kind: op.kind, id: op.id, label: op.label, item: op.item && plain(op.item), target: op.target, show: op.show, maybeApplied: Boolean(op.maybeApplied) }));
     if (plainOps.length) store.set('sessionStorage', SS_OPS, JSON.stringify(plainOps));
     else store.del('sessionStorage', SS_OPS);
     renderSaveState();
@@ -431,7 +432,7 @@
     for (const op of saved) {
       if (op.kind === 'label' && op.item && typeof op.id === 'number') {
         const item = makeItem(op.item);
-        state.ops.push({ ...op, item, status: 'queued' });
+        state.ops.push({ ...op, item, status: 'queued', maybeApplied: op.maybeApplied !== false });
         state.stack.push({ uid: op.uid, item, label: op.label, status: 'queued' });
         state.done.add(op.id);
       } else if (op.kind === 'undo') {
@@ -467,7 +468,8 @@
 
   function undo() {
     const entry = state.stack.pop();
-    if (auto.on && !auto.paused) setAutoPaused(true, 'AUTO paused after undo: press M to resume.');
+    const pausedAuto = auto.on && !auto.paused;
+    if (pausedAuto) setAutoPaused(true, 'AUTO paused after undo: press M to resume.');
     if (!entry) {
       // Nothing labelled in this tab since it was loaded: ask the server for this client's last.
       state.pendingMark = null;
@@ -476,9 +478,11 @@
       pump();
       return;
     }
-    const i = state.ops.findIndex((op) => op.uid === entry.uid && op.status === 'queued');
+    // A label the server cannot have applied is cancelled here; one that may have reached it (in
+    // flight, or lost on the way back) stays queued and an undo follows it.
+    const i = state.ops.findIndex((op) => op.uid === entry.uid && op.status === 'queued' && !op.maybeApplied);
     if (i >= 0) {
-      state.ops.splice(i, 1); // never sent: cancelled here
+      state.ops.splice(i, 1);
     } else if (entry.status !== 'failed') {
       state.ops.push({ uid: `u${state.seq++}`, kind: 'undo', id: entry.item.id, target: entry.uid, status: 'queued' });
     }
@@ -488,7 +492,7 @@
     if (session.labels > 0) session.labels--;
     session.times.pop();
     reshow(entry.item);
-    notice(`Undone: ${entry.label} for ${entry.item.path}`);
+    notice(`Undone: ${entry.label} for ${entry.item.path}.${pausedAuto ? ' AUTO paused: press M to resume.' : ''}`);
     renderSession();
   }
 
@@ -511,6 +515,11 @@
       while (state.ops.length) {
         const op = state.ops[0];
         op.status = 'sent';
+        const doubtBefore = Boolean(op.maybeApplied);
+        if (!doubtBefore) {
+          op.maybeApplied = true; // from now on the server may have it
+          persistOps();
+        }
         const entry = state.stack.find((e) => e.uid === op.uid);
         if (entry) entry.status = 'sent';
         try {
@@ -530,6 +539,9 @@
         } catch (e) {
           if (e.retryable) {
             op.status = 'queued';
+            // A JSON error (503 storage_unavailable...) says this attempt was not applied; no
+            // answer, or an unreadable one, leaves it in doubt.
+            if (e.status !== 0 && e.status !== 200) op.maybeApplied = doubtBefore;
             if (entry) entry.status = 'queued';
             if (e.status !== 0) {
               conn.saveError = e.message;
@@ -556,6 +568,7 @@
       }
     } finally {
       state.pumping = false;
+      refreshStatsSoon();
       renderSaveState();
       if (conn.hadTrouble && !state.ops.length) {
         conn.hadTrouble = false;
@@ -702,14 +715,29 @@
     return `${(s / 3600).toFixed(1)} h ago`;
   }
 
-  async function pollStats() {
+  let statsBusy = false;
+  let statsSoon = null;
+  async function refreshStats() {
+    if (statsBusy) return;
+    statsBusy = true;
     try {
       const s = await api('GET', '/api/stats');
       state.stats = s;
       renderStats(s);
       checkRanking(s);
       await syncHistory();
-    } catch { /* the banner says it */ }
+    } catch { /* the banner says it */ } finally {
+      statsBusy = false;
+    }
+  }
+
+  // Soon after labels are saved, so the counts follow the keys without waiting for the poll.
+  function refreshStatsSoon() {
+    if (!statsSoon) statsSoon = setTimeout(() => { statsSoon = null; refreshStats(); }, 250);
+  }
+
+  async function pollStats() {
+    await refreshStats();
     if (state.exhausted && !state.current && Date.now() - state.lastNextAt > DONE_POLL_MS) maybeRefill(true);
     else if (Date.now() - state.lastNextAt > KEEPALIVE_MS) maybeRefill(true);
     setTimeout(pollStats, STATS_MS);
@@ -822,7 +850,7 @@
     // Cumulative positives found, against what a random order would find.
     const box = $('chart-discovery');
     if (!n) {
-      box.innerHTML = svg('No labels yet', `<text class="empty" x="${CW / 2}" y="${CH / 2}" text-anchor="middle">No labels yet</text>`);
+      box.innerHTML = '<p class="chart-empty">No labels yet.</p>';
       $('chart-discovery-cap').textContent = 'Positives found versus labels given, beside a random order.';
     } else {
       const points = [[0, 0]];
@@ -858,7 +886,7 @@
     });
     if (!points.length) {
       const why = s && s.model ? 'No label judged by the model yet' : 'Appears once a model exists';
-      abox.innerHTML = svg(why, `<text class="empty" x="${CW / 2}" y="${CH / 2}" text-anchor="middle">${why}</text>`);
+      abox.innerHTML = `<p class="chart-empty">${why}.</p>`;
       $('chart-accuracy-cap').textContent = 'The model\'s accuracy on each new label, judged by the probability it showed before the label.';
     } else {
       const [sx, sy] = scaleFns(n, 1);
@@ -936,7 +964,7 @@
 
   function applySpeed(save) {
     auto.speed = Math.min(5, Math.max(0.2, Number(speed.value) || 1));
-    $('speed-out').textContent = `${auto.speed.toFixed(1)} images/s`;
+    $('speed-out').textContent = `${auto.speed.toFixed(1)}/s`;
     if (save) store.set('localStorage', LS_SPEED, String(auto.speed));
     renderCountdown();
   }

@@ -19,6 +19,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
         .tempfile_in(dir)
         .map_err(|e| FileError::io(path, e))?;
     tmp.write_all(bytes).map_err(|e| FileError::io(path, e))?;
+    // tempfile creates 0600; run-directory files are read by other users' processes on shared disks.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644)).map_err(|e| FileError::io(path, e))?;
+    }
     tmp.as_file().sync_all().map_err(|e| FileError::io(path, e))?;
     tmp.persist(path).map_err(|e| FileError::io(path, e.error))?;
     sync_dir(dir).map_err(|e| FileError::io(path, e))

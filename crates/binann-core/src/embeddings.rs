@@ -1,5 +1,6 @@
-//! The cache of backbone embeddings: one file per chunk of [`CHUNK`] consecutive ids, so a
-//! growing dataset only ever adds or rewrites one small file, and an interrupted run resumes.
+//! The cache of backbone embeddings: one file per chunk of images, each file listing its ids.
+//! Chunks are only ever added (in the order the images will be shown, so the first labels find
+//! their embeddings ready), so a growing dataset adds files and an interrupted run resumes.
 
 use std::path::{Path, PathBuf};
 
@@ -7,21 +8,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, FileError, FileKind};
 
-/// Images per chunk file.
-pub const CHUNK: u32 = 4096;
+/// Most images per chunk file.
+pub const CHUNK: usize = 4096;
 
-/// Embeddings of ids `first_id .. first_id + count`.
+/// Embeddings of a set of images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmbeddingChunk {
-    /// First image id in the chunk.
-    pub first_id: u32,
-    /// Number of images in the chunk (CHUNK, or fewer for the last one).
-    pub count: u32,
+    /// The images, in row order.
+    pub ids: Vec<u32>,
     /// Values per embedding.
     pub dim: u32,
     /// What produced them (backbone, input size, weights); a chunk from another model is ignored.
     pub model: String,
-    /// `count * dim` little-endian f32 values; rows of failed images are zero.
+    /// `ids.len() * dim` little-endian f32 values; rows of failed images are zero.
     #[serde(with = "serde_bytes")]
     pub values: Vec<u8>,
     /// Images that could not be read, with the reason.
@@ -29,9 +28,9 @@ pub struct EmbeddingChunk {
 }
 
 impl EmbeddingChunk {
-    /// The file of chunk `index` in `dir`.
-    pub fn path(dir: &Path, index: u32) -> PathBuf {
-        dir.join(format!("chunk-{index:06}.bin"))
+    /// The file of chunk `index` of inferrer shard `shard` of `shards` in `dir`.
+    pub fn path(dir: &Path, shard: u32, shards: u32, index: u32) -> PathBuf {
+        dir.join(format!("chunk-{shard}-of-{shards}-{index:06}.bin"))
     }
     /// Loads a chunk file.
     pub fn load(path: &Path) -> Result<Self, FileError> {
@@ -41,15 +40,9 @@ impl EmbeddingChunk {
     pub fn save(&self, path: &Path) -> Result<(), FileError> {
         codec::write_file(path, FileKind::Embeddings, 1, self)
     }
-    /// The embedding of image `id` (None when outside the chunk or failed).
-    pub fn row(&self, id: u32) -> Option<Vec<f32>> {
-        if id < self.first_id || id >= self.first_id + self.count || self.failed.iter().any(|(f, _)| *f == id) {
-            return None;
-        }
-        let dim = self.dim as usize;
-        let start = (id - self.first_id) as usize * dim * 4;
-        let bytes = self.values.get(start..start + dim * 4)?;
-        Some(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect())
+    /// All values as f32 (row-major, `ids.len()` rows of `dim`).
+    pub fn floats(&self) -> Vec<f32> {
+        self.values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
     }
     /// Packs f32 rows into the on-disk byte layout.
     pub fn pack(rows: &[f32]) -> Vec<u8> {

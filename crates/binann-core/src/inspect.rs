@@ -52,7 +52,13 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
         }
         FileKind::Embeddings => {
             let (_, e): (_, crate::embeddings::EmbeddingChunk) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
-            writeln!(out, "{}", json!({ "first_id": e.first_id, "count": e.count, "dim": e.dim, "failed": e.failed, "payload_bytes": bytes.len() - HEADER_LEN }))?;
+            writeln!(out, "{}", json!({ "images": e.ids.len(), "dim": e.dim, "model": e.model, "failed": e.failed, "payload_bytes": bytes.len() - HEADER_LEN }))?;
+            let values = e.floats();
+            for (row, id) in e.ids.iter().enumerate() {
+                let start = row * e.dim as usize;
+                let head: Vec<f32> = values.get(start..start + 4.min(e.dim as usize)).unwrap_or_default().to_vec();
+                writeln!(out, "{}", json!({ "id": id, "first_values": head }))?;
+            }
         }
     }
     Ok(())

@@ -108,6 +108,13 @@ pub async fn annotate(req: HttpRequest, state: web::Data<AppState>, body: web::J
             return Err(ApiError::UnknownImage(id));
         }
         let id = id as u32;
+        // A retry of this client's latest label (its answer was lost) must not record it twice,
+        // or one undo would remove only the copy.
+        if let Some((top_id, top_seq)) = inner.annotations.undo_target(&client.id) {
+            if top_id == id && inner.annotations.get(id).is_some_and(|e| e.seq == top_seq && e.label == label) {
+                return Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": top_seq })));
+            }
+        }
         let record = Record {
             seq: inner.annotations.next_seq(),
             time_ms: binann_core::now_ms(),
@@ -209,7 +216,7 @@ pub async fn history(state: web::Data<AppState>, q: web::Query<HistoryQuery>) ->
     let since = q.since.unwrap_or(0).min(all.len());
     let labels: Vec<_> = all[since..]
         .iter()
-        .map(|(id, e)| json!({ "id": id, "label": e.label.as_str(), "prob": e.prob, "time_ms": e.time_ms }))
+        .map(|(id, e)| json!({ "id": id, "seq": e.seq, "label": e.label.as_str(), "prob": e.prob, "time_ms": e.time_ms }))
         .collect();
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "total": all.len(), "since": since, "labels": labels }))
 }

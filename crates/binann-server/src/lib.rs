@@ -171,6 +171,8 @@ pub fn run(listener: TcpListener, prepared: Prepared) -> anyhow::Result<actix_we
             .configure(configure)
     })
     .workers(config.workers)
+    // Open pages keep connections alive; do not let them hold a shutdown up for 30 s.
+    .shutdown_timeout(2)
     .listen(listener)?
     .run();
     Ok(server)

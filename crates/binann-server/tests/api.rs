@@ -32,6 +32,9 @@ fn next_annotate_undo_skip_and_stats() {
     let ids: Vec<u64> = items.iter().map(|v| v["id"].as_u64().unwrap()).collect();
 
     assert_eq!(c.annotate(ids[0], "positive").0, 200);
+    // A retried request (its answer lost) is not recorded twice.
+    let retry = c.annotate(ids[0], "positive");
+    assert_eq!((retry.0, retry.1["seq"].as_u64()), (200, Some(0)));
     assert_eq!(c.annotate(ids[1], "negative").0, 200);
     assert_eq!(c.annotate(ids[2], "skip").0, 200);
     let s = c.stats();

@@ -1,0 +1,352 @@
+//! The inferrer: embeds every image once (head mode) and, whenever the checkpoint changes or more
+//! images are embedded, predicts every unlabelled image of its shard and writes the predictions.
+//!
+//! Images are embedded in the order the server will show them (the current ranking, then the
+//! default order), in chunk files that grow in size (256, 512, ... 4,096 images), so the first
+//! predictions come within seconds and the images people see next are always covered first.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use binann_core::annotations::AnnotationState;
+use binann_core::cli::CommonArgs;
+use binann_core::embeddings::{CHUNK, EmbeddingChunk};
+use binann_core::manifest::Manifest;
+use binann_core::predictions::Predictions;
+use binann_core::ranking::{self, Ranking};
+use binann_core::rundir::RunDir;
+use binann_core::watch::FileWatcher;
+use binann_model::{Backbone, FullModel, Head, ModelMeta};
+use tch::{Device, Tensor};
+
+use crate::options::{Mode, ModelArgs};
+use crate::store::EmbeddingStore;
+
+/// Which part of the dataset an inferrer covers: images whose id modulo N is K.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, 0-based.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (k, n) = s.split_once('/').ok_or_else(|| format!("shard {s:?} must look like K/N, e.g. 0/2"))?;
+        let index: u32 = k.parse().map_err(|_| format!("shard index {k:?} is not a number"))?;
+        let count: u32 = n.parse().map_err(|_| format!("shard count {n:?} is not a number"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: need 0 <= K < N"));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+impl Shard {
+    /// True when image `id` belongs to this shard.
+    pub fn owns(self, id: u32) -> bool {
+        id % self.count == self.index
+    }
+}
+
+/// binann's inferrer: predicts every unlabelled image whenever the checkpoint changes, forever.
+#[derive(Debug, clap::Parser)]
+#[command(name = "binann-inferrer", version)]
+pub struct InferrerArgs {
+    /// The run directory and how to watch it.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The model and the device.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Cover only images whose id modulo N is K (run N inferrers, on one or several machines
+    /// sharing RUNDIR; the selector merges their predictions).
+    #[arg(long, env = "BINANN_SHARD", default_value = "0/1")]
+    pub shard: Shard,
+}
+
+enum Model {
+    Head(Head),
+    Full(FullModel),
+}
+
+struct Inferrer {
+    args: InferrerArgs,
+    rundir: RunDir,
+    device: Device,
+    mode: Mode,
+    datadir: PathBuf,
+    manifest: Manifest,
+    store: EmbeddingStore,
+    backbone: Option<Backbone>,
+    model: Option<(Model, ModelMeta)>,
+    /// Embeddings of the chunk being filled (not yet written).
+    partial_ids: Vec<u32>,
+    partial_rows: Vec<Vec<f32>>,
+    partial_failed: Vec<(u32, String)>,
+    next_chunk: u32,
+    /// (checkpoint generation, embedded images) the last predictions were made for.
+    predicted_for: Option<(u64, usize)>,
+    generation: u64,
+}
+
+/// Runs the inferrer until killed (or until one pass is done with `--once`).
+pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
+    let (device, mode) = args.model.resolve()?;
+    let rundir = RunDir::create_or_open(&args.common.rundir)?;
+    let shard = args.shard;
+    let _lock = rundir.lock(&format!("inferrer-{}-of-{}", shard.index, shard.count))?;
+    let watch = args.common.watch_options();
+    let manifest = crate::wait_for_manifest(&rundir, watch);
+    let datadir = args.model.datadir.clone().unwrap_or_else(|| PathBuf::from(&manifest.datadir));
+    let mut store = EmbeddingStore::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
+    store.refresh();
+    let next_chunk = (0..).find(|i| !EmbeddingChunk::path(&rundir.embeddings_dir(), shard.index, shard.count, *i).exists()).unwrap_or(0);
+    let generation = Predictions::load(&rundir.predictions(shard.index, shard.count)).map_or(0, |(g, _)| g);
+    tracing::info!(?device, mode = mode.name(), shard = format!("{}/{}", shard.index, shard.count), images = manifest.len(), cached = store.len(), "inferrer started");
+    let mut inf = Inferrer {
+        args,
+        rundir,
+        device,
+        mode,
+        datadir,
+        manifest,
+        store,
+        backbone: None,
+        model: None,
+        partial_ids: Vec::new(),
+        partial_rows: Vec::new(),
+        partial_failed: Vec::new(),
+        next_chunk,
+        predicted_for: None,
+        generation,
+    };
+    loop {
+        let mut watcher = FileWatcher::new(vec![inf.rundir.checkpoint(), inf.rundir.manifest()], watch);
+        inf.reload_manifest_if_grown();
+        inf.reload_checkpoint_if_new();
+        let embedded = inf.store.len() + inf.partial_ids.len();
+        if let Some((_, meta)) = &inf.model {
+            if inf.predicted_for != Some((meta.generation, embedded)) {
+                if let Err(e) = inf.predict_all() {
+                    tracing::error!("predicting failed (will retry): {e:#}");
+                }
+            }
+        }
+        if inf.mode == Mode::Head {
+            match inf.embed_some() {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::error!("embedding failed (will retry): {e:#}"),
+            }
+        }
+        if inf.args.common.once {
+            return Ok(());
+        }
+        watcher.wait(Duration::from_secs(10));
+    }
+}
+
+impl Inferrer {
+    fn reload_manifest_if_grown(&mut self) {
+        if let Ok((_, m)) = Manifest::load(&self.rundir.manifest()) {
+            if m.len() != self.manifest.len() {
+                tracing::info!(images = m.len(), "the dataset grew");
+                self.manifest = m;
+            }
+        }
+    }
+
+    fn reload_checkpoint_if_new(&mut self) {
+        let path = self.rundir.checkpoint();
+        if !path.exists() {
+            return;
+        }
+        let size = self.args.model.input_size;
+        let loaded = match self.mode {
+            Mode::Head => Head::load(&path, Device::Cpu).map(|(h, m)| (Model::Head(h), m)),
+            Mode::Finetune => FullModel::load(&path, binann_model::BACKBONE_NAME, size, self.device).map(|(f, m)| (Model::Full(f), m)),
+        };
+        match loaded.and_then(|(model, meta)| {
+            binann_model::check_compatible(&meta, binann_model::BACKBONE_NAME, size)?;
+            anyhow::ensure!(meta.mode == self.mode.name(), "checkpoint is a {} model, this inferrer runs in {} mode", meta.mode, self.mode.name());
+            Ok((model, meta))
+        }) {
+            Ok((model, meta)) => {
+                if self.model.as_ref().is_none_or(|(_, m)| m.generation != meta.generation) {
+                    self.model = Some((model, meta));
+                }
+            }
+            Err(e) => {
+                if self.model.is_none() {
+                    tracing::error!("refusing the checkpoint {}: {e:#}", path.display());
+                }
+            }
+        }
+    }
+
+    fn backbone(&mut self) -> anyhow::Result<&Backbone> {
+        if self.backbone.is_none() {
+            self.backbone = Some(self.args.model.load_backbone(self.device)?);
+        }
+        Ok(self.backbone.as_ref().expect("just set"))
+    }
+
+    /// The images of this shard without an embedding, in the order the server will show them.
+    fn to_embed(&self) -> Vec<u32> {
+        let n = self.manifest.len();
+        let shard = self.args.shard;
+        let failed: HashSet<u32> = self.store.failed().collect();
+        let partial: HashSet<u32> = self.partial_ids.iter().chain(self.partial_failed.iter().map(|(id, _)| id)).copied().collect();
+        let needed = |id: u32| (id as usize) < n && shard.owns(id) && !self.store.contains(id) && !failed.contains(&id) && !partial.contains(&id);
+        let mut seen = vec![false; n];
+        let mut out = Vec::new();
+        let ranked = Ranking::load(&self.rundir.ranking()).map(|(_, r)| r.ids).unwrap_or_default();
+        for id in ranked.into_iter().chain(ranking::default_order(n, 0)) {
+            if (id as usize) < n && !seen[id as usize] {
+                seen[id as usize] = true;
+                if needed(id) {
+                    out.push(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// Embeds one batch; writes the chunk when full. Returns false when nothing is left to embed.
+    fn embed_some(&mut self) -> anyhow::Result<bool> {
+        let todo = self.to_embed();
+        if todo.is_empty() {
+            self.flush_chunk()?;
+            return Ok(false);
+        }
+        let target = (self.store.len().max(256)).min(CHUNK);
+        let take = self.args.model.batch.max(1).min(target - self.partial_ids.len().min(target - 1));
+        let ids: Vec<u32> = todo.into_iter().take(take).collect();
+        let files: Vec<PathBuf> = ids.iter().map(|id| self.datadir.join(&self.manifest.paths[*id as usize])).collect();
+        let batch = self.args.model.batch;
+        let results = self.backbone()?.embed_paths(&files, batch, |_| {});
+        for (id, r) in ids.iter().zip(results) {
+            match r {
+                Ok(v) => {
+                    self.partial_ids.push(*id);
+                    self.partial_rows.push(v);
+                }
+                Err(e) => {
+                    tracing::warn!("skipping an unreadable image: {e}");
+                    self.partial_failed.push((*id, e));
+                }
+            }
+        }
+        if self.partial_ids.len() + self.partial_failed.len() >= target {
+            self.flush_chunk()?;
+        }
+        Ok(true)
+    }
+
+    fn flush_chunk(&mut self) -> anyhow::Result<()> {
+        if self.partial_ids.is_empty() && self.partial_failed.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let dim = binann_model::EMBED_DIM;
+        let mut ids = std::mem::take(&mut self.partial_ids);
+        let mut values: Vec<f32> = std::mem::take(&mut self.partial_rows).concat();
+        let failed = std::mem::take(&mut self.partial_failed);
+        for (id, _) in &failed {
+            ids.push(*id);
+            values.extend(std::iter::repeat_n(0.0, dim));
+        }
+        let chunk = EmbeddingChunk { ids, dim: dim as u32, model: self.args.model.embedding_model_key(), values: EmbeddingChunk::pack(&values), failed };
+        let shard = self.args.shard;
+        let path = EmbeddingChunk::path(&self.rundir.embeddings_dir(), shard.index, shard.count, self.next_chunk);
+        chunk.save(&path).context("writing an embedding chunk")?;
+        self.next_chunk += 1;
+        let images = chunk.ids.len();
+        self.store.add_written(path, chunk);
+        tracing::info!(images, embedded = self.store.len(), total = self.manifest.len(), "embedding chunk written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+        Ok(())
+    }
+
+    fn predict_all(&mut self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let Some((model, meta)) = &self.model else { return Ok(()) };
+        let labelled = AnnotationState::load(&self.rundir.annotations())?;
+        let shard = self.args.shard;
+        let wanted = |id: u32| shard.owns(id) && !labelled.is_done(id);
+        let mut ids = Vec::new();
+        let mut probs = Vec::new();
+        let mut failed: Vec<(u32, String)> = self.partial_failed.clone();
+        match model {
+            Model::Head(head) => {
+                for chunk in self.store.chunks() {
+                    let p: Vec<f32> = Vec::try_from(head.predict(&chunk.values).to_device(Device::Cpu))?;
+                    for (row, id) in chunk.ids.iter().enumerate() {
+                        if wanted(*id) && !chunk.failed.contains(id) {
+                            ids.push(*id);
+                            probs.push(p[row]);
+                        }
+                    }
+                    failed.extend(chunk.failed.iter().map(|id| (*id, "unreadable image".to_owned())));
+                }
+                if !self.partial_rows.is_empty() {
+                    let x = Tensor::from_slice(&self.partial_rows.concat()).view([self.partial_rows.len() as i64, binann_model::EMBED_DIM as i64]);
+                    let p: Vec<f32> = Vec::try_from(head.predict(&x).to_device(Device::Cpu))?;
+                    for (id, prob) in self.partial_ids.iter().zip(p) {
+                        if wanted(*id) {
+                            ids.push(*id);
+                            probs.push(prob);
+                        }
+                    }
+                }
+            }
+            Model::Full(full) => {
+                let todo: Vec<u32> = (0..self.manifest.len() as u32).filter(|id| wanted(*id)).collect();
+                let bar = crate::progress_bar(todo.len() as u64, "predicting");
+                let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
+                let s = self.args.model.input_size as i64;
+                for batch in todo.chunks(self.args.model.batch.max(1)) {
+                    let mut images = Vec::new();
+                    let mut batch_ids = Vec::new();
+                    for id in batch {
+                        match preprocess.load_image(&self.datadir.join(&self.manifest.paths[*id as usize])) {
+                            Ok(p) => {
+                                images.push(Tensor::from_slice(&p).view([3, s, s]));
+                                batch_ids.push(*id);
+                            }
+                            Err(e) => failed.push((*id, format!("{e:#}"))),
+                        }
+                    }
+                    if !images.is_empty() {
+                        let p: Vec<f32> = Vec::try_from(full.predict(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
+                        ids.extend(batch_ids);
+                        probs.extend(p);
+                    }
+                    bar.inc(batch.len() as u64);
+                }
+                bar.finish_and_clear();
+            }
+        }
+        let predictions = Predictions {
+            model: crate::model_info(meta),
+            shard: (shard.index, shard.count),
+            ids,
+            probs,
+            failed,
+            created_ms: binann_core::now_ms(),
+        };
+        self.generation += 1;
+        predictions.save(&self.rundir.predictions(shard.index, shard.count), self.generation)?;
+        let embedded = self.store.len() + self.partial_ids.len();
+        self.predicted_for = Some((meta.generation, embedded));
+        tracing::info!(
+            checkpoint = meta.generation, predicted = predictions.ids.len(), total = self.manifest.len(),
+            "predictions written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,301 @@
+//! The trainer: learns from every label and writes the checkpoint.
+//!
+//! Head mode (the CPU default): the backbone is frozen; embeddings come from the cache the
+//! inferrer fills (the trainer embeds any labelled image not cached yet itself), and a small head
+//! is trained on them from scratch each round, in milliseconds. Finetune mode (the CUDA default):
+//! the whole network keeps training on the labelled images, an epoch per round.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use binann_core::annotations::{AnnotationState, Label};
+use binann_core::cli::CommonArgs;
+use binann_core::rundir::RunDir;
+use binann_core::watch::FileWatcher;
+use binann_model::{Backbone, FullModel, Head, ModelMeta, TrainOptions};
+use tch::{Device, Kind, Tensor};
+use tensorboard_rs::summary_writer::SummaryWriter;
+
+use crate::options::{Mode, ModelArgs};
+use crate::store::EmbeddingStore;
+
+/// binann's trainer: trains on the annotations and writes the checkpoint, forever.
+#[derive(Debug, clap::Parser)]
+#[command(name = "binann-trainer", version)]
+pub struct TrainerArgs {
+    /// The run directory and how to watch it.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The model and the device.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Optimiser steps per round in head mode.
+    #[arg(long, env = "BINANN_HEAD_STEPS", default_value_t = 150)]
+    pub head_steps: usize,
+}
+
+struct Trainer {
+    args: TrainerArgs,
+    rundir: RunDir,
+    device: Device,
+    mode: Mode,
+    datadir: PathBuf,
+    paths: Vec<String>,
+    generation: u64,
+    store: EmbeddingStore,
+    /// Embeddings this process computed for labelled images the cache did not hold yet.
+    own: HashMap<u32, Tensor>,
+    unreadable: HashMap<u32, String>,
+    backbone: Option<Backbone>,
+    head: Option<Head>,
+    full: Option<FullModel>,
+    pixels: HashMap<u32, Tensor>,
+    board: SummaryWriter,
+}
+
+/// Runs the trainer until killed (or one round with `--once`).
+pub fn run(args: TrainerArgs) -> anyhow::Result<()> {
+    let (device, mode) = args.model.resolve()?;
+    let rundir = RunDir::create_or_open(&args.common.rundir)?;
+    let _lock = rundir.lock("trainer")?;
+    let watch = args.common.watch_options();
+    let manifest = crate::wait_for_manifest(&rundir, watch);
+    let datadir = args.model.datadir.clone().unwrap_or_else(|| PathBuf::from(&manifest.datadir));
+    let generation = existing_generation(&rundir);
+    tracing::info!(?device, mode = mode.name(), input_size = args.model.input_size, generation, "trainer started");
+    let store = EmbeddingStore::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
+    let board = SummaryWriter::new(rundir.tensorboard_dir());
+    let mut t = Trainer {
+        args,
+        rundir,
+        device,
+        mode,
+        datadir,
+        paths: manifest.paths,
+        generation,
+        store,
+        own: HashMap::new(),
+        unreadable: HashMap::new(),
+        backbone: None,
+        head: None,
+        full: None,
+        pixels: HashMap::new(),
+        board,
+    };
+    let mut trained_on: Option<u64> = None;
+    loop {
+        let mut watcher = FileWatcher::new(vec![t.rundir.annotations(), t.rundir.manifest()], watch);
+        match AnnotationState::load(&t.rundir.annotations()) {
+            Ok(state) => {
+                let labelled = labelled(&state);
+                let key = fingerprint(&labelled);
+                let positives = labelled.iter().filter(|(_, y)| *y).count();
+                // Finetune keeps improving on the same labels; head mode has nothing more to learn.
+                let changed = trained_on != Some(key) || t.mode == Mode::Finetune;
+                if changed && positives > 0 && positives < labelled.len() {
+                    if labelled.iter().any(|(id, _)| *id as usize >= t.paths.len()) {
+                        t.reload_manifest();
+                    }
+                    match t.round(&labelled, &state) {
+                        Ok(()) => trained_on = Some(key),
+                        Err(e) => tracing::error!("training round failed (will retry): {e:#}"),
+                    }
+                } else if changed && trained_on != Some(key) {
+                    tracing::info!(labels = labelled.len(), positives, "waiting for at least one positive and one negative label");
+                    trained_on = Some(key);
+                }
+            }
+            Err(e) => tracing::error!("keeping the last model; the annotations are unreadable: {e}"),
+        }
+        if t.args.common.once {
+            return Ok(());
+        }
+        let timeout = if t.mode == Mode::Finetune { Duration::from_millis(10) } else { Duration::from_secs(30) };
+        watcher.wait(timeout);
+    }
+}
+
+fn existing_generation(rundir: &RunDir) -> u64 {
+    let path = rundir.checkpoint();
+    if !path.exists() {
+        return 0;
+    }
+    match binann_model::checkpoint::read_meta(&path) {
+        Ok(meta) => meta.generation,
+        Err(e) => {
+            tracing::warn!("the existing checkpoint is unreadable and will be replaced: {e:#}");
+            0
+        }
+    }
+}
+
+/// (id, positive?) of every positive/negative label in force, by id.
+fn labelled(state: &AnnotationState) -> Vec<(u32, bool)> {
+    let mut v: Vec<(u32, bool)> = state
+        .labels()
+        .filter(|(_, e)| e.label != Label::Skip)
+        .map(|(id, e)| (id, e.label == Label::Positive))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+fn fingerprint(labelled: &[(u32, bool)]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    labelled.hash(&mut h);
+    h.finish()
+}
+
+impl Trainer {
+    fn reload_manifest(&mut self) {
+        if let Ok((_, m)) = binann_core::manifest::Manifest::load(&self.rundir.manifest()) {
+            self.paths = m.paths;
+        }
+    }
+
+    fn round(&mut self, labelled: &[(u32, bool)], state: &AnnotationState) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (loss, accuracy, used, positives) = match self.mode {
+            Mode::Head => self.train_head(labelled)?,
+            Mode::Finetune => self.train_finetune(labelled)?,
+        };
+        self.generation += 1;
+        let meta = ModelMeta {
+            backbone: binann_model::BACKBONE_NAME.to_owned(),
+            input_size: self.args.model.input_size,
+            mode: self.mode.name().to_owned(),
+            generation: self.generation,
+            labels_used: used as u64,
+            positives: positives as u64,
+            loss,
+            created_ms: binann_core::now_ms(),
+        };
+        let path = self.rundir.checkpoint();
+        match self.mode {
+            Mode::Head => self.head.as_ref().context("no head")?.save(&path, &meta)?,
+            Mode::Finetune => self.full.as_ref().context("no model")?.save(&path, &meta)?,
+        }
+        let step = self.generation as usize;
+        self.board.add_scalar("train/loss", loss, step);
+        self.board.add_scalar("train/accuracy", accuracy, step);
+        self.board.add_scalar("labels/total", used as f32, step);
+        self.board.add_scalar("labels/positives", positives as f32, step);
+        if let Some(online) = online_accuracy(state, 100) {
+            self.board.add_scalar("online/accuracy_last_100", online, step);
+        }
+        self.board.flush();
+        tracing::info!(
+            generation = self.generation, labels = used, positives, loss, accuracy,
+            "checkpoint written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    fn backbone(&mut self) -> anyhow::Result<&Backbone> {
+        if self.backbone.is_none() {
+            self.backbone = Some(self.args.model.load_backbone(self.device)?);
+        }
+        Ok(self.backbone.as_ref().expect("just set"))
+    }
+
+    fn train_head(&mut self, labelled: &[(u32, bool)]) -> anyhow::Result<(f32, f32, usize, usize)> {
+        self.store.refresh();
+        let missing: Vec<u32> = labelled
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !self.store.contains(*id) && !self.own.contains_key(id) && !self.unreadable.contains_key(id))
+            .collect();
+        if !missing.is_empty() {
+            let files: Vec<PathBuf> = missing.iter().map(|id| self.datadir.join(&self.paths[*id as usize])).collect();
+            let batch = self.args.model.batch;
+            let results = self.backbone()?.embed_paths(&files, batch, |_| {});
+            for (id, r) in missing.iter().zip(results) {
+                match r {
+                    Ok(v) => {
+                        self.own.insert(*id, Tensor::from_slice(&v));
+                    }
+                    Err(e) => {
+                        tracing::warn!("leaving an unreadable image out of training: {e}");
+                        self.unreadable.insert(*id, e);
+                    }
+                }
+            }
+        }
+        let mut rows = Vec::with_capacity(labelled.len());
+        let mut ys = Vec::with_capacity(labelled.len());
+        for (id, y) in labelled {
+            let row = self.store.get(*id).or_else(|| self.own.get(id).map(Tensor::shallow_clone));
+            if let Some(row) = row {
+                rows.push(row);
+                ys.push(if *y { 1f32 } else { 0f32 });
+            }
+        }
+        // Embeddings that reached the cache need no private copy any more.
+        self.own.retain(|id, _| !self.store.contains(*id));
+        let positives = ys.iter().filter(|y| **y > 0.5).count();
+        anyhow::ensure!(positives > 0 && positives < ys.len(), "need a readable positive and negative image");
+        let x = Tensor::stack(&rows, 0).to_device(self.device);
+        let y = Tensor::from_slice(&ys).to_device(self.device);
+        let mut head = Head::new(self.device);
+        let report = head.train(&x, &y, &TrainOptions { steps: self.args.head_steps, ..TrainOptions::default() });
+        self.head = Some(head);
+        Ok((report.loss, report.accuracy, ys.len(), positives))
+    }
+
+    fn train_finetune(&mut self, labelled: &[(u32, bool)]) -> anyhow::Result<(f32, f32, usize, usize)> {
+        if self.full.is_none() {
+            let path = self.rundir.checkpoint();
+            let resumed = FullModel::load(&path, binann_model::BACKBONE_NAME, self.args.model.input_size, self.device).ok();
+            self.full = Some(match resumed {
+                Some((model, _)) => model,
+                None => FullModel::new(&self.args.model.weights, self.args.model.input_size, self.device)?,
+            });
+        }
+        let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
+        for (id, _) in labelled {
+            if !self.pixels.contains_key(id) && !self.unreadable.contains_key(id) {
+                let file = self.datadir.join(&self.paths[*id as usize]);
+                match preprocess.load_image(&file) {
+                    Ok(p) => {
+                        let s = self.args.model.input_size as i64;
+                        self.pixels.insert(*id, Tensor::from_slice(&p).view([3, s, s]));
+                    }
+                    Err(e) => {
+                        tracing::warn!("leaving an unreadable image out of training: {e:#}");
+                        self.unreadable.insert(*id, e.to_string());
+                    }
+                }
+            }
+        }
+        let usable: Vec<(u32, bool)> = labelled.iter().copied().filter(|(id, _)| self.pixels.contains_key(id)).collect();
+        let positives = usable.iter().filter(|(_, y)| *y).count();
+        anyhow::ensure!(positives > 0 && positives < usable.len(), "need a readable positive and negative image");
+        let model = self.full.as_mut().expect("created above");
+        model.set_pos_weight((usable.len() - positives) as f32 / positives as f32);
+        let order = Tensor::randperm(usable.len() as i64, (Kind::Int64, Device::Cpu));
+        let order: Vec<i64> = Vec::try_from(order)?;
+        let (mut loss_sum, mut batches) = (0f32, 0usize);
+        for chunk in order.chunks(self.args.model.batch.max(2)) {
+            let images: Vec<Tensor> = chunk.iter().map(|&i| self.pixels[&usable[i as usize].0].shallow_clone()).collect();
+            let ys: Vec<f32> = chunk.iter().map(|&i| if usable[i as usize].1 { 1.0 } else { 0.0 }).collect();
+            loss_sum += model.train_step(&Tensor::stack(&images, 0), &Tensor::from_slice(&ys));
+            batches += 1;
+        }
+        Ok((loss_sum / batches.max(1) as f32, f32::NAN, usable.len(), positives))
+    }
+}
+
+/// The model's accuracy on the last `window` human labels that had a probability shown.
+pub fn online_accuracy(state: &AnnotationState, window: usize) -> Option<f32> {
+    let judged: Vec<bool> = state
+        .history()
+        .iter()
+        .rev()
+        .filter_map(|(_, e)| e.prob.map(|p| (p >= 0.5) == (e.label == Label::Positive)))
+        .take(window)
+        .collect();
+    (!judged.is_empty()).then(|| judged.iter().filter(|c| **c).count() as f32 / judged.len() as f32)
+}

@@ -1,0 +1,115 @@
+//! The whole loop on real images: the four processes on 1,000 Fashion-MNIST images; ~100 labels
+//! from the ground truth ("sneaker", ~10 %) through the HTTP API, as a person would give them;
+//! then the ranking's top 100 must hold well over the base rate of sneakers.
+//!
+//! Needs `scripts/setup.sh` (Fashion-MNIST and the ImageNet weights in `.cache/`).
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use binann_core::ranking::Ranking;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+/// A binary of the workspace, built by `cargo test --workspace` (or `cargo build`).
+fn bin(name: &str) -> PathBuf {
+    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_owned();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+#[test]
+fn labels_make_the_ranking_find_sneakers() {
+    let root = workspace();
+    let fashion = root.join(".cache/fashion-mnist");
+    let weights = root.join(".cache/weights/mobilenet_v2.safetensors");
+    assert!(fashion.join("train-images-idx3-ubyte.gz").exists() && weights.exists(), "run `bash scripts/setup.sh` first (Fashion-MNIST and weights)");
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run, truth_csv) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
+    let status = Command::new(bin("binann"))
+        .args(["demo-data", "--count", "1000", "--positive", "sneaker"])
+        .arg("--source").arg(&fashion).arg("--out").arg(&data).arg("--truth").arg(&truth_csv)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let truth: HashMap<String, bool> = std::fs::read_to_string(&truth_csv)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split(',');
+            (f.next().unwrap().to_owned(), f.next().unwrap() == "1")
+        })
+        .collect();
+    let base_rate = truth.values().filter(|p| **p).count() as f64 / truth.len() as f64;
+
+    let env = [
+        ("BINANN_RUNDIR", run.to_str().unwrap()),
+        ("BINANN_DATADIR", data.to_str().unwrap()),
+        ("BINANN_WEIGHTS", weights.to_str().unwrap()),
+        ("BINANN_INPUT_SIZE", "96"),
+        ("BINANN_DEVICE", "cpu"),
+        ("BINANN_POLL_MS", "200"),
+        ("RUST_LOG", "info"),
+    ];
+    let spawn = |name: &str, args: &[&str]| {
+        Command::new(bin(name)).args(args).envs(env).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
+    };
+    let mut server = spawn("binann-server", &["--port", "0"]);
+    let line = BufReader::new(server.stdout.take().unwrap()).lines().next().unwrap().unwrap();
+    let base = line.split("listening on ").nth(1).unwrap().trim().to_owned();
+    let _procs = Processes(vec![server, spawn("binann-trainer", &[]), spawn("binann-inferrer", &[]), spawn("binann-selector", &[])]);
+
+    // Label like a person at a brisk 10 labels/s, always the image the server shows next.
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+    let mut labelled = Vec::new();
+    let mut found = 0;
+    for _ in 0..100 {
+        let next: serde_json::Value = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", "sim").call().unwrap().into_json().unwrap();
+        let (id, path) = (next[0]["id"].as_u64().unwrap(), next[0]["path"].as_str().unwrap());
+        let positive = truth[path];
+        found += usize::from(positive);
+        let label = if positive { "positive" } else { "negative" };
+        agent.post(&format!("{base}/api/annotations")).set("X-Client", "sim").send_json(serde_json::json!({"id": id, "label": label})).unwrap();
+        labelled.push(id as u32);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Wait for a ranking from a model trained on all 100 labels, over every unlabelled image.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let ranking = loop {
+        if let Ok((_, r)) = Ranking::load(&run.join("ranking.bin")) {
+            if r.model.as_ref().is_some_and(|m| m.labels_used == 100) && r.predicted == 900 {
+                break r;
+            }
+        }
+        assert!(Instant::now() < deadline, "no ranking of all 900 unlabelled images from a model trained on the 100 labels within 4 minutes");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (_, manifest) = binann_core::manifest::Manifest::load(&run.join("manifest.bin")).unwrap();
+    let top: Vec<u32> = ranking.ids.iter().copied().filter(|id| !labelled.contains(id)).take(100).collect();
+    assert_eq!(top.len(), 100);
+    let hits = top.iter().filter(|id| truth[&manifest.paths[**id as usize]]).count();
+    println!("base rate {:.1} %; positives among the 100 labels given: {found}; sneakers in the ranking's top 100: {hits}", base_rate * 100.0);
+    assert!(hits >= 50, "only {hits} sneakers in the top 100 (base rate {:.0} %)", base_rate * 100.0);
+    let stats: serde_json::Value = agent.get(&format!("{base}/api/stats")).call().unwrap().into_json().unwrap();
+    assert_eq!(stats["model"]["trained_on"].as_u64(), Some(100), "{stats}");
+    assert!(stats["online"]["evaluated"].as_u64().unwrap() > 0, "{stats}");
+}

@@ -1,0 +1,508 @@
+// Browser tests of the annotation page against the real binann-server (see run.sh).
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+
+import { ARTIFACTS, freshServer, launchBrowser, makeDataset, quantile, startServer, tmpdir, waitFor } from './lib.mjs';
+
+const VIEWPORT = { width: 1280, height: 800 };
+let browser;
+
+before(async () => {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** Runs `fn` when the test ends, last registered first (pages close before their server stops). */
+const cleanups = new WeakMap();
+function cleanup(t, fn, { last = false } = {}) {
+  if (!cleanups.has(t)) {
+    const stack = [];
+    cleanups.set(t, stack);
+    t.after(async () => {
+      while (stack.length) await stack.pop()();
+    });
+  }
+  if (last) cleanups.get(t).unshift(fn);
+  else cleanups.get(t).push(fn);
+}
+
+/** Removes a test's dataset and run directory. */
+function removeDirs(datadir, rundir) {
+  fs.rmSync(datadir, { recursive: true, force: true });
+  fs.rmSync(path.dirname(rundir), { recursive: true, force: true });
+}
+
+/** A server over a fresh dataset, stopped (and its folders removed) when the test ends. */
+async function serverFor(t, options) {
+  const srv = await freshServer(options);
+  cleanup(t, async () => {
+    await srv.stop();
+    removeDirs(srv.datadir, srv.rundir);
+  });
+  return srv;
+}
+
+/** A new browser context (its own cookies and storage), closed when the test ends. */
+async function contextFor(t, viewport = VIEWPORT) {
+  const ctx = await browser.newContext({ viewport });
+  cleanup(t, () => ctx.close());
+  return ctx;
+}
+
+/** Routes `pattern` through `handler`; a request that fails once the server is gone is aborted. */
+async function stub(ctx, pattern, handler) {
+  await ctx.route(pattern, async (route) => {
+    try {
+      await handler(route);
+    } catch {
+      await route.abort().catch(() => {});
+    }
+  });
+}
+
+/** Opens the page; page errors fail the test. */
+async function open(t, ctx, srv) {
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  cleanup(t, () => assert.deepEqual(errors, [], 'uncaught errors in the page'));
+  await page.goto(srv.url);
+  return page;
+}
+
+/** The id of the image on screen (painted, decoded), or null. */
+function shownId(page) {
+  return page.evaluate(() => {
+    const img = document.querySelector('#stage img.photo');
+    return img && img.isConnected && img.complete ? Number(img.dataset.id) : null;
+  });
+}
+
+async function waitShown(page, notId) {
+  const got = await waitFor(async () => {
+    const id = await shownId(page);
+    return id !== null && id !== notId ? { id } : null;
+  }, { what: 'an image on screen' });
+  return got.id;
+}
+
+/** Waits until every label of the page is acknowledged by the server. */
+async function settled(page) {
+  await waitFor(() => page.evaluate(() => window.binannDebug.pending() === 0), { what: 'pending labels to be saved' });
+}
+
+async function statsWhere(srv, pred, what) {
+  return waitFor(async () => {
+    const s = await srv.stats();
+    return pred(s) ? s : null;
+  }, { what });
+}
+
+/** Presses `key` on the image shown and waits for the next one; returns the labelled id. */
+async function labelOne(page, key) {
+  const id = await waitShown(page);
+  await page.keyboard.press(key);
+  await waitFor(async () => (await page.evaluate(() => window.binannDebug.current())) !== id, { what: `the image after ${key}` });
+  return id;
+}
+
+test('F, J, S and Backspace label, skip and undo; tiny images are scaled up crisp', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const page = await open(t, await contextFor(t), srv);
+  const first = await waitShown(page);
+
+  // A 28×28 image is scaled up by an integer factor, pixelated.
+  const look = await page.$eval('#stage img.photo', (img) => ({
+    w: img.getBoundingClientRect().width, rendering: getComputedStyle(img).imageRendering, natural: img.naturalWidth,
+  }));
+  assert.equal(look.natural, 28);
+  assert.ok(look.w >= 28 * 8 && look.w % 28 === 0, `scaled width ${look.w}`);
+  assert.equal(look.rendering, 'pixelated');
+  assert.match(await page.textContent('#path'), /tiny_\d{3}\.png$/);
+
+  const a = await labelOne(page, 'f');
+  assert.equal(a, first);
+  await statsWhere(srv, (s) => s.positives === 1 && s.annotated === 1, 'one positive');
+  const b = await labelOne(page, 'j');
+  await statsWhere(srv, (s) => s.negatives === 1 && s.annotated === 2, 'one negative');
+  const c = await labelOne(page, 's');
+  await statsWhere(srv, (s) => s.skipped === 1 && s.annotated === 2 && s.remaining === s.total - 3, 'one skipped');
+  assert.equal(new Set([a, b, c]).size, 3);
+
+  // Backspace undoes the skip and shows that image again; again undoes the negative.
+  await page.keyboard.press('Backspace');
+  await waitFor(async () => (await shownId(page)) === c, { what: 'the undone image' });
+  await statsWhere(srv, (s) => s.skipped === 0 && s.annotated === 2, 'skip undone');
+  await page.keyboard.press('Backspace');
+  await waitFor(async () => (await shownId(page)) === b, { what: 'the second undone image' });
+  await statsWhere(srv, (s) => s.negatives === 0 && s.positives === 1, 'negative undone');
+  // Labelling it again, then the image put aside by the undo comes back.
+  await labelOne(page, 'f');
+  await waitFor(async () => (await shownId(page)) === c, { what: 'the image shown before the undo' });
+  await statsWhere(srv, (s) => s.positives === 2 && s.annotated === 2, 'relabelled');
+});
+
+test('a held or repeated key labels one image', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const page = await open(t, await contextFor(t), srv);
+  const first = await waitShown(page);
+  await page.evaluate(() => document.dispatchEvent(new KeyboardEvent('keydown', { key: 'f', repeat: true, bubbles: true, cancelable: true })));
+  await page.waitForTimeout(400);
+  assert.equal(await shownId(page), first, 'a repeat keydown changed the image');
+  assert.equal((await srv.stats()).annotated, 0);
+
+  await page.keyboard.down('f');
+  await page.keyboard.down('f'); // auto-repeat: repeat = true
+  await page.keyboard.down('f');
+  await page.keyboard.up('f');
+  await settled(page);
+  await page.waitForTimeout(300);
+  const s = await srv.stats();
+  assert.equal(s.positives, 1);
+  assert.equal(s.annotated, 1);
+});
+
+test('AUTO labels negatives as time passes; F or Space in time makes a positive; M pauses', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: false });
+  const page = await open(t, await contextFor(t), srv);
+  await waitShown(page);
+  await page.locator('#speed').fill('5');
+  await page.keyboard.press('a');
+  assert.equal(await page.getAttribute('#auto-toggle', 'aria-pressed'), 'true');
+  assert.equal(await page.isVisible('#countdown'), true);
+  await statsWhere(srv, (s) => s.negatives >= 4, 'AUTO negatives');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-auto.png') });
+
+  // M pauses: nothing more is labelled.
+  await page.keyboard.press('m');
+  await settled(page);
+  const paused = await srv.stats();
+  await page.waitForTimeout(1000);
+  assert.equal((await srv.stats()).annotated, paused.annotated, 'labelled while paused');
+  assert.equal(paused.positives, 0);
+
+  // Slow down, resume, and press F then Space in time: positives.
+  await page.locator('#speed').fill('0.5');
+  await page.keyboard.press('m');
+  await labelOne(page, 'f');
+  await labelOne(page, ' ');
+  await statsWhere(srv, (s) => s.positives === 2, 'two positives in AUTO');
+  const before = await srv.stats();
+  await labelOne(page, 'j');
+  await statsWhere(srv, (s) => s.negatives >= before.negatives + 1, 'J in AUTO'); // plus any that timed out
+
+  // Off again: time passes, nothing is labelled.
+  await page.keyboard.press('a');
+  await settled(page);
+  const off = await srv.stats();
+  await page.waitForTimeout(2500);
+  assert.equal((await srv.stats()).annotated, off.annotated, 'labelled with AUTO off');
+  assert.equal(await page.isVisible('#countdown'), false);
+});
+
+test('contrast and brightness filter the image and persist; keys still label from a slider', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const page = await open(t, await contextFor(t), srv);
+  await waitShown(page);
+  const filter = () => page.$eval('#stage img.photo', (img) => getComputedStyle(img).filter);
+  assert.equal(await filter(), 'contrast(1) brightness(1)');
+  await page.locator('#contrast').fill('2');
+  await page.locator('#brightness').fill('1.5');
+  assert.equal(await filter(), 'contrast(2) brightness(1.5)');
+
+  await page.reload();
+  await waitShown(page);
+  assert.equal(await page.inputValue('#contrast'), '2');
+  assert.equal(await page.inputValue('#brightness'), '1.5');
+  assert.equal(await filter(), 'contrast(2) brightness(1.5)');
+
+  // With the slider focused, arrows move it and label nothing; F still labels.
+  await page.focus('#contrast');
+  await page.keyboard.press('ArrowRight');
+  assert.equal(await page.inputValue('#contrast'), '2.05');
+  assert.equal(await filter(), 'contrast(2.05) brightness(1.5)');
+  await page.waitForTimeout(200);
+  assert.equal((await srv.stats()).annotated, 0);
+  await labelOne(page, 'f');
+  await statsWhere(srv, (s) => s.positives === 1, 'F from the slider');
+
+  await page.click('#display-reset');
+  assert.equal(await filter(), 'contrast(1) brightness(1)');
+});
+
+test('stats and charts follow the labels', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const page = await open(t, await contextFor(t), srv);
+  const keys = ['f', 'j', 'j', 'f', 'j', 'j', 's', 'f', 'j'];
+  for (const k of keys) await labelOne(page, k);
+  await statsWhere(srv, (s) => s.annotated === 8 && s.positives === 3, 'the labels');
+  await waitFor(async () => (await page.textContent('#st-annotated')) === '8 / 40', { what: 'the labelled count on the page' });
+  assert.equal(await page.textContent('#st-positives'), '3');
+  assert.equal(await page.textContent('#st-negatives'), '5');
+  assert.equal(await page.textContent('#st-skipped'), '1');
+  assert.equal(await page.textContent('#st-session'), '9');
+  const d = await waitFor(async () => {
+    const v = await page.getAttribute('#chart-discovery svg path.found', 'd').catch(() => null);
+    return v && (v.match(/L/g) || []).length >= 8 ? v : null;
+  }, { what: 'the discovery chart' });
+  assert.match(d, /^M[\d.]+,[\d.]+( L[\d.]+,[\d.]+){8}$/);
+  assert.ok(await page.$('#chart-discovery svg path.random'));
+  assert.match(await page.textContent('#chart-discovery-cap'), /3 positives found in 8 labels/);
+  // No model: no accuracy line yet, and the model panel says so.
+  assert.equal(await page.$('#chart-accuracy svg path.acc'), null);
+  assert.equal(await page.isVisible('#model-none'), true);
+});
+
+test('with a model: its status, the probability, and the online accuracy chart (API answers stubbed)', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  const labels = [];
+  for (let i = 0; i < 120; i++) {
+    const positive = i % 4 === 0;
+    const prob = i < 10 ? null : positive ? 0.55 + (i % 5) / 20 : (i % 7 === 0 ? 0.6 : 0.2);
+    labels.push({ id: i, label: positive ? 'positive' : 'negative', prob, time_ms: 1_700_000_000_000 + i * 1000 });
+  }
+  await stub(ctx, '**/api/stats', async (route) => {
+    const real = await (await route.fetch()).json();
+    real.model = {
+      checkpoint_generation: 7, age_s: 12.4, trained_on: 120, positives_trained_on: 30, mode: 'head', backbone: 'mobilenet_v3_small',
+      input_size: 224, loss: 0.3123, predicted: 40, predicted_share: 1, selector: 'max-probability', ranking_age_s: 3, estimated_positive_rate: 0.1,
+    };
+    real.online = { evaluated: 110, correct: 90, accuracy: 90 / 110 };
+    await route.fulfill({ json: real });
+  });
+  await stub(ctx, '**/api/history*', async (route) => {
+    const since = Number(new URL(route.request().url()).searchParams.get('since') || 0);
+    await route.fulfill({ json: { total: labels.length, since, labels: labels.slice(since) } });
+  });
+  await stub(ctx, '**/api/next*', async (route) => {
+    const real = await (await route.fetch()).json();
+    await route.fulfill({ json: real.map((it) => ({ ...it, prob: 0.83 })) });
+  });
+  const page = await open(t, ctx, srv);
+  await waitShown(page);
+  await waitFor(() => page.isVisible('#model-stats'), { what: 'the model panel' });
+  assert.equal(await page.textContent('#prob-text'), 'P(positive) 83%');
+  assert.match(await page.textContent('#md-trained'), /^120 labels \(30 positive\)$/);
+  assert.match(await page.textContent('#md-age'), /^#7, 12 s ago$/);
+  assert.match(await page.textContent('#md-selector'), /max-probability/);
+  assert.match(await page.textContent('#md-online'), /81\.8% of 110/);
+  const d = await waitFor(() => page.getAttribute('#chart-accuracy svg path.acc', 'd').catch(() => null), { what: 'the accuracy chart' });
+  assert.equal((d.match(/L/g) || []).length, 109);
+  assert.match(await page.textContent('#chart-discovery-cap'), /random order ≈ 12 .*rate estimated by the model/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-model.png') });
+});
+
+test('a reload resumes: same counts, the next unlabelled image, undo still works', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const page = await open(t, await contextFor(t), srv);
+  const labelled = [await labelOne(page, 'f'), await labelOne(page, 'j'), await labelOne(page, 'f')];
+  const next = await waitShown(page);
+  await settled(page);
+  const before = await srv.stats();
+  await page.reload();
+  const again = await waitShown(page);
+  assert.equal(again, next, 'the reloaded page shows the image that was next');
+  assert.ok(!labelled.includes(again));
+  assert.deepEqual(await srv.stats().then((s) => [s.annotated, s.positives, s.negatives]), [before.annotated, before.positives, before.negatives]);
+  // The tab keeps its client across the reload, so Backspace undoes its last label.
+  await page.keyboard.press('Backspace');
+  await waitFor(async () => (await shownId(page)) === labelled[2], { what: 'the undone image after the reload' });
+  await statsWhere(srv, (s) => s.positives === 1 && s.annotated === 2, 'undo after reload');
+});
+
+test('tabs never show the same image (separate browsers, and two tabs of one browser)', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: false });
+  const ctxA = await contextFor(t);
+  const ctxB = await contextFor(t);
+  const pages = [await open(t, ctxA, srv), await open(t, ctxA, srv), await open(t, ctxB, srv)];
+  const labelledIds = [];
+  for (let round = 0; round < 8; round++) {
+    for (const [i, page] of pages.entries()) {
+      const shown = await Promise.all(pages.map((p) => waitShown(p)));
+      assert.equal(new Set(shown).size, shown.length, `two tabs show the same image: ${shown}`);
+      for (const id of shown) assert.ok(!labelledIds.includes(id), `image ${id} shown again after its label`);
+      labelledIds.push(await labelOne(page, (round + i) % 2 ? 'f' : 'j'));
+    }
+  }
+  for (const p of pages) await settled(p);
+  assert.equal(new Set(labelledIds).size, labelledIds.length, 'an image was labelled twice');
+  const s = await srv.stats();
+  assert.equal(s.annotated, labelledIds.length);
+});
+
+test('the all-done screen, and undo from it', async (t) => {
+  const srv = await serverFor(t, { tiny: 5, big: false });
+  const page = await open(t, await contextFor(t), srv);
+  let last;
+  for (let i = 0; i < 5; i++) {
+    const id = await waitShown(page);
+    await page.keyboard.press(i % 2 ? 'f' : 'j');
+    last = id;
+    if (i < 4) await waitShown(page, id);
+  }
+  await waitFor(() => page.isVisible('#done-screen'), { what: 'the all-done screen' });
+  await statsWhere(srv, (s) => s.remaining === 0 && s.annotated === 5, 'everything labelled');
+  await waitFor(async () => /All 5 images are done/.test(await page.textContent('#done-detail')), { what: 'the done summary' });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-done.png') });
+  await page.keyboard.press('Backspace');
+  await waitFor(async () => (await shownId(page)) === last, { what: 'the undone image' });
+  assert.equal(await page.isVisible('#done-screen'), false);
+  await statsWhere(srv, (s) => s.remaining === 1, 'one image reopened');
+  await page.keyboard.press('j');
+  await waitFor(() => page.isVisible('#done-screen'), { what: 'the all-done screen again' });
+  await statsWhere(srv, (s) => s.remaining === 0, 'done again');
+});
+
+test('big images fit the screen; an unreadable file is explained and can be skipped', async (t) => {
+  const srv = await serverFor(t, { tiny: 1, big: true, corrupt: true });
+  const page = await open(t, await contextFor(t), srv);
+  const seen = new Set();
+  for (let i = 0; i < 3; i++) {
+    const what = await waitFor(async () => {
+      if (await page.isVisible('#stage-message')) {
+        const text = await page.textContent('#stage-message');
+        if (/cannot be shown/.test(text)) return { kind: 'corrupt', text };
+      }
+      const id = await shownId(page);
+      if (id === null) return null;
+      return page.$eval('#stage img.photo', (img) => {
+        const r = img.getBoundingClientRect();
+        const s = document.getElementById('stage').getBoundingClientRect();
+        return {
+          kind: img.naturalWidth === 1600 ? 'big' : 'tiny', id: Number(img.dataset.id), inside: r.left >= s.left && r.right <= s.right && r.top >= s.top && r.bottom <= s.bottom,
+          w: r.width, h: r.height, rendering: getComputedStyle(img).imageRendering,
+        };
+      });
+    }, { what: 'an image or a message' });
+    assert.ok(!seen.has(what.kind), `${what.kind} shown twice`);
+    seen.add(what.kind);
+    if (what.kind === 'corrupt') {
+      assert.match(what.text, /corrupt\.png.*not a readable image/);
+      assert.match(await page.textContent('#path'), /corrupt\.png/);
+      await page.keyboard.press('s');
+      await waitFor(async () => !/corrupt/.test(await page.textContent('#path')), { what: 'the next image after skipping' });
+    } else {
+      assert.ok(what.inside, `${what.kind} image overflows the image area`);
+      if (what.kind === 'big') {
+        assert.notEqual(what.rendering, 'pixelated');
+        assert.ok(Math.abs(what.w / what.h - 1.6) < 0.01, 'aspect ratio kept');
+      } else {
+        assert.equal(what.rendering, 'pixelated');
+      }
+      await labelOne(page, 'j');
+    }
+  }
+  assert.deepEqual([...seen].sort(), ['big', 'corrupt', 'tiny']);
+  await waitFor(() => page.isVisible('#done-screen'), { what: 'the all-done screen' });
+  const s = await srv.stats();
+  assert.equal(s.skipped, 1);
+  assert.equal(s.negatives, 2);
+});
+
+test('a refused save (503) shows a banner and the label is retried until saved', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  let refusals = 3;
+  await stub(ctx, '**/api/annotations', async (route) => {
+    if (refusals > 0) {
+      refusals--;
+      await route.fulfill({ status: 503, json: { error: { code: 'storage_unavailable', message: 'the annotation was NOT saved: No space left on device' } } });
+    } else {
+      await route.continue();
+    }
+  });
+  const page = await open(t, ctx, srv);
+  await labelOne(page, 'f');
+  await waitFor(() => page.isVisible('#banner'), { what: 'the banner' });
+  assert.match(await page.textContent('#banner'), /could not save labels: the annotation was NOT saved: No space left on device/);
+  await statsWhere(srv, (s) => s.positives === 1, 'the label saved after retries');
+  await waitFor(async () => !(await page.isVisible('#banner')), { what: 'the banner to go' });
+  await settled(page);
+});
+
+test('server down: a banner, labels kept, undo of unsent labels, all delivered after a restart on the same port', async (t) => {
+  const datadir = makeDataset({ tiny: 30, big: false });
+  const rundir = path.join(tmpdir('run'), 'run');
+  cleanup(t, () => removeDirs(datadir, rundir), { last: true });
+  const srv = await startServer({ datadir, rundir });
+  cleanup(t, () => srv.stop());
+  const page = await open(t, await contextFor(t), srv);
+  const pending = () => page.evaluate(() => window.binannDebug.pending());
+  const [a, b] = [await labelOne(page, 'f'), await labelOne(page, 'j')];
+  await settled(page);
+  await statsWhere(srv, (s) => s.annotated === 2, 'two labels before the crash');
+  await page.waitForTimeout(300); // let the prefetched images finish decoding
+
+  await srv.stop('SIGKILL');
+  const [c, d, e] = [await labelOne(page, 'f'), await labelOne(page, 'j'), await labelOne(page, 'f')];
+  await waitFor(() => page.isVisible('#banner'), { what: 'the banner' });
+  assert.match(await page.textContent('#banner'), /Cannot reach the binann server/);
+  assert.equal(await pending(), 3);
+  await waitFor(async () => /3 labels are kept/.test(await page.textContent('#banner')), { what: 'the count in the banner' });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-offline.png') });
+
+  // Undo of a label never sent cancels it here; it is shown again and can be relabelled.
+  await page.keyboard.press('Backspace');
+  await waitFor(async () => (await shownId(page)) === e, { what: 'e shown again' });
+  assert.equal(await pending(), 2);
+  assert.equal(await labelOne(page, 'j'), e);
+  assert.equal(await pending(), 3);
+  // Back to c: e and d are cancelled here; c was already tried (it may have reached the server),
+  // so its undo is queued after it. Then c is relabelled negative.
+  for (const id of [e, d, c]) {
+    await page.keyboard.press('Backspace');
+    await waitFor(async () => (await shownId(page)) === id, { what: `image ${id} shown again` });
+  }
+  assert.equal(await pending(), 2, 'label c and its undo');
+  assert.equal(await labelOne(page, 'j'), c);
+  assert.equal(await shownId(page), d);
+
+  const again = await startServer({ datadir, rundir, port: srv.port });
+  // After the page closes (see lib.mjs stop()), before the folders are removed.
+  cleanups.get(t).splice(1, 0, () => again.stop());
+  await settled(page);
+  await waitFor(async () => !(await page.isVisible('#banner')), { what: 'the banner to go', timeout: 15000 });
+  const s = await statsWhere(again, (x) => x.annotated === 3, 'the labels');
+  assert.deepEqual([s.positives, s.negatives], [1, 2]);
+  const hist = await again.api('/api/history?since=0');
+  assert.deepEqual(hist.labels.map((l) => [l.id, l.label]), [[a, 'positive'], [b, 'negative'], [c, 'negative']]);
+  assert.equal(await labelOne(page, 'f'), d);
+  await statsWhere(again, (x) => x.annotated === 4 && x.positives === 2, 'labelling goes on');
+});
+
+test('keypress to next image painted: latency over 30 keypresses; screenshots', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: true });
+  const page = await open(t, await contextFor(t), srv);
+  await waitShown(page);
+  await page.waitForTimeout(300);
+  const keys = 'jjfjjjfjsjjfjjjjfjjjfjjjjfjjjf';
+  for (const k of keys) {
+    await labelOne(page, k);
+    await page.waitForTimeout(80); // a brisk human pace
+  }
+  await settled(page);
+  await waitFor(() => page.evaluate((n) => window.binannLatencies.length >= n, keys.length), { what: 'latency measures' });
+  const lat = await page.evaluate(() => window.binannLatencies);
+  const median = quantile(lat, 0.5);
+  const p95 = quantile(lat, 0.95);
+  const line = `keypress to next image painted over ${lat.length} keypresses: median ${median.toFixed(1)} ms, p95 ${p95.toFixed(1)} ms, max ${Math.max(...lat).toFixed(1)} ms`;
+  t.diagnostic(line);
+  console.log(`# ${line}`);
+  assert.ok(median < 250, line);
+
+  await waitFor(async () => (await page.textContent('#st-annotated')) === `${keys.length - 1} / 41`, { what: 'stats on the page' });
+  await page.waitForTimeout(2200); // one more stats poll for the charts
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page.png') });
+  await page.setViewportSize({ width: 1024, height: 600 });
+  await page.waitForTimeout(200);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-small.png') });
+  await page.setViewportSize({ width: 600, height: 900 });
+  await page.waitForTimeout(200);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-narrow.png'), fullPage: true });
+});

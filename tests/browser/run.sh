@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Browser tests of the annotation page: builds the server (which compiles web/ into its binary),
+# installs playwright-core if needed, and drives the system Chromium against the real server.
+#   bash tests/browser/run.sh                 all tests
+#   bash tests/browser/run.sh --test-name-pattern=AUTO
+# Environment: CHROMIUM_PATH (default /usr/bin/chromium), BINANN_SERVER_BIN (default: the cargo build).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+if [ ! -d "$here/node_modules/playwright-core" ]; then
+  echo "== npm ci (tests/browser)"
+  (cd "$here" && npm ci --no-audit --no-fund)
+fi
+
+if [ -z "${BINANN_SERVER_BIN:-}" ]; then
+  echo "== cargo build -p binann-server"
+  (cd "$root" && cargo build -p binann-server --quiet)
+fi
+
+mkdir -p "$here/artifacts"
+echo "== browser tests"
+cd "$here"
+exec node --test-reporter=spec --test-concurrency=1 "$@" page.test.mjs
