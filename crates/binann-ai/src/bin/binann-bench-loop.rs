@@ -1,0 +1,143 @@
+//! `binann-bench-loop`: the AI loop's latency in head mode, once embeddings are cached: from an
+//! acknowledged annotation to a ranking file that reflects a checkpoint trained on it.
+//!
+//! It builds a synthetic run directory (paths only, with cached embeddings in which every tenth
+//! image stands out, as a rare class would), starts the four real processes on it, and times
+//! annotations given through the HTTP API one at a time.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use binann_core::embeddings::{CHUNK, EmbeddingChunk};
+use binann_core::manifest::Manifest;
+use binann_core::ranking::{Ranking, SplitMix64};
+use binann_core::rundir::RunDir;
+use clap::Parser;
+
+/// Measures the loop latency of the AI in head mode on a synthetic dataset.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Images in the synthetic dataset (comma-separated list: one run each).
+    #[arg(long, value_delimiter = ',', default_value = "5000,70000")]
+    images: Vec<usize>,
+    /// Annotations timed per run.
+    #[arg(long, default_value_t = 20)]
+    samples: usize,
+    /// Labels given before timing starts.
+    #[arg(long, default_value_t = 50)]
+    seed_labels: usize,
+}
+
+struct Procs(Vec<Child>);
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn synthetic(dir: &Path, n: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("data"))?;
+    let rundir = RunDir::create_or_open(&dir.join("run"))?;
+    let paths = (0..n).map(|i| format!("synthetic/{i:08}.png")).collect();
+    Manifest { datadir: dir.join("data").to_string_lossy().into_owned(), paths, scanned_ms: 0 }.save(&rundir.manifest(), 1)?;
+    let dim = binann_model::EMBED_DIM;
+    let mut rng = SplitMix64(42);
+    let ids: Vec<u32> = (0..n as u32).collect();
+    for (index, chunk_ids) in ids.chunks(CHUNK).enumerate() {
+        let mut values = Vec::with_capacity(chunk_ids.len() * dim);
+        for id in chunk_ids {
+            let shift = if id % 10 == 0 { 1.0 } else { 0.0 };
+            values.extend((0..dim).map(|d| (rng.next_f64() as f32 - 0.5) + if d < 16 { shift } else { 0.0 }));
+        }
+        let chunk = EmbeddingChunk {
+            ids: chunk_ids.to_vec(),
+            dim: dim as u32,
+            model: format!("{}@224px", binann_model::BACKBONE_NAME),
+            values: EmbeddingChunk::pack(&values),
+            failed: Vec::new(),
+        };
+        chunk.save(&EmbeddingChunk::path(&rundir.embeddings_dir(), 0, 1, index as u32))?;
+    }
+    Ok(())
+}
+
+fn ranking_labels(path: &Path) -> Option<u64> {
+    Ranking::load(path).ok()?.1.model.map(|m| m.labels_used)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin_dir: PathBuf = std::env::current_exe()?.parent().expect("in a folder").to_owned();
+    println!("binann-bench-loop: head mode, embeddings cached, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    for &n in &args.images {
+        let tmp = tempfile::tempdir()?;
+        synthetic(tmp.path(), n)?;
+        let run = tmp.path().join("run");
+        let env = [
+            ("BINANN_RUNDIR", run.to_string_lossy().into_owned()),
+            ("BINANN_DATADIR", tmp.path().join("data").to_string_lossy().into_owned()),
+            ("BINANN_DEVICE", "cpu".to_owned()),
+            ("BINANN_MODE", "head".to_owned()),
+            ("RUST_LOG", "warn".to_owned()),
+        ];
+        let spawn = |name: &str, extra: &[&str]| -> anyhow::Result<Child> {
+            Ok(Command::new(bin_dir.join(name)).args(extra).envs(env.clone()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?)
+        };
+        let mut server = spawn("binann-server", &["--port", "0", "--rescan", "false"])?;
+        let line = BufReader::new(server.stdout.take().expect("piped")).lines().next().transpose()?.unwrap_or_default();
+        let base = line.split("listening on ").nth(1).map(|s| s.trim().to_owned()).ok_or_else(|| anyhow::anyhow!("server: {line}"))?;
+        let _procs = Procs(vec![server, spawn("binann-trainer", &[])?, spawn("binann-inferrer", &[])?, spawn("binann-selector", &[])?]);
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+        let mut given = 0u64;
+        let label_next = |agent: &ureq::Agent| -> anyhow::Result<()> {
+            let next: serde_json::Value = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", "bench").call()?.into_json()?;
+            let id = next[0]["id"].as_u64().ok_or_else(|| anyhow::anyhow!("nothing left to label"))?;
+            let label = if id % 10 == 0 { "positive" } else { "negative" };
+            agent.post(&format!("{base}/api/annotations")).set("X-Client", "bench").send_json(serde_json::json!({"id": id, "label": label}))?;
+            Ok(())
+        };
+        let wait_for = |labels: u64, limit: Duration| -> Option<Duration> {
+            let started = Instant::now();
+            while started.elapsed() < limit {
+                if ranking_labels(&run.join("ranking.bin")) == Some(labels) {
+                    return Some(started.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            None
+        };
+        // Seed enough labels of both classes for a first model, and let the processes warm up.
+        while given < args.seed_labels as u64 {
+            label_next(&agent)?;
+            given += 1;
+        }
+        let warm = Instant::now();
+        wait_for(given, Duration::from_secs(300)).ok_or_else(|| anyhow::anyhow!("no ranking for the seed labels within 300 s"))?;
+        let warm_up = warm.elapsed();
+        let mut times = Vec::new();
+        for _ in 0..args.samples {
+            label_next(&agent)?;
+            given += 1;
+            match wait_for(given, Duration::from_secs(60)) {
+                Some(t) => times.push(t.as_secs_f64() * 1000.0),
+                None => anyhow::bail!("no ranking reflected label {given} within 60 s"),
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1024.0;
+        println!(
+            "{n} images: annotation acknowledged -> ranking from a checkpoint trained on it: median {:.0} ms, p90 {:.0} ms, max {:.0} ms ({} samples; first ranking after start {:.1} s)",
+            times[times.len() / 2], times[times.len() * 9 / 10], times[times.len() - 1], times.len(), warm_up.as_secs_f64()
+        );
+        println!(
+            "  files: predictions {:.0} KiB, ranking {:.0} KiB, checkpoint {:.0} KiB",
+            size(&run.join("predictions.bin")), size(&run.join("ranking.bin")), size(&run.join("checkpoint.safetensors"))
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! The frozen, ImageNet-pretrained backbone that turns images into embeddings.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor, nn};
+
+use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
+use crate::preprocess::Preprocess;
+
+/// Name recorded in checkpoints for the MobileNetV2 backbone.
+pub const BACKBONE_NAME: &str = "mobilenet_v2";
+/// Where `scripts/fetch-weights.sh` puts the converted ImageNet weights, relative to the repo root.
+pub const DEFAULT_WEIGHTS_PATH: &str = ".cache/weights/mobilenet_v2.safetensors";
+
+/// Outcome of embedding one image: its embedding, or why it could not be read (naming the file).
+pub type EmbedResult = Result<Vec<f32>, String>;
+
+/// MobileNetV2 features plus global average pooling, in eval mode, without gradients.
+///
+/// `Send` but not `Sync` (libtorch tensors are not); share it behind a `Mutex`.
+#[derive(Debug)]
+pub struct Backbone {
+    // Owns the parameters that `features` refers to.
+    _vs: nn::VarStore,
+    features: MobileNetV2Features,
+    preprocess: Preprocess,
+    device: Device,
+}
+
+impl Backbone {
+    /// Loads ImageNet weights converted by `scripts/fetch-weights.sh` for inputs of
+    /// `input_size`×`input_size` pixels.
+    pub fn load(weights: &Path, input_size: u32, device: Device) -> Result<Self> {
+        let mut vs = nn::VarStore::new(device);
+        let features = MobileNetV2Features::new(&vs.root());
+        load_features_weights(&mut vs, weights)?;
+        Ok(Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device })
+    }
+
+    /// A randomly initialised backbone (batch norm calibrated on noise): meaningless but
+    /// non-degenerate embeddings, for tests and benchmarks only.
+    pub fn untrained(input_size: u32, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let features = MobileNetV2Features::new(&vs.root());
+        features.calibrate_batch_norm(&calibration_noise(input_size, device));
+        Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device }
+    }
+
+    /// Side of the square input images, in pixels.
+    pub fn input_size(&self) -> u32 {
+        self.preprocess.size
+    }
+
+    /// The device the network runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The preprocessing that matches this backbone's input size.
+    pub fn preprocess(&self) -> Preprocess {
+        self.preprocess
+    }
+
+    /// Embeds a batch of preprocessed images: N×3×S×S (any device) to N×[`EMBED_DIM`] on
+    /// [`Backbone::device`].
+    pub fn embed_batch(&self, images: &Tensor) -> Tensor {
+        tch::no_grad(|| self.features.pooled_t(&images.to_device(self.device), false))
+    }
+
+    /// Embeds image files, `batch` at a time, returning one result per path in order.
+    ///
+    /// While libtorch computes one batch, a separate thread decodes the next one in parallel
+    /// (rayon), so decoding is mostly hidden behind the network. An unreadable or corrupt image
+    /// yields an `Err` for that path only. `progress` gets the number of paths done so far after
+    /// each batch.
+    pub fn embed_paths(
+        &self,
+        paths: &[PathBuf],
+        batch: usize,
+        mut progress: impl FnMut(usize),
+    ) -> Vec<EmbedResult> {
+        let batch = batch.max(1);
+        let preprocess = self.preprocess;
+        let mut results = Vec::with_capacity(paths.len());
+        std::thread::scope(|scope| {
+            // Rendezvous channel: the decoder works exactly one batch ahead of the network.
+            let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel::<Vec<EmbedResult>>(0);
+            scope.spawn(move || {
+                for chunk in paths.chunks(batch) {
+                    let decoded = chunk.par_iter().map(|path| decode_one(preprocess, path)).collect();
+                    if decoded_tx.send(decoded).is_err() {
+                        break;
+                    }
+                }
+            });
+            for decoded in decoded_rx {
+                results.extend(self.embed_decoded(decoded));
+                progress(results.len());
+            }
+        });
+        results
+    }
+
+    /// Runs the network on the successfully decoded images of a batch, keeping errors in place.
+    fn embed_decoded(&self, decoded: Vec<EmbedResult>) -> Vec<EmbedResult> {
+        let pixels: Vec<f32> = decoded.iter().filter_map(|r| r.as_ref().ok()).flatten().copied().collect();
+        if pixels.is_empty() {
+            return decoded;
+        }
+        let side = self.preprocess.size as i64;
+        let count = pixels.len() as i64 / (3 * side * side);
+        let embedded = catch_unwind(AssertUnwindSafe(|| {
+            let input = Tensor::from_slice(&pixels).view([count, 3, side, side]);
+            let output = self.embed_batch(&input).to_device(Device::Cpu).to_kind(Kind::Float);
+            Vec::<f32>::try_from(output.flatten(0, -1)).map_err(|e| e.to_string())
+        }))
+        .unwrap_or_else(|panic| Err(panic_message(&panic)));
+        match embedded {
+            Ok(values) => {
+                let mut rows = values.chunks_exact(EMBED_DIM).map(<[f32]>::to_vec);
+                decoded
+                    .into_iter()
+                    .map(|r| r.map(|_| rows.next().expect("one embedding per decoded image")))
+                    .collect()
+            }
+            Err(reason) => decoded
+                .into_iter()
+                .map(|r| r.and_then(|_| Err(format!("embedding failed: {reason}"))))
+                .collect(),
+        }
+    }
+}
+
+/// Decodes one image, turning errors and decoder panics into a message naming the file.
+fn decode_one(preprocess: Preprocess, path: &Path) -> EmbedResult {
+    // Image decoders have been known to panic on hostile input; one bad file must not take
+    // the whole batch (or the server) down.
+    catch_unwind(|| preprocess.load_image(path))
+        .unwrap_or_else(|panic| {
+            Err(anyhow::anyhow!("decoder crashed on {}: {}", path.display(), panic_message(&panic)))
+        })
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Input for [`MobileNetV2Features::calibrate_batch_norm`] of an untrained network.
+pub(crate) fn calibration_noise(input_size: u32, device: Device) -> Tensor {
+    let side = input_size as i64;
+    Tensor::randn([2, 3, side, side], (Kind::Float, device))
+}
+
+/// Loads converted torchvision weights into the `features.*` variables of `vs`.
+pub(crate) fn load_features_weights(vs: &mut nn::VarStore, weights: &Path) -> Result<()> {
+    if !weights.exists() {
+        bail!(
+            "backbone weights {} not found: run `bash scripts/fetch-weights.sh` (or `bash scripts/setup.sh`) \
+             from the repository root to download and convert them",
+            weights.display()
+        );
+    }
+    let missing = vs
+        .load_partial(weights)
+        .with_context(|| format!("loading backbone weights {}", weights.display()))?;
+    let missing: Vec<_> = missing.into_iter().filter(|name| name.starts_with("features.")).collect();
+    if !missing.is_empty() {
+        bail!(
+            "backbone weights {} lack {} variable(s), e.g. {}: not a MobileNetV2 state_dict?",
+            weights.display(),
+            missing.len(),
+            missing[0]
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Choosing where libtorch runs.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{Result, bail};
+use tch::Device;
+
+/// The user's device request, as given on a command line or in a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// The first CUDA device when one is usable, else the CPU.
+    #[default]
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// The CUDA device with this ordinal; an error when CUDA is unavailable.
+    Cuda(usize),
+}
+
+/// Error for a device string that is none of `auto`, `cpu`, `cuda`, `cuda:N`.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid device {0:?}: expected \"auto\", \"cpu\", \"cuda\" or \"cuda:N\"")]
+pub struct ParseDeviceError(String);
+
+impl FromStr for DeviceChoice {
+    type Err = ParseDeviceError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let normalized = s.trim().to_ascii_lowercase();
+        match normalized.as_str() {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            other => other
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| ParseDeviceError(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+/// Turns a [`DeviceChoice`] into a libtorch device, checking that a requested GPU exists.
+pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
+    match choice {
+        DeviceChoice::Cpu => Ok(Device::Cpu),
+        DeviceChoice::Auto => Ok(Device::cuda_if_available()),
+        DeviceChoice::Cuda(ordinal) => {
+            if !tch::Cuda::is_available() {
+                bail!(
+                    "device cuda:{ordinal} requested, but CUDA is not available (no GPU, no driver, \
+                     or libtorch was built for CPU only); use --device cpu or auto"
+                );
+            }
+            let count = tch::Cuda::device_count() as usize;
+            if ordinal >= count {
+                bail!("device cuda:{ordinal} requested, but only {count} CUDA device(s) are visible");
+            }
+            Ok(Device::Cuda(ordinal))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_strings() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!(" CPU ".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
+        for bad in ["", "cuda:", "cuda:x", "cuda:-1", "tpu", "cpu:0"] {
+            let err = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(err.to_string().contains("invalid device"), "{bad}: {err}");
+        }
+        for choice in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda(2)] {
+            assert_eq!(choice.to_string().parse::<DeviceChoice>().unwrap(), choice);
+        }
+    }
+
+    #[test]
+    fn resolves_cpu_and_auto() {
+        assert_eq!(resolve_device(DeviceChoice::Cpu).unwrap(), Device::Cpu);
+        let auto = resolve_device(DeviceChoice::Auto).unwrap();
+        assert_eq!(auto.is_cuda(), tch::Cuda::is_available());
+        if !tch::Cuda::is_available() {
+            let err = resolve_device(DeviceChoice::Cuda(0)).unwrap_err();
+            assert!(err.to_string().contains("CUDA is not available"), "{err}");
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! A small binary classifier trained on frozen backbone embeddings.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, ensure};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::checkpoint::{MODE_HEAD, ModelMeta, read_checkpoint, write_checkpoint};
+use crate::mobilenet::EMBED_DIM;
+
+/// Hyper-parameters of [`Head::train`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainOptions {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay.
+    pub weight_decay: f64,
+    /// Minibatch size; `None` trains on the whole set at every step.
+    pub batch_size: Option<usize>,
+    /// Weight of positive examples in the loss; `None` uses negatives / positives, so a rare
+    /// positive class is not simply ignored.
+    pub pos_weight: Option<f32>,
+}
+
+/// Defaults chosen on Fashion-MNIST embeddings (MobileNetV2, 112 px; 10 % positive classes,
+/// 100–2000 labels): with [`DEFAULT_HIDDEN_UNITS`] they gave the best held-out F1 of the settings
+/// tried, and minibatches keep the cost flat (~0.1–0.3 s on 2 CPU cores) however many labels.
+impl Default for TrainOptions {
+    fn default() -> Self {
+        Self { steps: 200, learning_rate: 3e-3, weight_decay: 1e-2, batch_size: Some(256), pos_weight: None }
+    }
+}
+
+/// Hidden units of [`Head::new`]. On Fashion-MNIST this one-hidden-layer MLP beat logistic
+/// regression clearly on the rare classes (held-out F1 0.87 vs 0.62 with 500 labels, "sneaker"),
+/// because AdamW-trained logistic regression over 1280 dims overfits into noisy, badly
+/// thresholded logits; wider layers did no better.
+pub const DEFAULT_HIDDEN_UNITS: usize = 64;
+
+/// Summary of a [`Head::train`] run, measured on the training set itself.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainReport {
+    /// Weighted BCE loss after the last step.
+    pub loss: f32,
+    /// Fraction of training examples classified correctly at threshold 0.5.
+    pub accuracy: f32,
+    /// Optimiser steps taken.
+    pub steps: usize,
+    /// Positive-class weight that was used.
+    pub pos_weight: f32,
+    /// Wall-clock training time in milliseconds.
+    pub elapsed_ms: u64,
+}
+
+/// A one-hidden-layer MLP (or logistic regression) on standardised embeddings, one logit out.
+///
+/// The embeddings are centred and scaled with statistics of the training set, recomputed at
+/// every [`Head::train`] and saved with the weights.
+#[derive(Debug)]
+pub struct Head {
+    vs: nn::VarStore,
+    input_mean: Tensor,
+    input_std: Tensor,
+    hidden: Option<nn::Linear>,
+    output: nn::Linear,
+}
+
+impl Head {
+    /// A fresh, untrained head with [`DEFAULT_HIDDEN_UNITS`] hidden units.
+    pub fn new(device: Device) -> Self {
+        Self::with_hidden(device, DEFAULT_HIDDEN_UNITS)
+    }
+
+    /// A fresh head with one ReLU hidden layer of `hidden` units (0: logistic regression).
+    pub fn with_hidden(device: Device, hidden: usize) -> Self {
+        let vs = nn::VarStore::new(device);
+        let root = vs.root();
+        let input_mean = (&root / "input").zeros_no_train("mean", &[EMBED_DIM as i64]);
+        let input_std = (&root / "input").ones_no_train("std", &[EMBED_DIM as i64]);
+        let (hidden, output_in) = match hidden {
+            0 => (None, EMBED_DIM as i64),
+            n => {
+                let n = n as i64;
+                (Some(nn::linear(&root / "hidden", EMBED_DIM as i64, n, Default::default())), n)
+            }
+        };
+        let output = nn::linear(&root / "output", output_in, 1, Default::default());
+        Self { vs, input_mean, input_std, hidden, output }
+    }
+
+    /// Width of the hidden layer, 0 for logistic regression.
+    pub fn hidden_units(&self) -> usize {
+        self.hidden.as_ref().map_or(0, |h| h.ws.size()[0] as usize)
+    }
+
+    /// The device the head lives on.
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    fn standardize(&self, x: &Tensor) -> Tensor {
+        (x.to_device(self.device()).to_kind(Kind::Float) - &self.input_mean) / &self.input_std
+    }
+
+    fn logits_of_standardized(&self, z: &Tensor) -> Tensor {
+        let z = match &self.hidden {
+            Some(hidden) => z.apply(hidden).relu(),
+            None => z.shallow_clone(),
+        };
+        z.apply(&self.output).squeeze_dim(-1)
+    }
+
+    /// Trains on embeddings `x` (N×[`EMBED_DIM`]) and 0/1 labels `y` (N), continuing from the
+    /// current weights with a fresh AdamW state. Call [`Head::new`] to start over.
+    pub fn train(&mut self, x: &Tensor, y: &Tensor, opts: &TrainOptions) -> TrainReport {
+        let started = Instant::now();
+        let device = self.device();
+        let x = x.to_device(device).to_kind(Kind::Float);
+        let y = y.to_device(device).to_kind(Kind::Float).flatten(0, -1);
+        let n = x.size()[0];
+        assert_eq!(y.size()[0], n, "Head::train: {n} embeddings but {} labels", y.size()[0]);
+
+        let positives = y.sum(Kind::Float).double_value(&[]);
+        let negatives = n as f64 - positives;
+        let pos_weight = opts.pos_weight.unwrap_or(if positives > 0.0 {
+            (negatives / positives) as f32
+        } else {
+            1.0
+        });
+        let pos_weight_tensor = Tensor::from_slice(&[pos_weight]).to_device(device);
+
+        tch::no_grad(|| {
+            self.input_mean.copy_(&x.mean_dim(0, false, Kind::Float));
+            // A constant feature must not divide by zero.
+            // One scale for all features (the RMS of their standard deviations): per-feature
+            // scaling blows near-constant, noise-only channels up to unit variance, which
+            // measurably hurt held-out accuracy on Fashion-MNIST.
+            let rms_std = x.var_dim(0, false, false).mean(Kind::Float).sqrt().clamp_min(1e-6);
+            self.input_std.copy_(&rms_std.expand([EMBED_DIM as i64], false));
+        });
+
+        let z = tch::no_grad(|| self.standardize(&x));
+
+        let mut optimizer = nn::AdamW { wd: opts.weight_decay, ..Default::default() }
+            .build(&self.vs, opts.learning_rate)
+            .expect("AdamW over a VarStore");
+        let batch_size = opts.batch_size.map_or(n, |b| (b as i64).clamp(1, n.max(1)));
+        let mut order = Tensor::arange(n, (Kind::Int64, device));
+        let mut cursor = 0;
+        for _ in 0..opts.steps {
+            let (zb, yb) = if batch_size >= n {
+                (z.shallow_clone(), y.shallow_clone())
+            } else {
+                if cursor + batch_size > n {
+                    order = Tensor::randperm(n, (Kind::Int64, device));
+                    cursor = 0;
+                }
+                let idx = order.narrow(0, cursor, batch_size);
+                cursor += batch_size;
+                (z.index_select(0, &idx), y.index_select(0, &idx))
+            };
+            let loss = self.logits_of_standardized(&zb).binary_cross_entropy_with_logits::<&Tensor>(
+                &yb,
+                None,
+                Some(&pos_weight_tensor),
+                Reduction::Mean,
+            );
+            optimizer.backward_step(&loss);
+        }
+
+        let (loss, accuracy) = tch::no_grad(|| {
+            let logits = self.logits_of_standardized(&z);
+            let loss = logits.binary_cross_entropy_with_logits::<&Tensor>(&y, None, Some(&pos_weight_tensor), Reduction::Mean);
+            let correct = logits.ge(0.0).to_kind(Kind::Float).eq_tensor(&y).to_kind(Kind::Float);
+            (loss.double_value(&[]) as f32, correct.mean(Kind::Float).double_value(&[]) as f32)
+        });
+        TrainReport {
+            loss,
+            accuracy: if n == 0 { 0.0 } else { accuracy },
+            steps: opts.steps,
+            pos_weight,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Probability of the positive class for each row of `x` (N×[`EMBED_DIM`]), as an N tensor
+    /// on the head's device.
+    pub fn predict(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.logits_of_standardized(&self.standardize(x)).sigmoid())
+    }
+
+    /// Saves weights and `meta` (whose mode must be [`MODE_HEAD`]) atomically to `path`.
+    pub fn save(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
+        ensure!(meta.mode == MODE_HEAD, "Head::save needs meta.mode {MODE_HEAD:?}, got {:?}", meta.mode);
+        let mut tensors: Vec<_> = self.vs.variables().into_iter().collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        write_checkpoint(path, &tensors, meta)
+    }
+
+    /// Loads a head saved by [`Head::save`]; check the meta with [`crate::check_compatible`].
+    pub fn load(path: &Path, device: Device) -> Result<(Head, ModelMeta)> {
+        let (tensors, meta) = read_checkpoint(path, device)?;
+        ensure!(
+            meta.mode == MODE_HEAD,
+            "checkpoint {} is a {:?} model, not a {MODE_HEAD:?} model",
+            path.display(),
+            meta.mode
+        );
+        let hidden = tensors.get("hidden.weight").map_or(0, |w| w.size()[0] as usize);
+        let head = Head::with_hidden(device, hidden);
+        crate::checkpoint::fill_var_store(&head.vs, &tensors, path)
+            .with_context(|| format!("restoring head from {}", path.display()))?;
+        Ok((head, meta))
+    }
+}

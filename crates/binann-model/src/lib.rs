@@ -1,0 +1,41 @@
+//! Neural-network side of binann: image embeddings, the classifier trained on the user's labels,
+//! checkpoints, and the one-off conversion of the pretrained weights.
+//!
+//! Module map:
+//! - [`convert`]: legacy (non-zip) `torch.save` pickle → safetensors, in pure Rust
+//!   ([`convert_legacy_torch_to_safetensors`]); used by `scripts/fetch-weights.sh`.
+//! - [`device`]: [`DeviceChoice`] (`auto`/`cpu`/`cuda[:N]`) and [`resolve_device`].
+//! - [`preprocess`]: [`Preprocess`], decoding with decompression-bomb limits, RGB, resize,
+//!   ImageNet normalisation to CHW floats.
+//! - `mobilenet` (private): MobileNetV2 feature layers with torchvision's parameter names.
+//! - [`backbone`]: [`Backbone`], frozen pretrained MobileNetV2 → [`EMBED_DIM`]-d embeddings,
+//!   with [`Backbone::embed_paths`] overlapping decoding and inference.
+//! - [`head`]: [`Head`], a small MLP (or logistic regression) on embeddings ([`TrainOptions`],
+//!   [`TrainReport`]); the interactive "head" mode.
+//! - [`finetune`]: [`FullModel`], the whole network trained end to end ("finetune" mode, GPU).
+//! - [`checkpoint`]: [`ModelMeta`], [`check_compatible`], atomic safetensors checkpoints.
+//!
+//! Binaries: `binann-convert-weights SRC DST` and `binann-embed-bench` (throughput figures).
+//!
+//! Everything runs on libtorch through `tch`; see `shared/LIBTORCH.md` for the install.
+
+pub mod backbone;
+pub mod checkpoint;
+pub mod convert;
+pub mod device;
+pub mod finetune;
+pub mod head;
+mod mobilenet;
+pub mod preprocess;
+
+pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, EmbedResult};
+pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible, now_ms, write_atomically};
+pub use convert::convert_legacy_torch_to_safetensors;
+pub use device::{DeviceChoice, ParseDeviceError, resolve_device};
+pub use finetune::FullModel;
+pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};
+pub use mobilenet::EMBED_DIM;
+pub use preprocess::Preprocess;
+
+#[cfg(test)]
+mod tests;
