@@ -76,6 +76,10 @@ trap 'stop; exit 143' TERM
 trap stop EXIT
 
 export BINANN_DATADIR="$datadir" BINANN_RUNDIR="$rundir"
+export BINANN_WEIGHTS="${BINANN_WEIGHTS:-$here/.cache/weights/mobilenet_v2.safetensors}"
+if $want_ai && [ ! -f "$BINANN_WEIGHTS" ]; then
+  echo "launch.sh: the backbone weights $BINANN_WEIGHTS are missing: run scripts/setup.sh" >&2
+fi
 
 if $want_server; then
   build -p binann-server -p binann-cli
