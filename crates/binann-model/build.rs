@@ -6,7 +6,9 @@ use std::process::Command;
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-env-changed=BINANN_LINK_TORCH_CUDA");
-    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+        return;
+    };
     println!("cargo:rerun-if-changed={lib_dir}");
     // torch-sys gives the final binary no rpath; without this, running needs LD_LIBRARY_PATH.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
@@ -31,7 +33,9 @@ fn should_link_torch_cuda(torch_cuda: &Path) -> bool {
         return false;
     }
     match Command::new("ldd").arg(torch_cuda).output() {
-        Ok(out) if out.status.success() => !String::from_utf8_lossy(&out.stdout).contains("not found"),
+        Ok(out) if out.status.success() => {
+            !String::from_utf8_lossy(&out.stdout).contains("not found")
+        }
         _ => false,
     }
 }

@@ -2,10 +2,16 @@
 //!
 //! - `inspect FILE`: print any run-directory file as JSON.
 //! - `demo-data`: write Fashion-MNIST images as PNG files plus a ground-truth CSV.
+//! - `export`: labels and predictions of every image, as CSV or JSON Lines.
+//! - `simulate`: a simulated annotator answering from a ground-truth CSV.
+//! - `bench-recall`: positives found versus labels, with and without the AI.
 //! - `bench-server`: latency, throughput, start-up time and memory of the server at scale.
 
 mod bench;
 mod demo;
+mod export;
+mod recall;
+mod simulate;
 
 use std::path::PathBuf;
 
@@ -31,6 +37,14 @@ enum Command {
     DemoData(demo::DemoArgs),
     /// Measure the server at scale (a synthetic dataset; prints figures).
     BenchServer(bench::BenchArgs),
+    /// Write every image with its human label, the model's probability and label, and where the
+    /// final label came from (CSV or JSON Lines); --label-rest lets the model label the rest.
+    Export(export::ExportArgs),
+    /// A simulated annotator: labels through the HTTP API from a ground-truth CSV, at a set pace.
+    Simulate(simulate::SimulateArgs),
+    /// Does the AI speed labelling up? Recall versus labels with the AI, in random order, and for
+    /// the oracle, on the demo dataset; prints figures and draws recall.svg.
+    BenchRecall(recall::RecallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -39,6 +53,9 @@ fn main() -> std::process::ExitCode {
         Command::Inspect { file } => inspect(&file),
         Command::DemoData(args) => demo::run(&args),
         Command::BenchServer(args) => bench::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::BenchRecall(args) => recall::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

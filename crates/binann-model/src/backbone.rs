@@ -37,7 +37,12 @@ impl Backbone {
         let mut vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         load_features_weights(&mut vs, weights)?;
-        Ok(Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device })
+        Ok(Self {
+            _vs: vs,
+            features,
+            preprocess: Preprocess { size: input_size },
+            device,
+        })
     }
 
     /// A randomly initialised backbone (batch norm calibrated on noise): meaningless but
@@ -46,7 +51,12 @@ impl Backbone {
         let vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         features.calibrate_batch_norm(&calibration_noise(input_size, device));
-        Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device }
+        Self {
+            _vs: vs,
+            features,
+            preprocess: Preprocess { size: input_size },
+            device,
+        }
     }
 
     /// Side of the square input images, in pixels.
@@ -67,7 +77,10 @@ impl Backbone {
     /// Embeds a batch of preprocessed images: N×3×S×S (any device) to N×[`EMBED_DIM`] on
     /// [`Backbone::device`].
     pub fn embed_batch(&self, images: &Tensor) -> Tensor {
-        tch::no_grad(|| self.features.pooled_t(&images.to_device(self.device), false))
+        tch::no_grad(|| {
+            self.features
+                .pooled_t(&images.to_device(self.device), false)
+        })
     }
 
     /// Embeds image files, `batch` at a time, returning one result per path in order.
@@ -90,7 +103,10 @@ impl Backbone {
             let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel::<Vec<EmbedResult>>(0);
             scope.spawn(move || {
                 for chunk in paths.chunks(batch) {
-                    let decoded = chunk.par_iter().map(|path| decode_one(preprocess, path)).collect();
+                    let decoded = chunk
+                        .par_iter()
+                        .map(|path| decode_one(preprocess, path))
+                        .collect();
                     if decoded_tx.send(decoded).is_err() {
                         break;
                     }
@@ -106,7 +122,12 @@ impl Backbone {
 
     /// Runs the network on the successfully decoded images of a batch, keeping errors in place.
     fn embed_decoded(&self, decoded: Vec<EmbedResult>) -> Vec<EmbedResult> {
-        let pixels: Vec<f32> = decoded.iter().filter_map(|r| r.as_ref().ok()).flatten().copied().collect();
+        let pixels: Vec<f32> = decoded
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .flatten()
+            .copied()
+            .collect();
         if pixels.is_empty() {
             return decoded;
         }
@@ -114,7 +135,10 @@ impl Backbone {
         let count = pixels.len() as i64 / (3 * side * side);
         let embedded = catch_unwind(AssertUnwindSafe(|| {
             let input = Tensor::from_slice(&pixels).view([count, 3, side, side]);
-            let output = self.embed_batch(&input).to_device(Device::Cpu).to_kind(Kind::Float);
+            let output = self
+                .embed_batch(&input)
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float);
             Vec::<f32>::try_from(output.flatten(0, -1)).map_err(|e| e.to_string())
         }))
         .unwrap_or_else(|panic| Err(panic_message(&panic)));
@@ -140,7 +164,11 @@ fn decode_one(preprocess: Preprocess, path: &Path) -> EmbedResult {
     // the whole batch (or the server) down.
     catch_unwind(|| preprocess.load_image(path))
         .unwrap_or_else(|panic| {
-            Err(anyhow::anyhow!("decoder crashed on {}: {}", path.display(), panic_message(&panic)))
+            Err(anyhow::anyhow!(
+                "decoder crashed on {}: {}",
+                path.display(),
+                panic_message(&panic)
+            ))
         })
         .map_err(|e| format!("{e:#}"))
 }
@@ -171,7 +199,10 @@ pub(crate) fn load_features_weights(vs: &mut nn::VarStore, weights: &Path) -> Re
     let missing = vs
         .load_partial(weights)
         .with_context(|| format!("loading backbone weights {}", weights.display()))?;
-    let missing: Vec<_> = missing.into_iter().filter(|name| name.starts_with("features.")).collect();
+    let missing: Vec<_> = missing
+        .into_iter()
+        .filter(|name| name.starts_with("features."))
+        .collect();
     if !missing.is_empty() {
         bail!(
             "backbone weights {} lack {} variable(s), e.g. {}: not a MobileNetV2 state_dict?",

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use safetensors::{Dtype, SafeTensors};
@@ -64,8 +65,17 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let file_name = path
+        .file_name()
+        .with_context(|| format!("{} has no file name", path.display()))?;
+    // Unique per process and call, so concurrent savers never share a temp file.
+    static SAVES: AtomicU64 = AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        SAVES.fetch_add(1, Ordering::Relaxed)
+    ));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -73,28 +83,42 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         std::fs::rename(&tmp, path)?;
         std::fs::File::open(dir)?.sync_all()
     };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        e
-    }).with_context(|| format!("writing {}", path.display()))
+    write()
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Saves named tensors and `meta` as a safetensors checkpoint at `path`, atomically.
-pub(crate) fn write_checkpoint(path: &Path, tensors: &[(String, Tensor)], meta: &ModelMeta) -> Result<()> {
+pub(crate) fn write_checkpoint(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    meta: &ModelMeta,
+) -> Result<()> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
-            let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
+            let t = t
+                .detach()
+                .to_device(Device::Cpu)
+                .to_kind(Kind::Float)
+                .contiguous();
             let shape = t.size().iter().map(|&d| d as usize).collect();
             let values = Vec::<f32>::try_from(t.flatten(0, -1))
                 .with_context(|| format!("copying tensor {name}"))?;
-            Ok((name.clone(), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
+            Ok((
+                name.clone(),
+                shape,
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ))
         })
         .collect::<Result<_>>()?;
     let views = host
         .iter()
         .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.as_str(), v))
+            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
+                .map(|v| (name.as_str(), v))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
@@ -116,13 +140,18 @@ fn meta_of(bytes: &[u8]) -> Result<ModelMeta> {
 
 /// Reads only the metadata of a checkpoint (e.g. to continue its generation count).
 pub fn read_meta(path: &Path) -> Result<ModelMeta> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
     meta_of(&bytes).with_context(|| format!("loading checkpoint {}", path.display()))
 }
 
 /// Reads a checkpoint written by [`write_checkpoint`]: its tensors (on `device`) and meta.
-pub(crate) fn read_checkpoint(path: &Path, device: Device) -> Result<(HashMap<String, Tensor>, ModelMeta)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+pub(crate) fn read_checkpoint(
+    path: &Path,
+    device: Device,
+) -> Result<(HashMap<String, Tensor>, ModelMeta)> {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
     let parsed = || -> Result<_> {
         let meta = meta_of(&bytes)?;
         let file = SafeTensors::deserialize(&bytes)?;
@@ -132,7 +161,8 @@ pub(crate) fn read_checkpoint(path: &Path, device: Device) -> Result<(HashMap<St
                 bail!("tensor {name} has dtype {:?}, expected F32", view.dtype());
             }
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let tensor = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?.to_device(device);
+            let tensor =
+                Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?.to_device(device);
             tensors.insert(name, tensor);
         }
         Ok((tensors, meta))
@@ -141,7 +171,11 @@ pub(crate) fn read_checkpoint(path: &Path, device: Device) -> Result<(HashMap<St
 }
 
 /// Copies checkpoint tensors into the variables of `vs`, requiring an exact name/shape match.
-pub(crate) fn fill_var_store(vs: &tch::nn::VarStore, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+pub(crate) fn fill_var_store(
+    vs: &tch::nn::VarStore,
+    tensors: &HashMap<String, Tensor>,
+    path: &Path,
+) -> Result<()> {
     let mut variables = vs.variables();
     for (name, var) in variables.iter_mut() {
         let src = tensors
@@ -210,8 +244,15 @@ pub(crate) mod tests {
     fn foreign_safetensors_file_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plain.safetensors");
-        Tensor::write_safetensors(&[("w", Tensor::zeros([2], (Kind::Float, Device::Cpu)))], &path).unwrap();
+        Tensor::write_safetensors(
+            &[("w", Tensor::zeros([2], (Kind::Float, Device::Cpu)))],
+            &path,
+        )
+        .unwrap();
         let err = format!("{:#}", read_checkpoint(&path, Device::Cpu).unwrap_err());
-        assert!(err.contains("plain.safetensors") && err.contains("not a binann checkpoint"), "{err}");
+        assert!(
+            err.contains("plain.safetensors") && err.contains("not a binann checkpoint"),
+            "{err}"
+        );
     }
 }

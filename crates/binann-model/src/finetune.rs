@@ -10,7 +10,9 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::backbone::{BACKBONE_NAME, calibration_noise, load_features_weights};
-use crate::checkpoint::{MODE_FINETUNE, ModelMeta, check_compatible, fill_var_store, read_checkpoint, write_checkpoint};
+use crate::checkpoint::{
+    MODE_FINETUNE, ModelMeta, check_compatible, fill_var_store, read_checkpoint, write_checkpoint,
+};
 use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 
 /// AdamW learning rate for all parameters. Small so the pretrained features survive; the head
@@ -19,6 +21,13 @@ use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 const DEFAULT_LEARNING_RATE: f64 = 1e-4;
 const WEIGHT_DECAY: f64 = 1e-4;
 const HEAD_DROPOUT: f64 = 0.2;
+
+/// Mirrors each image of an N×C×H×W batch left-right with probability ½.
+pub(crate) fn random_horizontal_flip(batch: &Tensor) -> Tensor {
+    let n = batch.size()[0];
+    let flip = Tensor::rand([n, 1, 1, 1], (Kind::Float, batch.device())).lt(0.5);
+    batch.flip([3i64]).where_self(&flip, batch)
+}
 
 /// MobileNetV2 backbone and a linear one-logit head trained together with AdamW.
 ///
@@ -54,7 +63,9 @@ impl FullModel {
     /// A randomly initialised model (batch norm calibrated on noise), for tests and benchmarks.
     pub fn untrained(input_size: u32, device: Device) -> Self {
         let model = Self::uninitialised(input_size, device);
-        model.features.calibrate_batch_norm(&calibration_noise(input_size, device));
+        model
+            .features
+            .calibrate_batch_norm(&calibration_noise(input_size, device));
         model
     }
 
@@ -72,10 +83,20 @@ impl FullModel {
             bias: true,
         };
         let head = nn::linear(&root / "head", EMBED_DIM as i64, 1, zero_head);
-        let optimizer = nn::AdamW { wd: WEIGHT_DECAY, ..Default::default() }
-            .build(&vs, DEFAULT_LEARNING_RATE)
-            .expect("AdamW over a VarStore");
-        Self { vs, features, head, optimizer, input_size, pos_weight: 1.0 }
+        let optimizer = nn::AdamW {
+            wd: WEIGHT_DECAY,
+            ..Default::default()
+        }
+        .build(&vs, DEFAULT_LEARNING_RATE)
+        .expect("AdamW over a VarStore");
+        Self {
+            vs,
+            features,
+            head,
+            optimizer,
+            input_size,
+            pos_weight: 1.0,
+        }
     }
 
     /// Side of the square input images, in pixels.
@@ -113,18 +134,23 @@ impl FullModel {
         let device = self.device();
         let batch = batch.to_device(device).to_kind(Kind::Float);
         let labels = labels.to_device(device).to_kind(Kind::Float).flatten(0, -1);
-        let n = batch.size()[0];
-        let flip = Tensor::rand([n, 1, 1, 1], (Kind::Float, device)).lt(0.5);
-        let augmented = batch.flip([3i64]).where_self(&flip, &batch);
+        let augmented = random_horizontal_flip(&batch);
         let pos_weight = Tensor::from_slice(&[self.pos_weight]).to_device(device);
-        let loss = self.logits(&augmented, true).binary_cross_entropy_with_logits::<&Tensor>(
-            &labels,
-            None,
-            Some(&pos_weight),
-            Reduction::Mean,
-        );
+        let loss = self
+            .logits(&augmented, true)
+            .binary_cross_entropy_with_logits::<&Tensor>(
+                &labels,
+                None,
+                Some(&pos_weight),
+                Reduction::Mean,
+            );
         self.optimizer.backward_step(&loss);
         loss.double_value(&[]) as f32
+    }
+
+    /// All parameters and batch-norm statistics, by torchvision-style name (`features.…`, `head.…`).
+    pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
+        self.vs.variables()
     }
 
     /// Probability of the positive class for each image of the batch (N, on the model's device).
@@ -134,14 +160,22 @@ impl FullModel {
 
     /// The backbone's pooled embeddings (N×[`EMBED_DIM`]) under the current fine-tuned weights.
     pub fn embed_batch(&self, batch: &Tensor) -> Tensor {
-        tch::no_grad(|| self.features.pooled_t(&batch.to_device(self.device()).to_kind(Kind::Float), false))
+        tch::no_grad(|| {
+            self.features
+                .pooled_t(&batch.to_device(self.device()).to_kind(Kind::Float), false)
+        })
     }
 
     /// Saves all weights and `meta` atomically; `meta` must describe this model (mode
     /// [`MODE_FINETUNE`], backbone [`BACKBONE_NAME`], this input size).
     pub fn save(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
-        ensure!(meta.mode == MODE_FINETUNE, "FullModel::save needs meta.mode {MODE_FINETUNE:?}, got {:?}", meta.mode);
-        check_compatible(meta, BACKBONE_NAME, self.input_size).context("FullModel::save: meta does not describe this model")?;
+        ensure!(
+            meta.mode == MODE_FINETUNE,
+            "FullModel::save needs meta.mode {MODE_FINETUNE:?}, got {:?}",
+            meta.mode
+        );
+        check_compatible(meta, BACKBONE_NAME, self.input_size)
+            .context("FullModel::save: meta does not describe this model")?;
         let mut tensors: Vec<_> = self.vs.variables().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         write_checkpoint(path, &tensors, meta)
@@ -149,7 +183,12 @@ impl FullModel {
 
     /// Loads a model saved by [`FullModel::save`], refusing one trained for another backbone,
     /// input size or mode.
-    pub fn load(path: &Path, backbone: &str, input_size: u32, device: Device) -> Result<(FullModel, ModelMeta)> {
+    pub fn load(
+        path: &Path,
+        backbone: &str,
+        input_size: u32,
+        device: Device,
+    ) -> Result<(FullModel, ModelMeta)> {
         let (tensors, meta) = read_checkpoint(path, device)?;
         ensure!(
             meta.mode == MODE_FINETUNE,
@@ -157,7 +196,8 @@ impl FullModel {
             path.display(),
             meta.mode
         );
-        check_compatible(&meta, backbone, input_size).with_context(|| format!("checkpoint {}", path.display()))?;
+        check_compatible(&meta, backbone, input_size)
+            .with_context(|| format!("checkpoint {}", path.display()))?;
         ensure!(
             backbone == BACKBONE_NAME,
             "backbone {backbone:?} is not supported; only {BACKBONE_NAME:?} is"

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, TrainOptions, resolve_device};
+use binann_model::{
+    Backbone, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, TrainOptions, resolve_device,
+};
 use tch::{Device, Kind, Tensor};
 
 const BATCH: i64 = 16;
@@ -24,11 +26,16 @@ fn main() -> Result<()> {
             "--device" => device = value()?.parse()?,
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
             "--weights" => weights = value()?.into(),
-            other => bail!("unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH]"),
+            other => bail!(
+                "unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH]"
+            ),
         }
     }
     let device = resolve_device(device)?;
-    println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
+    println!(
+        "device {device:?}, libtorch threads {}, batch {BATCH}",
+        tch::get_num_threads()
+    );
 
     for size in [224u32, 112] {
         let backbone = if weights.exists() {
@@ -46,7 +53,14 @@ fn main() -> Result<()> {
     ] {
         let (x, y) = toy_embeddings(2000, device);
         let mut head = Head::with_hidden(device, hidden);
-        head.train(&x, &y, &TrainOptions { steps: 5, ..opts.clone() }); // warm-up
+        head.train(
+            &x,
+            &y,
+            &TrainOptions {
+                steps: 5,
+                ..opts.clone()
+            },
+        ); // warm-up
         let mut head = Head::with_hidden(device, hidden);
         let report = head.train(&x, &y, &opts);
         println!(
@@ -75,6 +89,10 @@ fn embed_rate(backbone: &Backbone, duration: Duration) -> f64 {
 
 fn toy_embeddings(n: i64, device: Device) -> (Tensor, Tensor) {
     let x = Tensor::rand([n, EMBED_DIM as i64], (Kind::Float, device)) * 2.0;
-    let y = x.narrow(1, 0, 8).sum_dim_intlist(1, false, Kind::Float).gt(8.0).to_kind(Kind::Float);
+    let y = x
+        .narrow(1, 0, 8)
+        .sum_dim_intlist(1, false, Kind::Float)
+        .gt(8.0)
+        .to_kind(Kind::Float);
     (x, y)
 }

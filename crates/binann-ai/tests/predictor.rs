@@ -1,0 +1,77 @@
+//! An exported predictor reproduces the inferrer's probabilities on the same images.
+//! Needs `scripts/setup.sh` (Fashion-MNIST and the ImageNet weights in `.cache/`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use binann_core::annotations::{Event, Label, Record};
+use binann_core::codec::FileKind;
+use binann_core::journal::{self, JournalWriter};
+use binann_core::predictions::Predictions;
+use binann_core::rundir::RunDir;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn bin(name: &str) -> PathBuf {
+    let path = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name);
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn exported_predictor_reproduces_the_inferrer() {
+    let root = workspace();
+    let weights = root.join(".cache/weights/mobilenet_v2.safetensors");
+    assert!(weights.exists(), "run `bash scripts/setup.sh` first");
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run, truth) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
+    run_ok(Command::new(bin("binann")).args(["demo-data", "--count", "80", "--positive", "shoe"])
+        .arg("--source").arg(root.join(".cache/fashion-mnist")).arg("--out").arg(&data).arg("--truth").arg(&truth));
+    // A manifest and 40 labels from the ground truth, written as the server would.
+    let rundir = RunDir::create_or_open(&run).unwrap();
+    let (manifest, _) = binann_core::manifest::Manifest::scan(&data, None).unwrap();
+    manifest.save(&rundir.manifest(), 1).unwrap();
+    let truth_text = std::fs::read_to_string(&truth).unwrap();
+    let positive: std::collections::HashMap<&str, bool> =
+        truth_text.lines().skip(1).map(|l| { let f: Vec<&str> = l.split(',').collect(); (f[0], f[1] == "1") }).collect();
+    let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
+    for id in 0..40u32 {
+        let label = if positive[manifest.paths[id as usize].as_str()] { Label::Positive } else { Label::Negative };
+        let r = Record { seq: id as u64, time_ms: 0, client: "t".into(), event: Event::Label { id, label, prob: None } };
+        writer.append_framed(&journal::frame(&r)).unwrap();
+    }
+    let env = [("BINANN_RUNDIR", run.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu")];
+    run_ok(Command::new(bin("binann-trainer")).arg("--once").envs(env));
+    run_ok(Command::new(bin("binann-inferrer")).arg("--once").envs(env));
+    let (_, predictions) = Predictions::load(&rundir.predictions(0, 1)).unwrap();
+    assert_eq!(predictions.ids.len(), 40, "every unlabelled image is predicted");
+
+    let exported = tmp.path().join("predictor");
+    let err = Command::new(bin("binann-predict")).args(["export", "--threshold", "2"]).arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env).output().unwrap();
+    assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("between 0 and 1"));
+    run_ok(Command::new(bin("binann-predict")).arg("export").arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env));
+    let description: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(exported.join("predictor.json")).unwrap()).unwrap();
+    assert_eq!((description["input_size"].as_u64(), description["labels_used"].as_u64()), (Some(64), Some(40)));
+    // The predictor is self-contained: move it away from the run directory first.
+    let moved = tmp.path().join("moved");
+    std::fs::rename(&exported, &moved).unwrap();
+    let csv = run_ok(Command::new(bin("binann-predict")).args(["apply", "--device", "cpu"]).arg("--predictor").arg(&moved).arg("--images").arg(&data));
+    let applied: std::collections::HashMap<String, f32> = csv
+        .lines()
+        .skip(1)
+        .map(|l| { let f: Vec<&str> = l.split(',').collect(); (f[0].to_owned(), f[1].parse().unwrap()) })
+        .collect();
+    assert_eq!(applied.len(), 80);
+    for (id, p) in predictions.ids.iter().zip(&predictions.probs) {
+        let q = applied[&manifest.paths[*id as usize]];
+        assert!((p - q).abs() < 1e-4, "image {id}: inferrer {p}, exported predictor {q}");
+    }
+}

@@ -1,0 +1,150 @@
+//! `binann simulate`: a simulated annotator. It drives the HTTP API exactly as the page does
+//! (ask for the next image, answer, repeat), answering from a ground-truth CSV at a set pace, and
+//! writes a trace of every step and a summary.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Options of `binann simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimulateArgs {
+    /// The server, e.g. http://127.0.0.1:8080.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Ground truth: a CSV with a header and columns path,label (label 1/0 or positive/negative).
+    #[arg(long)]
+    pub truth: PathBuf,
+    /// How many labels to give.
+    #[arg(long, default_value_t = 1000)]
+    pub labels: usize,
+    /// Labels per second (0: as fast as the server answers).
+    #[arg(long, default_value_t = 5.0)]
+    pub pace: f64,
+    /// The client name (X-Client header).
+    #[arg(long, default_value = "simulated-annotator")]
+    pub client: String,
+    /// Where to write the trace CSV (step,id,path,truth,prob,time_s).
+    #[arg(long)]
+    pub trace: Option<PathBuf>,
+}
+
+/// One step of a simulation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Image id.
+    pub id: u64,
+    /// Its path.
+    pub path: String,
+    /// Its true class.
+    pub truth: bool,
+    /// The model's probability shown with it.
+    pub prob: Option<f64>,
+    /// Seconds since the simulation started, when the label was acknowledged.
+    pub time_s: f64,
+}
+
+/// Reads a ground-truth CSV into path → positive?.
+pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, bool>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut lines = text.lines();
+    let header = lines.next().context("the truth CSV is empty")?;
+    let cols: Vec<&str> = header.split(',').collect();
+    let (Some(pi), Some(li)) = (cols.iter().position(|c| *c == "path"), cols.iter().position(|c| *c == "label")) else {
+        bail!("{}: the header must name the columns path and label, found {header:?}", path.display());
+    };
+    let mut truth = HashMap::new();
+    for (n, line) in lines.enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        let (Some(p), Some(l)) = (f.get(pi), f.get(li)) else { bail!("{}: line {} has too few columns", path.display(), n + 2) };
+        let positive = match *l {
+            "1" | "positive" | "true" => true,
+            "0" | "negative" | "false" => false,
+            other => bail!("{}: line {}: label {other:?} is not 1/0 or positive/negative", path.display(), n + 2),
+        };
+        truth.insert((*p).to_owned(), positive);
+    }
+    Ok(truth)
+}
+
+/// Runs a simulation; returns its steps.
+pub fn simulate(args: &SimulateArgs, truth: &HashMap<String, bool>) -> anyhow::Result<Vec<Step>> {
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
+    let base = args.url.trim_end_matches('/');
+    let interval = if args.pace > 0.0 { Duration::from_secs_f64(1.0 / args.pace) } else { Duration::ZERO };
+    let started = Instant::now();
+    let mut steps = Vec::with_capacity(args.labels);
+    let bar = indicatif::ProgressBar::new(args.labels as u64).with_message("simulated labels");
+    while steps.len() < args.labels {
+        let due = started + interval * steps.len() as u32;
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let next: serde_json::Value = agent
+            .get(&format!("{base}/api/next?count=1"))
+            .set("X-Client", &args.client)
+            .call()
+            .with_context(|| format!("asking {base} for the next image"))?
+            .into_json()?;
+        let Some(item) = next.get(0) else { break };
+        let id = item["id"].as_u64().context("no id in /api/next")?;
+        let path = item["path"].as_str().context("no path in /api/next")?.to_owned();
+        let positive = *truth.get(&path).with_context(|| format!("{path} is not in the truth CSV"))?;
+        agent
+            .post(&format!("{base}/api/annotations"))
+            .set("X-Client", &args.client)
+            .send_json(serde_json::json!({ "id": id, "label": if positive { "positive" } else { "negative" } }))
+            .with_context(|| format!("labelling image {id}"))?;
+        steps.push(Step { id, path, truth: positive, prob: item["prob"].as_f64(), time_s: started.elapsed().as_secs_f64() });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(steps)
+}
+
+/// Writes a trace CSV.
+pub fn write_trace(path: &Path, steps: &[Step]) -> anyhow::Result<()> {
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
+    writeln!(w, "step,id,path,truth,prob,time_s")?;
+    for (i, s) in steps.iter().enumerate() {
+        let prob = s.prob.map(|p| format!("{p:.6}")).unwrap_or_default();
+        writeln!(w, "{},{},{},{},{prob},{:.3}", i + 1, s.id, s.path, u8::from(s.truth), s.time_s)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// Positives found after each step (cumulative).
+pub fn cumulative(steps: &[Step]) -> Vec<usize> {
+    steps.iter().scan(0, |found, s| {
+        *found += usize::from(s.truth);
+        Some(*found)
+    }).collect()
+}
+
+/// Runs `binann simulate` and prints the summary as JSON.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
+    let truth = read_truth(&args.truth)?;
+    let steps = simulate(args, &truth)?;
+    if let Some(trace) = &args.trace {
+        write_trace(trace, &steps)?;
+    }
+    let total_positives = truth.values().filter(|p| **p).count();
+    let found = cumulative(&steps).last().copied().unwrap_or(0);
+    let elapsed = steps.last().map_or(0.0, |s| s.time_s);
+    println!(
+        "{}",
+        serde_json::json!({
+            "labels": steps.len(),
+            "positives_found": found,
+            "positives_in_truth": total_positives,
+            "recall": if total_positives > 0 { found as f64 / total_positives as f64 } else { 0.0 },
+            "elapsed_s": elapsed,
+            "labels_per_s": if elapsed > 0.0 { steps.len() as f64 / elapsed } else { 0.0 },
+        })
+    );
+    Ok(())
+}
