@@ -1,0 +1,168 @@
+//! `binann export`, `binann simulate`, `binann inspect` and `binann demo-data` on small run
+//! directories written through binann-core, as the processes would write them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use binann_core::annotations::{Event, Label, Record};
+use binann_core::codec::FileKind;
+use binann_core::journal::{self, JournalWriter};
+use binann_core::manifest::Manifest;
+use binann_core::predictions::{ModelInfo, Predictions};
+use binann_core::rundir::RunDir;
+
+fn binann(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_binann")).args(args).output().unwrap()
+}
+
+fn stdout_ok(out: Output) -> String {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// 10 images; 0..3 labelled by a person (2 skipped), every image predicted with prob id/10.
+fn run_directory(dir: &Path) -> PathBuf {
+    let run = dir.join("run");
+    let rd = RunDir::create_or_open(&run).unwrap();
+    Manifest { datadir: "/data".into(), paths: (0..10).map(|i| format!("img,{i}.png")).collect(), scanned_ms: 0 }.save(&rd.manifest(), 1).unwrap();
+    let mut w = JournalWriter::open::<Record>(&rd.annotations(), FileKind::Annotations).unwrap().writer;
+    for (seq, (id, label)) in [(0, Label::Negative), (1, Label::Negative), (2, Label::Skip), (9, Label::Negative)].into_iter().enumerate() {
+        let r = Record { seq: seq as u64, time_ms: 0, client: "p".into(), event: Event::Label { id, label, prob: None } };
+        w.append_framed(&journal::frame(&r)).unwrap();
+    }
+    let model = ModelInfo { checkpoint_generation: 3, checkpoint_ms: 0, labels_used: 3, positives_used: 1, mode: "head".into(), backbone: "mobilenet_v2".into(), input_size: 96, loss: 0.1 };
+    // Two shards, as two inferrers would write them.
+    for shard in 0..2u32 {
+        let ids: Vec<u32> = (0..10).filter(|i| i % 2 == shard).collect();
+        let probs = ids.iter().map(|i| *i as f32 / 10.0).collect();
+        Predictions { model: model.clone(), shard: (shard, 2), ids, probs, failed: vec![], created_ms: 0 }.save(&rd.predictions(shard, 2), 1).unwrap();
+    }
+    run
+}
+
+#[test]
+fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_directory(tmp.path());
+    let run_s = run.to_str().unwrap();
+    let csv = stdout_ok(binann(&["export", "--rundir", run_s, "--out", "-", "--threshold", "0.5"]));
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(split_csv).collect();
+    assert_eq!(rows.len(), 10, "every image exactly once");
+    let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(ids.len(), 10);
+    // Image 9: the person said negative, the model says 0.9: the person wins, the model's view stays visible.
+    assert_eq!(rows[9], ["9", "img,9.png", "negative", "0.900000", "positive", "negative", "human"]);
+    // Without --label-rest the model never fills the label column.
+    assert_eq!(rows[7][5..], ["", "none"]);
+    assert_eq!(rows[2][2], "skip");
+    assert_eq!(rows.iter().filter(|r| r[6] == "human").count(), 3);
+
+    let jsonl = tmp.path().join("rest.jsonl");
+    stdout_ok(binann(&["export", "--rundir", run_s, "--out", jsonl.to_str().unwrap(), "--label-rest", "--positive-above", "0.8", "--negative-below", "0.35"]));
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 10);
+    let source = |id: usize| (rows[id]["label"].as_str().map(str::to_owned), rows[id]["label_source"].as_str().unwrap().to_owned());
+    assert_eq!(source(8), (Some("positive".into()), "model".into()));
+    assert_eq!(source(3), (Some("negative".into()), "model".into()));
+    assert_eq!(source(5), (None, "none".into()), "uncertain images stay unlabelled");
+    assert_eq!(source(9), (Some("negative".into()), "human".into()));
+    assert_eq!(source(2), (Some("negative".into()), "model".into()), "a skipped image may be labelled by the model");
+    let (human, model, none) = rows.iter().fold((0, 0, 0), |(h, m, n), r| match r["label_source"].as_str().unwrap() {
+        "human" => (h + 1, m, n),
+        "model" => (h, m + 1, n),
+        _ => (h, m, n + 1),
+    });
+    assert_eq!((human, model, none), (3, 3, 4));
+
+    for bad in [["--threshold", "1.5"], ["--threshold", "nan"]] {
+        let out = binann(&["export", "--rundir", run_s, "--out", "-", bad[0], bad[1]]);
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("between 0 and 1"));
+    }
+    let out = binann(&["export", "--rundir", run_s, "--out", "-", "--label-rest", "--positive-above", "0.2", "--negative-below", "0.4"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be below"));
+}
+
+fn split_csv(line: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut quoted = false;
+    for c in line.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => out.push(String::new()),
+            c => out.last_mut().unwrap().push(c),
+        }
+    }
+    out
+}
+
+#[test]
+fn inspect_prints_every_kind_of_file_and_names_bad_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_directory(tmp.path());
+    for (file, expect) in [("manifest.bin", "\"kind\":\"manifest\""), ("annotations.journal", "\"records\":4"), ("predictions-1-of-2.bin", "\"shard\":[1,2]")] {
+        let out = stdout_ok(binann(&["inspect", run.join(file).to_str().unwrap()]));
+        assert!(out.contains(expect), "{file}: {out}");
+        for line in out.lines() {
+            serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{file}: not JSON: {line}: {e}"));
+        }
+    }
+    let bytes = std::fs::read(run.join("manifest.bin")).unwrap();
+    let truncated = tmp.path().join("truncated.bin");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = binann(&["inspect", truncated.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("truncated.bin") && err.contains("truncated"), "{err}");
+}
+
+#[test]
+fn simulate_labels_through_the_api_from_the_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mut truth = String::from("path,label\n");
+    for i in 0..12 {
+        image::GrayImage::from_pixel(4, 4, image::Luma([i * 20])).save(data.join(format!("{i:02}.png"))).unwrap();
+        truth.push_str(&format!("{i:02}.png,{}\n", u8::from(i % 3 == 0)));
+    }
+    let truth_csv = tmp.path().join("truth.csv");
+    std::fs::write(&truth_csv, truth).unwrap();
+    let server_bin = Path::new(env!("CARGO_BIN_EXE_binann")).with_file_name("binann-server");
+    assert!(server_bin.exists(), "build the workspace first (cargo build --workspace)");
+    let mut server = Command::new(server_bin)
+        .args(["--port", "0", "--datadir", data.to_str().unwrap(), "--rundir", tmp.path().join("run").to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
+    let url = line.split("listening on ").nth(1).unwrap().trim().to_owned();
+    let trace = tmp.path().join("trace.csv");
+    let summary = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "8", "--pace", "0", "--trace", trace.to_str().unwrap()]);
+    let summary: serde_json::Value = serde_json::from_str(&stdout_ok(summary)).unwrap();
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    assert_eq!(trace.lines().count(), 9);
+    let found_in_trace = trace.lines().skip(1).filter(|l| l.split(',').nth(3) == Some("1")).count();
+    assert_eq!(summary["labels"], 8);
+    assert_eq!(summary["positives_found"], found_in_trace);
+    assert_eq!(summary["positives_in_truth"], 4);
+    let stats: serde_json::Value = ureq::get(&format!("{url}/api/stats")).call().unwrap().into_json().unwrap();
+    assert_eq!(stats["annotated"], 8);
+    assert_eq!(stats["positives"].as_u64().unwrap() as usize, found_in_trace, "the server got the truth's labels");
+    // A truth file that does not cover the dataset is a clear error.
+    std::fs::write(&truth_csv, "path,label\nother.png,1\n").unwrap();
+    let out = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the truth CSV"));
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn demo_data_refuses_an_unknown_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = binann(&["demo-data", "--source", "/nonexistent", "--out", tmp.path().join("d").to_str().unwrap(), "--truth", tmp.path().join("t.csv").to_str().unwrap(), "--positive", "unicorn"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown positive class \"unicorn\""));
+}
