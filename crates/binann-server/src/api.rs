@@ -13,6 +13,8 @@ use crate::state::{AppState, durable};
 pub const CLIENT_COOKIE: &str = "binann_client";
 /// Header a script may send instead of the cookie.
 pub const CLIENT_HEADER: &str = "X-Client";
+/// Widest or tallest image served, in pixels.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// Most images one `/api/next` call hands out.
 pub const MAX_COUNT: u32 = 32;
 
@@ -248,7 +250,12 @@ fn read_image(id: u32, file: &std::path::Path, rel: &str) -> Result<(Vec<u8>, &'
     let unreadable = |reason: String| ApiError::ImageUnreadable { id, path: rel.to_owned(), reason };
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(|e| unreadable(e.to_string()))?;
     let format = reader.format().ok_or_else(|| unreadable("unknown image format".into()))?;
-    reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
+    let (w, h) = reader.into_dimensions().map_err(|e| unreadable(e.to_string()))?;
+    // A decompression bomb (say 50,000 x 50,000 pixels in a small file) would take the browser
+    // down: refuse what no screen needs.
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(unreadable(format!("{w}x{h} pixels is larger than the {MAX_IMAGE_SIDE}-pixel limit")));
+    }
     Ok((bytes, format.to_mime_type()))
 }
 

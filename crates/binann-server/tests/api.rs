@@ -165,6 +165,7 @@ fn bad_requests_get_clear_json_errors() {
     let (_tmp, data, run) = dirs();
     make_dataset(&data, 5);
     std::fs::write(data.join("corrupt.png"), b"\x89PNG\r\n\x1a\nthis is not really a png").unwrap();
+    std::fs::write(data.join("bomb.png"), png_header_only(50_000, 50_000)).unwrap();
     let server = start_server(&data, &run, &[]);
     let c = server.client("x");
     let cases = [
@@ -190,10 +191,19 @@ fn bad_requests_get_clear_json_errors() {
         assert_eq!((reply.0, code(reply)), (*status, *expected), "case {i}: {}", reply.1);
         assert!(reply.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let corrupt = (0..6).find(|id| c.get(&format!("/api/next?count=6")).1.as_array().unwrap().iter().any(|v| v["id"].as_u64() == Some(*id) && v["path"] == "corrupt.png")).unwrap();
+    let corrupt = c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "corrupt.png").unwrap()["id"].as_u64().unwrap();
     let r = c.get(&format!("/api/images/{corrupt}"));
     assert_eq!((r.0, code(&r)), (422, "image_unreadable"), "{}", r.1);
     assert!(r.1["error"]["message"].as_str().unwrap().contains("corrupt.png"));
+    let bomb = c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "bomb.png").unwrap()["id"].as_u64().unwrap();
+    let r = c.get(&format!("/api/images/{bomb}"));
+    assert_eq!((r.0, code(&r)), (422, "image_unreadable"), "{}", r.1);
+    assert!(r.1["error"]["message"].as_str().unwrap().contains("50000x50000"), "{}", r.1);
+    // A file that vanished mid-session.
+    let gone = c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "img0000.png").unwrap()["id"].as_u64().unwrap();
+    std::fs::remove_file(data.join("img0000.png")).unwrap();
+    let r = c.get(&format!("/api/images/{gone}"));
+    assert_eq!((r.0, code(&r)), (404, "image_missing"), "{}", r.1);
     // Nothing bad was recorded, and the server still works.
     assert_eq!(c.stats()["annotated"].as_u64(), Some(0));
     assert_eq!(c.annotate(0, "positive").0, 200);
@@ -261,6 +271,26 @@ fn damaged_run_directory_files_are_reported_and_nothing_is_lost() {
     std::fs::write(&manifest, &bytes).unwrap();
     let err = try_start_server(&data, &run, &[]).err().expect("must refuse");
     assert!(err.1.contains("manifest.bin") && err.1.contains("newer"), "{}", err.1);
+}
+
+/// A PNG that claims `w`x`h` pixels in a few bytes (a decompression bomb's header).
+fn png_header_only(w: u32, h: u32) -> Vec<u8> {
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]);
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    out.extend_from_slice(&13u32.to_be_bytes());
+    out.extend_from_slice(&ihdr);
+    out.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    for (kind, data) in [(&b"IDAT"[..], &[0x78u8, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01][..]), (b"IEND", &[])] {
+        let mut chunk = kind.to_vec();
+        chunk.extend_from_slice(data);
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&chunk);
+        out.extend_from_slice(&crc32(&chunk).to_be_bytes());
+    }
+    out
 }
 
 fn crc32(bytes: &[u8]) -> u32 {
