@@ -54,6 +54,25 @@ fn exported_predictor_reproduces_the_inferrer() {
     let (_, predictions) = Predictions::load(&rundir.predictions(0, 1)).unwrap();
     assert_eq!(predictions.ids.len(), 40, "every unlabelled image is predicted");
 
+    // The same images split between two inferrer shards, merged by the selector, agree with one.
+    let sharded = tmp.path().join("sharded");
+    std::fs::create_dir_all(&sharded).unwrap();
+    for f in ["BINANN-RUNDIR", "manifest.bin", "annotations.journal", "checkpoint.safetensors"] {
+        std::fs::copy(run.join(f), sharded.join(f)).unwrap();
+    }
+    let env2 = [("BINANN_RUNDIR", sharded.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu")];
+    for shard in ["0/2", "1/2"] {
+        run_ok(Command::new(bin("binann-inferrer")).args(["--once", "--shard", shard]).envs(env2));
+    }
+    run_ok(Command::new(bin("binann-selector")).arg("--once").envs(env2));
+    let (_, ranking) = binann_core::ranking::Ranking::load(&sharded.join("ranking.bin")).unwrap();
+    assert_eq!(ranking.predicted, 40);
+    let one: std::collections::HashMap<u32, f32> = predictions.ids.iter().copied().zip(predictions.probs.iter().copied()).collect();
+    for (id, p) in ranking.ids.iter().zip(&ranking.probs) {
+        assert!((one[id] - p).abs() < 1e-4, "image {id}: one inferrer {}, shards {p}", one[id]);
+    }
+    assert!(ranking.probs.windows(2).all(|w| w[0] >= w[1]), "max-probability order");
+
     let exported = tmp.path().join("predictor");
     let err = Command::new(bin("binann-predict")).args(["export", "--threshold", "2"]).arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env).output().unwrap();
     assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("between 0 and 1"));

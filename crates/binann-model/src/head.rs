@@ -135,7 +135,11 @@ impl Head {
     }
 
     /// Trains on embeddings `x` (N×[`EMBED_DIM`]) and 0/1 labels `y` (N), continuing from the
-    /// current weights with a fresh AdamW state. Call [`Head::new`] to start over.
+    /// current weights with a fresh AdamW state. Call [`Head::new`] to start over. With no
+    /// examples it does nothing (0 steps).
+    ///
+    /// # Panics
+    /// If `x` and `y` have different numbers of rows.
     pub fn train(&mut self, x: &Tensor, y: &Tensor, opts: &TrainOptions) -> TrainReport {
         let started = Instant::now();
         let device = self.device();
@@ -151,11 +155,23 @@ impl Head {
 
         let positives = y.sum(Kind::Float).double_value(&[]);
         let negatives = n as f64 - positives;
-        let pos_weight = opts.pos_weight.unwrap_or(if positives > 0.0 {
-            (negatives / positives) as f32
-        } else {
-            1.0
-        });
+        // With only one class present the ratio is 0 or infinite; plain BCE is the sane choice.
+        let pos_weight = opts
+            .pos_weight
+            .unwrap_or(if positives > 0.0 && negatives > 0.0 {
+                (negatives / positives) as f32
+            } else {
+                1.0
+            });
+        if n == 0 {
+            return TrainReport {
+                loss: 0.0,
+                accuracy: 0.0,
+                steps: 0,
+                pos_weight,
+                elapsed_ms: 0,
+            };
+        }
         let pos_weight_tensor = Tensor::from_slice(&[pos_weight]).to_device(device);
 
         tch::no_grad(|| {
@@ -227,7 +243,7 @@ impl Head {
         });
         TrainReport {
             loss,
-            accuracy: if n == 0 { 0.0 } else { accuracy },
+            accuracy,
             steps: opts.steps,
             pos_weight,
             elapsed_ms: started.elapsed().as_millis() as u64,

@@ -86,6 +86,29 @@ fn head_learns_a_separable_problem() {
 }
 
 #[test]
+fn degenerate_label_sets_do_not_break_training() {
+    let (x, _) = separable(50);
+    let mut head = Head::new(Device::Cpu);
+    let all_positive = head.train(
+        &x,
+        &Tensor::ones([50], (Kind::Float, Device::Cpu)),
+        &TrainOptions::default(),
+    );
+    assert_eq!(all_positive.pos_weight, 1.0);
+    assert!(
+        all_positive.loss.is_finite() && all_positive.accuracy == 1.0,
+        "{all_positive:?}"
+    );
+    let empty = Tensor::zeros([0, EMBED_DIM as i64], (Kind::Float, Device::Cpu));
+    let report = Head::new(Device::Cpu).train(
+        &empty,
+        &Tensor::zeros([0], (Kind::Float, Device::Cpu)),
+        &TrainOptions::default(),
+    );
+    assert_eq!(report.steps, 0);
+}
+
+#[test]
 fn full_batch_training_also_learns() {
     let (x, y) = separable(600);
     let mut head = Head::new(Device::Cpu);
