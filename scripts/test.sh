@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 echo "== cargo tests"
-cargo test --workspace --quiet
+cargo test --workspace --quiet --no-fail-fast
 echo "== launch.sh tests"
 bash tests/launch_test.sh
 if [ -f tests/browser/run.sh ]; then

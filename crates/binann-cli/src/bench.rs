@@ -172,6 +172,27 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     drop(running);
 
     for &n in &args.scale {
+        // The selector's work at this scale: order n predictions and write the ranking.
+        let mut rng = binann_core::ranking::SplitMix64(7);
+        let ids: Vec<u32> = (0..n as u32).collect();
+        let probs: Vec<f32> = ids.iter().map(|_| rng.next_f64() as f32).collect();
+        let started = Instant::now();
+        let order = binann_selector::select(&ids, &probs, binann_selector::Strategy::MaxProbability, 0.0, binann_selector::Explore::Entropy, 1);
+        let ranking = binann_core::ranking::Ranking {
+            ids: order.iter().map(|&i| ids[i]).collect(),
+            probs: order.iter().map(|&i| probs[i]).collect(),
+            selector: "max-probability".into(),
+            model: None,
+            predicted: n as u64,
+            created_ms: 0,
+        };
+        let ranking_path = tmp.path().join(format!("ranking-{n}.bin"));
+        ranking.save(&ranking_path, 1)?;
+        println!(
+            "\n{n} predictions: selector (order + atomic write) {:.0} ms, ranking file {:.1} MiB",
+            started.elapsed().as_secs_f64() * 1000.0,
+            std::fs::metadata(&ranking_path)?.len() as f64 / (1 << 20) as f64
+        );
         let dir = tmp.path().join(format!("scale{n}"));
         synthetic_rundir(&dir, n, 0)?;
         let running = start(&server, &dir)?;
