@@ -76,6 +76,9 @@ trap 'stop; exit 143' TERM
 trap stop EXIT
 
 export BINANN_DATADIR="$datadir" BINANN_RUNDIR="$rundir"
+# libtorch's OpenMP threads spin while waiting; beside each other (trainer + inferrer) on few cores
+# that costs up to 7x. Passive waiting must be chosen before the processes start.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 export BINANN_WEIGHTS="${BINANN_WEIGHTS:-$here/.cache/weights/mobilenet_v2.safetensors}"
 if $want_ai && [ ! -f "$BINANN_WEIGHTS" ]; then
   echo "launch.sh: the backbone weights $BINANN_WEIGHTS are missing: run scripts/setup.sh" >&2

@@ -58,7 +58,7 @@ PY
     say "checksum ok ($PTH_SHA256)"
 fi
 
-say "converting $PTH -> $OUT"
+say "converting $PTH -> $OUT (the first build of the libtorch bindings takes a few minutes)"
 rm -f "$STAMP"
 cargo run --quiet -p binann-model --bin binann-convert-weights -- "$PTH" "$OUT" \
     || die "conversion failed"

@@ -33,7 +33,7 @@ pub struct TrainerArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     /// Optimiser steps per round in head mode.
-    #[arg(long, env = "BINANN_HEAD_STEPS", default_value_t = 150)]
+    #[arg(long, env = "BINANN_HEAD_STEPS", default_value_t = 200)]
     pub head_steps: usize,
 }
 

@@ -76,6 +76,7 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
         ("BINANN_WEIGHTS", weights.to_str().unwrap()),
         ("BINANN_INPUT_SIZE", "64"),
         ("BINANN_DEVICE", "cpu"),
+        ("OMP_WAIT_POLICY", "PASSIVE"),
         ("BINANN_POLL_MS", "200"),
     ].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let mut fleet = Fleet { env, port, children: Vec::new() };

@@ -66,6 +66,7 @@ fn labels_make_the_ranking_find_sneakers() {
         ("BINANN_WEIGHTS", weights.to_str().unwrap()),
         ("BINANN_INPUT_SIZE", "96"),
         ("BINANN_DEVICE", "cpu"),
+        ("OMP_WAIT_POLICY", "PASSIVE"),
         ("BINANN_POLL_MS", "200"),
         ("RUST_LOG", "info"),
     ];

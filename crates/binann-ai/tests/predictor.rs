@@ -48,7 +48,7 @@ fn exported_predictor_reproduces_the_inferrer() {
         let r = Record { seq: id as u64, time_ms: 0, client: "t".into(), event: Event::Label { id, label, prob: None } };
         writer.append_framed(&journal::frame(&r)).unwrap();
     }
-    let env = [("BINANN_RUNDIR", run.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu")];
+    let env = [("BINANN_RUNDIR", run.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu"), ("OMP_WAIT_POLICY", "PASSIVE")];
     run_ok(Command::new(bin("binann-trainer")).arg("--once").envs(env));
     run_ok(Command::new(bin("binann-inferrer")).arg("--once").envs(env));
     let (_, predictions) = Predictions::load(&rundir.predictions(0, 1)).unwrap();
@@ -60,7 +60,7 @@ fn exported_predictor_reproduces_the_inferrer() {
     for f in ["BINANN-RUNDIR", "manifest.bin", "annotations.journal", "checkpoint.safetensors"] {
         std::fs::copy(run.join(f), sharded.join(f)).unwrap();
     }
-    let env2 = [("BINANN_RUNDIR", sharded.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu")];
+    let env2 = [("BINANN_RUNDIR", sharded.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu"), ("OMP_WAIT_POLICY", "PASSIVE")];
     for shard in ["0/2", "1/2"] {
         run_ok(Command::new(bin("binann-inferrer")).args(["--once", "--shard", shard]).envs(env2));
     }

@@ -102,6 +102,7 @@ pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
             ("BINANN_INPUT_SIZE", args.input_size.to_string()),
             ("BINANN_WEIGHTS", std::env::var("BINANN_WEIGHTS").unwrap_or_else(|_| weights.to_string_lossy().into_owned())),
             ("RUST_LOG", "warn".to_owned()),
+            ("OMP_WAIT_POLICY", "PASSIVE".to_owned()),
         ];
         let ai_procs: &[&str] = if ai { &["binann-trainer", "binann-inferrer", "binann-selector"] } else { &[] };
         let (url, procs) = start(&bin, ai_procs, &env)?;

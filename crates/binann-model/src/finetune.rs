@@ -17,8 +17,8 @@ use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 
 /// AdamW learning rate for all parameters. Small so the pretrained features survive; the head
 /// needs no more, because Adam moves each of its 1280 weights by about the learning rate per
-/// step, which already shifts the logit by ~lr × Σ|feature| (≈0.05 with the pretrained features;
-/// 1e-3 made the loss oscillate).
+/// step, which already shifts the logit by ~lr × Σ|feature| (≈0.05 with the pretrained
+/// features; 1e-3 made the loss oscillate).
 const DEFAULT_LEARNING_RATE: f64 = 1e-4;
 const WEIGHT_DECAY: f64 = 1e-4;
 const HEAD_DROPOUT: f64 = 0.2;
@@ -149,7 +149,8 @@ impl FullModel {
         loss.double_value(&[]) as f32
     }
 
-    /// All parameters and batch-norm statistics, by torchvision-style name (`features.…`, `head.…`).
+    /// All parameters and batch-norm statistics by name (`features.…` as in torchvision,
+    /// `head.weight`, `head.bias`).
     pub fn variables(&self) -> std::collections::HashMap<String, Tensor> {
         self.vs.variables()
     }

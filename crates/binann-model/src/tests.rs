@@ -150,7 +150,7 @@ fn pos_weight_recovers_the_rare_class() {
             "hidden {hidden}: recall with pos_weight {auto_recall:.3}, without {unweighted_recall:.3}"
         );
         assert!(
-            auto_recall > unweighted_recall + 0.25 && auto_recall > 0.5,
+            auto_recall > unweighted_recall + 0.15 && auto_recall > 0.5,
             "hidden {hidden}: recall with pos_weight {auto_recall:.3}, without {unweighted_recall:.3}"
         );
     }

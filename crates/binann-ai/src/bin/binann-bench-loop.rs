@@ -83,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             ("BINANN_DATADIR", tmp.path().join("data").to_string_lossy().into_owned()),
             ("BINANN_DEVICE", "cpu".to_owned()),
             ("BINANN_MODE", "head".to_owned()),
+            ("OMP_WAIT_POLICY", "PASSIVE".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ];
         let spawn = |name: &str, extra: &[&str]| -> anyhow::Result<Child> {

@@ -1,6 +1,7 @@
-//! `binann-embed-bench [--device D] [--seconds S] [--weights PATH]`: prints backbone embedding
-//! throughput at 224 and 112 px (random images, batch 16) and the time to train a head on
-//! 2000 random 1280-d embeddings.
+//! `binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]`
+//!
+//! Prints backbone embedding throughput at 224 and 112 px (random images, batch 16) and the
+//! time to train a head on 2000 random 1280-d embeddings.
 //!
 //! Random weights are used when the converted weights are absent: speed does not depend on them.
 
@@ -9,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use binann_model::{
-    Backbone, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, TrainOptions, resolve_device,
+    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head,
+    TrainOptions, resolve_device,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -26,8 +28,9 @@ fn main() -> Result<()> {
             "--device" => device = value()?.parse()?,
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
             "--weights" => weights = value()?.into(),
+            "--threads" => tch::set_num_threads(value()?.parse().context("--threads")?),
             other => bail!(
-                "unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH]"
+                "unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]"
             ),
         }
     }
@@ -48,8 +51,19 @@ fn main() -> Result<()> {
     }
 
     for (name, hidden, opts) in [
-        ("logistic, full batch", 0, TrainOptions::default()),
-        ("mlp-64, full batch", 64, TrainOptions::default()),
+        (
+            "default (mlp-64, batch 256)",
+            DEFAULT_HIDDEN_UNITS,
+            TrainOptions::default(),
+        ),
+        (
+            "logistic regression, full batch",
+            0,
+            TrainOptions {
+                batch_size: None,
+                ..TrainOptions::default()
+            },
+        ),
     ] {
         let (x, y) = toy_embeddings(2000, device);
         let mut head = Head::with_hidden(device, hidden);
