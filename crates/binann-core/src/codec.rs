@@ -223,8 +223,21 @@ pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Decodes a bincode value (no header), refusing trailing bytes.
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config())
-        .map_err(|e| DecodeError::Payload(e.to_string()))?;
+    // A corrupt length prefix must not make bincode allocate gigabytes up front (an abort, not an
+    // error): cap what it may claim at most four times the bytes actually present.
+    fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
+    }
+    macro_rules! within {
+        ($($limit:literal),*) => {
+            match bytes.len() {
+                $(n if n < $limit => decode::<T, $limit>(bytes),)*
+                _ => decode::<T, { usize::MAX }>(bytes),
+            }
+        };
+    }
+    let decoded = within!(0x1_0000, 0x4_0000, 0x10_0000, 0x40_0000, 0x100_0000, 0x400_0000, 0x1000_0000, 0x4000_0000, 0x1_0000_0000);
+    let (value, used) = decoded.map_err(|e| DecodeError::Payload(e.to_string()))?;
     if used != bytes.len() {
         return Err(DecodeError::Payload(format!("{} trailing bytes", bytes.len() - used)));
     }
@@ -313,6 +326,20 @@ mod tests {
         fn no_byte_string_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = decode_file::<Vec<u32>>(&bytes, FileKind::Ranking);
             let _ = decode_header(&bytes, None);
+        }
+
+        #[test]
+        fn no_payload_panics_any_decoder(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            // A valid header with checksummed garbage behind it reaches every bincode decoder.
+            for kind in [FileKind::Manifest, FileKind::Ranking, FileKind::Predictions, FileKind::Embeddings] {
+                let header = Header { version: FORMAT_VERSION, kind, generation: 1, payload_len: payload.len() as u64, payload_crc: crc32fast::hash(&payload) };
+                let mut bytes = encode_header(&header).to_vec();
+                bytes.extend_from_slice(&payload);
+                let _ = decode_file::<crate::manifest::Manifest>(&bytes, kind);
+                let _ = decode_file::<crate::ranking::Ranking>(&bytes, kind);
+                let _ = decode_file::<crate::predictions::Predictions>(&bytes, kind);
+                let _ = decode_file::<crate::embeddings::EmbeddingChunk>(&bytes, kind);
+            }
         }
 
         #[test]

@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 /// File name of the marker that says "this directory is a binann run directory".
 pub const MARKER: &str = "BINANN-RUNDIR";
 
+/// Age after which a temp file in the run directory is a leftover of a killed writer.
+pub const STALE_TEMP_SECS: u64 = 120;
+
 /// A run directory: where all binann processes exchange their files.
 #[derive(Debug, Clone)]
 pub struct RunDir {
@@ -59,6 +62,12 @@ impl RunDir {
                 .map_err(|e| RunDirError::Io { path: marker.clone(), source: std::io::Error::other(e.to_string()) })?;
         }
         std::fs::create_dir_all(root.join("embeddings")).map_err(io)?;
+        // Leftovers of writers killed mid-write; the age guard spares a write in progress.
+        let stale = std::time::Duration::from_secs(STALE_TEMP_SECS);
+        let removed = crate::atomic::remove_stale_temps(root, stale) + crate::atomic::remove_stale_temps(&root.join("embeddings"), stale);
+        if removed > 0 {
+            tracing::info!("removed {removed} temp files left by interrupted writes in {}", root.display());
+        }
         Ok(Self { root: root.to_owned() })
     }
 
@@ -148,5 +157,25 @@ mod tests {
         assert!(err.to_string().contains("another trainer"), "{err}");
         drop(_held);
         rd.lock("trainer").unwrap();
+    }
+
+    #[test]
+    fn stale_temp_files_are_cleaned_up_fresh_ones_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = tmp.path().join("run");
+        RunDir::create_or_open(&run).unwrap();
+        let old = run.join(format!(".ranking.bin.abc{}", crate::atomic::TEMP_SUFFIX));
+        let fresh = run.join(format!(".predictions.bin.def{}", crate::atomic::TEMP_SUFFIX));
+        let old_chunk = run.join("embeddings").join(format!(".chunk.x{}", crate::atomic::TEMP_SUFFIX));
+        for p in [&old, &fresh, &old_chunk] {
+            std::fs::write(p, b"half a file").unwrap();
+        }
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(STALE_TEMP_SECS + 10);
+        for p in [&old, &old_chunk] {
+            std::fs::File::options().write(true).open(p).unwrap().set_modified(past).unwrap();
+        }
+        RunDir::create_or_open(&run).unwrap();
+        assert!(!old.exists() && !old_chunk.exists());
+        assert!(fresh.exists(), "a write in progress must not be removed");
     }
 }

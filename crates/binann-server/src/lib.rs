@@ -50,10 +50,6 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
     let started = std::time::Instant::now();
     let rundir = RunDir::create_or_open(&config.rundir)?;
     let lock = rundir.lock("server")?;
-    let removed = binann_core::atomic::remove_stale_temps(rundir.root(), Duration::from_secs(60));
-    if removed > 0 {
-        tracing::info!("removed {removed} temp files left by interrupted writes");
-    }
     let manifest = load_or_scan_manifest(&rundir, &config)?;
     let opened = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations)
         .context("opening the annotation journal (nothing was changed)")?;
