@@ -347,3 +347,80 @@ fn every_acknowledged_annotation_survives_kill_9() {
         server.stop();
     }
 }
+
+#[test]
+fn a_full_disk_refuses_the_annotation_and_keeps_everything_acknowledged() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 200);
+    // Scan once, so the only file that grows afterwards is the journal.
+    start_server(&data, &run, &[]).stop();
+    let journal_len = std::fs::metadata(run.join("annotations.journal")).unwrap().len();
+    // The OS refuses writes beyond this file size (as a full disk would); SIGXFSZ is ignored so the
+    // write fails with an error instead of killing the process. With --rescan false nothing else
+    // is written.
+    let limit = journal_len + 1500;
+    let mut child = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; exec prlimit --fsize={limit} -- {} --datadir {} --rundir {} --port 0 --rescan false",
+            env!("CARGO_BIN_EXE_binann-server"), data.display(), run.display()
+        ))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let base = line.split("listening on ").nth(1).unwrap().trim().to_owned();
+    let c = common::Client { base, name: "full".into(), agent: ureq::AgentBuilder::new().build() };
+    let mut acked = Vec::new();
+    let mut refused = None;
+    'labelling: for _ in 0..10 {
+        for id in c.next(32) {
+            let r = c.annotate(id, "negative");
+            match r.0 {
+                200 => acked.push(id),
+                _ => {
+                    assert_eq!((r.0, code(&r)), (503, "storage_unavailable"), "{}", r.1);
+                    assert!(r.1["error"]["message"].as_str().unwrap().contains("NOT saved"));
+                    refused = Some(id);
+                    break 'labelling;
+                }
+            }
+        }
+    }
+    let refused = refused.expect("the size limit was never reached");
+    assert!(!acked.is_empty());
+    // The server keeps serving, and its counts do not include the refused label.
+    assert_eq!(c.stats()["annotated"].as_u64(), Some(acked.len() as u64));
+    let _ = child.kill();
+    let _ = child.wait();
+    // After restarting with room again, every acknowledged label is there and the refused one is not.
+    let server = start_server(&data, &run, &[]);
+    let (_, h) = server.client("full").get("/api/history");
+    let present: Vec<u64> = h["labels"].as_array().unwrap().iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    assert_eq!(present, acked);
+    assert!(!present.contains(&refused));
+}
+
+#[test]
+fn cors_is_closed_by_default() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 3);
+    let server = start_server(&data, &run, &[]);
+    let resp = ureq::get(&format!("{}/api/stats", server.base)).set("Origin", "http://evil.example").call().unwrap();
+    assert!(resp.header("Access-Control-Allow-Origin").is_none());
+    let preflight = ureq::request("OPTIONS", &format!("{}/api/annotations", server.base))
+        .set("Origin", "http://evil.example")
+        .set("Access-Control-Request-Method", "POST")
+        .call();
+    let status = match preflight {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(code, r)) => {
+            assert!(r.header("Access-Control-Allow-Origin").is_none());
+            code
+        }
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(status, 405, "a cross-origin preflight is not granted");
+}
