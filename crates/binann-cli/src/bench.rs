@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 16)]
     clients: usize,
     /// Seconds of the sustained-throughput run.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 60)]
     seconds: u64,
     /// Manifest sizes to measure start-up time and memory at.
     #[arg(long, value_delimiter = ',', default_value = "100000,1000000")]
@@ -102,14 +102,19 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn pair(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<bool> {
+/// One next+annotate pair; the id labelled, or None when nothing is left.
+fn pair_id(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<Option<u64>> {
     let next: serde_json::Value = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", client).call()?.into_json()?;
-    let Some(id) = next[0]["id"].as_u64() else { return Ok(false) };
+    let Some(id) = next[0]["id"].as_u64() else { return Ok(None) };
     agent
         .post(&format!("{base}/api/annotations"))
         .set("X-Client", client)
         .send_json(serde_json::json!({ "id": id, "label": if id % 10 == 0 { "positive" } else { "negative" } }))?;
-    Ok(true)
+    Ok(Some(id))
+}
+
+fn pair(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<bool> {
+    pair_id(agent, base, client).map(|id| id.is_some())
 }
 
 /// Runs the benchmark and prints its figures.
@@ -145,31 +150,43 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
     let started = Instant::now();
-    let done: usize = std::thread::scope(|s| {
+    let per_client: Vec<(Vec<u64>, usize)> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..args.clients)
             .map(|c| {
                 let base = running.base.clone();
                 s.spawn(move || {
                     let agent = ureq::AgentBuilder::new().build();
-                    let mut n = 0usize;
+                    let client = format!("load{c}");
+                    let (mut ids, mut errors) = (Vec::new(), 0usize);
                     while Instant::now() < deadline {
-                        match pair(&agent, &base, &format!("load{c}")) {
-                            Ok(true) => n += 1,
-                            _ => break,
+                        match pair_id(&agent, &base, &client) {
+                            Ok(Some(id)) => ids.push(id),
+                            Ok(None) => break,
+                            Err(_) => errors += 1,
                         }
                     }
-                    n
+                    (ids, errors)
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
+        handles.into_iter().map(|h| h.join().unwrap_or_default()).collect()
     });
     let elapsed = started.elapsed().as_secs_f64();
+    let done: usize = per_client.iter().map(|(ids, _)| ids.len()).sum();
+    let errors: usize = per_client.iter().map(|(_, e)| *e).sum();
+    let mut seen = std::collections::HashSet::new();
+    let doubles = per_client.iter().flat_map(|(ids, _)| ids).filter(|id| !seen.insert(**id)).count();
     println!(
-        "  sustained, {} clients for {:.0} s: {done} annotations, {:.0} annotations/s (each durable before its answer); resident memory {:.1} MiB",
+        "  sustained, {} clients for {:.0} s: {done} annotations, {:.0} annotations/s (each durable before its answer), {errors} errors, {doubles} images labelled by two clients; resident memory {:.1} MiB",
         args.clients, elapsed, done as f64 / elapsed, rss_mib(pid)
     );
+    let expected = (args.annotations + 50 + args.pairs + done) as u64;
     drop(running);
+    let restarted = start(&server, &dir)?;
+    let stats: serde_json::Value = ureq::get(&format!("{}/api/stats", restarted.base)).call()?.into_json()?;
+    let present = stats["annotated"].as_u64().unwrap_or(0);
+    println!("  after a restart: {present} annotations present, {expected} acknowledged: {} lost", expected.saturating_sub(present));
+    drop(restarted);
 
     for &n in &args.scale {
         // The selector's work at this scale: order n predictions and write the ranking.
