@@ -4,9 +4,9 @@
 //! produces a ranking from a model trained on all labels. (Short form for CI; BINANN_CHAOS_SECS
 //! makes it longer.) Needs `scripts/setup.sh`.
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,16 +14,7 @@ use std::time::{Duration, Instant};
 
 use binann_core::annotations::{AnnotationState, Label};
 use binann_core::ranking::{Ranking, SplitMix64};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
-    path
-}
+use common::{bin, weights, workspace};
 
 struct Fleet {
     env: Vec<(String, String)>,
@@ -37,9 +28,7 @@ impl Fleet {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v))).stderr(Stdio::null());
         if name == "binann-server" {
             let mut child = cmd.args(["--port", &self.port.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
-            let mut line = String::new();
-            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-            assert!(line.contains("listening"), "server did not restart: {line:?}");
+            binann_core::process::server_url(&mut child).unwrap();
             child
         } else {
             cmd.stdout(Stdio::null()).spawn().unwrap()
@@ -59,8 +48,7 @@ impl Drop for Fleet {
 #[test]
 fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
     let root = workspace();
-    let weights = root.join(".cache/weights/mobilenet_v2.safetensors");
-    assert!(weights.exists(), "run `bash scripts/setup.sh` first");
+    let weights = weights();
     let tmp = tempfile::tempdir().unwrap();
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
     let out = Command::new(bin("binann")).args(["demo-data", "--count", "600", "--positive", "shoe"])

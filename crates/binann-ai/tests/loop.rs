@@ -4,43 +4,20 @@
 //!
 //! Needs `scripts/setup.sh` (Fashion-MNIST and the ImageNet weights in `.cache/`).
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use binann_core::process::{ChildGroup, server_url};
 use binann_core::ranking::Ranking;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-/// A binary of the workspace, built by `cargo test --workspace` (or `cargo build`).
-fn bin(name: &str) -> PathBuf {
-    let dir = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().to_owned();
-    let path = dir.join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
-    path
-}
-
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
+use common::{bin, weights, workspace};
 
 #[test]
 fn labels_make_the_ranking_find_sneakers() {
-    let root = workspace();
-    let fashion = root.join(".cache/fashion-mnist");
-    let weights = root.join(".cache/weights/mobilenet_v2.safetensors");
-    assert!(fashion.join("train-images-idx3-ubyte.gz").exists() && weights.exists(), "run `bash scripts/setup.sh` first (Fashion-MNIST and weights)");
+    let weights = weights();
+    let fashion = workspace().join(".cache/fashion-mnist");
     let tmp = tempfile::tempdir().unwrap();
     let (data, run, truth_csv) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
     let status = Command::new(bin("binann"))
@@ -74,9 +51,8 @@ fn labels_make_the_ranking_find_sneakers() {
         Command::new(bin(name)).args(args).envs(env).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
     };
     let mut server = spawn("binann-server", &["--port", "0"]);
-    let line = BufReader::new(server.stdout.take().unwrap()).lines().next().unwrap().unwrap();
-    let base = line.split("listening on ").nth(1).unwrap().trim().to_owned();
-    let _procs = Processes(vec![server, spawn("binann-trainer", &[]), spawn("binann-inferrer", &[]), spawn("binann-selector", &[])]);
+    let base = server_url(&mut server).unwrap();
+    let _procs = ChildGroup(vec![server, spawn("binann-trainer", &[]), spawn("binann-inferrer", &[]), spawn("binann-selector", &[])]);
 
     // 100 labels from the ground truth on a fixed random sample (not in the served order: the
     // model would otherwise find most sneakers while labelling, leaving few for the ranking).

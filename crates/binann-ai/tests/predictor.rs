@@ -1,7 +1,8 @@
 //! An exported predictor reproduces the inferrer's probabilities on the same images.
 //! Needs `scripts/setup.sh` (Fashion-MNIST and the ImageNet weights in `.cache/`).
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::process::Command;
 
 use binann_core::annotations::{Event, Label, Record};
@@ -9,16 +10,7 @@ use binann_core::codec::FileKind;
 use binann_core::journal::{self, JournalWriter};
 use binann_core::predictions::Predictions;
 use binann_core::rundir::RunDir;
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
-}
-
-fn bin(name: &str) -> PathBuf {
-    let path = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join(name);
-    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
-    path
-}
+use common::{bin, weights, workspace};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
@@ -29,8 +21,7 @@ fn run_ok(cmd: &mut Command) -> String {
 #[test]
 fn exported_predictor_reproduces_the_inferrer() {
     let root = workspace();
-    let weights = root.join(".cache/weights/mobilenet_v2.safetensors");
-    assert!(weights.exists(), "run `bash scripts/setup.sh` first");
+    let weights = weights();
     let tmp = tempfile::tempdir().unwrap();
     let (data, run, truth) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
     run_ok(Command::new(bin("binann")).args(["demo-data", "--count", "80", "--positive", "shoe"])

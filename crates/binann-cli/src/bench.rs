@@ -1,12 +1,12 @@
 //! `binann bench-server`: the server's latency, throughput, start-up time and memory on a
 //! synthetic run directory (paths only: nothing is decoded, so no images are needed).
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use binann_core::process::{ChildGroup, server_url};
 use binann_core::annotations::{Event, Label, Record};
 use binann_core::codec::FileKind;
 use binann_core::journal::{self, JournalWriter};
@@ -40,16 +40,11 @@ pub struct BenchArgs {
 }
 
 struct Running {
-    child: Child,
+    /// The server, killed when this is dropped.
+    _server: ChildGroup,
+    pid: u32,
     base: String,
     startup: Duration,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn synthetic_rundir(dir: &Path, images: usize, annotations: usize) -> anyhow::Result<()> {
@@ -79,13 +74,13 @@ fn start(server: &Path, dir: &Path) -> anyhow::Result<Running> {
         .stderr(Stdio::inherit())
         .spawn()
         .with_context(|| format!("starting {}", server.display()))?;
-    let line = BufReader::new(child.stdout.take().expect("piped")).lines().next().transpose()?.unwrap_or_default();
-    let Some(base) = line.split("listening on ").nth(1).map(|s| s.trim().to_owned()) else {
-        bail!("the server did not start: {line}");
-    };
+    let pid = child.id();
+    let url = server_url(&mut child);
+    let _server = ChildGroup(vec![child]);
+    let base = url.map_err(anyhow::Error::msg)?;
     // Ready means answering, not just listening.
     ureq::get(&format!("{base}/health")).call()?;
-    Ok(Running { child, base, startup: started.elapsed() })
+    Ok(Running { _server, pid, base, startup: started.elapsed() })
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -129,7 +124,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = tmp.path().join("latency");
     synthetic_rundir(&dir, args.images, args.annotations)?;
     let running = start(&server, &dir)?;
-    let pid = running.child.id();
+    let pid = running.pid;
     println!("\n{} images, {} annotations already in the journal", args.images, args.annotations);
     println!("  start-up (spawn to first /health answer): {:.3} s, resident memory {:.1} MiB", running.startup.as_secs_f64(), rss_mib(pid));
     let agent = ureq::AgentBuilder::new().build();
@@ -213,7 +208,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let dir = tmp.path().join(format!("scale{n}"));
         synthetic_rundir(&dir, n, 0)?;
         let running = start(&server, &dir)?;
-        let pid = running.child.id();
+        let pid = running.pid;
         let t = Instant::now();
         pair(&agent, &running.base, "scale")?;
         let first = t.elapsed();

@@ -3,11 +3,11 @@
 //! shuffle: the random baseline), and the positives found are compared with the oracle (all
 //! positives first). Prints the figures and draws the recall curves as SVG.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, bail};
+use binann_core::process::{ChildGroup, server_url};
 use plotters::prelude::*;
 
 use crate::simulate::{SimulateArgs, Step, cumulative, read_truth, simulate, write_trace};
@@ -38,18 +38,8 @@ pub struct RecallArgs {
     out: PathBuf,
 }
 
-struct Procs(Vec<Child>);
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start(bin: &Path, names: &[&str], env: &[(&str, String)]) -> anyhow::Result<(String, Procs)> {
-    let mut procs = Procs(Vec::new());
+fn start(bin: &Path, names: &[&str], env: &[(&str, String)]) -> anyhow::Result<(String, ChildGroup)> {
+    let mut procs = ChildGroup::default();
     let mut server = Command::new(bin.join("binann-server"))
         .args(["--port", "0"])
         .envs(env.iter().map(|(k, v)| (*k, v)))
@@ -57,9 +47,9 @@ fn start(bin: &Path, names: &[&str], env: &[(&str, String)]) -> anyhow::Result<(
         .stderr(Stdio::null())
         .spawn()
         .context("starting binann-server")?;
-    let line = BufReader::new(server.stdout.take().expect("piped")).lines().next().transpose()?.unwrap_or_default();
-    procs.0.push(server);
-    let url = line.split("listening on ").nth(1).map(|s| s.trim().to_owned()).with_context(|| format!("server: {line}"))?;
+    let url = server_url(&mut server).map_err(anyhow::Error::msg);
+    procs.push(server);
+    let url = url?;
     for name in names {
         let child = Command::new(bin.join(name))
             .envs(env.iter().map(|(k, v)| (*k, v)))
@@ -67,7 +57,7 @@ fn start(bin: &Path, names: &[&str], env: &[(&str, String)]) -> anyhow::Result<(
             .stderr(Stdio::null())
             .spawn()
             .with_context(|| format!("starting {name} (build it: cargo build --release --workspace)"))?;
-        procs.0.push(child);
+        procs.push(child);
     }
     Ok((url, procs))
 }

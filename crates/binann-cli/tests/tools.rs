@@ -136,9 +136,7 @@ fn simulate_labels_through_the_api_from_the_truth() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.take().unwrap()), &mut line).unwrap();
-    let url = line.split("listening on ").nth(1).unwrap().trim().to_owned();
+    let url = binann_core::process::server_url(&mut server).unwrap();
     let trace = tmp.path().join("trace.csv");
     let summary = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "8", "--pace", "0", "--trace", trace.to_str().unwrap()]);
     let summary: serde_json::Value = serde_json::from_str(&stdout_ok(summary)).unwrap();

@@ -13,6 +13,7 @@
 //! - [`embeddings`]: the cache of backbone embeddings, one file per chunk of ids.
 //! - [`predictions`]: the inferrer's probabilities per image.
 //! - [`watch`]: notify events plus a polling fallback, coalescing bursts.
+//! - [`process`]: child processes killed on drop; the URL a server prints.
 //! - [`inspect`]: any run-directory file rendered as JSON.
 
 pub mod annotations;
@@ -24,6 +25,7 @@ pub mod inspect;
 pub mod journal;
 pub mod manifest;
 pub mod predictions;
+pub mod process;
 pub mod ranking;
 pub mod rundir;
 pub mod watch;

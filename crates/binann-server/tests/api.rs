@@ -369,9 +369,7 @@ fn a_full_disk_refuses_the_annotation_and_keeps_everything_acknowledged() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let base = line.split("listening on ").nth(1).unwrap().trim().to_owned();
+    let base = binann_core::process::server_url(&mut child).unwrap();
     let c = common::Client { base, name: "full".into(), agent: ureq::AgentBuilder::new().build() };
     let mut acked = Vec::new();
     let mut refused = None;

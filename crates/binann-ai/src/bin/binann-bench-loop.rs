@@ -5,13 +5,13 @@
 //! image stands out, as a rare class would), starts the four real processes on it, and times
 //! annotations given through the HTTP API one at a time.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use binann_core::embeddings::{CHUNK, EmbeddingChunk};
 use binann_core::manifest::Manifest;
+use binann_core::process::{ChildGroup, server_url};
 use binann_core::ranking::{Ranking, SplitMix64};
 use binann_core::rundir::RunDir;
 use clap::Parser;
@@ -28,16 +28,6 @@ struct Args {
     /// Labels given before timing starts.
     #[arg(long, default_value_t = 50)]
     seed_labels: usize,
-}
-
-struct Procs(Vec<Child>);
-impl Drop for Procs {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 fn synthetic(dir: &Path, n: usize) -> anyhow::Result<()> {
@@ -90,9 +80,12 @@ fn main() -> anyhow::Result<()> {
             Ok(Command::new(bin_dir.join(name)).args(extra).envs(env.clone()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn()?)
         };
         let mut server = spawn("binann-server", &["--port", "0", "--rescan", "false"])?;
-        let line = BufReader::new(server.stdout.take().expect("piped")).lines().next().transpose()?.unwrap_or_default();
-        let base = line.split("listening on ").nth(1).map(|s| s.trim().to_owned()).ok_or_else(|| anyhow::anyhow!("server: {line}"))?;
-        let _procs = Procs(vec![server, spawn("binann-trainer", &[])?, spawn("binann-inferrer", &[])?, spawn("binann-selector", &[])?]);
+        let base = server_url(&mut server);
+        let mut procs = ChildGroup(vec![server]);
+        let base = base.map_err(anyhow::Error::msg)?;
+        for name in ["binann-trainer", "binann-inferrer", "binann-selector"] {
+            procs.push(spawn(name, &[])?);
+        }
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
         let mut given = 0u64;
         let label_next = |agent: &ureq::Agent| -> anyhow::Result<()> {
