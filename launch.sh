@@ -51,7 +51,7 @@ mkdir -p "$rundir"
 
 [ -f "$here/config/binann.env" ] && set -a && . "$here/config/binann.env" && set +a
 
-profile=${BINANN_PROFILE:-release}
+profile=${BINANN_PROFILE:-dev}
 bin="$here/target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
 build() { # build the named binaries when missing or stale; report failures instead of faking
   (cd "$here" && cargo build --quiet --profile "$profile" "$@")

@@ -43,6 +43,48 @@ sleep 0.5
 for pid in $(pgrep -f "target/debug/binann-server --host 127.0.0.1 --port 0\$"); do
   tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "BINANN_RUNDIR=$tmp/run" && fail "binann-server $pid survived launch.sh"
 done
+# Ctrl-C at a terminal: the terminal sends SIGINT to launch.sh and its children; none may survive.
+python3 - "$tmp" <<'PY' || fail "Ctrl-C did not stop launch.sh and its children"
+import os, pty, sys, time, select, signal
+tmp = sys.argv[1]
+pid, fd = pty.fork()
+if pid == 0:
+    os.environ["BINANN_PROFILE"] = "dev"
+    os.execvp("bash", ["bash", "launch.sh", "127.0.0.1", "0", "false", f"{tmp}/data", f"{tmp}/run", "manual"])
+out = b""
+deadline = time.time() + 300
+while b"listening on" not in out and time.time() < deadline:
+    if select.select([fd], [], [], 1)[0]:
+        try:
+            out += os.read(fd, 4096)
+        except OSError:
+            break
+assert b"listening on" in out, out.decode(errors="replace")
+os.write(fd, b"\x03")  # Ctrl-C
+deadline = time.time() + 20
+while time.time() < deadline:
+    done, _ = os.waitpid(pid, os.WNOHANG)
+    if done:
+        break
+    try:
+        os.read(fd, 4096)
+    except OSError:
+        pass
+    time.sleep(0.1)
+else:
+    os.kill(pid, signal.SIGKILL)
+    sys.exit("launch.sh still running 20 s after Ctrl-C")
+time.sleep(0.5)
+for p in os.listdir("/proc"):
+    if p.isdigit():
+        try:
+            env = open(f"/proc/{p}/environ", "rb").read().split(b"\0")
+            cmd = open(f"/proc/{p}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if b"binann-server" in cmd and f"BINANN_RUNDIR={tmp}/run".encode() in env:
+            sys.exit(f"binann-server {p} survived Ctrl-C")
+PY
 # RESET=true on a real run directory deletes it.
 touch "$tmp/run/annotations.journal"
 BINANN_PROFILE=dev timeout 2 bash launch.sh 127.0.0.1 0 true "$tmp/data" "$tmp/run" manual >"$tmp/log2" 2>&1
