@@ -1,8 +1,8 @@
 //! Chaos: the four processes run on real images while a driver labels through the API and a
 //! killer SIGKILLs a random process every second or two and restarts it. Afterwards every
 //! acknowledged annotation is present, every run-directory file decodes, and the loop still
-//! produces a ranking from a model trained on all labels. (Short form for CI; BINANN_CHAOS_SECS
-//! makes it longer.) Needs `scripts/setup.sh`.
+//! produces a ranking from a model trained on all labels. Every process polls (as on a network
+//! disk). Short form for CI; BINANN_CHAOS_SECS=600 makes it long. Needs `scripts/setup.sh`.
 
 mod common;
 
@@ -65,6 +65,8 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
         ("BINANN_INPUT_SIZE", "64"),
         ("BINANN_DEVICE", "cpu"),
         ("OMP_WAIT_POLICY", "PASSIVE"),
+        // As on a network disk shared between machines: no file events, polling only.
+        ("BINANN_FORCE_POLLING", "true"),
         ("BINANN_POLL_MS", "200"),
     ].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
     let mut fleet = Fleet { env, port, children: Vec::new() };
