@@ -60,7 +60,9 @@ fi
 
 say "converting $PTH -> $OUT (the first build of the libtorch bindings takes a few minutes)"
 rm -f "$STAMP"
-cargo run --quiet -p binann-model --bin binann-convert-weights -- "$PTH" "$OUT" \
-    || die "conversion failed"
+# Built with the whole workspace: building this one package alone unifies dependency features
+# differently and would compile tch a second time.
+cargo build --quiet --workspace --bins || die "building the converter failed"
+"${CARGO_TARGET_DIR:-target}/debug/binann-convert-weights" "$PTH" "$OUT" || die "conversion failed"
 printf '%s\n' "$PTH_SHA256" > "$STAMP"
 say "done: $OUT ($(du -h "$OUT" | cut -f1))"
