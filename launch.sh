@@ -53,9 +53,16 @@ mkdir -p "$rundir"
 
 profile=${BINANN_PROFILE:-dev}
 bin="$here/target/$([ "$profile" = dev ] && echo debug || echo "$profile")"
-build() { # build the named binaries when missing or stale; report failures instead of faking
-  (cd "$here" && cargo build --quiet --profile "$profile" "$@")
-}
+# Build everything at once: building packages one by one unifies dependency features differently
+# and would compile shared crates (tch among them) again. Without libtorch only the server and the
+# tools can be built; the AI processes are then reported missing, never faked.
+build_log=$(mktemp)
+if ! (cd "$here" && cargo build --quiet --profile "$profile" --workspace --bins 2>"$build_log"); then
+  echo "launch.sh: the full build failed (libtorch missing? run scripts/setup.sh); building the server alone" >&2
+  tail -n 5 "$build_log" >&2
+  (cd "$here" && cargo build --quiet --profile "$profile" -p binann-server -p binann-cli)
+fi
+rm -f "$build_log"
 
 want_server=false want_ai=false
 case "$mode" in all) want_server=true want_ai=true ;; manual|server) want_server=true ;; ai) want_ai=true ;; esac
@@ -84,13 +91,10 @@ if $want_ai && [ ! -f "$BINANN_WEIGHTS" ]; then
   echo "launch.sh: the backbone weights $BINANN_WEIGHTS are missing: run scripts/setup.sh" >&2
 fi
 
-if $want_server; then
-  build -p binann-server -p binann-cli
-fi
 ai_bins=()
 if $want_ai; then
   for b in trainer inferrer selector; do
-    if build --bin "binann-$b" 2>/dev/null; then
+    if [ -x "$bin/binann-$b" ]; then
       ai_bins+=("$b")
     else
       echo "launch.sh: binann-$b is not available (not built: run scripts/setup.sh; see the README); continuing without it" >&2

@@ -14,8 +14,8 @@ if [ ! -d "$here/node_modules/playwright-core" ]; then
 fi
 
 if [ -z "${BINANN_SERVER_BIN:-}" ]; then
-  echo "== cargo build -p binann-server"
-  (cd "$root" && cargo build -p binann-server --quiet)
+  echo "== cargo build (the server compiles web/ into its binary)"
+  (cd "$root" && cargo build --workspace --bins --quiet)
 fi
 
 mkdir -p "$here/artifacts"
