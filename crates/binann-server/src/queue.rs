@@ -171,7 +171,7 @@ impl Queue {
         }
     }
 
-    /// Images not labelled, not skipped (counts the whole dataset).
+    /// Number of images in the order (the whole dataset).
     pub fn len(&self) -> usize {
         self.order.len()
     }
