@@ -402,7 +402,12 @@
   function renderMeta() {
     const item = state.current;
     const path = $('path');
-    path.textContent = item ? item.path : '\u00a0';
+    // The box is right-to-left so a long path keeps its file name visible; the text itself must
+    // stay left-to-right, or "003/1.png" shows as "png.003/1".
+    const text = document.createElement('span');
+    text.dir = 'ltr';
+    text.textContent = item ? item.path : '\u00a0';
+    path.replaceChildren(text);
     path.title = item ? `${item.path} (id ${item.id})` : 'File path';
     path.dataset.id = item ? String(item.id) : '';
     const p = item && typeof item.prob === 'number' ? item.prob : null;
