@@ -220,7 +220,9 @@
     try {
       const count = Math.min(32, WANT + unsavedLabelCount() + (state.current ? 1 : 0));
       state.lastNextAt = Date.now();
-      const list = await api('GET', `/api/next?count=${count}`);
+      // The image on screen (and any the person went back to) stays reserved for this tab.
+      const keep = [state.current, ...state.queue.filter((it) => it.sticky)].filter(Boolean).map((it) => it.id).slice(0, 64);
+      const list = await api('GET', `/api/next?count=${count}${keep.length ? `&keep=${keep.join(',')}` : ''}`);
       merge(list);
     } catch (e) {
       if (e.retryable) {

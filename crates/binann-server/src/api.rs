@@ -60,19 +60,37 @@ fn image_json(id: u32, path: &str, prob: Option<f32>) -> serde_json::Value {
 pub struct NextQuery {
     /// How many images (1..=32).
     count: Option<i64>,
+    /// Comma-separated ids this client is showing: they stay reserved for it.
+    keep: Option<String>,
 }
 
-/// `GET /api/next?count=K`.
+/// Most ids in `keep`.
+pub const MAX_KEEP: usize = 64;
+
+fn parse_keep(keep: Option<&str>) -> Result<Vec<u32>, ApiError> {
+    let Some(keep) = keep.filter(|k| !k.is_empty()) else { return Ok(Vec::new()) };
+    let ids: Vec<u32> = keep
+        .split(',')
+        .map(|s| s.trim().parse::<u32>().map_err(|_| ApiError::InvalidId(s.to_owned())))
+        .collect::<Result<_, _>>()?;
+    if ids.len() > MAX_KEEP {
+        return Err(ApiError::BadRequest(format!("keep lists {} ids; at most {MAX_KEEP}", ids.len())));
+    }
+    Ok(ids)
+}
+
+/// `GET /api/next?count=K&keep=ID,ID`.
 pub async fn next(req: HttpRequest, state: web::Data<AppState>, q: web::Query<NextQuery>) -> Result<HttpResponse, ApiError> {
     let count = q.count.unwrap_or(1);
     if !(1..=MAX_COUNT as i64).contains(&count) {
         return Err(ApiError::InvalidCount { max: MAX_COUNT, got: count });
     }
+    let keep = parse_keep(q.keep.as_deref())?;
     let client = client_of(&req)?;
     let body = {
         let mut inner = state.lock();
         let inner = &mut *inner;
-        let ids = inner.queue.next(&client.id, count as usize, &inner.annotations);
+        let ids = inner.queue.next(&client.id, count as usize, &inner.annotations, &keep);
         let items: Vec<_> = ids
             .iter()
             .map(|&id| image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id)))

@@ -97,11 +97,19 @@ impl Queue {
         self.prob.get(id as usize).copied().filter(|p| !p.is_nan())
     }
 
-    /// Hands the next `count` images to `client`, releasing what it held before.
-    pub fn next(&mut self, client: &str, count: usize, done: &AnnotationState) -> Vec<u32> {
+    /// Hands the next `count` images to `client`, releasing what it held before except `keep`
+    /// (the images it is showing), which stay reserved for it and are not returned again.
+    pub fn next(&mut self, client: &str, count: usize, done: &AnnotationState, keep: &[u32]) -> Vec<u32> {
         let now = Instant::now();
         self.release(client);
         self.expire(now);
+        let mut kept = Vec::with_capacity(keep.len());
+        for &id in keep {
+            if (id as usize) < self.order.len() && !done.is_done(id) && !self.holder.contains_key(&id) {
+                self.holder.insert(id, client.to_owned());
+                kept.push(id);
+            }
+        }
         while self.low_water < self.order.len() && done.is_done(self.order[self.low_water]) {
             self.low_water += 1;
         }
@@ -117,7 +125,8 @@ impl Queue {
         for &id in &out {
             self.holder.insert(id, client.to_owned());
         }
-        self.clients.insert(client.to_owned(), ClientSlot { handed: out.clone(), last_seen: now });
+        kept.extend_from_slice(&out);
+        self.clients.insert(client.to_owned(), ClientSlot { handed: kept, last_seen: now });
         out
     }
 
@@ -191,22 +200,41 @@ mod tests {
     fn two_clients_never_share_and_release_on_ask() {
         let mut q = Queue::new(10, Duration::from_secs(60));
         let mut done = AnnotationState::default();
-        let a = q.next("a", 3, &done);
-        let b = q.next("b", 3, &done);
+        let a = q.next("a", 3, &done, &[]);
+        let b = q.next("b", 3, &done, &[]);
         assert!(a.iter().all(|id| !b.contains(id)));
         done.apply(&Record { seq: 0, time_ms: 0, client: "a".into(), event: Event::Label { id: a[0], label: Label::Positive, prob: None } }).unwrap();
         q.labelled(a[0]);
-        let a2 = q.next("a", 3, &done);
+        let a2 = q.next("a", 3, &done, &[]);
         assert_eq!(&a2[..2], &a[1..]);
         assert!(a2.iter().all(|id| !b.contains(id) && *id != a[0]));
         // A quiet client's hand-out expires.
         let mut q = Queue::new(4, Duration::from_millis(0));
         let fresh = AnnotationState::default();
-        let a = q.next("a", 4, &fresh);
+        let a = q.next("a", 4, &fresh, &[]);
         std::thread::sleep(Duration::from_millis(5));
-        let b = q.next("b", 4, &fresh);
+        let b = q.next("b", 4, &fresh, &[]);
         assert_eq!(a.len(), 4);
         assert!(!b.is_empty());
+    }
+
+    #[test]
+    fn the_image_on_screen_stays_with_its_client_when_the_ranking_changes() {
+        let done = AnnotationState::default();
+        let mut q = Queue::new(6, Duration::from_secs(60));
+        let ranking = |ids: Vec<u32>| Ranking { probs: vec![0.5; ids.len()], ids, selector: "x".into(), model: None, predicted: 6, created_ms: 0 };
+        q.set_ranking(6, 1, ranking(vec![0, 1, 2, 3, 4, 5]));
+        assert_eq!(q.next("a", 2, &done, &[]), [0, 1]);
+        // A new ranking puts a's shown image (0) last; a asks again, keeping it.
+        q.set_ranking(6, 2, ranking(vec![5, 4, 3, 2, 1, 0]));
+        assert_eq!(q.next("a", 2, &done, &[0]), [5, 4]);
+        let b = q.next("b", 6, &done, &[]);
+        assert_eq!(b, [3, 2, 1], "b must not get a's shown image");
+        // Without keep, it would have gone to b.
+        let b = q.next("b", 6, &done, &[]);
+        q.next("a", 2, &done, &[]);
+        assert!(!b.contains(&0));
+        assert!(q.next("b", 6, &done, &[]).contains(&0));
     }
 
     #[test]
@@ -214,7 +242,7 @@ mod tests {
         let mut q = Queue::new(5, Duration::from_secs(60));
         let ranking = Ranking { ids: vec![3, 1], probs: vec![0.9, 0.8], selector: "x".into(), model: None, predicted: 2, created_ms: 0 };
         q.set_ranking(5, 1, ranking);
-        let got = q.next("a", 5, &AnnotationState::default());
+        let got = q.next("a", 5, &AnnotationState::default(), &[]);
         assert_eq!(&got[..2], &[3, 1]);
         assert_eq!(got.len(), 5);
         assert_eq!(q.prob(3), Some(0.9));

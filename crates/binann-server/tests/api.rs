@@ -128,6 +128,15 @@ fn two_clients_never_share_images_and_undo_only_their_own() {
     assert_eq!(r.1["id"].as_u64(), Some(ia[0]));
     assert_eq!(a.undo().0, 409);
     assert_eq!(b.stats()["negatives"].as_u64(), Some(2));
+    // What a client shows stays with it (keep), even though asking again releases the rest.
+    let shown = a.next(1)[0];
+    let (status, body) = a.get(&format!("/api/next?count=3&keep={shown}"));
+    assert_eq!(status, 200);
+    assert!(body.as_array().unwrap().iter().all(|v| v["id"].as_u64() != Some(shown)), "kept images are not handed out again");
+    assert!(!b.next(32).contains(&shown));
+    assert_eq!(a.get("/api/next?keep=1,x").0, 400);
+    let too_many = (0..65).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+    assert_eq!(code(&a.get(&format!("/api/next?keep={too_many}"))), "bad_request");
     // Each asks again: still disjoint.
     let ia = a.next(10);
     let ib = b.next(10);
