@@ -85,3 +85,39 @@ fn exported_predictor_reproduces_the_inferrer() {
         assert!((p - q).abs() < 1e-4, "image {id}: inferrer {p}, exported predictor {q}");
     }
 }
+
+#[test]
+fn a_finetuned_model_exports_and_predicts_the_same() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, images) = (tmp.path().join("run"), tmp.path().join("images"));
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..5u8 {
+        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([i * 40, (x * 6) as u8, (y * 8) as u8])).save(images.join(format!("{i}.png"))).unwrap();
+    }
+    let rundir = RunDir::create_or_open(&run).unwrap();
+    let model = binann_model::FullModel::untrained(32, tch::Device::Cpu);
+    let meta = binann_model::ModelMeta {
+        backbone: binann_model::BACKBONE_NAME.into(),
+        input_size: 32,
+        mode: binann_model::MODE_FINETUNE.into(),
+        generation: 1,
+        labels_used: 10,
+        positives: 2,
+        loss: 0.5,
+        created_ms: 0,
+    };
+    model.save(&rundir.checkpoint(), &meta).unwrap();
+    let exported = tmp.path().join("predictor");
+    run_ok(Command::new(bin("binann-predict")).arg("export").arg("--rundir").arg(&run).arg("--out").arg(&exported));
+    assert!(exported.join("model.safetensors").exists());
+    let csv = run_ok(Command::new(bin("binann-predict")).args(["apply", "--device", "cpu"]).arg("--predictor").arg(&exported).arg("--images").arg(&images));
+    let preprocess = binann_model::Preprocess { size: 32 };
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        let pixels = preprocess.load_image(&images.join(f[0])).unwrap();
+        let expected = model.predict(&tch::Tensor::from_slice(&pixels).view([1, 3, 32, 32])).double_value(&[0]) as f32;
+        let got: f32 = f[1].parse().unwrap();
+        assert!((expected - got).abs() < 1e-5, "{}: model {expected}, exported predictor {got}", f[0]);
+    }
+    assert_eq!(csv.lines().count(), 6);
+}

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use binann_model::{Backbone, Head, ModelMeta};
+use binann_model::{Backbone, FullModel, Head, ModelMeta};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 
@@ -19,8 +19,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Cmd {
-    /// Write a predictor folder: weights (safetensors) and predictor.json (backbone, input size,
-    /// normalisation, threshold, the labels it was trained on).
+    /// Write a predictor folder: weights (safetensors; head mode: backbone + head, finetune mode:
+    /// the whole network) and predictor.json (backbone, input size, normalisation, threshold, the
+    /// labels it was trained on).
     Export {
         /// The run directory whose checkpoint to export.
         #[arg(long, env = "BINANN_RUNDIR")]
@@ -57,6 +58,7 @@ enum Cmd {
 
 const HEAD_FILE: &str = "head.safetensors";
 const BACKBONE_FILE: &str = "backbone.safetensors";
+const MODEL_FILE: &str = "model.safetensors";
 const META_FILE: &str = "predictor.json";
 
 fn main() -> std::process::ExitCode {
@@ -80,21 +82,25 @@ fn export(rundir: &Path, out: &Path, threshold: f64, weights: &Path) -> anyhow::
     }
     let checkpoint = binann_core::rundir::RunDir::open_existing(rundir).checkpoint();
     let meta = binann_model::checkpoint::read_meta(&checkpoint).context("no model to export yet (the trainer writes one after the first positive and negative labels)")?;
-    if meta.mode != binann_model::MODE_HEAD {
-        bail!("exporting a {} checkpoint is not supported yet; only head mode", meta.mode);
-    }
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }
     std::fs::create_dir_all(out)?;
-    std::fs::copy(&checkpoint, out.join(HEAD_FILE)).with_context(|| format!("copying {}", checkpoint.display()))?;
-    std::fs::copy(weights, out.join(BACKBONE_FILE)).with_context(|| format!("copying the backbone weights {}", weights.display()))?;
+    let files = if meta.mode == binann_model::MODE_HEAD {
+        // A frozen backbone plus the trained head.
+        std::fs::copy(&checkpoint, out.join(HEAD_FILE)).with_context(|| format!("copying {}", checkpoint.display()))?;
+        std::fs::copy(weights, out.join(BACKBONE_FILE)).with_context(|| format!("copying the backbone weights {}", weights.display()))?;
+        json!({ "backbone_weights": BACKBONE_FILE, "head_weights": HEAD_FILE })
+    } else {
+        // The whole fine-tuned network is in the checkpoint.
+        std::fs::copy(&checkpoint, out.join(MODEL_FILE)).with_context(|| format!("copying {}", checkpoint.display()))?;
+        json!({ "model_weights": MODEL_FILE })
+    };
     let description = json!({
         "format": "binann-predictor",
         "version": 1,
         "backbone": meta.backbone,
-        "backbone_weights": BACKBONE_FILE,
-        "head_weights": HEAD_FILE,
+        "files": files,
         "mode": meta.mode,
         "input_size": meta.input_size,
         "normalisation": { "mean": binann_model::preprocess::IMAGENET_MEAN, "std": binann_model::preprocess::IMAGENET_STD, "color": "RGB, grayscale replicated" },
@@ -118,12 +124,25 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     }
     let threshold = description["threshold"].as_f64().context("no threshold")?;
     let device = binann_model::resolve_device(device)?;
-    let (head, meta): (Head, ModelMeta) = Head::load(&predictor.join(HEAD_FILE), device)?;
-    let backbone = Backbone::load(&predictor.join(BACKBONE_FILE), meta.input_size, device)?;
+    let finetuned = description["mode"] == binann_model::MODE_FINETUNE;
     let rel = binann_core::manifest::list_images(images)?;
     let files: Vec<PathBuf> = rel.iter().map(|r| images.join(r)).collect();
     let bar = binann_ai::progress_bar(files.len() as u64, "predicting");
-    let results = backbone.embed_paths(&files, batch, |done| bar.set_position(done as u64));
+    // Head mode: embeddings, then the head. Finetune mode: the whole network on the pixels.
+    let (results, classify): (Vec<Result<Vec<f32>, String>>, Box<dyn Fn(&tch::Tensor) -> tch::Tensor>) = if finetuned {
+        let size = description["input_size"].as_u64().context("no input_size")? as u32;
+        let (model, _) = FullModel::load(&predictor.join(MODEL_FILE), binann_model::BACKBONE_NAME, size, device)?;
+        let preprocess = binann_model::Preprocess { size };
+        let pixels = files.iter().map(|f| { bar.inc(1); preprocess.load_image(f).map_err(|e| format!("{e:#}")) }).collect();
+        let s = i64::from(size);
+        (pixels, Box::new(move |x: &tch::Tensor| model.predict(&x.view([-1, 3, s, s]))))
+    } else {
+        let (head, meta): (Head, ModelMeta) = Head::load(&predictor.join(HEAD_FILE), device)?;
+        let backbone = Backbone::load(&predictor.join(BACKBONE_FILE), meta.input_size, device)?;
+        let embeddings = backbone.embed_paths(&files, batch, |done| bar.set_position(done as u64));
+        let dim = binann_model::EMBED_DIM as i64;
+        (embeddings, Box::new(move |x: &tch::Tensor| head.predict(&x.view([-1, dim]))))
+    };
     bar.finish_and_clear();
     let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
@@ -133,10 +152,9 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     writeln!(w, "path,prob,label,error")?;
     let ok: Vec<(usize, Vec<f32>)> = results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|v| (i, v.clone()))).collect();
     let mut probs = vec![None; files.len()];
-    for chunk in ok.chunks(4096) {
-        let x = tch::Tensor::from_slice(&chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect::<Vec<f32>>())
-            .view([chunk.len() as i64, binann_model::EMBED_DIM as i64]);
-        let p: Vec<f32> = Vec::try_from(head.predict(&x).to_device(tch::Device::Cpu))?;
+    for chunk in ok.chunks(if finetuned { batch.max(1) } else { 4096 }) {
+        let x = tch::Tensor::from_slice(&chunk.iter().flat_map(|(_, v)| v.iter().copied()).collect::<Vec<f32>>());
+        let p: Vec<f32> = Vec::try_from(classify(&x).to_device(tch::Device::Cpu))?;
         for ((i, _), p) in chunk.iter().zip(p) {
             probs[*i] = Some(p);
         }
