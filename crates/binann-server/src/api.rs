@@ -118,7 +118,20 @@ fn parse_id(v: &serde_json::Value) -> Result<u64, ApiError> {
 }
 
 /// `POST /api/annotations`: answers only once the annotation is durable.
-pub async fn annotate(req: HttpRequest, state: web::Data<AppState>, body: web::Json<AnnotateBody>) -> Result<HttpResponse, ApiError> {
+pub async fn annotate(req: HttpRequest, state: web::Data<AppState>, body: Result<web::Bytes, actix_web::Error>) -> Result<HttpResponse, ApiError> {
+    // The body is read whole (up to READ_LIMIT) before it is judged, so an oversized one gets its
+    // 413 answer instead of a connection closed under the client's feet.
+    let body = body.map_err(|e| {
+        if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(format!("reading the body: {e}"))
+        }
+    })?;
+    if body.len() > crate::MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let body: AnnotateBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
     let client = client_of(&req)?;
     let label = Label::parse(&body.label).ok_or_else(|| ApiError::InvalidLabel(body.label.clone()))?;
     let id = parse_id(&body.id)?;

@@ -35,6 +35,8 @@ use state::AppState;
 
 /// Largest request body accepted (annotations are tiny).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
+/// Bodies up to this size are read before being refused, so the client gets a clean 413.
+pub const READ_LIMIT_BYTES: usize = 1024 * 1024;
 
 /// A server ready to run: its state, and the lock that makes it the run directory's only server.
 pub struct Prepared {
@@ -138,7 +140,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(json_errors)
         .app_data(query_errors)
         .app_data(path_errors)
-        .app_data(web::PayloadConfig::default().limit(MAX_BODY_BYTES))
+        .app_data(web::PayloadConfig::default().limit(READ_LIMIT_BYTES))
         .service(web::resource("/api/next").route(web::get().to(api::next)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/annotations").route(web::post().to(api::annotate)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/undo").route(web::post().to(api::undo)).default_service(web::to(api::method_not_allowed)))

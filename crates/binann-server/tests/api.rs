@@ -195,6 +195,7 @@ fn bad_requests_get_clear_json_errors() {
         (c.get("/etc/passwd"), 404, "not_found"),
         (c.post_json("/api/next", "{}"), 405, "method_not_allowed"),
         (c.post_json("/api/annotations", &format!(r#"{{"id": 0, "label": "{}"}}"#, "x".repeat(17_000))), 413, "payload_too_large"),
+        (c.post_json("/api/annotations", &format!(r#"{{"id": 0, "label": "{}"}}"#, "x".repeat(500_000))), 413, "payload_too_large"),
     ];
     for (i, (reply, status, expected)) in cases.iter().enumerate() {
         assert_eq!((reply.0, code(reply)), (*status, *expected), "case {i}: {}", reply.1);
