@@ -54,11 +54,12 @@ impl RunDir {
         let marker = root.join(MARKER);
         if !marker.exists() {
             // Processes started together race to create the marker: what they make meanwhile
-            // (the marker's temp file, locks, the embeddings folder) does not make a folder foreign.
+            // (the marker itself, appearing after this process looked for it; its temp file; locks;
+            // the embeddings folder) does not make a folder foreign.
             let foreign = std::fs::read_dir(root).map_err(io)?.flatten().any(|e| {
                 let name = e.file_name();
                 let name = name.to_string_lossy();
-                !(name.starts_with(&format!(".{MARKER}.")) || name.ends_with(".lock") || name == "embeddings")
+                !(name == MARKER || name.starts_with(&format!(".{MARKER}.")) || name.ends_with(".lock") || name == "embeddings")
             });
             if foreign {
                 return Err(RunDirError::NotARunDir(root.to_owned()));
@@ -168,15 +169,17 @@ mod tests {
     #[test]
     fn processes_started_together_all_open_a_new_run_directory() {
         let tmp = tempfile::tempdir().unwrap();
-        let run = tmp.path().join("run");
-        std::fs::create_dir(&run).unwrap();
-        std::thread::scope(|s| {
-            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| RunDir::create_or_open(&run).map(|_| ()))).collect();
-            for h in handles {
-                h.join().unwrap().unwrap();
-            }
-        });
-        assert!(RunDir::is_run_dir(&run));
+        for round in 0..50 {
+            let run = tmp.path().join(format!("run{round}"));
+            std::fs::create_dir(&run).unwrap();
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..8).map(|_| s.spawn(|| RunDir::create_or_open(&run).map(|_| ()))).collect();
+                for h in handles {
+                    h.join().unwrap().unwrap();
+                }
+            });
+            assert!(RunDir::is_run_dir(&run));
+        }
     }
 
     #[test]
