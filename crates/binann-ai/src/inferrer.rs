@@ -89,6 +89,10 @@ struct Inferrer {
     partial_rows: Vec<Vec<f32>>,
     partial_failed: Vec<(u32, String)>,
     next_chunk: u32,
+    /// Images still to embed, in showing order, and the chunk they were listed for: listing them
+    /// costs a pass over the whole dataset, so it is done once per chunk, not per batch.
+    todo: std::collections::VecDeque<u32>,
+    todo_for_chunk: Option<u32>,
     /// (checkpoint generation, embedded images) the last predictions were made for.
     predicted_for: Option<(u64, usize)>,
     generation: u64,
@@ -122,6 +126,8 @@ pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
         partial_rows: Vec::new(),
         partial_failed: Vec::new(),
         next_chunk,
+        todo: std::collections::VecDeque::new(),
+        todo_for_chunk: None,
         predicted_for: None,
         generation,
     };
@@ -219,14 +225,17 @@ impl Inferrer {
 
     /// Embeds one batch; writes the chunk when full. Returns false when nothing is left to embed.
     fn embed_some(&mut self) -> anyhow::Result<bool> {
-        let todo = self.to_embed();
-        if todo.is_empty() {
+        if self.todo.is_empty() || self.todo_for_chunk != Some(self.next_chunk) {
+            self.todo = self.to_embed().into();
+            self.todo_for_chunk = Some(self.next_chunk);
+        }
+        if self.todo.is_empty() {
             self.flush_chunk()?;
             return Ok(false);
         }
         let target = (self.store.len().max(256)).min(CHUNK);
         let take = self.args.model.batch.max(1).min(target - self.partial_ids.len().min(target - 1));
-        let ids: Vec<u32> = todo.into_iter().take(take).collect();
+        let ids: Vec<u32> = std::iter::from_fn(|| self.todo.pop_front()).take(take).collect();
         let files: Vec<PathBuf> = ids.iter().map(|id| self.datadir.join(&self.manifest.paths[*id as usize])).collect();
         let batch = self.args.model.batch;
         let results = self.backbone()?.embed_paths(&files, batch, |_| {});
