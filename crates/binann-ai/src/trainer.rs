@@ -183,8 +183,9 @@ impl Trainer {
         self.board.add_scalar("train/accuracy", accuracy, step);
         self.board.add_scalar("labels/total", used as f32, step);
         self.board.add_scalar("labels/positives", positives as f32, step);
-        if let Some(online) = online_accuracy(state, 100) {
-            self.board.add_scalar("online/accuracy_last_100", online, step);
+        let (judged, correct) = state.online_accuracy(Some(100));
+        if judged > 0 {
+            self.board.add_scalar("online/accuracy_last_100", correct as f32 / judged as f32, step);
         }
         self.board.flush();
         tracing::info!(
@@ -286,16 +287,4 @@ impl Trainer {
         }
         Ok((loss_sum / batches.max(1) as f32, f32::NAN, usable.len(), positives))
     }
-}
-
-/// The model's accuracy on the last `window` human labels that had a probability shown.
-pub fn online_accuracy(state: &AnnotationState, window: usize) -> Option<f32> {
-    let judged: Vec<bool> = state
-        .history()
-        .iter()
-        .rev()
-        .filter_map(|(_, e)| e.prob.map(|p| (p >= 0.5) == (e.label == Label::Positive)))
-        .take(window)
-        .collect();
-    (!judged.is_empty()).then(|| judged.iter().filter(|c| **c).count() as f32 / judged.len() as f32)
 }

@@ -268,6 +268,18 @@ impl AnnotationState {
         &self.history
     }
 
+    /// The model's online accuracy: of the latest `window` labels in force that were shown with a
+    /// probability (all of them when `None`), how many that probability put on the right side of
+    /// 0.5. Returns (judged, correct).
+    pub fn online_accuracy(&self, window: Option<usize>) -> (u64, u64) {
+        self.history
+            .iter()
+            .rev()
+            .filter_map(|(_, e)| e.prob.map(|p| (p >= 0.5) == (e.label == Label::Positive)))
+            .take(window.unwrap_or(usize::MAX))
+            .fold((0, 0), |(judged, correct), right| (judged + 1, correct + u64::from(right)))
+    }
+
     /// Positive/negative labels given at or after `since_ms`.
     pub fn labels_since(&self, since_ms: u64) -> u64 {
         self.history.iter().rev().take_while(|(_, e)| e.time_ms >= since_ms).count() as u64
@@ -314,5 +326,17 @@ mod tests {
         assert_eq!(s.get(5).unwrap().label, Label::Positive);
         assert_eq!(s.history().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 5]);
         assert!(matches!(s.apply(&label(99, "a", 1, Label::Skip)), Err(ApplyError::OutOfOrder { .. })));
+    }
+
+    #[test]
+    fn online_accuracy_judges_each_label_by_the_probability_shown_before_it() {
+        let mut s = AnnotationState::default();
+        let shown = [(Label::Positive, Some(0.9)), (Label::Negative, Some(0.7)), (Label::Negative, None), (Label::Negative, Some(0.2))];
+        for (seq, (l, prob)) in shown.into_iter().enumerate() {
+            let r = Record { seq: seq as u64, time_ms: 0, client: "a".into(), event: Event::Label { id: seq as u32, label: l, prob } };
+            s.apply(&r).unwrap();
+        }
+        assert_eq!(s.online_accuracy(None), (3, 2));
+        assert_eq!(s.online_accuracy(Some(2)), (2, 1));
     }
 }

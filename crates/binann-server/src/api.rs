@@ -192,13 +192,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let counts = inner.annotations.counts();
     let total = inner.manifest.len() as u64;
     let now = binann_core::now_ms();
-    let (mut evaluated, mut correct) = (0u64, 0u64);
-    for (_, e) in inner.annotations.history() {
-        if let Some(p) = e.prob {
-            evaluated += 1;
-            correct += u64::from((p >= 0.5) == (e.label == Label::Positive));
-        }
-    }
+    let (evaluated, correct) = inner.annotations.online_accuracy(None);
     let model = inner.queue.source.as_ref().and_then(|r| {
         r.model.as_ref().map(|m| {
             json!({
