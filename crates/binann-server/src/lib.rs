@@ -128,17 +128,9 @@ fn spawn_ranking_watcher(state: AppState, rundir: RunDir, options: WatchOptions)
 
 /// Builds the actix application (routes, limits, error handlers).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let json_errors = web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|err, _req| {
-        match err {
-            actix_web::error::JsonPayloadError::Overflow { .. } | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => ApiError::PayloadTooLarge,
-            other => ApiError::BadRequest(format!("malformed JSON body: {other}")),
-        }
-        .into()
-    });
     let query_errors = web::QueryConfig::default().error_handler(|err, _req| ApiError::BadRequest(format!("bad query string: {err}")).into());
     let path_errors = web::PathConfig::default().error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into());
-    cfg.app_data(json_errors)
-        .app_data(query_errors)
+    cfg.app_data(query_errors)
         .app_data(path_errors)
         .app_data(web::PayloadConfig::default().limit(READ_LIMIT_BYTES))
         .service(web::resource("/api/next").route(web::get().to(api::next)).default_service(web::to(api::method_not_allowed)))
