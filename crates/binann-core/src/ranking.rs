@@ -40,8 +40,14 @@ impl Ranking {
 /// added to the dataset later slot in without reordering the ones already there.
 pub fn default_order(n: usize, seed: u64) -> Vec<u32> {
     let mut ids: Vec<u32> = (0..n as u32).collect();
-    ids.sort_by_cached_key(|id| SplitMix64(seed ^ (u64::from(*id) << 20)).next());
+    ids.sort_by_cached_key(|id| shuffle_key(seed, *id));
     ids
+}
+
+/// A pseudo-random sort key for image `id` that depends on nothing else: sorting by it shuffles,
+/// and images added later do not move the others.
+pub fn shuffle_key(seed: u64, id: u32) -> u64 {
+    SplitMix64(seed ^ (u64::from(id) << 20)).next()
 }
 
 /// A tiny, fully specified PRNG: the default order must not change when a dependency's does.

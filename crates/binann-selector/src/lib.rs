@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use binann_core::predictions::{ModelInfo, Predictions};
-use binann_core::ranking::SplitMix64;
+use binann_core::ranking::{SplitMix64, shuffle_key};
 
 /// How the ranking orders images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,7 +55,7 @@ pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, expl
     let by_entropy = |idx: &mut Vec<usize>| {
         idx.sort_by(|&a, &b| (probs[a] - 0.5).abs().total_cmp(&(probs[b] - 0.5).abs()).then(ids[a].cmp(&ids[b])))
     };
-    let shuffle = |idx: &mut Vec<usize>| idx.sort_by_cached_key(|&i| SplitMix64(seed ^ (u64::from(ids[i]) << 20)).next());
+    let shuffle = |idx: &mut Vec<usize>| idx.sort_by_cached_key(|&i| shuffle_key(seed, ids[i]));
     match strategy {
         Strategy::MaxProbability => by_prob_desc(&mut idx),
         Strategy::MinProbability => idx.sort_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(ids[a].cmp(&ids[b]))),
