@@ -30,7 +30,8 @@ pub struct ExportArgs {
     /// With --label-rest: the lowest probability labelled positive (default: --threshold).
     #[arg(long)]
     positive_above: Option<f64>,
-    /// With --label-rest: the highest probability labelled negative (default: just under --threshold).
+    /// With --label-rest: the highest probability labelled negative (default: everything below
+    /// --positive-above, so no image is left uncertain).
     #[arg(long)]
     negative_below: Option<f64>,
 }
