@@ -121,5 +121,11 @@ if $want_ai && [ ${#ai_bins[@]} -gt 0 ]; then
 fi
 $want_server && echo "launch.sh: binann on http://$host:$port (run directory $rundir); Ctrl-C stops everything"
 # Stop everything as soon as any child exits, so a crash is not hidden behind a half-running set.
-wait -n "${pids[@]}" || true
-echo "launch.sh: a process exited; stopping the others" >&2
+# Every child is meant to run until stopped, so any exit is a failure, and launch.sh reports it in
+# its own status (a script or a service manager must not see success when binann is not running).
+status=0
+wait -n "${pids[@]}" || status=$?
+[ "$status" -ne 0 ] || status=1
+echo "launch.sh: a process exited (status $status); stopping the others" >&2
+stop
+exit "$status"

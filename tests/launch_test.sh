@@ -85,6 +85,22 @@ for p in os.listdir("/proc"):
         if b"binann-server" in cmd and f"BINANN_RUNDIR={tmp}/run".encode() in env:
             sys.exit(f"binann-server {p} survived Ctrl-C")
 PY
+# A process that fails to start makes launch.sh fail too: a foreign manifest stops the server.
+mkdir -p "$tmp/broken" && touch "$tmp/broken/BINANN-RUNDIR" && echo "not a manifest" >"$tmp/broken/manifest.bin"
+BINANN_PROFILE=dev timeout 300 bash launch.sh 127.0.0.1 0 false "$tmp/data" "$tmp/broken" manual >"$tmp/log3" 2>&1; rc=$?
+[ $rc -ne 0 ] && [ $rc -ne 124 ] || fail "launch.sh exited $rc when the server could not start: $(cat "$tmp/log3")"
+grep -q "manifest" "$tmp/log3" || fail "the server's reason is not shown: $(cat "$tmp/log3")"
+# A process that dies later (kill -9) stops the rest and makes launch.sh fail.
+BINANN_PROFILE=dev setsid bash launch.sh 127.0.0.1 0 false "$tmp/data" "$tmp/run" manual >"$tmp/log4" 2>&1 &
+launcher=$!
+for _ in $(seq 1 600); do grep -q "listening on" "$tmp/log4" && break; sleep 0.5; done
+grep -q "listening on" "$tmp/log4" || fail "server did not start: $(cat "$tmp/log4")"
+server=$(pgrep -P $launcher -f binann-server) || fail "no server child of launch.sh"
+kill -KILL $server
+for _ in $(seq 1 40); do kill -0 $launcher 2>/dev/null || break; sleep 0.25; done
+kill -0 $launcher 2>/dev/null && fail "launch.sh kept running after its server died"
+wait $launcher; rc=$?
+[ $rc -ne 0 ] || fail "launch.sh exited 0 after its server was killed"
 # RESET=true on a real run directory deletes it.
 touch "$tmp/run/annotations.journal"
 BINANN_PROFILE=dev timeout 2 bash launch.sh 127.0.0.1 0 true "$tmp/data" "$tmp/run" manual >"$tmp/log2" 2>&1

@@ -91,7 +91,9 @@ pub enum DecodeError {
     #[error("corrupt header (checksum mismatch)")]
     HeaderChecksum,
     /// Written by a newer binann.
-    #[error("format version {found} is newer than this binann reads ({FORMAT_VERSION}); upgrade binann")]
+    #[error(
+        "format version {found} is newer than this binann reads ({FORMAT_VERSION}); upgrade binann"
+    )]
     NewerVersion {
         /// Version in the file.
         found: u16,
@@ -149,11 +151,17 @@ pub enum FileError {
 impl FileError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io { path: path.to_owned(), source }
+        Self::Io {
+            path: path.to_owned(),
+            source,
+        }
     }
     /// Wraps a decode error with the path it happened on.
     pub fn decode(path: &Path, source: DecodeError) -> Self {
-        Self::Decode { path: path.to_owned(), source }
+        Self::Decode {
+            path: path.to_owned(),
+            source,
+        }
     }
     /// True when the file simply does not exist (yet).
     pub fn is_not_found(&self) -> bool {
@@ -204,7 +212,10 @@ pub fn decode_header(bytes: &[u8], expected: Option<FileKind>) -> Result<Header,
     let kind = FileKind::from_u16(u16_at(10)).ok_or(DecodeError::UnknownKind(u16_at(10)))?;
     if let Some(expected) = expected {
         if expected != kind {
-            return Err(DecodeError::WrongKind { expected, found: kind });
+            return Err(DecodeError::WrongKind {
+                expected,
+                found: kind,
+            });
         }
     }
     Ok(Header {
@@ -218,28 +229,64 @@ pub fn decode_header(bytes: &[u8], expected: Option<FileKind>) -> Result<Header,
 
 /// Encodes a value with bincode (no header): used for journal records.
 pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, config()).expect("bincode encoding of in-memory values cannot fail")
+    bincode::serde::encode_to_vec(value, config())
+        .expect("bincode encoding of in-memory values cannot fail")
 }
 
+/// The most bytes bincode's serde decoder claims against its limit for each byte it reads.
+///
+/// bincode counts claims in memory terms: a `u128` claims 16 bytes, a `u64` or a length prefix 8,
+/// a `u32` or an enum tag 4, even when its varint took a single byte; a string claims exactly its
+/// bytes. Every claim comes with at least one byte read, so a value that decodes claims at most
+/// this many times the bytes it was encoded in, whatever its shape (many short strings, small
+/// integers, empty fields). Sizing the limit from the payload's bytes alone (the old rule, limit
+/// between 1 and 4 times the bytes) refused ordinary manifests of a few thousand short names.
+pub const MAX_CLAIM_PER_BYTE: usize = 16;
+
 /// Decodes a bincode value (no header), refusing trailing bytes.
+///
+/// A corrupt length prefix must not make bincode allocate gigabytes up front (`vec![0; len]` for
+/// a string aborts the process rather than failing), so the decoder may claim at most
+/// [`MAX_CLAIM_PER_BYTE`] times the bytes present (the limit is a type-level constant, hence the
+/// ladder: the first rung at or above that bound, so the limit is 16 to 64 times the bytes). No
+/// value binann encodes can exceed it (see [`MAX_CLAIM_PER_BYTE`]); a forged prefix can make it
+/// allocate at most that much, and every file's payload is checksummed before it gets here.
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    // A corrupt length prefix must not make bincode allocate gigabytes up front (an abort, not an
-    // error): cap what it may claim at most four times the bytes actually present.
-    fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
+    fn decode<T: DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
         bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
     }
     macro_rules! within {
         ($($limit:literal),*) => {
-            match bytes.len() {
-                $(n if n < $limit => decode::<T, $limit>(bytes),)*
+            match bytes.len().saturating_mul(MAX_CLAIM_PER_BYTE) {
+                $(bound if bound <= $limit => decode::<T, $limit>(bytes),)*
                 _ => decode::<T, { usize::MAX }>(bytes),
             }
         };
     }
-    let decoded = within!(0x1_0000, 0x4_0000, 0x10_0000, 0x40_0000, 0x100_0000, 0x400_0000, 0x1000_0000, 0x4000_0000, 0x1_0000_0000);
+    let decoded = within!(
+        0x1_0000,
+        0x4_0000,
+        0x10_0000,
+        0x40_0000,
+        0x100_0000,
+        0x400_0000,
+        0x1000_0000,
+        0x4000_0000,
+        0x1_0000_0000,
+        0x4_0000_0000,
+        0x10_0000_0000,
+        0x40_0000_0000,
+        0x100_0000_0000,
+        0x400_0000_0000
+    );
     let (value, used) = decoded.map_err(|e| DecodeError::Payload(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError::Payload(format!("{} trailing bytes", bytes.len() - used)));
+        return Err(DecodeError::Payload(format!(
+            "{} trailing bytes",
+            bytes.len() - used
+        )));
     }
     Ok(value)
 }
@@ -261,11 +308,17 @@ pub fn encode_file<T: Serialize>(kind: FileKind, generation: u64, value: &T) -> 
 }
 
 /// Decodes a whole file of the expected kind, checking length and checksum.
-pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Result<(Header, T), DecodeError> {
+pub fn decode_file<T: DeserializeOwned>(
+    bytes: &[u8],
+    kind: FileKind,
+) -> Result<(Header, T), DecodeError> {
     let header = decode_header(bytes, Some(kind))?;
     let payload = &bytes[HEADER_LEN..];
     if (payload.len() as u64) < header.payload_len {
-        return Err(DecodeError::Truncated { expected: header.payload_len, found: payload.len() as u64 });
+        return Err(DecodeError::Truncated {
+            expected: header.payload_len,
+            found: payload.len() as u64,
+        });
     }
     if (payload.len() as u64) > header.payload_len {
         return Err(DecodeError::Payload(format!(
@@ -280,14 +333,36 @@ pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Result<
 }
 
 /// Reads and decodes a whole file.
-pub fn read_file<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<(Header, T), FileError> {
+pub fn read_file<T: DeserializeOwned>(
+    path: &Path,
+    kind: FileKind,
+) -> Result<(Header, T), FileError> {
     let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
     decode_file(&bytes, kind).map_err(|e| FileError::decode(path, e))
 }
 
 /// Encodes and atomically writes a whole file.
-pub fn write_file<T: Serialize>(path: &Path, kind: FileKind, generation: u64, value: &T) -> Result<(), FileError> {
+pub fn write_file<T: Serialize>(
+    path: &Path,
+    kind: FileKind,
+    generation: u64,
+    value: &T,
+) -> Result<(), FileError> {
     crate::atomic::write_atomic(path, &encode_file(kind, generation, value))
+}
+
+/// Like [`write_file`], but first checks that the encoded bytes decode again, so that a file that
+/// cannot be regenerated (the manifest: image ids) is refused when written, before anyone labels
+/// against it, instead of when it is next read.
+pub fn write_file_verified<T: Serialize + DeserializeOwned>(
+    path: &Path,
+    kind: FileKind,
+    generation: u64,
+    value: &T,
+) -> Result<(), FileError> {
+    let bytes = encode_file(kind, generation, value);
+    decode_file::<T>(&bytes, kind).map_err(|e| FileError::decode(path, e))?;
+    crate::atomic::write_atomic(path, &bytes)
 }
 
 #[cfg(test)]
@@ -303,22 +378,69 @@ mod tests {
         assert_eq!(back, v);
         assert_eq!(
             decode_file::<Vec<u32>>(&bytes, FileKind::Manifest).unwrap_err(),
-            DecodeError::WrongKind { expected: FileKind::Manifest, found: FileKind::Ranking }
+            DecodeError::WrongKind {
+                expected: FileKind::Manifest,
+                found: FileKind::Ranking
+            }
         );
         assert!(matches!(
             decode_file::<Vec<u32>>(&bytes[..bytes.len() - 3], FileKind::Ranking),
             Err(DecodeError::Truncated { .. })
         ));
-        assert_eq!(decode_file::<Vec<u32>>(b"{\"json\": true}\n...........................", FileKind::Ranking).unwrap_err(), DecodeError::BadMagic);
+        assert_eq!(
+            decode_file::<Vec<u32>>(
+                b"{\"json\": true}\n...........................",
+                FileKind::Ranking
+            )
+            .unwrap_err(),
+            DecodeError::BadMagic
+        );
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert_eq!(decode_file::<Vec<u32>>(&flipped, FileKind::Ranking).unwrap_err(), DecodeError::PayloadChecksum);
+        assert_eq!(
+            decode_file::<Vec<u32>>(&flipped, FileKind::Ranking).unwrap_err(),
+            DecodeError::PayloadChecksum
+        );
         let mut newer = bytes.clone();
         newer[8] = 9;
         let crc = crc32fast::hash(&newer[0..36]);
         newer[36..40].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_file::<Vec<u32>>(&newer, FileKind::Ranking).unwrap_err(), DecodeError::NewerVersion { found: 9 });
+        assert_eq!(
+            decode_file::<Vec<u32>>(&newer, FileKind::Ranking).unwrap_err(),
+            DecodeError::NewerVersion { found: 9 }
+        );
+    }
+
+    #[test]
+    fn a_file_that_would_not_read_back_is_never_written() {
+        // Serialize and Deserialize disagree (a stand-in for any encoding bug): the write is refused.
+        #[derive(Serialize, serde::Deserialize)]
+        struct Lopsided {
+            #[serde(skip_serializing)]
+            #[allow(dead_code)]
+            missing: u32,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.bin");
+        let err = write_file_verified(&path, FileKind::Manifest, 1, &Lopsided { missing: 1 })
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FileError::Decode {
+                    source: DecodeError::Payload(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!path.exists());
+        write_file_verified(&path, FileKind::Ranking, 1, &vec![1u32, 2]).unwrap();
+        assert_eq!(
+            read_file::<Vec<u32>>(&path, FileKind::Ranking).unwrap().1,
+            vec![1, 2]
+        );
     }
 
     proptest::proptest! {
