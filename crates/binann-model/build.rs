@@ -33,9 +33,7 @@ fn should_link_torch_cuda(torch_cuda: &Path) -> bool {
         return false;
     }
     match Command::new("ldd").arg(torch_cuda).output() {
-        Ok(out) if out.status.success() => {
-            !String::from_utf8_lossy(&out.stdout).contains("not found")
-        }
+        Ok(out) if out.status.success() => !String::from_utf8_lossy(&out.stdout).contains("not found"),
         _ => false,
     }
 }

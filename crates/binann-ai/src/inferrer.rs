@@ -71,7 +71,7 @@ pub struct InferrerArgs {
 
 enum Model {
     Head(Head),
-    Full(FullModel),
+    Full(Box<FullModel>),
 }
 
 struct Inferrer {
@@ -111,7 +111,14 @@ pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
     store.refresh();
     let next_chunk = (0..).find(|i| !EmbeddingChunk::path(&rundir.embeddings_dir(), shard.index, shard.count, *i).exists()).unwrap_or(0);
     let generation = Predictions::load(&rundir.predictions(shard.index, shard.count)).map_or(0, |(g, _)| g);
-    tracing::info!(?device, mode = mode.name(), shard = format!("{}/{}", shard.index, shard.count), images = manifest.len(), cached = store.len(), "inferrer started");
+    tracing::info!(
+        ?device,
+        mode = mode.name(),
+        shard = format!("{}/{}", shard.index, shard.count),
+        images = manifest.len(),
+        cached = store.len(),
+        "inferrer started"
+    );
     let mut inf = Inferrer {
         args,
         rundir,
@@ -136,12 +143,11 @@ pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
         inf.reload_manifest_if_grown();
         inf.reload_checkpoint_if_new();
         let embedded = inf.store.len() + inf.partial_ids.len();
-        if let Some((_, meta)) = &inf.model {
-            if inf.predicted_for != Some((meta.generation, embedded)) {
-                if let Err(e) = inf.predict_all() {
-                    tracing::error!("predicting failed (will retry): {e:#}");
-                }
-            }
+        if let Some((_, meta)) = &inf.model
+            && inf.predicted_for != Some((meta.generation, embedded))
+            && let Err(e) = inf.predict_all()
+        {
+            tracing::error!("predicting failed (will retry): {e:#}");
         }
         if inf.mode == Mode::Head {
             match inf.embed_some() {
@@ -159,11 +165,11 @@ pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
 
 impl Inferrer {
     fn reload_manifest_if_grown(&mut self) {
-        if let Ok((_, m)) = Manifest::load(&self.rundir.manifest()) {
-            if m.len() != self.manifest.len() {
-                tracing::info!(images = m.len(), "the dataset grew");
-                self.manifest = m;
-            }
+        if let Ok((_, m)) = Manifest::load(&self.rundir.manifest())
+            && m.len() != self.manifest.len()
+        {
+            tracing::info!(images = m.len(), "the dataset grew");
+            self.manifest = m;
         }
     }
 
@@ -175,11 +181,18 @@ impl Inferrer {
         let size = self.args.model.input_size;
         let loaded = match self.mode {
             Mode::Head => Head::load(&path, Device::Cpu).map(|(h, m)| (Model::Head(h), m)),
-            Mode::Finetune => FullModel::load(&path, binann_model::BACKBONE_NAME, size, self.device).map(|(f, m)| (Model::Full(f), m)),
+            Mode::Finetune => {
+                FullModel::load(&path, binann_model::BACKBONE_NAME, size, self.device).map(|(f, m)| (Model::Full(Box::new(f)), m))
+            }
         };
         match loaded.and_then(|(model, meta)| {
             binann_model::check_compatible(&meta, binann_model::BACKBONE_NAME, size)?;
-            anyhow::ensure!(meta.mode == self.mode.name(), "checkpoint is a {} model, this inferrer runs in {} mode", meta.mode, self.mode.name());
+            anyhow::ensure!(
+                meta.mode == self.mode.name(),
+                "checkpoint is a {} model, this inferrer runs in {} mode",
+                meta.mode,
+                self.mode.name()
+            );
             Ok((model, meta))
         }) {
             Ok((model, meta)) => {
@@ -208,7 +221,8 @@ impl Inferrer {
         let shard = self.args.shard;
         let failed: HashSet<u32> = self.store.failed().collect();
         let partial: HashSet<u32> = self.partial_ids.iter().chain(self.partial_failed.iter().map(|(id, _)| id)).copied().collect();
-        let needed = |id: u32| (id as usize) < n && shard.owns(id) && !self.store.contains(id) && !failed.contains(&id) && !partial.contains(&id);
+        let needed =
+            |id: u32| (id as usize) < n && shard.owns(id) && !self.store.contains(id) && !failed.contains(&id) && !partial.contains(&id);
         let mut seen = vec![false; n];
         let mut out = Vec::new();
         let ranked = Ranking::load(&self.rundir.ranking()).map(|(_, r)| r.ids).unwrap_or_default();
@@ -233,7 +247,7 @@ impl Inferrer {
             self.flush_chunk()?;
             return Ok(false);
         }
-        let target = (self.store.len().max(256)).min(CHUNK);
+        let target = self.store.len().clamp(256, CHUNK);
         let take = self.args.model.batch.max(1).min(target - self.partial_ids.len().min(target - 1));
         let ids: Vec<u32> = std::iter::from_fn(|| self.todo.pop_front()).take(take).collect();
         let files: Vec<PathBuf> = ids.iter().map(|id| self.datadir.join(&self.manifest.paths[*id as usize])).collect();
@@ -270,14 +284,26 @@ impl Inferrer {
             ids.push(*id);
             values.extend(std::iter::repeat_n(0.0, dim));
         }
-        let chunk = EmbeddingChunk { ids, dim: dim as u32, model: self.args.model.embedding_model_key(), values: EmbeddingChunk::pack(&values), failed };
+        let chunk = EmbeddingChunk {
+            ids,
+            dim: dim as u32,
+            model: self.args.model.embedding_model_key(),
+            values: EmbeddingChunk::pack(&values),
+            failed,
+        };
         let shard = self.args.shard;
         let path = EmbeddingChunk::path(&self.rundir.embeddings_dir(), shard.index, shard.count, self.next_chunk);
         chunk.save(&path).context("writing an embedding chunk")?;
         self.next_chunk += 1;
         let images = chunk.ids.len();
         self.store.add_written(path, chunk);
-        tracing::info!(images, embedded = self.store.len(), total = self.manifest.len(), "embedding chunk written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0);
+        tracing::info!(
+            images,
+            embedded = self.store.len(),
+            total = self.manifest.len(),
+            "embedding chunk written in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
         Ok(())
     }
 
@@ -303,7 +329,8 @@ impl Inferrer {
                     failed.extend(chunk.failed.iter().map(|id| (*id, "unreadable image".to_owned())));
                 }
                 if !self.partial_rows.is_empty() {
-                    let x = Tensor::from_slice(&self.partial_rows.concat()).view([self.partial_rows.len() as i64, binann_model::EMBED_DIM as i64]);
+                    let x = Tensor::from_slice(&self.partial_rows.concat())
+                        .view([self.partial_rows.len() as i64, binann_model::EMBED_DIM as i64]);
                     let p: Vec<f32> = Vec::try_from(head.predict(&x).to_device(Device::Cpu))?;
                     for (id, prob) in self.partial_ids.iter().zip(p) {
                         if wanted(*id) {
@@ -353,8 +380,11 @@ impl Inferrer {
         let embedded = self.store.len() + self.partial_ids.len();
         self.predicted_for = Some((meta.generation, embedded));
         tracing::info!(
-            checkpoint = meta.generation, predicted = predictions.ids.len(), total = self.manifest.len(),
-            "predictions written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0
+            checkpoint = meta.generation,
+            predicted = predictions.ids.len(),
+            total = self.manifest.len(),
+            "predictions written in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(())
     }

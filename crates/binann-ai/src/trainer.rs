@@ -134,11 +134,8 @@ fn existing_generation(rundir: &RunDir) -> u64 {
 
 /// (id, positive?) of every positive/negative label in force, by id.
 fn labelled(state: &AnnotationState) -> Vec<(u32, bool)> {
-    let mut v: Vec<(u32, bool)> = state
-        .labels()
-        .filter(|(_, e)| e.label != Label::Skip)
-        .map(|(id, e)| (id, e.label == Label::Positive))
-        .collect();
+    let mut v: Vec<(u32, bool)> =
+        state.labels().filter(|(_, e)| e.label != Label::Skip).map(|(id, e)| (id, e.label == Label::Positive)).collect();
     v.sort_unstable();
     v
 }
@@ -189,8 +186,13 @@ impl Trainer {
         }
         self.board.flush();
         tracing::info!(
-            generation = self.generation, labels = used, positives, loss, accuracy,
-            "checkpoint written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0
+            generation = self.generation,
+            labels = used,
+            positives,
+            loss,
+            accuracy,
+            "checkpoint written in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
         );
         Ok(())
     }

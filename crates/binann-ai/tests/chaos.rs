@@ -51,12 +51,26 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
     let weights = weights();
     let tmp = tempfile::tempdir().unwrap();
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
-    let out = Command::new(bin("binann")).args(["demo-data", "--count", "600", "--positive", "shoe"])
-        .arg("--source").arg(root.join(".cache/fashion-mnist")).arg("--out").arg(&data).arg("--truth").arg(tmp.path().join("truth.csv"))
-        .output().unwrap();
+    let out = Command::new(bin("binann"))
+        .args(["demo-data", "--count", "600", "--positive", "shoe"])
+        .arg("--source")
+        .arg(root.join(".cache/fashion-mnist"))
+        .arg("--out")
+        .arg(&data)
+        .arg("--truth")
+        .arg(tmp.path().join("truth.csv"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let truth: HashMap<String, bool> = std::fs::read_to_string(tmp.path().join("truth.csv")).unwrap().lines().skip(1)
-        .map(|l| { let f: Vec<&str> = l.split(',').collect(); (f[0].to_owned(), f[1] == "1") }).collect();
+    let truth: HashMap<String, bool> = std::fs::read_to_string(tmp.path().join("truth.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[1] == "1")
+        })
+        .collect();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let env: Vec<(String, String)> = [
         ("BINANN_RUNDIR", run.to_str().unwrap()),
@@ -68,7 +82,10 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
         // As on a network disk shared between machines: no file events, polling only.
         ("BINANN_FORCE_POLLING", "true"),
         ("BINANN_POLL_MS", "200"),
-    ].into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
     let mut fleet = Fleet { env, port, children: Vec::new() };
     for name in ["binann-server", "binann-trainer", "binann-inferrer", "binann-selector"] {
         let child = fleet.spawn(name);
@@ -82,14 +99,21 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
         std::thread::spawn(move || {
             let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
             while !stop.load(Ordering::Relaxed) {
-                let next = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", "chaos").call().ok().and_then(|r| r.into_json::<serde_json::Value>().ok());
+                let next = agent
+                    .get(&format!("{base}/api/next?count=1"))
+                    .set("X-Client", "chaos")
+                    .call()
+                    .ok()
+                    .and_then(|r| r.into_json::<serde_json::Value>().ok());
                 let Some(item) = next.as_ref().and_then(|v| v.get(0)) else {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 };
                 let id = item["id"].as_u64().unwrap() as u32;
                 let positive = truth[item["path"].as_str().unwrap()];
-                let sent = agent.post(&format!("{base}/api/annotations")).set("X-Client", "chaos")
+                let sent = agent
+                    .post(&format!("{base}/api/annotations"))
+                    .set("X-Client", "chaos")
                     .send_json(serde_json::json!({"id": id, "label": if positive { "positive" } else { "negative" }}));
                 if matches!(sent, Ok(ref r) if r.status() == 200) {
                     acked.lock().unwrap().push((id, positive));
@@ -103,8 +127,8 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
     let mut rng = SplitMix64(0xC4A05);
     let mut kills: HashMap<&str, usize> = HashMap::new();
     while started.elapsed() < Duration::from_secs(secs) {
-        std::thread::sleep(Duration::from_millis(1000 + rng.next() % 1000));
-        let victim = (rng.next() % fleet.children.len() as u64) as usize;
+        std::thread::sleep(Duration::from_millis(1000 + rng.next_u64() % 1000));
+        let victim = (rng.next_u64() % fleet.children.len() as u64) as usize;
         let name = fleet.children[victim].0;
         let child = &mut fleet.children[victim].1;
         child.kill().unwrap(); // SIGKILL
@@ -129,10 +153,10 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
     let labels = state.counts().annotated();
     let deadline = Instant::now() + Duration::from_secs(180);
     loop {
-        if let Ok((_, r)) = Ranking::load(&run.join("ranking.bin")) {
-            if r.model.as_ref().is_some_and(|m| m.labels_used == labels) {
-                break;
-            }
+        if let Ok((_, r)) = Ranking::load(&run.join("ranking.bin"))
+            && r.model.as_ref().is_some_and(|m| m.labels_used == labels)
+        {
+            break;
         }
         assert!(Instant::now() < deadline, "no ranking from a model trained on all {labels} labels after the chaos");
         std::thread::sleep(Duration::from_millis(200));
@@ -145,6 +169,10 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
             continue;
         }
         let out = Command::new(bin("binann")).arg("inspect").arg(&path).output().unwrap();
-        assert!(out.status.success() || name.ends_with(binann_core::atomic::TEMP_SUFFIX), "{name} does not decode: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() || name.ends_with(binann_core::atomic::TEMP_SUFFIX),
+            "{name} does not decode: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -37,7 +37,7 @@ fn write_folder(dir: &Path, count: usize, name: impl Fn(usize) -> String) {
 }
 
 fn is_positive(index: usize) -> bool {
-    index % 10 == 0
+    index.is_multiple_of(10)
 }
 
 struct Folder {
@@ -72,7 +72,9 @@ fn run_folder(folder: &Folder) {
         ("RUST_LOG", "warn".into()),
     ];
     let (server, base) = start_server(&env);
-    let ai = |name: &str| Command::new(bin(name)).envs(env.iter().map(|(k, v)| (k, v))).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap();
+    let ai = |name: &str| {
+        Command::new(bin(name)).envs(env.iter().map(|(k, v)| (k, v))).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap()
+    };
     let mut procs = ChildGroup(vec![server, ai("binann-trainer"), ai("binann-inferrer"), ai("binann-selector")]);
 
     let (_, manifest) = Manifest::load(&run.join("manifest.bin")).expect("the manifest reads back");
@@ -84,12 +86,17 @@ fn run_folder(folder: &Folder) {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
     let (mut positives, mut negatives) = (0, 0);
     while (positives == 0 || negatives == 0) && positives + negatives < 30 {
-        let next: Vec<serde_json::Value> = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", "person").call().unwrap().into_json().unwrap();
+        let next: Vec<serde_json::Value> =
+            agent.get(&format!("{base}/api/next?count=1")).set("X-Client", "person").call().unwrap().into_json().unwrap();
         let Some(item) = next.first() else { break };
         let id = item["id"].as_u64().unwrap() as u32;
         let positive = is_positive(index_of(id)) || (positives == 0 && positives + negatives == 29);
         let label = if positive { "positive" } else { "negative" };
-        let r = agent.post(&format!("{base}/api/annotations")).set("X-Client", "person").send_json(serde_json::json!({"id": id, "label": label})).unwrap();
+        let r = agent
+            .post(&format!("{base}/api/annotations"))
+            .set("X-Client", "person")
+            .send_json(serde_json::json!({"id": id, "label": label}))
+            .unwrap();
         assert_eq!(r.status(), 200);
         if positive { positives += 1 } else { negatives += 1 }
     }
@@ -100,9 +107,12 @@ fn run_folder(folder: &Folder) {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let checkpoint = run.join("checkpoint.safetensors").exists();
-        let predictions = Predictions::load(&run.join("predictions.bin")).ok().filter(|(_, p)| p.model.labels_used == labels as u64 && !p.ids.is_empty());
+        let predictions =
+            Predictions::load(&run.join("predictions.bin")).ok().filter(|(_, p)| p.model.labels_used == labels as u64 && !p.ids.is_empty());
         let ranking = Ranking::load(&run.join("ranking.bin")).ok().filter(|(_, r)| {
-            r.model.as_ref().is_some_and(|m| m.labels_used == labels as u64) && r.predicted > 0 && r.ids.iter().all(|id| (*id as usize) < folder.count)
+            r.model.as_ref().is_some_and(|m| m.labels_used == labels as u64)
+                && r.predicted > 0
+                && r.ids.iter().all(|id| (*id as usize) < folder.count)
         });
         if checkpoint && predictions.is_some() && ranking.is_some() {
             break;
@@ -132,7 +142,8 @@ fn run_folder(folder: &Folder) {
     assert_eq!(stats["positives"].as_u64(), Some(positives as u64), "{stats}");
     assert_eq!(stats["negatives"].as_u64(), Some(negatives as u64), "{stats}");
     let state = AnnotationState::load(&run.join("annotations.journal")).unwrap();
-    let next: Vec<serde_json::Value> = agent.get(&format!("{base}/api/next?count=4")).set("X-Client", "person").call().unwrap().into_json().unwrap();
+    let next: Vec<serde_json::Value> =
+        agent.get(&format!("{base}/api/next?count=4")).set("X-Client", "person").call().unwrap().into_json().unwrap();
     assert_eq!(next.len(), 4.min(folder.count - labels));
     for item in &next {
         assert!(!state.is_done(item["id"].as_u64().unwrap() as u32), "a labelled image was handed out again after the restart: {item}");

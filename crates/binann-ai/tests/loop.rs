@@ -22,7 +22,12 @@ fn labels_make_the_ranking_find_sneakers() {
     let (data, run, truth_csv) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
     let status = Command::new(bin("binann"))
         .args(["demo-data", "--count", "1000", "--positive", "sneaker"])
-        .arg("--source").arg(&fashion).arg("--out").arg(&data).arg("--truth").arg(&truth_csv)
+        .arg("--source")
+        .arg(&fashion)
+        .arg("--out")
+        .arg(&data)
+        .arg("--truth")
+        .arg(&truth_csv)
         .status()
         .unwrap();
     assert!(status.success());
@@ -61,7 +66,11 @@ fn labels_make_the_ranking_find_sneakers() {
     let labelled: Vec<u32> = binann_core::ranking::default_order(manifest.len(), 12345).into_iter().take(100).collect();
     for &id in &labelled {
         let label = if truth[&manifest.paths[id as usize]] { "positive" } else { "negative" };
-        let r = agent.post(&format!("{base}/api/annotations")).set("X-Client", "sim").send_json(serde_json::json!({"id": id, "label": label})).unwrap();
+        let r = agent
+            .post(&format!("{base}/api/annotations"))
+            .set("X-Client", "sim")
+            .send_json(serde_json::json!({"id": id, "label": label}))
+            .unwrap();
         assert_eq!(r.status(), 200);
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -70,19 +79,26 @@ fn labels_make_the_ranking_find_sneakers() {
     // Wait for a ranking from a model trained on all 100 labels, over every unlabelled image.
     let deadline = Instant::now() + Duration::from_secs(240);
     let ranking = loop {
-        if let Ok((_, r)) = Ranking::load(&run.join("ranking.bin")) {
-            if r.model.as_ref().is_some_and(|m| m.labels_used == 100) && r.predicted == 900 {
-                break r;
-            }
+        if let Ok((_, r)) = Ranking::load(&run.join("ranking.bin"))
+            && r.model.as_ref().is_some_and(|m| m.labels_used == 100)
+            && r.predicted == 900
+        {
+            break r;
         }
-        assert!(Instant::now() < deadline, "no ranking of all 900 unlabelled images from a model trained on the 100 labels within 4 minutes");
+        assert!(
+            Instant::now() < deadline,
+            "no ranking of all 900 unlabelled images from a model trained on the 100 labels within 4 minutes"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     let top: Vec<u32> = ranking.ids.iter().copied().filter(|id| !labelled.contains(id)).take(100).collect();
     assert_eq!(top.len(), 100);
     let hits = top.iter().filter(|id| truth[&manifest.paths[**id as usize]]).count();
     let remaining = truth.values().filter(|p| **p).count() - found;
-    println!("base rate {:.1} %; positives among the 100 labels: {found}; sneakers in the ranking's top 100: {hits} (of {remaining} left)", base_rate * 100.0);
+    println!(
+        "base rate {:.1} %; positives among the 100 labels: {found}; sneakers in the ranking's top 100: {hits} (of {remaining} left)",
+        base_rate * 100.0
+    );
     assert!(hits >= 50, "only {hits} sneakers in the top 100 (base rate {:.0} %)", base_rate * 100.0);
     let stats: serde_json::Value = agent.get(&format!("{base}/api/stats")).call().unwrap().into_json().unwrap();
     assert_eq!(stats["model"]["trained_on"].as_u64(), Some(100), "{stats}");

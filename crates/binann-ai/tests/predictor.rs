@@ -24,22 +24,42 @@ fn exported_predictor_reproduces_the_inferrer() {
     let weights = weights();
     let tmp = tempfile::tempdir().unwrap();
     let (data, run, truth) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
-    run_ok(Command::new(bin("binann")).args(["demo-data", "--count", "80", "--positive", "shoe"])
-        .arg("--source").arg(root.join(".cache/fashion-mnist")).arg("--out").arg(&data).arg("--truth").arg(&truth));
+    run_ok(
+        Command::new(bin("binann"))
+            .args(["demo-data", "--count", "80", "--positive", "shoe"])
+            .arg("--source")
+            .arg(root.join(".cache/fashion-mnist"))
+            .arg("--out")
+            .arg(&data)
+            .arg("--truth")
+            .arg(&truth),
+    );
     // A manifest and 40 labels from the ground truth, written as the server would.
     let rundir = RunDir::create_or_open(&run).unwrap();
     let (manifest, _) = binann_core::manifest::Manifest::scan(&data, None).unwrap();
     manifest.save(&rundir.manifest(), 1).unwrap();
     let truth_text = std::fs::read_to_string(&truth).unwrap();
-    let positive: std::collections::HashMap<&str, bool> =
-        truth_text.lines().skip(1).map(|l| { let f: Vec<&str> = l.split(',').collect(); (f[0], f[1] == "1") }).collect();
+    let positive: std::collections::HashMap<&str, bool> = truth_text
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0], f[1] == "1")
+        })
+        .collect();
     let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
     for id in 0..40u32 {
         let label = if positive[manifest.paths[id as usize].as_str()] { Label::Positive } else { Label::Negative };
         let r = Record { seq: id as u64, time_ms: 0, client: "t".into(), event: Event::Label { id, label, prob: None } };
         writer.append_framed(&journal::frame(&r)).unwrap();
     }
-    let env = [("BINANN_RUNDIR", run.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu"), ("OMP_WAIT_POLICY", "PASSIVE")];
+    let env = [
+        ("BINANN_RUNDIR", run.to_str().unwrap()),
+        ("BINANN_WEIGHTS", weights.to_str().unwrap()),
+        ("BINANN_INPUT_SIZE", "64"),
+        ("BINANN_DEVICE", "cpu"),
+        ("OMP_WAIT_POLICY", "PASSIVE"),
+    ];
     run_ok(Command::new(bin("binann-trainer")).arg("--once").envs(env));
     run_ok(Command::new(bin("binann-inferrer")).arg("--once").envs(env));
     let (_, predictions) = Predictions::load(&rundir.predictions(0, 1)).unwrap();
@@ -51,7 +71,13 @@ fn exported_predictor_reproduces_the_inferrer() {
     for f in ["BINANN-RUNDIR", "manifest.bin", "annotations.journal", "checkpoint.safetensors"] {
         std::fs::copy(run.join(f), sharded.join(f)).unwrap();
     }
-    let env2 = [("BINANN_RUNDIR", sharded.to_str().unwrap()), ("BINANN_WEIGHTS", weights.to_str().unwrap()), ("BINANN_INPUT_SIZE", "64"), ("BINANN_DEVICE", "cpu"), ("OMP_WAIT_POLICY", "PASSIVE")];
+    let env2 = [
+        ("BINANN_RUNDIR", sharded.to_str().unwrap()),
+        ("BINANN_WEIGHTS", weights.to_str().unwrap()),
+        ("BINANN_INPUT_SIZE", "64"),
+        ("BINANN_DEVICE", "cpu"),
+        ("OMP_WAIT_POLICY", "PASSIVE"),
+    ];
     for shard in ["0/2", "1/2"] {
         run_ok(Command::new(bin("binann-inferrer")).args(["--once", "--shard", shard]).envs(env2));
     }
@@ -65,7 +91,15 @@ fn exported_predictor_reproduces_the_inferrer() {
     assert!(ranking.probs.windows(2).all(|w| w[0] >= w[1]), "max-probability order");
 
     let exported = tmp.path().join("predictor");
-    let err = Command::new(bin("binann-predict")).args(["export", "--threshold", "2"]).arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env).output().unwrap();
+    let err = Command::new(bin("binann-predict"))
+        .args(["export", "--threshold", "2"])
+        .arg("--rundir")
+        .arg(&run)
+        .arg("--out")
+        .arg(&exported)
+        .envs(env)
+        .output()
+        .unwrap();
     assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("between 0 and 1"));
     run_ok(Command::new(bin("binann-predict")).arg("export").arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env));
     let description: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(exported.join("predictor.json")).unwrap()).unwrap();
@@ -73,11 +107,16 @@ fn exported_predictor_reproduces_the_inferrer() {
     // The predictor is self-contained: move it away from the run directory first.
     let moved = tmp.path().join("moved");
     std::fs::rename(&exported, &moved).unwrap();
-    let csv = run_ok(Command::new(bin("binann-predict")).args(["apply", "--device", "cpu"]).arg("--predictor").arg(&moved).arg("--images").arg(&data));
+    let csv = run_ok(
+        Command::new(bin("binann-predict")).args(["apply", "--device", "cpu"]).arg("--predictor").arg(&moved).arg("--images").arg(&data),
+    );
     let applied: std::collections::HashMap<String, f32> = csv
         .lines()
         .skip(1)
-        .map(|l| { let f: Vec<&str> = l.split(',').collect(); (f[0].to_owned(), f[1].parse().unwrap()) })
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[0].to_owned(), f[1].parse().unwrap())
+        })
         .collect();
     assert_eq!(applied.len(), 80);
     for (id, p) in predictions.ids.iter().zip(&predictions.probs) {
@@ -92,7 +131,9 @@ fn a_finetuned_model_exports_and_predicts_the_same() {
     let (run, images) = (tmp.path().join("run"), tmp.path().join("images"));
     std::fs::create_dir_all(&images).unwrap();
     for i in 0..5u8 {
-        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([i * 40, (x * 6) as u8, (y * 8) as u8])).save(images.join(format!("{i}.png"))).unwrap();
+        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb([i * 40, (x * 6) as u8, (y * 8) as u8]))
+            .save(images.join(format!("{i}.png")))
+            .unwrap();
     }
     let rundir = RunDir::create_or_open(&run).unwrap();
     let model = binann_model::FullModel::untrained(32, tch::Device::Cpu);
@@ -110,7 +151,14 @@ fn a_finetuned_model_exports_and_predicts_the_same() {
     let exported = tmp.path().join("predictor");
     run_ok(Command::new(bin("binann-predict")).arg("export").arg("--rundir").arg(&run).arg("--out").arg(&exported));
     assert!(exported.join("model.safetensors").exists());
-    let csv = run_ok(Command::new(bin("binann-predict")).args(["apply", "--device", "cpu"]).arg("--predictor").arg(&exported).arg("--images").arg(&images));
+    let csv = run_ok(
+        Command::new(bin("binann-predict"))
+            .args(["apply", "--device", "cpu"])
+            .arg("--predictor")
+            .arg(&exported)
+            .arg("--images")
+            .arg(&images),
+    );
     let preprocess = binann_model::Preprocess { size: 32 };
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();

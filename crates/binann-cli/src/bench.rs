@@ -6,11 +6,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use binann_core::process::{ChildGroup, server_url};
 use binann_core::annotations::{Event, Label, Record};
 use binann_core::codec::FileKind;
 use binann_core::journal::{self, JournalWriter};
 use binann_core::manifest::Manifest;
+use binann_core::process::{ChildGroup, server_url};
 use binann_core::rundir::RunDir;
 
 /// Options of `binann bench-server`.
@@ -57,7 +57,12 @@ fn synthetic_rundir(dir: &Path, images: usize, annotations: usize) -> anyhow::Re
     let mut framed = Vec::new();
     for (seq, id) in order.iter().take(annotations).enumerate() {
         let label = if seq % 10 == 0 { Label::Positive } else { Label::Negative };
-        let record = Record { seq: seq as u64, time_ms: binann_core::now_ms(), client: "bench-seed".into(), event: Event::Label { id: *id, label, prob: Some(0.5) } };
+        let record = Record {
+            seq: seq as u64,
+            time_ms: binann_core::now_ms(),
+            client: "bench-seed".into(),
+            event: Event::Label { id: *id, label, prob: Some(0.5) },
+        };
         framed.extend(journal::frame(&record));
     }
     writer.append_framed(&framed)?;
@@ -140,7 +145,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     println!(
         "  next+annotate pair, one client, {} pairs: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        args.pairs, percentile(&times, 0.5), percentile(&times, 0.99), times[times.len() - 1]
+        args.pairs,
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        times[times.len() - 1]
     );
 
     let deadline = Instant::now() + Duration::from_secs(args.seconds);
@@ -173,7 +181,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let doubles = per_client.iter().flat_map(|(ids, _)| ids).filter(|id| !seen.insert(**id)).count();
     println!(
         "  sustained, {} clients for {:.0} s: {done} annotations, {:.0} annotations/s (each durable before its answer), {errors} errors, {doubles} images labelled by two clients; resident memory {:.1} MiB",
-        args.clients, elapsed, done as f64 / elapsed, rss_mib(pid)
+        args.clients,
+        elapsed,
+        done as f64 / elapsed,
+        rss_mib(pid)
     );
     let expected = (args.annotations + 50 + args.pairs + done) as u64;
     drop(running);
@@ -189,7 +200,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let ids: Vec<u32> = (0..n as u32).collect();
         let probs: Vec<f32> = ids.iter().map(|_| rng.next_f64() as f32).collect();
         let started = Instant::now();
-        let order = binann_selector::select(&ids, &probs, binann_selector::Strategy::MaxProbability, 0.0, binann_selector::Explore::Entropy, 1);
+        let order =
+            binann_selector::select(&ids, &probs, binann_selector::Strategy::MaxProbability, 0.0, binann_selector::Explore::Entropy, 1);
         let ranking = binann_core::ranking::Ranking {
             ids: order.iter().map(|&i| ids[i]).collect(),
             probs: order.iter().map(|&i| probs[i]).collect(),
@@ -214,7 +226,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let first = t.elapsed();
         println!(
             "\n{n} images: start-up {:.3} s, resident memory {:.1} MiB, first next+annotate {:.2} ms, manifest file {:.1} MiB",
-            running.startup.as_secs_f64(), rss_mib(pid), first.as_secs_f64() * 1000.0,
+            running.startup.as_secs_f64(),
+            rss_mib(pid),
+            first.as_secs_f64() * 1000.0,
             std::fs::metadata(dir.join("run/manifest.bin"))?.len() as f64 / (1 << 20) as f64
         );
     }

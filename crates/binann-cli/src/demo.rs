@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 /// The ten Fashion-MNIST classes, by label number.
-pub const CLASSES: [&str; 10] =
-    ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"];
+pub const CLASSES: [&str; 10] = ["tshirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle_boot"];
 
 /// Options of `binann demo-data`.
 #[derive(Debug, clap::Args)]
@@ -42,7 +41,8 @@ fn positive_classes(name: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 fn read_idx(path: &Path, expected_magic: u32) -> anyhow::Result<(Vec<u32>, Vec<u8>)> {
-    let file = std::fs::File::open(path).with_context(|| format!("opening {} (run scripts/setup.sh to fetch Fashion-MNIST)", path.display()))?;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("opening {} (run scripts/setup.sh to fetch Fashion-MNIST)", path.display()))?;
     let mut bytes = Vec::new();
     flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).with_context(|| format!("decompressing {}", path.display()))?;
     let word = |i: usize| -> anyhow::Result<u32> {
@@ -112,6 +112,12 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     csv.flush()?;
     let positives = rows.iter().filter(|r| r.contains(",1,")).count();
-    println!("wrote {} images to {} ({positives} positive: {}), truth in {}", rows.len(), args.out.display(), args.positive, args.truth.display());
+    println!(
+        "wrote {} images to {} ({positives} positive: {}), truth in {}",
+        rows.len(),
+        args.out.display(),
+        args.positive,
+        args.truth.display()
+    );
     Ok(())
 }

@@ -119,11 +119,7 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
 }
 
 /// Runs `binann export`.
@@ -163,7 +159,9 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     if !stdout {
         eprintln!(
             "binann export: {} images to {}: {human} labelled by a person, {model} by the model, {} unlabelled",
-            rows.len(), args.out.display(), rows.len() - human - model
+            rows.len(),
+            args.out.display(),
+            rows.len() - human - model
         );
     }
     Ok(())

@@ -71,7 +71,12 @@ pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
     if !data.exists() {
         let status = Command::new(bin.join("binann"))
             .args(["demo-data", "--count", &args.count.to_string(), "--positive", &args.positive])
-            .arg("--source").arg(&args.source).arg("--out").arg(&data).arg("--truth").arg(&truth_csv)
+            .arg("--source")
+            .arg(&args.source)
+            .arg("--out")
+            .arg(&data)
+            .arg("--truth")
+            .arg(&truth_csv)
             .status()?;
         if !status.success() {
             bail!("writing the demo dataset failed");
@@ -114,7 +119,12 @@ pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
     let curves: Vec<(&str, Vec<usize>)> = runs.iter().map(|(n, s)| (*n, cumulative(s))).collect();
     let oracle: Vec<usize> = (1..=args.labels).map(|n| n.min(positives)).collect();
 
-    println!("dataset: {} Fashion-MNIST images, positive class {:?}: {positives} positives ({:.1} %)", truth.len(), args.positive, 100.0 * positives as f64 / truth.len() as f64);
+    println!(
+        "dataset: {} Fashion-MNIST images, positive class {:?}: {positives} positives ({:.1} %)",
+        truth.len(),
+        args.positive,
+        100.0 * positives as f64 / truth.len() as f64
+    );
     println!("positives found after n labels (recall):");
     println!("{:>8} {:>16} {:>16} {:>16}", "n", "with AI", "random order", "oracle");
     let mut checkpoints: Vec<usize> = [50, 100, 200, 300, 500, 750, 1000, 1500, 2000].into_iter().filter(|n| *n <= args.labels).collect();
@@ -129,7 +139,12 @@ pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
         println!("{n:>8} {:>16} {:>16} {:>16}", cell(&curves[0].1, n), cell(&curves[1].1, n), cell(&oracle, n));
     }
     if args.labels >= 2 * positives {
-        println!("recall after 2 x {positives} = {} labels: with AI {}, random order {}", 2 * positives, cell(&curves[0].1, 2 * positives), cell(&curves[1].1, 2 * positives));
+        println!(
+            "recall after 2 x {positives} = {} labels: with AI {}, random order {}",
+            2 * positives,
+            cell(&curves[0].1, 2 * positives),
+            cell(&curves[1].1, 2 * positives)
+        );
     }
     let elapsed = runs[0].1.last().map_or(0.0, |s| s.time_s);
     println!("with AI: {} labels in {elapsed:.0} s ({:.2} labels/s)", runs[0].1.len(), runs[0].1.len() as f64 / elapsed.max(1e-9));
@@ -150,12 +165,7 @@ fn plot(path: &Path, positives: usize, curves: &[(&str, Vec<usize>)], oracle: &[
         .y_label_area_size(48)
         .build_cartesian_2d(0usize..n, 0f64..1.0)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("labels given")
-        .y_desc("recall (share of positives found)")
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    chart.configure_mesh().x_desc("labels given").y_desc("recall (share of positives found)").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
     let p = positives.max(1) as f64;
     let series: Vec<(&str, &[usize], RGBColor)> = vec![
         ("oracle (all positives first)", oracle, RGBColor(150, 150, 150)),

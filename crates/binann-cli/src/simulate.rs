@@ -119,10 +119,13 @@ pub fn write_trace(path: &Path, steps: &[Step]) -> anyhow::Result<()> {
 
 /// Positives found after each step (cumulative).
 pub fn cumulative(steps: &[Step]) -> Vec<usize> {
-    steps.iter().scan(0, |found, s| {
-        *found += usize::from(s.truth);
-        Some(*found)
-    }).collect()
+    steps
+        .iter()
+        .scan(0, |found, s| {
+            *found += usize::from(s.truth);
+            Some(*found)
+        })
+        .collect()
 }
 
 /// Runs `binann simulate` and prints the summary as JSON.

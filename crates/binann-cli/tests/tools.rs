@@ -24,18 +24,31 @@ fn stdout_ok(out: Output) -> String {
 fn run_directory(dir: &Path) -> PathBuf {
     let run = dir.join("run");
     let rd = RunDir::create_or_open(&run).unwrap();
-    Manifest { datadir: "/data".into(), paths: (0..10).map(|i| format!("img,{i}.png")).collect(), scanned_ms: 0 }.save(&rd.manifest(), 1).unwrap();
+    Manifest { datadir: "/data".into(), paths: (0..10).map(|i| format!("img,{i}.png")).collect(), scanned_ms: 0 }
+        .save(&rd.manifest(), 1)
+        .unwrap();
     let mut w = JournalWriter::open::<Record>(&rd.annotations(), FileKind::Annotations).unwrap().writer;
     for (seq, (id, label)) in [(0, Label::Negative), (1, Label::Negative), (2, Label::Skip), (9, Label::Negative)].into_iter().enumerate() {
         let r = Record { seq: seq as u64, time_ms: 0, client: "p".into(), event: Event::Label { id, label, prob: None } };
         w.append_framed(&journal::frame(&r)).unwrap();
     }
-    let model = ModelInfo { checkpoint_generation: 3, checkpoint_ms: 0, labels_used: 3, positives_used: 1, mode: "head".into(), backbone: "mobilenet_v2".into(), input_size: 96, loss: 0.1 };
+    let model = ModelInfo {
+        checkpoint_generation: 3,
+        checkpoint_ms: 0,
+        labels_used: 3,
+        positives_used: 1,
+        mode: "head".into(),
+        backbone: "mobilenet_v2".into(),
+        input_size: 96,
+        loss: 0.1,
+    };
     // Two shards, as two inferrers would write them.
     for shard in 0..2u32 {
         let ids: Vec<u32> = (0..10).filter(|i| i % 2 == shard).collect();
         let probs = ids.iter().map(|i| *i as f32 / 10.0).collect();
-        Predictions { model: model.clone(), shard: (shard, 2), ids, probs, failed: vec![], created_ms: 0 }.save(&rd.predictions(shard, 2), 1).unwrap();
+        Predictions { model: model.clone(), shard: (shard, 2), ids, probs, failed: vec![], created_ms: 0 }
+            .save(&rd.predictions(shard, 2), 1)
+            .unwrap();
     }
     run
 }
@@ -58,7 +71,18 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
     assert_eq!(rows.iter().filter(|r| r[6] == "human").count(), 3);
 
     let jsonl = tmp.path().join("rest.jsonl");
-    stdout_ok(binann(&["export", "--rundir", run_s, "--out", jsonl.to_str().unwrap(), "--label-rest", "--positive-above", "0.8", "--negative-below", "0.35"]));
+    stdout_ok(binann(&[
+        "export",
+        "--rundir",
+        run_s,
+        "--out",
+        jsonl.to_str().unwrap(),
+        "--label-rest",
+        "--positive-above",
+        "0.8",
+        "--negative-below",
+        "0.35",
+    ]));
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 10);
     let source = |id: usize| (rows[id]["label"].as_str().map(str::to_owned), rows[id]["label_source"].as_str().unwrap().to_owned());
@@ -100,7 +124,9 @@ fn split_csv(line: &str) -> Vec<String> {
 fn inspect_prints_every_kind_of_file_and_names_bad_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let run = run_directory(tmp.path());
-    for (file, expect) in [("manifest.bin", "\"kind\":\"manifest\""), ("annotations.journal", "\"records\":4"), ("predictions-1-of-2.bin", "\"shard\":[1,2]")] {
+    for (file, expect) in
+        [("manifest.bin", "\"kind\":\"manifest\""), ("annotations.journal", "\"records\":4"), ("predictions-1-of-2.bin", "\"shard\":[1,2]")]
+    {
         let out = stdout_ok(binann(&["inspect", run.join(file).to_str().unwrap()]));
         assert!(out.contains(expect), "{file}: {out}");
         for line in out.lines() {
@@ -138,7 +164,19 @@ fn simulate_labels_through_the_api_from_the_truth() {
         .unwrap();
     let url = binann_core::process::server_url(&mut server).unwrap();
     let trace = tmp.path().join("trace.csv");
-    let summary = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "8", "--pace", "0", "--trace", trace.to_str().unwrap()]);
+    let summary = binann(&[
+        "simulate",
+        "--url",
+        &url,
+        "--truth",
+        truth_csv.to_str().unwrap(),
+        "--labels",
+        "8",
+        "--pace",
+        "0",
+        "--trace",
+        trace.to_str().unwrap(),
+    ]);
     let summary: serde_json::Value = serde_json::from_str(&stdout_ok(summary)).unwrap();
     let trace = std::fs::read_to_string(&trace).unwrap();
     assert_eq!(trace.lines().count(), 9);
@@ -160,7 +198,17 @@ fn simulate_labels_through_the_api_from_the_truth() {
 #[test]
 fn demo_data_refuses_an_unknown_class() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = binann(&["demo-data", "--source", "/nonexistent", "--out", tmp.path().join("d").to_str().unwrap(), "--truth", tmp.path().join("t.csv").to_str().unwrap(), "--positive", "unicorn"]);
+    let out = binann(&[
+        "demo-data",
+        "--source",
+        "/nonexistent",
+        "--out",
+        tmp.path().join("d").to_str().unwrap(),
+        "--truth",
+        tmp.path().join("t.csv").to_str().unwrap(),
+        "--positive",
+        "unicorn",
+    ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown positive class \"unicorn\""));
 }

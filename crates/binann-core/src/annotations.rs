@@ -172,9 +172,9 @@ impl AnnotationState {
     /// Reads and replays an annotation journal (a missing file is an empty state).
     pub fn load(path: &Path) -> Result<Self, FileError> {
         match journal::read_journal::<Record>(path, FileKind::Annotations) {
-            Ok(contents) => Self::replay(&contents.records).map_err(|e| {
-                FileError::decode(path, crate::codec::DecodeError::Payload(e.to_string()))
-            }),
+            Ok(contents) => {
+                Self::replay(&contents.records).map_err(|e| FileError::decode(path, crate::codec::DecodeError::Payload(e.to_string())))
+            }
             Err(e) if e.is_not_found() => Ok(Self::default()),
             Err(e) => Err(e),
         }

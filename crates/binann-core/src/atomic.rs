@@ -13,11 +13,8 @@ pub const TEMP_SUFFIX: &str = ".binann-tmp";
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     let dir = parent_dir(path);
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}."))
-        .suffix(TEMP_SUFFIX)
-        .tempfile_in(dir)
-        .map_err(|e| FileError::io(path, e))?;
+    let mut tmp =
+        tempfile::Builder::new().prefix(&format!(".{name}.")).suffix(TEMP_SUFFIX).tempfile_in(dir).map_err(|e| FileError::io(path, e))?;
     tmp.write_all(bytes).map_err(|e| FileError::io(path, e))?;
     // tempfile creates 0600; run-directory files are read by other users' processes on shared disks.
     #[cfg(unix)]
@@ -53,12 +50,8 @@ pub fn remove_stale_temps(dir: &Path, older_than: std::time::Duration) -> usize 
         if !name.ends_with(TEMP_SUFFIX) {
             continue;
         }
-        let old_enough = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= older_than);
+        let old_enough =
+            entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age >= older_than);
         if old_enough && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }

@@ -91,9 +91,7 @@ pub enum DecodeError {
     #[error("corrupt header (checksum mismatch)")]
     HeaderChecksum,
     /// Written by a newer binann.
-    #[error(
-        "format version {found} is newer than this binann reads ({FORMAT_VERSION}); upgrade binann"
-    )]
+    #[error("format version {found} is newer than this binann reads ({FORMAT_VERSION}); upgrade binann")]
     NewerVersion {
         /// Version in the file.
         found: u16,
@@ -151,17 +149,11 @@ pub enum FileError {
 impl FileError {
     /// Wraps an I/O error with the path it happened on.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_owned(),
-            source,
-        }
+        Self::Io { path: path.to_owned(), source }
     }
     /// Wraps a decode error with the path it happened on.
     pub fn decode(path: &Path, source: DecodeError) -> Self {
-        Self::Decode {
-            path: path.to_owned(),
-            source,
-        }
+        Self::Decode { path: path.to_owned(), source }
     }
     /// True when the file simply does not exist (yet).
     pub fn is_not_found(&self) -> bool {
@@ -210,27 +202,17 @@ pub fn decode_header(bytes: &[u8], expected: Option<FileKind>) -> Result<Header,
         return Err(DecodeError::NewerVersion { found: version });
     }
     let kind = FileKind::from_u16(u16_at(10)).ok_or(DecodeError::UnknownKind(u16_at(10)))?;
-    if let Some(expected) = expected {
-        if expected != kind {
-            return Err(DecodeError::WrongKind {
-                expected,
-                found: kind,
-            });
-        }
+    if let Some(expected) = expected
+        && expected != kind
+    {
+        return Err(DecodeError::WrongKind { expected, found: kind });
     }
-    Ok(Header {
-        version,
-        kind,
-        generation: u64_at(16),
-        payload_len: u64_at(24),
-        payload_crc: u32_at(32),
-    })
+    Ok(Header { version, kind, generation: u64_at(16), payload_len: u64_at(24), payload_crc: u32_at(32) })
 }
 
 /// Encodes a value with bincode (no header): used for journal records.
 pub fn encode_value<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, config())
-        .expect("bincode encoding of in-memory values cannot fail")
+    bincode::serde::encode_to_vec(value, config()).expect("bincode encoding of in-memory values cannot fail")
 }
 
 /// The most bytes bincode's serde decoder claims against its limit for each byte it reads.
@@ -252,9 +234,7 @@ pub const MAX_CLAIM_PER_BYTE: usize = 16;
 /// value binann encodes can exceed it (see [`MAX_CLAIM_PER_BYTE`]); a forged prefix can make it
 /// allocate at most that much, and every file's payload is checksummed before it gets here.
 pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
-    fn decode<T: DeserializeOwned, const LIMIT: usize>(
-        bytes: &[u8],
-    ) -> Result<(T, usize), bincode::error::DecodeError> {
+    fn decode<T: DeserializeOwned, const LIMIT: usize>(bytes: &[u8]) -> Result<(T, usize), bincode::error::DecodeError> {
         bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
     }
     macro_rules! within {
@@ -283,10 +263,7 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError>
     );
     let (value, used) = decoded.map_err(|e| DecodeError::Payload(e.to_string()))?;
     if used != bytes.len() {
-        return Err(DecodeError::Payload(format!(
-            "{} trailing bytes",
-            bytes.len() - used
-        )));
+        return Err(DecodeError::Payload(format!("{} trailing bytes", bytes.len() - used)));
     }
     Ok(value)
 }
@@ -294,13 +271,8 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError>
 /// Encodes a whole file: header plus bincode payload.
 pub fn encode_file<T: Serialize>(kind: FileKind, generation: u64, value: &T) -> Vec<u8> {
     let payload = encode_value(value);
-    let header = Header {
-        version: FORMAT_VERSION,
-        kind,
-        generation,
-        payload_len: payload.len() as u64,
-        payload_crc: crc32fast::hash(&payload),
-    };
+    let header =
+        Header { version: FORMAT_VERSION, kind, generation, payload_len: payload.len() as u64, payload_crc: crc32fast::hash(&payload) };
     let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
     out.extend_from_slice(&encode_header(&header));
     out.extend_from_slice(&payload);
@@ -308,23 +280,14 @@ pub fn encode_file<T: Serialize>(kind: FileKind, generation: u64, value: &T) -> 
 }
 
 /// Decodes a whole file of the expected kind, checking length and checksum.
-pub fn decode_file<T: DeserializeOwned>(
-    bytes: &[u8],
-    kind: FileKind,
-) -> Result<(Header, T), DecodeError> {
+pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Result<(Header, T), DecodeError> {
     let header = decode_header(bytes, Some(kind))?;
     let payload = &bytes[HEADER_LEN..];
     if (payload.len() as u64) < header.payload_len {
-        return Err(DecodeError::Truncated {
-            expected: header.payload_len,
-            found: payload.len() as u64,
-        });
+        return Err(DecodeError::Truncated { expected: header.payload_len, found: payload.len() as u64 });
     }
     if (payload.len() as u64) > header.payload_len {
-        return Err(DecodeError::Payload(format!(
-            "{} bytes after the payload",
-            payload.len() as u64 - header.payload_len
-        )));
+        return Err(DecodeError::Payload(format!("{} bytes after the payload", payload.len() as u64 - header.payload_len)));
     }
     if crc32fast::hash(payload) != header.payload_crc {
         return Err(DecodeError::PayloadChecksum);
@@ -333,21 +296,13 @@ pub fn decode_file<T: DeserializeOwned>(
 }
 
 /// Reads and decodes a whole file.
-pub fn read_file<T: DeserializeOwned>(
-    path: &Path,
-    kind: FileKind,
-) -> Result<(Header, T), FileError> {
+pub fn read_file<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<(Header, T), FileError> {
     let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
     decode_file(&bytes, kind).map_err(|e| FileError::decode(path, e))
 }
 
 /// Encodes and atomically writes a whole file.
-pub fn write_file<T: Serialize>(
-    path: &Path,
-    kind: FileKind,
-    generation: u64,
-    value: &T,
-) -> Result<(), FileError> {
+pub fn write_file<T: Serialize>(path: &Path, kind: FileKind, generation: u64, value: &T) -> Result<(), FileError> {
     crate::atomic::write_atomic(path, &encode_file(kind, generation, value))
 }
 
@@ -378,38 +333,22 @@ mod tests {
         assert_eq!(back, v);
         assert_eq!(
             decode_file::<Vec<u32>>(&bytes, FileKind::Manifest).unwrap_err(),
-            DecodeError::WrongKind {
-                expected: FileKind::Manifest,
-                found: FileKind::Ranking
-            }
+            DecodeError::WrongKind { expected: FileKind::Manifest, found: FileKind::Ranking }
         );
-        assert!(matches!(
-            decode_file::<Vec<u32>>(&bytes[..bytes.len() - 3], FileKind::Ranking),
-            Err(DecodeError::Truncated { .. })
-        ));
+        assert!(matches!(decode_file::<Vec<u32>>(&bytes[..bytes.len() - 3], FileKind::Ranking), Err(DecodeError::Truncated { .. })));
         assert_eq!(
-            decode_file::<Vec<u32>>(
-                b"{\"json\": true}\n...........................",
-                FileKind::Ranking
-            )
-            .unwrap_err(),
+            decode_file::<Vec<u32>>(b"{\"json\": true}\n...........................", FileKind::Ranking).unwrap_err(),
             DecodeError::BadMagic
         );
         let mut flipped = bytes.clone();
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert_eq!(
-            decode_file::<Vec<u32>>(&flipped, FileKind::Ranking).unwrap_err(),
-            DecodeError::PayloadChecksum
-        );
+        assert_eq!(decode_file::<Vec<u32>>(&flipped, FileKind::Ranking).unwrap_err(), DecodeError::PayloadChecksum);
         let mut newer = bytes.clone();
         newer[8] = 9;
         let crc = crc32fast::hash(&newer[0..36]);
         newer[36..40].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            decode_file::<Vec<u32>>(&newer, FileKind::Ranking).unwrap_err(),
-            DecodeError::NewerVersion { found: 9 }
-        );
+        assert_eq!(decode_file::<Vec<u32>>(&newer, FileKind::Ranking).unwrap_err(), DecodeError::NewerVersion { found: 9 });
     }
 
     #[test]
@@ -423,24 +362,11 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("manifest.bin");
-        let err = write_file_verified(&path, FileKind::Manifest, 1, &Lopsided { missing: 1 })
-            .unwrap_err();
-        assert!(
-            matches!(
-                err,
-                FileError::Decode {
-                    source: DecodeError::Payload(_),
-                    ..
-                }
-            ),
-            "{err}"
-        );
+        let err = write_file_verified(&path, FileKind::Manifest, 1, &Lopsided { missing: 1 }).unwrap_err();
+        assert!(matches!(err, FileError::Decode { source: DecodeError::Payload(_), .. }), "{err}");
         assert!(!path.exists());
         write_file_verified(&path, FileKind::Ranking, 1, &vec![1u32, 2]).unwrap();
-        assert_eq!(
-            read_file::<Vec<u32>>(&path, FileKind::Ranking).unwrap().1,
-            vec![1, 2]
-        );
+        assert_eq!(read_file::<Vec<u32>>(&path, FileKind::Ranking).unwrap().1, vec![1, 2]);
     }
 
     proptest::proptest! {

@@ -38,21 +38,33 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
         }
         FileKind::Ranking => {
             let (_, r): (_, Ranking) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
-            writeln!(out, "{}", json!({ "entries": r.ids.len(), "selector": r.selector, "model": r.model, "predicted": r.predicted, "created_ms": r.created_ms }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "entries": r.ids.len(), "selector": r.selector, "model": r.model, "predicted": r.predicted, "created_ms": r.created_ms })
+            )?;
             for (id, p) in r.ids.iter().zip(&r.probs) {
                 writeln!(out, "{}", json!({ "id": id, "prob": if p.is_nan() { None } else { Some(p) } }))?;
             }
         }
         FileKind::Predictions => {
             let (_, p): (_, Predictions) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
-            writeln!(out, "{}", json!({ "entries": p.ids.len(), "shard": p.shard, "model": p.model, "failed": p.failed, "created_ms": p.created_ms }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "entries": p.ids.len(), "shard": p.shard, "model": p.model, "failed": p.failed, "created_ms": p.created_ms })
+            )?;
             for (id, prob) in p.ids.iter().zip(&p.probs) {
                 writeln!(out, "{}", json!({ "id": id, "prob": prob }))?;
             }
         }
         FileKind::Embeddings => {
             let (_, e): (_, crate::embeddings::EmbeddingChunk) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
-            writeln!(out, "{}", json!({ "images": e.ids.len(), "dim": e.dim, "model": e.model, "failed": e.failed, "payload_bytes": bytes.len() - HEADER_LEN }))?;
+            writeln!(
+                out,
+                "{}",
+                json!({ "images": e.ids.len(), "dim": e.dim, "model": e.model, "failed": e.failed, "payload_bytes": bytes.len() - HEADER_LEN })
+            )?;
             let values = e.floats();
             for (row, id) in e.ids.iter().enumerate() {
                 let start = row * e.dim as usize;

@@ -34,8 +34,5 @@ pub use codec::{FileError, FileKind, Header};
 
 /// Milliseconds since the Unix epoch; the timestamp unit in every run-directory file.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }

@@ -53,8 +53,7 @@ pub enum ScanError {
 
 /// True when a file name has one of the image extensions, in any letter case.
 pub fn is_image_name(name: &str) -> bool {
-    name.rsplit_once('.')
-        .is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
+    name.rsplit_once('.').is_some_and(|(_, ext)| IMAGE_EXTENSIONS.iter().any(|e| e.eq_ignore_ascii_case(ext)))
 }
 
 /// Lists the images under `datadir`, recursively, sorted. Symlinks are not followed, so a link
@@ -66,15 +65,11 @@ pub fn list_images(datadir: &Path) -> Result<Vec<String>, ScanError> {
     if !datadir.is_dir() {
         return Err(ScanError::NotADirectory(datadir.to_owned()));
     }
-    let progress = indicatif::ProgressBar::new_spinner()
-        .with_message(format!("scanning {}", datadir.display()));
+    let progress = indicatif::ProgressBar::new_spinner().with_message(format!("scanning {}", datadir.display()));
     let mut paths = Vec::new();
     let mut other_files = 0u64;
     for entry in walkdir::WalkDir::new(datadir).follow_links(false) {
-        let entry = entry.map_err(|e| ScanError::Walk {
-            path: datadir.to_owned(),
-            message: e.to_string(),
-        })?;
+        let entry = entry.map_err(|e| ScanError::Walk { path: datadir.to_owned(), message: e.to_string() })?;
         if !entry.file_type().is_file() {
             continue;
         }
@@ -88,11 +83,7 @@ pub fn list_images(datadir: &Path) -> Result<Vec<String>, ScanError> {
         if is_image_name(rel) {
             paths.push(rel.replace(std::path::MAIN_SEPARATOR, "/"));
             if paths.len() % 10_000 == 0 {
-                progress.set_message(format!(
-                    "scanning {}: {} images",
-                    datadir.display(),
-                    paths.len()
-                ));
+                progress.set_message(format!("scanning {}: {} images", datadir.display(), paths.len()));
                 progress.tick();
             }
         } else {
@@ -101,10 +92,7 @@ pub fn list_images(datadir: &Path) -> Result<Vec<String>, ScanError> {
     }
     progress.finish_and_clear();
     if paths.is_empty() {
-        return Err(ScanError::Empty {
-            path: datadir.to_owned(),
-            other_files,
-        });
+        return Err(ScanError::Empty { path: datadir.to_owned(), other_files });
     }
     paths.sort_unstable();
     Ok(paths)
@@ -112,28 +100,15 @@ pub fn list_images(datadir: &Path) -> Result<Vec<String>, ScanError> {
 
 impl Manifest {
     /// Scans `datadir`, keeping the ids of `previous` (if any) and appending new images.
-    pub fn scan(
-        datadir: &Path,
-        previous: Option<Manifest>,
-    ) -> Result<(Manifest, usize), ScanError> {
+    pub fn scan(datadir: &Path, previous: Option<Manifest>) -> Result<(Manifest, usize), ScanError> {
         let found = list_images(datadir)?;
         let absolute = std::path::absolute(datadir).unwrap_or_else(|_| datadir.to_owned());
         let mut paths = previous.map(|m| m.paths).unwrap_or_default();
         let known: HashSet<&str> = paths.iter().map(String::as_str).collect();
-        let new: Vec<String> = found
-            .into_iter()
-            .filter(|p| !known.contains(p.as_str()))
-            .collect();
+        let new: Vec<String> = found.into_iter().filter(|p| !known.contains(p.as_str())).collect();
         let added = new.len();
         paths.extend(new);
-        Ok((
-            Manifest {
-                datadir: absolute.to_string_lossy().into_owned(),
-                paths,
-                scanned_ms: crate::now_ms(),
-            },
-            added,
-        ))
+        Ok((Manifest { datadir: absolute.to_string_lossy().into_owned(), paths, scanned_ms: crate::now_ms() }, added))
     }
 
     /// Number of images.
@@ -177,28 +152,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
         std::fs::create_dir_all(d.join("sub/deeper")).unwrap();
-        for name in [
-            "b.PNG",
-            "a.jpg",
-            "sub/c.JpEg",
-            "sub/deeper/d.tiff",
-            "notes.txt",
-            "sub/e.webp",
-        ] {
+        for name in ["b.PNG", "a.jpg", "sub/c.JpEg", "sub/deeper/d.tiff", "notes.txt", "sub/e.webp"] {
             std::fs::write(d.join(name), b"x").unwrap();
         }
         let (m, added) = Manifest::scan(d, None).unwrap();
         assert_eq!(added, 5);
-        assert_eq!(
-            m.paths,
-            [
-                "a.jpg",
-                "b.PNG",
-                "sub/c.JpEg",
-                "sub/deeper/d.tiff",
-                "sub/e.webp"
-            ]
-        );
+        assert_eq!(m.paths, ["a.jpg", "b.PNG", "sub/c.JpEg", "sub/deeper/d.tiff", "sub/e.webp"]);
         std::fs::write(d.join("0-first.png"), b"x").unwrap();
         let (m2, added) = Manifest::scan(d, Some(m.clone())).unwrap();
         assert_eq!(added, 1);
@@ -228,9 +187,6 @@ mod tests {
         assert!(err.to_string().contains("does not exist"), "{err}");
         std::fs::write(tmp.path().join("readme.txt"), b"x").unwrap();
         let err = list_images(tmp.path()).unwrap_err();
-        assert!(
-            err.to_string().contains("holds no images (1 other files"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("holds no images (1 other files"), "{err}");
     }
 }

@@ -47,7 +47,7 @@ pub fn default_order(n: usize, seed: u64) -> Vec<u32> {
 /// A pseudo-random sort key for image `id` that depends on nothing else: sorting by it shuffles,
 /// and images added later do not move the others.
 pub fn shuffle_key(seed: u64, id: u32) -> u64 {
-    SplitMix64(seed ^ (u64::from(id) << 20)).next()
+    SplitMix64(seed ^ (u64::from(id) << 20)).next_u64()
 }
 
 /// A tiny, fully specified PRNG: the default order must not change when a dependency's does.
@@ -56,7 +56,7 @@ pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
     /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -65,7 +65,7 @@ impl SplitMix64 {
     }
     /// A uniform float in [0, 1).
     pub fn next_f64(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 }
 

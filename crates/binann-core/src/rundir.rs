@@ -5,7 +5,6 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-
 /// File name of the marker that says "this directory is a binann run directory".
 pub const MARKER: &str = "BINANN-RUNDIR";
 
@@ -106,11 +105,7 @@ impl RunDir {
     }
     /// The predictions of one inferrer shard (`shard` 0 of 1 when not sharded).
     pub fn predictions(&self, shard: u32, shards: u32) -> PathBuf {
-        if shards <= 1 {
-            self.root.join("predictions.bin")
-        } else {
-            self.root.join(format!("predictions-{shard}-of-{shards}.bin"))
-        }
+        if shards <= 1 { self.root.join("predictions.bin") } else { self.root.join(format!("predictions-{shard}-of-{shards}.bin")) }
     }
     /// The trainer's checkpoint.
     pub fn checkpoint(&self) -> PathBuf {

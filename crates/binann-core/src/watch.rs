@@ -62,8 +62,7 @@ impl FileWatcher {
         let (tx, events) = mpsc::channel();
         let mut watcher = None;
         if !options.force_polling {
-            let dirs: std::collections::BTreeSet<PathBuf> =
-                paths.iter().map(|p| crate::atomic::parent_dir(p).to_owned()).collect();
+            let dirs: std::collections::BTreeSet<PathBuf> = paths.iter().map(|p| crate::atomic::parent_dir(p).to_owned()).collect();
             let made = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
                 let _ = tx.send(());
             })

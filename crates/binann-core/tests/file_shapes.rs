@@ -32,11 +32,13 @@ struct Shape {
 /// Entries from 1 to 1,000,000, spread evenly over the orders of magnitude. The product of entries
 /// and name bytes is capped at 64 MiB per value so that a debug-build run stays in seconds.
 fn shape() -> impl Strategy<Value = Shape> {
-    (0u32..=600, 1usize..=255, 0u8..=4, any::<bool>(), any::<bool>()).prop_map(|(exp, name_bytes, alphabet, empty_fields, small_numbers)| {
-        let count = (10f64.powf(f64::from(exp) / 100.0).round() as usize).clamp(1, 1_000_000);
-        let name_bytes = name_bytes.min((64 << 20) / count).max(1);
-        Shape { count, name_bytes, alphabet, empty_fields, small_numbers }
-    })
+    (0u32..=600, 1usize..=255, 0u8..=4, any::<bool>(), any::<bool>()).prop_map(
+        |(exp, name_bytes, alphabet, empty_fields, small_numbers)| {
+            let count = (10f64.powf(f64::from(exp) / 100.0).round() as usize).clamp(1, 1_000_000);
+            let name_bytes = name_bytes.min((64 << 20) / count).max(1);
+            Shape { count, name_bytes, alphabet, empty_fields, small_numbers }
+        },
+    )
 }
 
 fn name(shape: &Shape, i: usize) -> String {
@@ -80,7 +82,7 @@ fn model_info(shape: &Shape) -> ModelInfo {
 }
 
 fn prob(i: usize) -> f32 {
-    if i % 5 == 0 { f32::NAN } else { (i % 1000) as f32 / 1000.0 }
+    if i.is_multiple_of(5) { f32::NAN } else { (i % 1000) as f32 / 1000.0 }
 }
 
 fn failed(shape: &Shape) -> Vec<(u32, String)> {
@@ -168,7 +170,8 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
     }
 }
 
-const ALL_KINDS: [FileKind; 5] = [FileKind::Manifest, FileKind::Annotations, FileKind::Ranking, FileKind::Predictions, FileKind::Embeddings];
+const ALL_KINDS: [FileKind; 5] =
+    [FileKind::Manifest, FileKind::Annotations, FileKind::Ranking, FileKind::Predictions, FileKind::Embeddings];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]

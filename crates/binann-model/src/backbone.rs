@@ -37,12 +37,7 @@ impl Backbone {
         let mut vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         load_features_weights(&mut vs, weights)?;
-        Ok(Self {
-            _vs: vs,
-            features,
-            preprocess: Preprocess { size: input_size },
-            device,
-        })
+        Ok(Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device })
     }
 
     /// A randomly initialised backbone (batch norm calibrated on noise): meaningless but
@@ -51,12 +46,7 @@ impl Backbone {
         let vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         features.calibrate_batch_norm(&calibration_noise(input_size, device));
-        Self {
-            _vs: vs,
-            features,
-            preprocess: Preprocess { size: input_size },
-            device,
-        }
+        Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device }
     }
 
     /// Side of the square input images, in pixels.
@@ -77,10 +67,7 @@ impl Backbone {
     /// Embeds a batch of preprocessed images: N×3×S×S (any device) to N×[`EMBED_DIM`] on
     /// [`Backbone::device`].
     pub fn embed_batch(&self, images: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            self.features
-                .pooled_t(&images.to_device(self.device), false)
-        })
+        tch::no_grad(|| self.features.pooled_t(&images.to_device(self.device), false))
     }
 
     /// Embeds image files, `batch` at a time, returning one result per path in order.
@@ -89,12 +76,7 @@ impl Backbone {
     /// (rayon), so decoding is mostly hidden behind the network. An unreadable or corrupt image
     /// yields an `Err` for that path only. `progress` gets the number of paths done so far after
     /// each batch.
-    pub fn embed_paths(
-        &self,
-        paths: &[PathBuf],
-        batch: usize,
-        mut progress: impl FnMut(usize),
-    ) -> Vec<EmbedResult> {
+    pub fn embed_paths(&self, paths: &[PathBuf], batch: usize, mut progress: impl FnMut(usize)) -> Vec<EmbedResult> {
         let batch = batch.max(1);
         let preprocess = self.preprocess;
         let mut results = Vec::with_capacity(paths.len());
@@ -103,10 +85,7 @@ impl Backbone {
             let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel::<Vec<EmbedResult>>(0);
             scope.spawn(move || {
                 for chunk in paths.chunks(batch) {
-                    let decoded = chunk
-                        .par_iter()
-                        .map(|path| decode_one(preprocess, path))
-                        .collect();
+                    let decoded = chunk.par_iter().map(|path| decode_one(preprocess, path)).collect();
                     if decoded_tx.send(decoded).is_err() {
                         break;
                     }
@@ -122,12 +101,7 @@ impl Backbone {
 
     /// Runs the network on the successfully decoded images of a batch, keeping errors in place.
     fn embed_decoded(&self, decoded: Vec<EmbedResult>) -> Vec<EmbedResult> {
-        let pixels: Vec<f32> = decoded
-            .iter()
-            .filter_map(|r| r.as_ref().ok())
-            .flatten()
-            .copied()
-            .collect();
+        let pixels: Vec<f32> = decoded.iter().filter_map(|r| r.as_ref().ok()).flatten().copied().collect();
         if pixels.is_empty() {
             return decoded;
         }
@@ -135,25 +109,16 @@ impl Backbone {
         let count = pixels.len() as i64 / (3 * side * side);
         let embedded = catch_unwind(AssertUnwindSafe(|| {
             let input = Tensor::from_slice(&pixels).view([count, 3, side, side]);
-            let output = self
-                .embed_batch(&input)
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float);
+            let output = self.embed_batch(&input).to_device(Device::Cpu).to_kind(Kind::Float);
             Vec::<f32>::try_from(output.flatten(0, -1)).map_err(|e| e.to_string())
         }))
         .unwrap_or_else(|panic| Err(panic_message(&panic)));
         match embedded {
             Ok(values) => {
                 let mut rows = values.chunks_exact(EMBED_DIM).map(<[f32]>::to_vec);
-                decoded
-                    .into_iter()
-                    .map(|r| r.map(|_| rows.next().expect("one embedding per decoded image")))
-                    .collect()
+                decoded.into_iter().map(|r| r.map(|_| rows.next().expect("one embedding per decoded image"))).collect()
             }
-            Err(reason) => decoded
-                .into_iter()
-                .map(|r| r.and_then(|_| Err(format!("embedding failed: {reason}"))))
-                .collect(),
+            Err(reason) => decoded.into_iter().map(|r| r.and_then(|_| Err(format!("embedding failed: {reason}")))).collect(),
         }
     }
 }
@@ -163,13 +128,7 @@ fn decode_one(preprocess: Preprocess, path: &Path) -> EmbedResult {
     // Image decoders have been known to panic on hostile input; one bad file must not take
     // the whole batch (or the server) down.
     catch_unwind(|| preprocess.load_image(path))
-        .unwrap_or_else(|panic| {
-            Err(anyhow::anyhow!(
-                "decoder crashed on {}: {}",
-                path.display(),
-                panic_message(&panic)
-            ))
-        })
+        .unwrap_or_else(|panic| Err(anyhow::anyhow!("decoder crashed on {}: {}", path.display(), panic_message(&panic))))
         .map_err(|e| format!("{e:#}"))
 }
 
@@ -196,13 +155,8 @@ pub(crate) fn load_features_weights(vs: &mut nn::VarStore, weights: &Path) -> Re
             weights.display()
         );
     }
-    let missing = vs
-        .load_partial(weights)
-        .with_context(|| format!("loading backbone weights {}", weights.display()))?;
-    let missing: Vec<_> = missing
-        .into_iter()
-        .filter(|name| name.starts_with("features."))
-        .collect();
+    let missing = vs.load_partial(weights).with_context(|| format!("loading backbone weights {}", weights.display()))?;
+    let missing: Vec<_> = missing.into_iter().filter(|name| name.starts_with("features.")).collect();
     if !missing.is_empty() {
         bail!(
             "backbone weights {} lack {} variable(s), e.g. {}: not a MobileNetV2 state_dict?",

@@ -45,16 +45,8 @@ pub struct ModelMeta {
 /// Embeddings from another backbone or resolution live in a different space, so a head trained
 /// on them would silently produce garbage.
 pub fn check_compatible(meta: &ModelMeta, backbone: &str, input_size: u32) -> Result<()> {
-    ensure!(
-        meta.backbone == backbone,
-        "checkpoint was trained on backbone {:?}, but {backbone:?} is in use",
-        meta.backbone
-    );
-    ensure!(
-        meta.input_size == input_size,
-        "checkpoint was trained at input size {} px, but {input_size} px is in use",
-        meta.input_size
-    );
+    ensure!(meta.backbone == backbone, "checkpoint was trained on backbone {:?}, but {backbone:?} is in use", meta.backbone);
+    ensure!(meta.input_size == input_size, "checkpoint was trained at input size {} px, but {input_size} px is in use", meta.input_size);
     Ok(())
 }
 
@@ -65,17 +57,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let file_name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
+    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
     // Unique per process and call, so concurrent savers never share a temp file.
     static SAVES: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        SAVES.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = dir.join(format!(".{}.tmp-{}-{}", file_name.to_string_lossy(), std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
     let write = || -> std::io::Result<()> {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;
@@ -91,67 +76,41 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Saves named tensors and `meta` as a safetensors checkpoint at `path`, atomically.
-pub(crate) fn write_checkpoint(
-    path: &Path,
-    tensors: &[(String, Tensor)],
-    meta: &ModelMeta,
-) -> Result<()> {
+pub(crate) fn write_checkpoint(path: &Path, tensors: &[(String, Tensor)], meta: &ModelMeta) -> Result<()> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, t)| {
-            let t = t
-                .detach()
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous();
+            let t = t.detach().to_device(Device::Cpu).to_kind(Kind::Float).contiguous();
             let shape = t.size().iter().map(|&d| d as usize).collect();
-            let values = Vec::<f32>::try_from(t.flatten(0, -1))
-                .with_context(|| format!("copying tensor {name}"))?;
-            Ok((
-                name.clone(),
-                shape,
-                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-            ))
+            let values = Vec::<f32>::try_from(t.flatten(0, -1)).with_context(|| format!("copying tensor {name}"))?;
+            Ok((name.clone(), shape, values.iter().flat_map(|v| v.to_le_bytes()).collect()))
         })
         .collect::<Result<_>>()?;
     let views = host
         .iter()
-        .map(|(name, shape, data)| {
-            safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
-                .map(|v| (name.as_str(), v))
-        })
+        .map(|(name, shape, data)| safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data).map(|v| (name.as_str(), v)))
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
-    let bytes = safetensors::tensor::serialize(views, Some(metadata))
-        .with_context(|| format!("serializing {}", path.display()))?;
+    let bytes = safetensors::tensor::serialize(views, Some(metadata)).with_context(|| format!("serializing {}", path.display()))?;
     write_atomically(path, &bytes)
 }
 
 /// The [`ModelMeta`] stored in a checkpoint's safetensors header.
 fn meta_of(bytes: &[u8]) -> Result<ModelMeta> {
     let (_, header) = SafeTensors::read_metadata(bytes)?;
-    let meta_json = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get(META_KEY))
-        .context("no binann metadata: not a binann checkpoint")?;
+    let meta_json = header.metadata().as_ref().and_then(|m| m.get(META_KEY)).context("no binann metadata: not a binann checkpoint")?;
     serde_json::from_str(meta_json).context("invalid binann metadata")
 }
 
 /// Reads only the metadata of a checkpoint (e.g. to continue its generation count).
 pub fn read_meta(path: &Path) -> Result<ModelMeta> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
     meta_of(&bytes).with_context(|| format!("loading checkpoint {}", path.display()))
 }
 
 /// Reads a checkpoint written by [`write_checkpoint`]: its tensors (on `device`) and meta.
-pub(crate) fn read_checkpoint(
-    path: &Path,
-    device: Device,
-) -> Result<(HashMap<String, Tensor>, ModelMeta)> {
-    let bytes =
-        std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+pub(crate) fn read_checkpoint(path: &Path, device: Device) -> Result<(HashMap<String, Tensor>, ModelMeta)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
     let parsed = || -> Result<_> {
         let meta = meta_of(&bytes)?;
         let file = SafeTensors::deserialize(&bytes)?;
@@ -161,8 +120,7 @@ pub(crate) fn read_checkpoint(
                 bail!("tensor {name} has dtype {:?}, expected F32", view.dtype());
             }
             let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-            let tensor =
-                Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?.to_device(device);
+            let tensor = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?.to_device(device);
             tensors.insert(name, tensor);
         }
         Ok((tensors, meta))
@@ -171,16 +129,10 @@ pub(crate) fn read_checkpoint(
 }
 
 /// Copies checkpoint tensors into the variables of `vs`, requiring an exact name/shape match.
-pub(crate) fn fill_var_store(
-    vs: &tch::nn::VarStore,
-    tensors: &HashMap<String, Tensor>,
-    path: &Path,
-) -> Result<()> {
+pub(crate) fn fill_var_store(vs: &tch::nn::VarStore, tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let mut variables = vs.variables();
     for (name, var) in variables.iter_mut() {
-        let src = tensors
-            .get(name)
-            .with_context(|| format!("checkpoint {} lacks variable {name}", path.display()))?;
+        let src = tensors.get(name).with_context(|| format!("checkpoint {} lacks variable {name}", path.display()))?;
         ensure!(
             src.size() == var.size(),
             "checkpoint {}: variable {name} has shape {:?}, expected {:?}",
@@ -195,9 +147,7 @@ pub(crate) fn fill_var_store(
 
 /// Milliseconds since the Unix epoch, for [`ModelMeta::created_ms`].
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]
@@ -244,15 +194,8 @@ pub(crate) mod tests {
     fn foreign_safetensors_file_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("plain.safetensors");
-        Tensor::write_safetensors(
-            &[("w", Tensor::zeros([2], (Kind::Float, Device::Cpu)))],
-            &path,
-        )
-        .unwrap();
+        Tensor::write_safetensors(&[("w", Tensor::zeros([2], (Kind::Float, Device::Cpu)))], &path).unwrap();
         let err = format!("{:#}", read_checkpoint(&path, Device::Cpu).unwrap_err());
-        assert!(
-            err.contains("plain.safetensors") && err.contains("not a binann checkpoint"),
-            "{err}"
-        );
+        assert!(err.contains("plain.safetensors") && err.contains("not a binann checkpoint"), "{err}");
     }
 }

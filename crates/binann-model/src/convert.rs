@@ -37,19 +37,14 @@ const MAX_STORAGE_BYTES: u64 = 8 << 30;
 /// copies. The output is written atomically. Returns the number of tensors written.
 pub fn convert_legacy_torch_to_safetensors(src: &Path, dst: &Path) -> Result<usize> {
     let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-    let tensors = read_legacy_state_dict(&bytes)
-        .with_context(|| format!("parsing legacy torch file {}", src.display()))?;
+    let tensors = read_legacy_state_dict(&bytes).with_context(|| format!("parsing legacy torch file {}", src.display()))?;
     let views = tensors
         .iter()
-        .map(|t| {
-            safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data)
-                .map(|view| (t.name.clone(), view))
-        })
+        .map(|t| safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).map(|view| (t.name.clone(), view)))
         .collect::<Result<Vec<_>, _>>()
         .context("building safetensors views")?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let serialized =
-        safetensors::tensor::serialize(views, Some(metadata)).context("serializing safetensors")?;
+    let serialized = safetensors::tensor::serialize(views, Some(metadata)).context("serializing safetensors")?;
     write_atomically(dst, &serialized)?;
     Ok(tensors.len())
 }
@@ -67,65 +62,36 @@ pub(crate) struct NamedTensor {
 /// Parses a whole legacy torch file and returns its tensors in pickle order.
 pub(crate) fn read_legacy_state_dict(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
     if bytes.starts_with(b"PK\x03\x04") {
-        bail!(
-            "this is a zip-format torch file (torch >= 1.6); only the legacy format is supported"
-        );
+        bail!("this is a zip-format torch file (torch >= 1.6); only the legacy format is supported");
     }
     let mut cursor = std::io::Cursor::new(bytes);
 
-    let magic = Unpickler::new(&mut cursor)
-        .load()
-        .context("reading the magic number")?;
-    ensure!(
-        magic.as_u128() == Some(LEGACY_MAGIC),
-        "not a legacy torch file (bad magic number {magic:?})"
-    );
-    let protocol = Unpickler::new(&mut cursor)
-        .load()
-        .context("reading the protocol version")?;
-    ensure!(
-        matches!(protocol, Value::Int(LEGACY_PROTOCOL_VERSION)),
-        "unsupported legacy protocol version {protocol:?}"
-    );
-    let sys_info = Unpickler::new(&mut cursor)
-        .load()
-        .context("reading the system info")?;
+    let magic = Unpickler::new(&mut cursor).load().context("reading the magic number")?;
+    ensure!(magic.as_u128() == Some(LEGACY_MAGIC), "not a legacy torch file (bad magic number {magic:?})");
+    let protocol = Unpickler::new(&mut cursor).load().context("reading the protocol version")?;
+    ensure!(matches!(protocol, Value::Int(LEGACY_PROTOCOL_VERSION)), "unsupported legacy protocol version {protocol:?}");
+    let sys_info = Unpickler::new(&mut cursor).load().context("reading the system info")?;
     if let Some(Value::Bool(false)) = sys_info.dict_get("little_endian") {
         bail!("big-endian torch files are not supported");
     }
 
-    let root = Unpickler::new(&mut cursor)
-        .load()
-        .context("reading the pickled object")?;
+    let root = Unpickler::new(&mut cursor).load().context("reading the pickled object")?;
     let mut tensor_refs = Vec::new();
     collect_tensors(&root, "", &mut tensor_refs);
     ensure!(!tensor_refs.is_empty(), "the file holds no tensors");
 
-    let keys = Unpickler::new(&mut cursor)
-        .load()
-        .context("reading the storage key list")?;
-    let Value::List(keys) = keys else {
-        bail!("storage key list is not a list: {keys:?}")
-    };
+    let keys = Unpickler::new(&mut cursor).load().context("reading the storage key list")?;
+    let Value::List(keys) = keys else { bail!("storage key list is not a list: {keys:?}") };
 
-    let dtype_of_key: HashMap<&str, Dtype> = tensor_refs
-        .iter()
-        .map(|(_, t)| (t.storage.root_key.as_str(), t.storage.dtype))
-        .collect();
+    let dtype_of_key: HashMap<&str, Dtype> = tensor_refs.iter().map(|(_, t)| (t.storage.root_key.as_str(), t.storage.dtype)).collect();
     let mut storages: HashMap<String, Vec<u8>> = HashMap::with_capacity(keys.len());
     for key in &keys {
-        let Value::Str(key) = key else {
-            bail!("storage key is not a string: {key:?}")
-        };
+        let Value::Str(key) = key else { bail!("storage key is not a string: {key:?}") };
         // Storages only referenced by non-tensor objects would have an unknown element size;
         // torch never writes those for state_dicts.
-        let dtype = *dtype_of_key
-            .get(key.as_str())
-            .with_context(|| format!("storage {key} is not used by any tensor"))?;
+        let dtype = *dtype_of_key.get(key.as_str()).with_context(|| format!("storage {key} is not used by any tensor"))?;
         let mut count = [0u8; 8];
-        cursor
-            .read_exact(&mut count)
-            .with_context(|| format!("storage {key}: truncated header"))?;
+        cursor.read_exact(&mut count).with_context(|| format!("storage {key}: truncated header"))?;
         let nbytes = u64::from_le_bytes(count)
             .checked_mul(element_size(dtype) as u64)
             .filter(|&n| n <= MAX_STORAGE_BYTES)
@@ -141,18 +107,10 @@ pub(crate) fn read_legacy_state_dict(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
     tensor_refs
         .into_iter()
         .map(|(name, t)| {
-            let storage = storages
-                .get(&t.storage.root_key)
-                .with_context(|| format!("{name}: storage {} has no data", t.storage.root_key))?;
-            let data = t
-                .gather(storage)
-                .with_context(|| format!("tensor {name}"))?;
-            Ok(NamedTensor {
-                name,
-                dtype: t.storage.dtype,
-                shape: t.shape,
-                data,
-            })
+            let storage =
+                storages.get(&t.storage.root_key).with_context(|| format!("{name}: storage {} has no data", t.storage.root_key))?;
+            let data = t.gather(storage).with_context(|| format!("tensor {name}"))?;
+            Ok(NamedTensor { name, dtype: t.storage.dtype, shape: t.shape, data })
         })
         .collect()
 }
@@ -168,11 +126,7 @@ fn collect_tensors(value: &Value, prefix: &str, out: &mut Vec<(String, TensorRef
                     Value::Int(i) => i.to_string(),
                     _ => continue,
                 };
-                let name = if prefix.is_empty() {
-                    key
-                } else {
-                    format!("{prefix}.{key}")
-                };
+                let name = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
                 collect_tensors(value, &name, out);
             }
         }
@@ -208,30 +162,15 @@ impl TensorRef {
             return Ok(Vec::new());
         }
         let base = self.storage.view_offset + self.offset;
-        let last = base
-            + self
-                .shape
-                .iter()
-                .zip(&self.stride)
-                .map(|(&n, &s)| (n - 1) * s)
-                .sum::<usize>();
-        ensure!(
-            (last + 1) * elem <= storage.len(),
-            "reads element {last} of a storage holding {}",
-            storage.len() / elem
-        );
+        let last = base + self.shape.iter().zip(&self.stride).map(|(&n, &s)| (n - 1) * s).sum::<usize>();
+        ensure!((last + 1) * elem <= storage.len(), "reads element {last} of a storage holding {}", storage.len() / elem);
         if self.is_contiguous() {
             return Ok(storage[base * elem..(base + numel) * elem].to_vec());
         }
         let mut out = Vec::with_capacity(numel * elem);
         let mut index = vec![0usize; self.shape.len()];
         for _ in 0..numel {
-            let at = base
-                + index
-                    .iter()
-                    .zip(&self.stride)
-                    .map(|(i, s)| i * s)
-                    .sum::<usize>();
+            let at = base + index.iter().zip(&self.stride).map(|(i, s)| i * s).sum::<usize>();
             out.extend_from_slice(&storage[at * elem..(at + 1) * elem]);
             for dim in (0..index.len()).rev() {
                 index[dim] += 1;
@@ -285,9 +224,7 @@ impl Value {
     fn as_u128(&self) -> Option<u128> {
         match self {
             Value::Int(i) => u128::try_from(*i).ok(),
-            Value::BigInt(bytes)
-                if bytes.len() <= 16 && bytes.last().is_none_or(|b| b & 0x80 == 0) =>
-            {
+            Value::BigInt(bytes) if bytes.len() <= 16 && bytes.last().is_none_or(|b| b & 0x80 == 0) => {
                 let mut le = [0u8; 16];
                 le[..bytes.len()].copy_from_slice(bytes);
                 Some(u128::from_le_bytes(le))
@@ -312,10 +249,7 @@ impl Value {
 
     fn dict_get(&self, key: &str) -> Option<&Value> {
         match self {
-            Value::Dict(items) => items
-                .iter()
-                .find(|(k, _)| matches!(k, Value::Str(s) if s == key))
-                .map(|(_, v)| v),
+            Value::Dict(items) => items.iter().find(|(k, _)| matches!(k, Value::Str(s) if s == key)).map(|(_, v)| v),
             _ => None,
         }
     }
@@ -337,11 +271,7 @@ struct Unpickler<'a, R> {
 
 impl<'a, R: Read> Unpickler<'a, R> {
     fn new(reader: &'a mut R) -> Self {
-        Self {
-            reader,
-            stack: Vec::new(),
-            memo: HashMap::new(),
-        }
+        Self { reader, stack: Vec::new(), memo: HashMap::new() }
     }
 
     fn load(mut self) -> Result<Value> {
@@ -436,9 +366,7 @@ impl<'a, R: Read> Unpickler<'a, R> {
                 }
                 0x85..=0x87 => {
                     let n = (opcode - 0x84) as usize;
-                    let mut items = (0..n)
-                        .map(|_| self.pop_value())
-                        .collect::<Result<Vec<_>>>()?;
+                    let mut items = (0..n).map(|_| self.pop_value()).collect::<Result<Vec<_>>>()?;
                     items.reverse();
                     self.push(Value::Tuple(items));
                 }
@@ -544,11 +472,7 @@ impl<'a, R: Read> Unpickler<'a, R> {
     }
 
     fn pop_to_mark(&mut self) -> Result<Vec<Value>> {
-        let mark = self
-            .stack
-            .iter()
-            .rposition(|item| matches!(item, StackItem::Mark))
-            .context("no MARK on the pickle stack")?;
+        let mark = self.stack.iter().rposition(|item| matches!(item, StackItem::Mark)).context("no MARK on the pickle stack")?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
         Ok(items
@@ -567,11 +491,7 @@ impl<'a, R: Read> Unpickler<'a, R> {
     }
 
     fn push_memo(&mut self, index: u32) -> Result<()> {
-        let value = self
-            .memo
-            .get(&index)
-            .with_context(|| format!("memo {index} unset"))?
-            .clone();
+        let value = self.memo.get(&index).with_context(|| format!("memo {index} unset"))?.clone();
         self.push(value);
         Ok(())
     }
@@ -582,18 +502,14 @@ impl<'a, R: Read> Unpickler<'a, R> {
 
     fn read_array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut buf = [0u8; N];
-        self.reader
-            .read_exact(&mut buf)
-            .context("truncated pickle")?;
+        self.reader.read_exact(&mut buf).context("truncated pickle")?;
         Ok(buf)
     }
 
     fn read_bytes(&mut self, len: usize) -> Result<Vec<u8>> {
         ensure!(len <= 1 << 30, "pickle item of {len} bytes");
         let mut buf = vec![0u8; len];
-        self.reader
-            .read_exact(&mut buf)
-            .context("truncated pickle")?;
+        self.reader.read_exact(&mut buf).context("truncated pickle")?;
         Ok(buf)
     }
 
@@ -650,11 +566,7 @@ fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
 
 fn decode_long(bytes: Vec<u8>) -> Value {
     if bytes.len() <= 8 {
-        let fill = if bytes.last().is_some_and(|b| b & 0x80 != 0) {
-            0xff
-        } else {
-            0
-        };
+        let fill = if bytes.last().is_some_and(|b| b & 0x80 != 0) { 0xff } else { 0 };
         let mut le = [fill; 8];
         le[..bytes.len()].copy_from_slice(&bytes);
         Value::Int(i64::from_le_bytes(le))
@@ -668,9 +580,7 @@ fn call(callable: Value, args: Value) -> Result<Value> {
     let Value::Global { module, name } = &callable else {
         return Ok(Value::Opaque);
     };
-    let Value::Tuple(args) = args else {
-        bail!("REDUCE arguments are not a tuple")
-    };
+    let Value::Tuple(args) = args else { bail!("REDUCE arguments are not a tuple") };
     Ok(match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") => Value::Dict(Vec::new()),
         ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
@@ -680,55 +590,32 @@ fn call(callable: Value, args: Value) -> Result<Value> {
             };
             let shape = args[2].as_usize_tuple()?;
             let stride = args[3].as_usize_tuple()?;
-            ensure!(
-                shape.len() == stride.len(),
-                "{name}: size and stride ranks differ"
-            );
-            Value::Tensor(TensorRef {
-                storage: storage.clone(),
-                offset: args[1].as_usize()?,
-                shape,
-                stride,
-            })
+            ensure!(shape.len() == stride.len(), "{name}: size and stride ranks differ");
+            Value::Tensor(TensorRef { storage: storage.clone(), offset: args[1].as_usize()?, shape, stride })
         }
         // nn.Parameter wrapping a tensor: the tensor is what matters.
-        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => args
-            .into_iter()
-            .next()
-            .context("_rebuild_parameter without arguments")?,
+        ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
+            args.into_iter().next().context("_rebuild_parameter without arguments")?
+        }
         _ => Value::Opaque,
     })
 }
 
 /// Resolves a BINPERSID: `("storage", storage_type, root_key, location, numel, view_metadata)`.
 fn persistent_load(pid: Value) -> Result<Value> {
-    let Value::Tuple(items) = pid else {
-        bail!("persistent id is not a tuple: {pid:?}")
-    };
-    ensure!(
-        items.len() >= 5 && items[0] == Value::Str("storage".into()),
-        "unsupported persistent id {items:?}"
-    );
-    let Value::Global {
-        name: type_name, ..
-    } = &items[1]
-    else {
+    let Value::Tuple(items) = pid else { bail!("persistent id is not a tuple: {pid:?}") };
+    ensure!(items.len() >= 5 && items[0] == Value::Str("storage".into()), "unsupported persistent id {items:?}");
+    let Value::Global { name: type_name, .. } = &items[1] else {
         bail!("storage type is not a class: {:?}", items[1]);
     };
     let dtype = storage_dtype(type_name)?;
-    let Value::Str(root_key) = &items[2] else {
-        bail!("storage key is not a string")
-    };
+    let Value::Str(root_key) = &items[2] else { bail!("storage key is not a string") };
     let view_offset = match items.get(5) {
         None | Some(Value::None) => 0,
         Some(Value::Tuple(view)) if view.len() == 3 => view[1].as_usize()?,
         Some(other) => bail!("unsupported storage view metadata {other:?}"),
     };
-    Ok(Value::Storage(StorageRef {
-        dtype,
-        root_key: root_key.clone(),
-        view_offset,
-    }))
+    Ok(Value::Storage(StorageRef { dtype, root_key: root_key.clone(), view_offset }))
 }
 
 /// Bytes per element; every dtype a torch storage can have is at least a byte wide.
@@ -781,16 +668,10 @@ pub(crate) mod tests {
             }
         }
         pub fn str(&mut self, s: &str) -> &mut Self {
-            self.op(b"X")
-                .op(&(s.len() as u32).to_le_bytes())
-                .op(s.as_bytes())
+            self.op(b"X").op(&(s.len() as u32).to_le_bytes()).op(s.as_bytes())
         }
         pub fn global(&mut self, module: &str, name: &str) -> &mut Self {
-            self.op(b"c")
-                .op(module.as_bytes())
-                .op(b"\n")
-                .op(name.as_bytes())
-                .op(b"\n")
+            self.op(b"c").op(module.as_bytes()).op(b"\n").op(name.as_bytes()).op(b"\n")
         }
         pub fn tuple_of_ints(&mut self, values: &[u32]) -> &mut Self {
             self.op(b"(");
@@ -812,29 +693,14 @@ pub(crate) mod tests {
             stride: &[u32],
         ) -> &mut Self {
             self.global("torch._utils", "_rebuild_tensor_v2").op(b"(");
-            self.op(b"(")
-                .str("storage")
-                .global("torch", storage_type)
-                .str(key)
-                .str("cpu");
+            self.op(b"(").str("storage").global("torch", storage_type).str(key).str("cpu");
             self.int(storage_numel);
             match view {
                 None => self.op(b"N"),
-                Some((view_key, view_offset, view_size)) => self
-                    .op(b"(")
-                    .str(view_key)
-                    .int(view_offset)
-                    .int(view_size)
-                    .op(b"t"),
+                Some((view_key, view_offset, view_size)) => self.op(b"(").str(view_key).int(view_offset).int(view_size).op(b"t"),
             };
-            self.op(b"tQ")
-                .int(offset)
-                .tuple_of_ints(size)
-                .tuple_of_ints(stride);
-            self.op(&[0x89])
-                .global("collections", "OrderedDict")
-                .op(b")R")
-                .op(b"tR")
+            self.op(b"tQ").int(offset).tuple_of_ints(size).tuple_of_ints(stride);
+            self.op(&[0x89]).global("collections", "OrderedDict").op(b")R").op(b"tR")
         }
     }
 
@@ -857,33 +723,20 @@ pub(crate) mod tests {
     pub(crate) fn tiny_legacy_file() -> Vec<u8> {
         let mut file = legacy_header();
         let mut w = PickleWriter::default();
-        w.proto()
-            .global("collections", "OrderedDict")
-            .op(b")R")
-            .op(b"(");
+        w.proto().global("collections", "OrderedDict").op(b")R").op(b"(");
         // "a.weight": 2x3 contiguous over storage A = [0, 1, 2, 3, 4, 5].
-        w.str("a.weight")
-            .tensor("FloatStorage", "A", 6, None, 0, &[2, 3], &[3, 1]);
+        w.str("a.weight").tensor("FloatStorage", "A", 6, None, 0, &[2, 3], &[3, 1]);
         // "a.transposed": the 3x2 transpose of A (non-contiguous strides).
-        w.str("a.transposed")
-            .tensor("FloatStorage", "A", 6, None, 0, &[3, 2], &[1, 3]);
+        w.str("a.transposed").tensor("FloatStorage", "A", 6, None, 0, &[3, 2], &[1, 3]);
         // "b.tail": elements 1..4 of storage B, via a storage view at 2 plus tensor offset 1.
-        w.str("b.tail")
-            .tensor("FloatStorage", "B", 8, Some(("Bview", 2, 5)), 1, &[3], &[1]);
+        w.str("b.tail").tensor("FloatStorage", "B", 8, Some(("Bview", 2, 5)), 1, &[3], &[1]);
         // "b.count": a 0-dim int64 tensor, like BatchNorm's num_batches_tracked.
-        w.str("b.count")
-            .tensor("LongStorage", "C", 1, None, 0, &[], &[]);
+        w.str("b.count").tensor("LongStorage", "C", 1, None, 0, &[], &[]);
         w.op(b"u").op(b"}").op(b"b").stop();
         file.extend(w.out);
 
         let mut keys = PickleWriter::default();
-        keys.proto()
-            .op(b"(")
-            .str("A")
-            .str("B")
-            .str("C")
-            .op(b"l")
-            .stop();
+        keys.proto().op(b"(").str("A").str("B").str("C").op(b"l").stop();
         file.extend(keys.out);
 
         file.extend(6u64.to_le_bytes());
@@ -896,9 +749,7 @@ pub(crate) mod tests {
     }
 
     fn as_f32(data: &[u8]) -> Vec<f32> {
-        data.chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
+        data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
     }
 
     #[test]
@@ -925,31 +776,20 @@ pub(crate) mod tests {
         std::fs::write(&src, tiny_legacy_file()).unwrap();
         assert_eq!(convert_legacy_torch_to_safetensors(&src, &dst).unwrap(), 4);
 
-        let loaded: HashMap<_, _> = tch::Tensor::read_safetensors(&dst)
-            .unwrap()
-            .into_iter()
-            .collect();
+        let loaded: HashMap<_, _> = tch::Tensor::read_safetensors(&dst).unwrap().into_iter().collect();
         let transposed = &loaded["a.transposed"];
         assert_eq!(transposed.size(), [3, 2]);
-        let expected = tch::Tensor::from_slice(&[0f32, 1., 2., 3., 4., 5.])
-            .view([2, 3])
-            .tr();
+        let expected = tch::Tensor::from_slice(&[0f32, 1., 2., 3., 4., 5.]).view([2, 3]).tr();
         assert!(transposed.equal(&expected));
         assert_eq!(loaded["b.count"].int64_value(&[]), 42);
-        assert_eq!(
-            Vec::<f32>::try_from(&loaded["b.tail"]).unwrap(),
-            [13., 14., 15.]
-        );
+        assert_eq!(Vec::<f32>::try_from(&loaded["b.tail"]).unwrap(), [13., 14., 15.]);
     }
 
     #[test]
     fn rejects_truncated_and_foreign_files() {
         let file = tiny_legacy_file();
         let truncated = read_legacy_state_dict(&file[..file.len() - 3]).unwrap_err();
-        assert!(
-            format!("{truncated:#}").contains("truncated"),
-            "{truncated:#}"
-        );
+        assert!(format!("{truncated:#}").contains("truncated"), "{truncated:#}");
         let zip = read_legacy_state_dict(b"PK\x03\x04rest").unwrap_err();
         assert!(zip.to_string().contains("zip-format"));
         let garbage = read_legacy_state_dict(b"\x80\x02K\x05.").unwrap_err();
@@ -959,11 +799,7 @@ pub(crate) mod tests {
     #[test]
     fn out_of_bounds_strides_are_an_error() {
         let t = TensorRef {
-            storage: StorageRef {
-                dtype: Dtype::F32,
-                root_key: "k".into(),
-                view_offset: 0,
-            },
+            storage: StorageRef { dtype: Dtype::F32, root_key: "k".into(), view_offset: 0 },
             offset: 1,
             shape: vec![2, 3],
             stride: vec![3, 1],

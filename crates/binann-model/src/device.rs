@@ -32,11 +32,9 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" | "gpu" => Ok(Self::Cuda(0)),
-            other => other
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Self::Cuda)
-                .ok_or_else(|| ParseDeviceError(s.to_string())),
+            other => {
+                other.strip_prefix("cuda:").and_then(|n| n.parse().ok()).map(Self::Cuda).ok_or_else(|| ParseDeviceError(s.to_string()))
+            }
         }
     }
 }
@@ -65,9 +63,7 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
             }
             let count = tch::Cuda::device_count() as usize;
             if ordinal >= count {
-                bail!(
-                    "device cuda:{ordinal} requested, but only {count} CUDA device(s) are visible"
-                );
+                bail!("device cuda:{ordinal} requested, but only {count} CUDA device(s) are visible");
             }
             Ok(Device::Cuda(ordinal))
         }
@@ -82,14 +78,8 @@ mod tests {
     fn parses_device_strings() {
         assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
         assert_eq!(" CPU ".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!(
-            "cuda".parse::<DeviceChoice>().unwrap(),
-            DeviceChoice::Cuda(0)
-        );
-        assert_eq!(
-            "cuda:3".parse::<DeviceChoice>().unwrap(),
-            DeviceChoice::Cuda(3)
-        );
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
         for bad in ["", "cuda:", "cuda:x", "cuda:-1", "tpu", "cpu:0"] {
             let err = bad.parse::<DeviceChoice>().unwrap_err();
             assert!(err.to_string().contains("invalid device"), "{bad}: {err}");

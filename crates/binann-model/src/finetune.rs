@@ -10,9 +10,7 @@ use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::backbone::{BACKBONE_NAME, calibration_noise, load_features_weights};
-use crate::checkpoint::{
-    MODE_FINETUNE, ModelMeta, check_compatible, fill_var_store, read_checkpoint, write_checkpoint,
-};
+use crate::checkpoint::{MODE_FINETUNE, ModelMeta, check_compatible, fill_var_store, read_checkpoint, write_checkpoint};
 use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 
 /// AdamW learning rate for all parameters. Small so the pretrained features survive; the head
@@ -64,9 +62,7 @@ impl FullModel {
     /// A randomly initialised model (batch norm calibrated on noise), for tests and benchmarks.
     pub fn untrained(input_size: u32, device: Device) -> Self {
         let model = Self::uninitialised(input_size, device);
-        model
-            .features
-            .calibrate_batch_norm(&calibration_noise(input_size, device));
+        model.features.calibrate_batch_norm(&calibration_noise(input_size, device));
         model
     }
 
@@ -78,26 +74,11 @@ impl FullModel {
         // A zero head starts at p = ½ for every image and, since the backbone's gradient flows
         // through the head's weights, leaves the pretrained features untouched until the head
         // has learned something: fine-tuning then starts stably instead of from random logits.
-        let zero_head = nn::LinearConfig {
-            ws_init: nn::Init::Const(0.0),
-            bs_init: Some(nn::Init::Const(0.0)),
-            bias: true,
-        };
+        let zero_head = nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(0.0)), bias: true };
         let head = nn::linear(&root / "head", EMBED_DIM as i64, 1, zero_head);
-        let optimizer = nn::AdamW {
-            wd: WEIGHT_DECAY,
-            ..Default::default()
-        }
-        .build(&vs, DEFAULT_LEARNING_RATE)
-        .expect("AdamW over a VarStore");
-        Self {
-            vs,
-            features,
-            head,
-            optimizer,
-            input_size,
-            pos_weight: 1.0,
-        }
+        let optimizer =
+            nn::AdamW { wd: WEIGHT_DECAY, ..Default::default() }.build(&vs, DEFAULT_LEARNING_RATE).expect("AdamW over a VarStore");
+        Self { vs, features, head, optimizer, input_size, pos_weight: 1.0 }
     }
 
     /// Side of the square input images, in pixels.
@@ -122,11 +103,7 @@ impl FullModel {
 
     fn logits(&self, images: &Tensor, train: bool) -> Tensor {
         // Batch norm stays in eval mode on purpose (see the type's docs); dropout follows `train`.
-        self.features
-            .pooled_t(&images.to_device(self.device()), false)
-            .dropout(HEAD_DROPOUT, train)
-            .apply(&self.head)
-            .squeeze_dim(-1)
+        self.features.pooled_t(&images.to_device(self.device()), false).dropout(HEAD_DROPOUT, train).apply(&self.head).squeeze_dim(-1)
     }
 
     /// One AdamW step on a batch of preprocessed images (N×3×S×S) with 0/1 labels (N), each
@@ -137,14 +114,8 @@ impl FullModel {
         let labels = labels.to_device(device).to_kind(Kind::Float).flatten(0, -1);
         let augmented = random_horizontal_flip(&batch);
         let pos_weight = Tensor::from_slice(&[self.pos_weight]).to_device(device);
-        let loss = self
-            .logits(&augmented, true)
-            .binary_cross_entropy_with_logits::<&Tensor>(
-                &labels,
-                None,
-                Some(&pos_weight),
-                Reduction::Mean,
-            );
+        let loss =
+            self.logits(&augmented, true).binary_cross_entropy_with_logits::<&Tensor>(&labels, None, Some(&pos_weight), Reduction::Mean);
         self.optimizer.backward_step(&loss);
         loss.double_value(&[]) as f32
     }
@@ -162,22 +133,14 @@ impl FullModel {
 
     /// The backbone's pooled embeddings (N×[`EMBED_DIM`]) under the current fine-tuned weights.
     pub fn embed_batch(&self, batch: &Tensor) -> Tensor {
-        tch::no_grad(|| {
-            self.features
-                .pooled_t(&batch.to_device(self.device()).to_kind(Kind::Float), false)
-        })
+        tch::no_grad(|| self.features.pooled_t(&batch.to_device(self.device()).to_kind(Kind::Float), false))
     }
 
     /// Saves all weights and `meta` atomically; `meta` must describe this model (mode
     /// [`MODE_FINETUNE`], backbone [`BACKBONE_NAME`], this input size).
     pub fn save(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
-        ensure!(
-            meta.mode == MODE_FINETUNE,
-            "FullModel::save needs meta.mode {MODE_FINETUNE:?}, got {:?}",
-            meta.mode
-        );
-        check_compatible(meta, BACKBONE_NAME, self.input_size)
-            .context("FullModel::save: meta does not describe this model")?;
+        ensure!(meta.mode == MODE_FINETUNE, "FullModel::save needs meta.mode {MODE_FINETUNE:?}, got {:?}", meta.mode);
+        check_compatible(meta, BACKBONE_NAME, self.input_size).context("FullModel::save: meta does not describe this model")?;
         let mut tensors: Vec<_> = self.vs.variables().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         write_checkpoint(path, &tensors, meta)
@@ -185,25 +148,11 @@ impl FullModel {
 
     /// Loads a model saved by [`FullModel::save`], refusing one trained for another backbone,
     /// input size or mode.
-    pub fn load(
-        path: &Path,
-        backbone: &str,
-        input_size: u32,
-        device: Device,
-    ) -> Result<(FullModel, ModelMeta)> {
+    pub fn load(path: &Path, backbone: &str, input_size: u32, device: Device) -> Result<(FullModel, ModelMeta)> {
         let (tensors, meta) = read_checkpoint(path, device)?;
-        ensure!(
-            meta.mode == MODE_FINETUNE,
-            "checkpoint {} is a {:?} model, not a {MODE_FINETUNE:?} model",
-            path.display(),
-            meta.mode
-        );
-        check_compatible(&meta, backbone, input_size)
-            .with_context(|| format!("checkpoint {}", path.display()))?;
-        ensure!(
-            backbone == BACKBONE_NAME,
-            "backbone {backbone:?} is not supported; only {BACKBONE_NAME:?} is"
-        );
+        ensure!(meta.mode == MODE_FINETUNE, "checkpoint {} is a {:?} model, not a {MODE_FINETUNE:?} model", path.display(), meta.mode);
+        check_compatible(&meta, backbone, input_size).with_context(|| format!("checkpoint {}", path.display()))?;
+        ensure!(backbone == BACKBONE_NAME, "backbone {backbone:?} is not supported; only {BACKBONE_NAME:?} is");
         let model = Self::uninitialised(input_size, device);
         fill_var_store(&model.vs, &tensors, path)?;
         Ok((model, meta))

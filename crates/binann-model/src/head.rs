@@ -31,13 +31,7 @@ pub struct TrainOptions {
 /// tried, and minibatches keep the cost flat (~0.1–0.3 s on 2 CPU cores) however many labels.
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self {
-            steps: 200,
-            learning_rate: 3e-3,
-            weight_decay: 1e-2,
-            batch_size: Some(256),
-            pos_weight: None,
-        }
+        Self { steps: 200, learning_rate: 3e-3, weight_decay: 1e-2, batch_size: Some(256), pos_weight: None }
     }
 }
 
@@ -91,25 +85,11 @@ impl Head {
             0 => (None, EMBED_DIM as i64),
             n => {
                 let n = n as i64;
-                (
-                    Some(nn::linear(
-                        &root / "hidden",
-                        EMBED_DIM as i64,
-                        n,
-                        Default::default(),
-                    )),
-                    n,
-                )
+                (Some(nn::linear(&root / "hidden", EMBED_DIM as i64, n, Default::default())), n)
             }
         };
         let output = nn::linear(&root / "output", output_in, 1, Default::default());
-        Self {
-            vs,
-            input_mean,
-            input_std,
-            hidden,
-            output,
-        }
+        Self { vs, input_mean, input_std, hidden, output }
     }
 
     /// Width of the hidden layer, 0 for logistic regression.
@@ -146,31 +126,14 @@ impl Head {
         let x = x.to_device(device).to_kind(Kind::Float);
         let y = y.to_device(device).to_kind(Kind::Float).flatten(0, -1);
         let n = x.size()[0];
-        assert_eq!(
-            y.size()[0],
-            n,
-            "Head::train: {n} embeddings but {} labels",
-            y.size()[0]
-        );
+        assert_eq!(y.size()[0], n, "Head::train: {n} embeddings but {} labels", y.size()[0]);
 
         let positives = y.sum(Kind::Float).double_value(&[]);
         let negatives = n as f64 - positives;
         // With only one class present the ratio is 0 or infinite; plain BCE is the sane choice.
-        let pos_weight = opts
-            .pos_weight
-            .unwrap_or(if positives > 0.0 && negatives > 0.0 {
-                (negatives / positives) as f32
-            } else {
-                1.0
-            });
+        let pos_weight = opts.pos_weight.unwrap_or(if positives > 0.0 && negatives > 0.0 { (negatives / positives) as f32 } else { 1.0 });
         if n == 0 {
-            return TrainReport {
-                loss: 0.0,
-                accuracy: 0.0,
-                steps: 0,
-                pos_weight,
-                elapsed_ms: 0,
-            };
+            return TrainReport { loss: 0.0, accuracy: 0.0, steps: 0, pos_weight, elapsed_ms: 0 };
         }
         let pos_weight_tensor = Tensor::from_slice(&[pos_weight]).to_device(device);
 
@@ -180,23 +143,14 @@ impl Head {
             // One scale for all features (the RMS of their standard deviations): per-feature
             // scaling blows near-constant, noise-only channels up to unit variance, which
             // measurably hurt held-out accuracy on Fashion-MNIST.
-            let rms_std = x
-                .var_dim(0, false, false)
-                .mean(Kind::Float)
-                .sqrt()
-                .clamp_min(1e-6);
-            self.input_std
-                .copy_(&rms_std.expand([EMBED_DIM as i64], false));
+            let rms_std = x.var_dim(0, false, false).mean(Kind::Float).sqrt().clamp_min(1e-6);
+            self.input_std.copy_(&rms_std.expand([EMBED_DIM as i64], false));
         });
 
         let z = tch::no_grad(|| self.standardize(&x));
 
-        let mut optimizer = nn::AdamW {
-            wd: opts.weight_decay,
-            ..Default::default()
-        }
-        .build(&self.vs, opts.learning_rate)
-        .expect("AdamW over a VarStore");
+        let mut optimizer =
+            nn::AdamW { wd: opts.weight_decay, ..Default::default() }.build(&self.vs, opts.learning_rate).expect("AdamW over a VarStore");
         let batch_size = opts.batch_size.map_or(n, |b| (b as i64).clamp(1, n.max(1)));
         let mut order = Tensor::arange(n, (Kind::Int64, device));
         let mut cursor = 0;
@@ -212,42 +166,22 @@ impl Head {
                 cursor += batch_size;
                 (z.index_select(0, &idx), y.index_select(0, &idx))
             };
-            let loss = self
-                .logits_of_standardized(&zb)
-                .binary_cross_entropy_with_logits::<&Tensor>(
-                    &yb,
-                    None,
-                    Some(&pos_weight_tensor),
-                    Reduction::Mean,
-                );
+            let loss = self.logits_of_standardized(&zb).binary_cross_entropy_with_logits::<&Tensor>(
+                &yb,
+                None,
+                Some(&pos_weight_tensor),
+                Reduction::Mean,
+            );
             optimizer.backward_step(&loss);
         }
 
         let (loss, accuracy) = tch::no_grad(|| {
             let logits = self.logits_of_standardized(&z);
-            let loss = logits.binary_cross_entropy_with_logits::<&Tensor>(
-                &y,
-                None,
-                Some(&pos_weight_tensor),
-                Reduction::Mean,
-            );
-            let correct = logits
-                .ge(0.0)
-                .to_kind(Kind::Float)
-                .eq_tensor(&y)
-                .to_kind(Kind::Float);
-            (
-                loss.double_value(&[]) as f32,
-                correct.mean(Kind::Float).double_value(&[]) as f32,
-            )
+            let loss = logits.binary_cross_entropy_with_logits::<&Tensor>(&y, None, Some(&pos_weight_tensor), Reduction::Mean);
+            let correct = logits.ge(0.0).to_kind(Kind::Float).eq_tensor(&y).to_kind(Kind::Float);
+            (loss.double_value(&[]) as f32, correct.mean(Kind::Float).double_value(&[]) as f32)
         });
-        TrainReport {
-            loss,
-            accuracy,
-            steps: opts.steps,
-            pos_weight,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        }
+        TrainReport { loss, accuracy, steps: opts.steps, pos_weight, elapsed_ms: started.elapsed().as_millis() as u64 }
     }
 
     /// Probability of the positive class for each row of `x` (N×[`EMBED_DIM`]), as an N tensor
@@ -258,11 +192,7 @@ impl Head {
 
     /// Saves weights and `meta` (whose mode must be [`MODE_HEAD`]) atomically to `path`.
     pub fn save(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
-        ensure!(
-            meta.mode == MODE_HEAD,
-            "Head::save needs meta.mode {MODE_HEAD:?}, got {:?}",
-            meta.mode
-        );
+        ensure!(meta.mode == MODE_HEAD, "Head::save needs meta.mode {MODE_HEAD:?}, got {:?}", meta.mode);
         let mut tensors: Vec<_> = self.vs.variables().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         write_checkpoint(path, &tensors, meta)
@@ -271,18 +201,10 @@ impl Head {
     /// Loads a head saved by [`Head::save`]; check the meta with [`crate::check_compatible`].
     pub fn load(path: &Path, device: Device) -> Result<(Head, ModelMeta)> {
         let (tensors, meta) = read_checkpoint(path, device)?;
-        ensure!(
-            meta.mode == MODE_HEAD,
-            "checkpoint {} is a {:?} model, not a {MODE_HEAD:?} model",
-            path.display(),
-            meta.mode
-        );
-        let hidden = tensors
-            .get("hidden.weight")
-            .map_or(0, |w| w.size()[0] as usize);
+        ensure!(meta.mode == MODE_HEAD, "checkpoint {} is a {:?} model, not a {MODE_HEAD:?} model", path.display(), meta.mode);
+        let hidden = tensors.get("hidden.weight").map_or(0, |w| w.size()[0] as usize);
         let head = Head::with_hidden(device, hidden);
-        crate::checkpoint::fill_var_store(&head.vs, &tensors, path)
-            .with_context(|| format!("restoring head from {}", path.display()))?;
+        crate::checkpoint::fill_var_store(&head.vs, &tensors, path).with_context(|| format!("restoring head from {}", path.display()))?;
         Ok((head, meta))
     }
 }

@@ -13,15 +13,8 @@ use tch::{Kind, Tensor};
 pub const EMBED_DIM: usize = 1280;
 
 /// (expansion ratio, output channels, repeats, first stride) per stage, as in the paper.
-const INVERTED_RESIDUAL_SETTINGS: [(i64, i64, usize, i64); 7] = [
-    (1, 16, 1, 1),
-    (6, 24, 2, 2),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-];
+const INVERTED_RESIDUAL_SETTINGS: [(i64, i64, usize, i64); 7] =
+    [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
 const STEM_CHANNELS: i64 = 32;
 /// torchvision's initialisation; pretrained weights replace it, but without it an untrained
 /// network's activations vanish within a few blocks, which makes tests meaningless.
@@ -32,14 +25,7 @@ const CONV_INIT: nn::Init = nn::Init::Kaiming {
 };
 
 fn conv_config(stride: i64, padding: i64, groups: i64) -> nn::ConvConfig {
-    nn::ConvConfig {
-        stride,
-        padding,
-        groups,
-        bias: false,
-        ws_init: CONV_INIT,
-        ..Default::default()
-    }
+    nn::ConvConfig { stride, padding, groups, bias: false, ws_init: CONV_INIT, ..Default::default() }
 }
 
 /// How batch norm behaves in a forward pass.
@@ -63,14 +49,8 @@ fn batch_norm(bn: &nn::BatchNorm, xs: &Tensor, pass: Pass) -> Tensor {
     if pass == Pass::Calibrate {
         let dims = [0i64, 2, 3];
         tch::no_grad(|| {
-            bn.running_mean.shallow_clone().copy_(&xs.mean_dim(
-                dims.as_slice(),
-                false,
-                Kind::Float,
-            ));
-            bn.running_var
-                .shallow_clone()
-                .copy_(&xs.var_dim(dims.as_slice(), false, false));
+            bn.running_mean.shallow_clone().copy_(&xs.mean_dim(dims.as_slice(), false, Kind::Float));
+            bn.running_var.shallow_clone().copy_(&xs.var_dim(dims.as_slice(), false, false));
         });
     }
     xs.apply_t(bn, pass == Pass::Train)
@@ -86,13 +66,7 @@ struct ConvBnRelu6 {
 impl ConvBnRelu6 {
     fn new(p: &nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, groups: i64) -> Self {
         Self {
-            conv: nn::conv2d(
-                p / 0,
-                c_in,
-                c_out,
-                kernel,
-                conv_config(stride, (kernel - 1) / 2, groups),
-            ),
+            conv: nn::conv2d(p / 0, c_in, c_out, kernel, conv_config(stride, (kernel - 1) / 2, groups)),
             bn: nn::batch_norm2d(p / 1, c_out, Default::default()),
         }
     }
@@ -158,31 +132,17 @@ impl MobileNetV2Features {
             for i in 0..repeats {
                 let stride = if i == 0 { first_stride } else { 1 };
                 let block_path = &features / (blocks.len() + 1) / "conv";
-                blocks.push(InvertedResidual::new(
-                    &block_path,
-                    c_in,
-                    c_out,
-                    stride,
-                    expansion,
-                ));
+                blocks.push(InvertedResidual::new(&block_path, c_in, c_out, stride, expansion));
                 c_in = c_out;
             }
         }
-        let head = ConvBnRelu6::new(
-            &(&features / (blocks.len() + 1)),
-            c_in,
-            EMBED_DIM as i64,
-            1,
-            1,
-            1,
-        );
+        let head = ConvBnRelu6::new(&(&features / (blocks.len() + 1)), c_in, EMBED_DIM as i64, 1, 1, 1);
         Self { stem, blocks, head }
     }
 
     /// Feature map followed by global average pooling: N×1280.
     pub(crate) fn pooled_t(&self, xs: &Tensor, train: bool) -> Tensor {
-        self.forward_t(xs, train)
-            .mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+        self.forward_t(xs, train).mean_dim([2i64, 3].as_slice(), false, Kind::Float)
     }
 
     /// Sets every batch norm's running statistics from `xs` (typically noise), layer by layer.
@@ -257,9 +217,6 @@ mod tests {
         let before = scale(tch::no_grad(|| features.pooled_t(&xs, false)));
         features.calibrate_batch_norm(&xs);
         let after = scale(tch::no_grad(|| features.pooled_t(&xs, false)));
-        assert!(
-            before < 1e-3 && after > 0.05,
-            "mean |activation| {before} → {after}"
-        );
+        assert!(before < 1e-3 && after > 0.05, "mean |activation| {before} → {after}");
     }
 }

@@ -28,8 +28,7 @@ impl Preprocess {
     ///
     /// Returns `3 * size * size` values in CHW order. Errors name the file.
     pub fn load_image(&self, path: &Path) -> Result<Vec<f32>> {
-        let image =
-            decode(path).with_context(|| format!("cannot decode image {}", path.display()))?;
+        let image = decode(path).with_context(|| format!("cannot decode image {}", path.display()))?;
         Ok(self.normalize(&self.resize(image)))
     }
 
@@ -43,17 +42,9 @@ impl Preprocess {
         // A Triangle filter over a multi-megapixel photo costs far more than the network does at
         // small input sizes; area-averaging down to twice the target first is cheap and keeps
         // the result free of aliasing.
-        let image = if image.width() > 4 * size || image.height() > 4 * size {
-            image.thumbnail_exact(2 * size, 2 * size)
-        } else {
-            image
-        };
+        let image = if image.width() > 4 * size || image.height() > 4 * size { image.thumbnail_exact(2 * size, 2 * size) } else { image };
         let rgb = to_rgb_on_white(image);
-        if rgb.dimensions() == (size, size) {
-            rgb
-        } else {
-            image::imageops::resize(&rgb, size, size, FilterType::Triangle)
-        }
+        if rgb.dimensions() == (size, size) { rgb } else { image::imageops::resize(&rgb, size, size, FilterType::Triangle) }
     }
 
     fn normalize(&self, rgb: &RgbImage) -> Vec<f32> {
@@ -113,18 +104,12 @@ mod tests {
     fn grey_image_is_replicated_and_normalised() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("grey.png");
-        GrayImage::from_pixel(10, 6, Luma([255]))
-            .save(&path)
-            .unwrap();
+        GrayImage::from_pixel(10, 6, Luma([255])).save(&path).unwrap();
         let values = Preprocess { size: 4 }.load_image(&path).unwrap();
         assert_eq!(values.len(), 3 * 16);
         for c in 0..3 {
             let expected = (1.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
-            assert!(
-                values[c * 16..(c + 1) * 16]
-                    .iter()
-                    .all(|v| (v - expected).abs() < 1e-5)
-            );
+            assert!(values[c * 16..(c + 1) * 16].iter().all(|v| (v - expected).abs() < 1e-5));
         }
     }
 
@@ -132,9 +117,7 @@ mod tests {
     fn layout_is_chw() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("red.png");
-        RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 0]))
-            .save(&path)
-            .unwrap();
+        RgbImage::from_pixel(2, 2, image::Rgb([255, 0, 0])).save(&path).unwrap();
         let values = Preprocess { size: 2 }.load_image(&path).unwrap();
         let red = (1.0 - IMAGENET_MEAN[0]) / IMAGENET_STD[0];
         let green = (0.0 - IMAGENET_MEAN[1]) / IMAGENET_STD[1];
@@ -146,9 +129,7 @@ mod tests {
     fn transparent_pixels_become_white() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("clear.png");
-        RgbaImage::from_pixel(3, 3, Rgba([0, 0, 0, 0]))
-            .save(&path)
-            .unwrap();
+        RgbaImage::from_pixel(3, 3, Rgba([0, 0, 0, 0])).save(&path).unwrap();
         let values = Preprocess { size: 3 }.load_image(&path).unwrap();
         let white = (1.0 - IMAGENET_MEAN[2]) / IMAGENET_STD[2];
         assert!((values[2 * 9] - white).abs() < 1e-5);
@@ -164,9 +145,7 @@ mod tests {
         let err = Preprocess { size: 8 }.load_image(&path).unwrap_err();
         assert!(format!("{err:#}").contains("broken.jpg"), "{err:#}");
 
-        let missing = Preprocess { size: 8 }
-            .load_image(&dir.path().join("absent.png"))
-            .unwrap_err();
+        let missing = Preprocess { size: 8 }.load_image(&dir.path().join("absent.png")).unwrap_err();
         assert!(format!("{missing:#}").contains("absent.png"), "{missing:#}");
     }
 
@@ -176,18 +155,13 @@ mod tests {
         let path = dir.path().join("bomb.png");
         // A valid PNG header claiming 20000x20000 pixels; the body never gets read.
         let mut png = Vec::new();
-        image::codecs::png::PngEncoder::new(&mut png)
-            .write_image(&[0u8; 4], 2, 2, image::ExtendedColorType::L8)
-            .unwrap();
+        image::codecs::png::PngEncoder::new(&mut png).write_image(&[0u8; 4], 2, 2, image::ExtendedColorType::L8).unwrap();
         png[16..20].copy_from_slice(&20_000u32.to_be_bytes());
         png[20..24].copy_from_slice(&20_000u32.to_be_bytes());
         let crc = crc32fast::hash(&png[12..29]);
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         std::fs::write(&path, png).unwrap();
-        let err = format!(
-            "{:#}",
-            Preprocess { size: 8 }.load_image(&path).unwrap_err()
-        );
+        let err = format!("{:#}", Preprocess { size: 8 }.load_image(&path).unwrap_err());
         assert!(err.contains("bomb.png"), "{err}");
         assert!(err.to_lowercase().contains("limit"), "{err}");
     }

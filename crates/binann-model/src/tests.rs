@@ -15,9 +15,7 @@ fn fixed_projection() -> Tensor {
     let mut state = 0x2545_f491_4f6c_dd1du64;
     let values: Vec<f32> = (0..LATENT_DIMS as usize * EMBED_DIM)
         .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
+            state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect();
@@ -28,43 +26,30 @@ fn fixed_projection() -> Tensor {
 /// low-rank), plus a little independent noise.
 fn embeddings_from_latent(latent: &Tensor) -> Tensor {
     let n = latent.size()[0];
-    latent.matmul(&fixed_projection())
-        + 0.3 * Tensor::randn([n, EMBED_DIM as i64], (Kind::Float, Device::Cpu))
+    latent.matmul(&fixed_projection()) + 0.3 * Tensor::randn([n, EMBED_DIM as i64], (Kind::Float, Device::Cpu))
 }
 
 /// Labels that depend linearly on two latent factors.
 fn separable(n: i64) -> (Tensor, Tensor) {
     let latent = Tensor::randn([n, LATENT_DIMS], (Kind::Float, Device::Cpu));
-    let y = (latent.select(1, 0) + latent.select(1, 1))
-        .gt(0.0)
-        .to_kind(Kind::Float);
+    let y = (latent.select(1, 0) + latent.select(1, 1)).gt(0.0).to_kind(Kind::Float);
     (embeddings_from_latent(&latent), y)
 }
 
 /// 5 % positives that overlap the negatives: an unweighted loss mostly predicts "negative".
 fn imbalanced(n: i64) -> (Tensor, Tensor) {
-    let y = Tensor::rand([n], (Kind::Float, Device::Cpu))
-        .lt(0.05)
-        .to_kind(Kind::Float);
+    let y = Tensor::rand([n], (Kind::Float, Device::Cpu)).lt(0.05).to_kind(Kind::Float);
     let latent = Tensor::randn([n, LATENT_DIMS], (Kind::Float, Device::Cpu));
     let _ = latent.select(1, 0).g_add_(&(1.5 * &y));
     (embeddings_from_latent(&latent), y)
 }
 
 fn accuracy(probabilities: &Tensor, y: &Tensor) -> f64 {
-    probabilities
-        .ge(0.5)
-        .to_kind(Kind::Float)
-        .eq_tensor(y)
-        .to_kind(Kind::Float)
-        .mean(Kind::Float)
-        .double_value(&[])
+    probabilities.ge(0.5).to_kind(Kind::Float).eq_tensor(y).to_kind(Kind::Float).mean(Kind::Float).double_value(&[])
 }
 
 fn recall(probabilities: &Tensor, y: &Tensor) -> f64 {
-    let hits = (probabilities.ge(0.5).to_kind(Kind::Float) * y)
-        .sum(Kind::Float)
-        .double_value(&[]);
+    let hits = (probabilities.ge(0.5).to_kind(Kind::Float) * y).sum(Kind::Float).double_value(&[]);
     hits / y.sum(Kind::Float).double_value(&[])
 }
 
@@ -78,10 +63,7 @@ fn head_learns_a_separable_problem() {
         assert!(report.accuracy > 0.95, "hidden {hidden}: {report:?}");
         assert_eq!(report.steps, TrainOptions::default().steps);
         let test_accuracy = accuracy(&head.predict(&x_test), &y_test);
-        assert!(
-            test_accuracy > 0.9,
-            "hidden {hidden}: held-out accuracy {test_accuracy}"
-        );
+        assert!(test_accuracy > 0.9, "hidden {hidden}: held-out accuracy {test_accuracy}");
     }
 }
 
@@ -89,22 +71,11 @@ fn head_learns_a_separable_problem() {
 fn degenerate_label_sets_do_not_break_training() {
     let (x, _) = separable(50);
     let mut head = Head::new(Device::Cpu);
-    let all_positive = head.train(
-        &x,
-        &Tensor::ones([50], (Kind::Float, Device::Cpu)),
-        &TrainOptions::default(),
-    );
+    let all_positive = head.train(&x, &Tensor::ones([50], (Kind::Float, Device::Cpu)), &TrainOptions::default());
     assert_eq!(all_positive.pos_weight, 1.0);
-    assert!(
-        all_positive.loss.is_finite() && all_positive.accuracy == 1.0,
-        "{all_positive:?}"
-    );
+    assert!(all_positive.loss.is_finite() && all_positive.accuracy == 1.0, "{all_positive:?}");
     let empty = Tensor::zeros([0, EMBED_DIM as i64], (Kind::Float, Device::Cpu));
-    let report = Head::new(Device::Cpu).train(
-        &empty,
-        &Tensor::zeros([0], (Kind::Float, Device::Cpu)),
-        &TrainOptions::default(),
-    );
+    let report = Head::new(Device::Cpu).train(&empty, &Tensor::zeros([0], (Kind::Float, Device::Cpu)), &TrainOptions::default());
     assert_eq!(report.steps, 0);
 }
 
@@ -112,10 +83,7 @@ fn degenerate_label_sets_do_not_break_training() {
 fn full_batch_training_also_learns() {
     let (x, y) = separable(600);
     let mut head = Head::new(Device::Cpu);
-    let opts = TrainOptions {
-        batch_size: None,
-        ..TrainOptions::default()
-    };
+    let opts = TrainOptions { batch_size: None, ..TrainOptions::default() };
     let report = head.train(&x, &y, &opts);
     assert!(report.accuracy > 0.95, "{report:?}");
 }
@@ -127,28 +95,16 @@ fn pos_weight_recovers_the_rare_class() {
     for hidden in [0, DEFAULT_HIDDEN_UNITS] {
         let train = |pos_weight| {
             let mut head = Head::with_hidden(Device::Cpu, hidden);
-            let report = head.train(
-                &x,
-                &y,
-                &TrainOptions {
-                    pos_weight,
-                    ..TrainOptions::default()
-                },
-            );
+            let report = head.train(&x, &y, &TrainOptions { pos_weight, ..TrainOptions::default() });
             (report, recall(&head.predict(&x_test), &y_test))
         };
         let (unweighted, unweighted_recall) = train(Some(1.0));
         let (auto, auto_recall) = train(None);
         let positives = y.sum(Kind::Float).double_value(&[]);
         let negatives_per_positive = (4000.0 - positives) / positives;
-        assert!(
-            (auto.pos_weight as f64 - negatives_per_positive).abs() < 1e-3,
-            "{auto:?}"
-        );
+        assert!((auto.pos_weight as f64 - negatives_per_positive).abs() < 1e-3, "{auto:?}");
         assert_eq!(unweighted.pos_weight, 1.0);
-        println!(
-            "hidden {hidden}: recall with pos_weight {auto_recall:.3}, without {unweighted_recall:.3}"
-        );
+        println!("hidden {hidden}: recall with pos_weight {auto_recall:.3}, without {unweighted_recall:.3}");
         assert!(
             auto_recall > unweighted_recall + 0.15 && auto_recall > 0.5,
             "hidden {hidden}: recall with pos_weight {auto_recall:.3}, without {unweighted_recall:.3}"
@@ -162,23 +118,13 @@ fn head_save_load_reproduces_predictions_exactly() {
     let (x, y) = separable(200);
     for hidden in [0, 16] {
         let mut head = Head::with_hidden(Device::Cpu, hidden);
-        head.train(
-            &x,
-            &y,
-            &TrainOptions {
-                steps: 20,
-                ..TrainOptions::default()
-            },
-        );
+        head.train(&x, &y, &TrainOptions { steps: 20, ..TrainOptions::default() });
         let path = dir.path().join(format!("head-{hidden}.safetensors"));
         head.save(&path, &meta(MODE_HEAD)).unwrap();
         let (loaded, loaded_meta) = Head::load(&path, Device::Cpu).unwrap();
         assert_eq!(loaded_meta, meta(MODE_HEAD));
         assert_eq!(loaded.hidden_units(), hidden);
-        assert!(
-            loaded.predict(&x).equal(&head.predict(&x)),
-            "hidden {hidden}"
-        );
+        assert!(loaded.predict(&x).equal(&head.predict(&x)), "hidden {hidden}");
     }
 }
 
@@ -187,20 +133,11 @@ fn mismatched_checkpoints_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let head_path = dir.path().join("head.safetensors");
     let head = Head::new(Device::Cpu);
-    assert!(
-        head.save(&head_path, &meta(MODE_FINETUNE)).is_err(),
-        "mode must match the model"
-    );
+    assert!(head.save(&head_path, &meta(MODE_FINETUNE)).is_err(), "mode must match the model");
     head.save(&head_path, &meta(MODE_HEAD)).unwrap();
 
-    let err = format!(
-        "{:#}",
-        FullModel::load(&head_path, BACKBONE_NAME, 112, Device::Cpu).unwrap_err()
-    );
-    assert!(
-        err.contains("head.safetensors") && err.contains("not a \"finetune\""),
-        "{err}"
-    );
+    let err = format!("{:#}", FullModel::load(&head_path, BACKBONE_NAME, 112, Device::Cpu).unwrap_err());
+    assert!(err.contains("head.safetensors") && err.contains("not a \"finetune\""), "{err}");
 
     let (_, head_meta) = Head::load(&head_path, Device::Cpu).unwrap();
     let err = check_compatible(&head_meta, BACKBONE_NAME, 224).unwrap_err();
@@ -208,27 +145,12 @@ fn mismatched_checkpoints_are_refused() {
 
     let model = FullModel::untrained(32, Device::Cpu);
     let full_path = dir.path().join("full.safetensors");
-    let full_meta = ModelMeta {
-        input_size: 32,
-        ..meta(MODE_FINETUNE)
-    };
-    assert!(
-        model.save(&full_path, &meta(MODE_FINETUNE)).is_err(),
-        "meta input size 112 ≠ model's 32"
-    );
+    let full_meta = ModelMeta { input_size: 32, ..meta(MODE_FINETUNE) };
+    assert!(model.save(&full_path, &meta(MODE_FINETUNE)).is_err(), "meta input size 112 ≠ model's 32");
     model.save(&full_path, &full_meta).unwrap();
-    let err = format!(
-        "{:#}",
-        FullModel::load(&full_path, BACKBONE_NAME, 64, Device::Cpu).unwrap_err()
-    );
-    assert!(
-        err.contains("full.safetensors") && err.contains("input size 32"),
-        "{err}"
-    );
-    let err = format!(
-        "{:#}",
-        FullModel::load(&full_path, "resnet18", 32, Device::Cpu).unwrap_err()
-    );
+    let err = format!("{:#}", FullModel::load(&full_path, BACKBONE_NAME, 64, Device::Cpu).unwrap_err());
+    assert!(err.contains("full.safetensors") && err.contains("input size 32"), "{err}");
+    let err = format!("{:#}", FullModel::load(&full_path, "resnet18", 32, Device::Cpu).unwrap_err());
     assert!(err.contains("resnet18"), "{err}");
     let err = format!("{:#}", Head::load(&full_path, Device::Cpu).unwrap_err());
     assert!(err.contains("not a \"head\""), "{err}");
@@ -236,16 +158,9 @@ fn mismatched_checkpoints_are_refused() {
 
 fn write_test_images(dir: &Path) -> Vec<PathBuf> {
     let mut paths = Vec::new();
-    for (i, colour) in [[200u8, 30, 30], [30, 200, 30], [30, 30, 200]]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, colour) in [[200u8, 30, 30], [30, 200, 30], [30, 30, 200]].into_iter().enumerate() {
         let path = dir.join(format!("img{i}.png"));
-        image::RgbImage::from_fn(40, 30, |x, y| {
-            image::Rgb(colour.map(|c| c.wrapping_add((x * y) as u8)))
-        })
-        .save(&path)
-        .unwrap();
+        image::RgbImage::from_fn(40, 30, |x, y| image::Rgb(colour.map(|c| c.wrapping_add((x * y) as u8)))).save(&path).unwrap();
         paths.push(path);
     }
     let corrupt = dir.join("corrupt.png");
@@ -279,46 +194,30 @@ fn embed_paths_keeps_order_and_isolates_bad_files() {
             Vec::<f32>::try_from(embedding.flatten(0, -1)).unwrap()
         })
         .collect();
-    let distance = |a: &[f32], b: &[f32]| {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).powi(2))
-            .sum::<f32>()
-            .sqrt()
-    };
+    let distance = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt();
     for (k, &i) in [0, 2, 3].iter().enumerate() {
         let embedding = results[i].as_ref().unwrap();
         assert_eq!(embedding.len(), EMBED_DIM);
         let own = distance(embedding, &alone[k]);
         for (other, alone_other) in alone.iter().enumerate().filter(|&(o, _)| o != k) {
             let cross = distance(embedding, alone_other);
-            assert!(
-                own < 0.05 * cross,
-                "image {i}: {own} from itself, {cross} from image #{other}"
-            );
+            assert!(own < 0.05 * cross, "image {i}: {own} from itself, {cross} from image #{other}");
         }
     }
 }
 
 #[test]
 fn missing_weights_error_says_how_to_fetch_them() {
-    let err =
-        Backbone::load(Path::new("/nonexistent/w.safetensors"), 224, Device::Cpu).unwrap_err();
+    let err = Backbone::load(Path::new("/nonexistent/w.safetensors"), 224, Device::Cpu).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("/nonexistent/w.safetensors") && msg.contains("scripts/fetch-weights.sh"),
-        "{msg}"
-    );
+    assert!(msg.contains("/nonexistent/w.safetensors") && msg.contains("scripts/fetch-weights.sh"), "{msg}");
 }
 
 /// Four 32 px images, bright ones positive and dark ones negative, with noise.
 fn bright_and_dark_batch() -> (Tensor, Tensor) {
     let labels = Tensor::from_slice(&[1f32, 0., 1., 0.]);
     let brightness = (labels.shallow_clone() * 2.0 - 1.0).view([4, 1, 1, 1]);
-    (
-        brightness + 0.3 * Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)),
-        labels,
-    )
+    (brightness + 0.3 * Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)), labels)
 }
 
 fn snapshot(model: &FullModel, name: &str) -> Tensor {
@@ -329,12 +228,7 @@ fn snapshot(model: &FullModel, name: &str) -> Tensor {
 fn full_model_steps_train_everything_but_batch_norm_statistics() {
     let mut model = FullModel::untrained(32, Device::Cpu);
     let (images, labels) = bright_and_dark_batch();
-    let watched = [
-        "features.0.0.weight",
-        "features.18.1.weight",
-        "head.weight",
-        "features.18.1.running_mean",
-    ];
+    let watched = ["features.0.0.weight", "features.18.1.weight", "head.weight", "features.18.1.running_mean"];
     let before: Vec<_> = watched.iter().map(|name| snapshot(&model, name)).collect();
     for _ in 0..3 {
         assert!(model.train_step(&images, &labels).is_finite());
@@ -346,17 +240,11 @@ fn full_model_steps_train_everything_but_batch_norm_statistics() {
     }
     let probabilities = model.predict(&images);
     assert_eq!(probabilities.size(), [4]);
-    assert!(
-        probabilities.gt(0.0).all().int64_value(&[]) == 1
-            && probabilities.lt(1.0).all().int64_value(&[]) == 1
-    );
+    assert!(probabilities.gt(0.0).all().int64_value(&[]) == 1 && probabilities.lt(1.0).all().int64_value(&[]) == 1);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("full.safetensors");
-    let full_meta = ModelMeta {
-        input_size: 32,
-        ..meta(MODE_FINETUNE)
-    };
+    let full_meta = ModelMeta { input_size: 32, ..meta(MODE_FINETUNE) };
     model.save(&path, &full_meta).unwrap();
     let (loaded, loaded_meta) = FullModel::load(&path, BACKBONE_NAME, 32, Device::Cpu).unwrap();
     assert_eq!(loaded_meta, full_meta);
@@ -373,10 +261,7 @@ fn horizontal_flip_mirrors_whole_images_only() {
         if out.equal(&original.flip([2i64])) {
             mirrored += 1;
         } else {
-            assert!(
-                out.equal(&original),
-                "image {i} is neither kept nor mirrored"
-            );
+            assert!(out.equal(&original), "image {i} is neither kept nor mirrored");
         }
     }
     assert!((10..=54).contains(&mirrored), "{mirrored} of 64 mirrored");
@@ -384,16 +269,11 @@ fn horizontal_flip_mirrors_whole_images_only() {
 
 /// The real converted weights, when `scripts/fetch-weights.sh` has been run.
 fn real_weights() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(DEFAULT_WEIGHTS_PATH);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_WEIGHTS_PATH);
     if path.exists() {
         Some(path)
     } else {
-        println!(
-            "note: {} absent (run scripts/fetch-weights.sh); skipping",
-            path.display()
-        );
+        println!("note: {} absent (run scripts/fetch-weights.sh); skipping", path.display());
         None
     }
 }
@@ -419,18 +299,14 @@ fn real_weights_fine_tune_a_tiny_batch() {
     let (images, labels) = bright_and_dark_batch();
     let batch_loss = |model: &FullModel| {
         let p = model.predict(&images);
-        p.binary_cross_entropy::<Tensor>(&labels, None, tch::Reduction::Mean)
-            .double_value(&[])
+        p.binary_cross_entropy::<Tensor>(&labels, None, tch::Reduction::Mean).double_value(&[])
     };
     let before = batch_loss(&model);
     for _ in 0..20 {
         model.train_step(&images, &labels);
     }
     let after = batch_loss(&model);
-    assert!(
-        after < 0.75 * before,
-        "loss on the training batch {before} → {after}"
-    );
+    assert!(after < 0.75 * before, "loss on the training batch {before} → {after}");
 }
 
 #[test]
@@ -441,19 +317,10 @@ fn real_backbone_gives_distinct_embeddings_for_distinct_images() {
     let backbone = Backbone::load(&weights, 64, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let paths = write_test_images(dir.path());
-    let results = backbone.embed_paths(
-        &[paths[0].clone(), paths[2].clone(), paths[0].clone()],
-        4,
-        |_| {},
-    );
+    let results = backbone.embed_paths(&[paths[0].clone(), paths[2].clone(), paths[0].clone()], 4, |_| {});
     let [a, b, a_again] = [0, 1, 2].map(|i| results[i].as_ref().unwrap().clone());
     assert_eq!(a, a_again);
-    let distance: f32 = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).powi(2))
-        .sum::<f32>()
-        .sqrt();
+    let distance: f32 = a.iter().zip(&b).map(|(x, y)| (x - y).powi(2)).sum::<f32>().sqrt();
     let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     assert!(distance > 0.05 * norm, "distance {distance}, norm {norm}");
     // Pooled ReLU6 activations of a pretrained net: non-negative, bounded, not all zero.

@@ -52,9 +52,8 @@ pub enum Explore {
 pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, explore_with: Explore, seed: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..ids.len()).collect();
     let by_prob_desc = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(ids[a].cmp(&ids[b])));
-    let by_entropy = |idx: &mut Vec<usize>| {
-        idx.sort_by(|&a, &b| (probs[a] - 0.5).abs().total_cmp(&(probs[b] - 0.5).abs()).then(ids[a].cmp(&ids[b])))
-    };
+    let by_entropy =
+        |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| (probs[a] - 0.5).abs().total_cmp(&(probs[b] - 0.5).abs()).then(ids[a].cmp(&ids[b])));
     let shuffle = |idx: &mut Vec<usize>| idx.sort_by_cached_key(|&i| shuffle_key(seed, ids[i]));
     match strategy {
         Strategy::MaxProbability => by_prob_desc(&mut idx),
@@ -97,9 +96,7 @@ pub fn prediction_files(rundir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("predictions") && n.ends_with(".bin"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("predictions") && n.ends_with(".bin")))
         .collect();
     files.sort();
     files

@@ -82,8 +82,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                 generation += 1;
                 ranking.save(&rundir.ranking(), generation).context("writing the ranking")?;
                 tracing::info!(
-                    generation, images = ranking.ids.len(), checkpoint = merged.model.as_ref().map(|m| m.checkpoint_generation),
-                    "ranking written in {:.0} ms", started.elapsed().as_secs_f64() * 1000.0
+                    generation,
+                    images = ranking.ids.len(),
+                    checkpoint = merged.model.as_ref().map(|m| m.checkpoint_generation),
+                    "ranking written in {:.0} ms",
+                    started.elapsed().as_secs_f64() * 1000.0
                 );
             }
             last_inputs = stamps;

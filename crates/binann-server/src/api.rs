@@ -30,9 +30,11 @@ fn valid_client_id(s: &str) -> bool {
 
 fn client_of(req: &HttpRequest) -> Result<Client, ApiError> {
     if let Some(h) = req.headers().get(CLIENT_HEADER) {
-        let id = h.to_str().ok().filter(|s| valid_client_id(s)).ok_or_else(|| {
-            ApiError::BadRequest(format!("{CLIENT_HEADER} must be 1-64 letters, digits, '-' or '_'"))
-        })?;
+        let id = h
+            .to_str()
+            .ok()
+            .filter(|s| valid_client_id(s))
+            .ok_or_else(|| ApiError::BadRequest(format!("{CLIENT_HEADER} must be 1-64 letters, digits, '-' or '_'")))?;
         return Ok(Client { id: id.to_owned(), new_cookie: None });
     }
     if let Some(c) = req.cookie(CLIENT_COOKIE).filter(|c| valid_client_id(c.value())) {
@@ -69,10 +71,8 @@ pub const MAX_KEEP: usize = 64;
 
 fn parse_keep(keep: Option<&str>) -> Result<Vec<u32>, ApiError> {
     let Some(keep) = keep.filter(|k| !k.is_empty()) else { return Ok(Vec::new()) };
-    let ids: Vec<u32> = keep
-        .split(',')
-        .map(|s| s.trim().parse::<u32>().map_err(|_| ApiError::InvalidId(s.to_owned())))
-        .collect::<Result<_, _>>()?;
+    let ids: Vec<u32> =
+        keep.split(',').map(|s| s.trim().parse::<u32>().map_err(|_| ApiError::InvalidId(s.to_owned()))).collect::<Result<_, _>>()?;
     if ids.len() > MAX_KEEP {
         return Err(ApiError::BadRequest(format!("keep lists {} ids; at most {MAX_KEEP}", ids.len())));
     }
@@ -91,10 +91,8 @@ pub async fn next(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ne
         let mut inner = state.lock();
         let inner = &mut *inner;
         let ids = inner.queue.next(&client.id, count as usize, &inner.annotations, &keep);
-        let items: Vec<_> = ids
-            .iter()
-            .map(|&id| image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id)))
-            .collect();
+        let items: Vec<_> =
+            ids.iter().map(|&id| image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id))).collect();
         serde_json::Value::Array(items)
     };
     Ok(respond(client, body))
@@ -118,7 +116,11 @@ fn parse_id(v: &serde_json::Value) -> Result<u64, ApiError> {
 }
 
 /// `POST /api/annotations`: answers only once the annotation is durable.
-pub async fn annotate(req: HttpRequest, state: web::Data<AppState>, body: Result<web::Bytes, actix_web::Error>) -> Result<HttpResponse, ApiError> {
+pub async fn annotate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
     // The body is read whole (up to READ_LIMIT) before it is judged, so an oversized one gets its
     // 413 answer instead of a connection closed under the client's feet.
     let body = body.map_err(|e| {
@@ -143,10 +145,11 @@ pub async fn annotate(req: HttpRequest, state: web::Data<AppState>, body: Result
         let id = id as u32;
         // A retry of this client's latest label (its answer was lost) must not record it twice,
         // or one undo would remove only the copy.
-        if let Some((top_id, top_seq)) = inner.annotations.undo_target(&client.id) {
-            if top_id == id && inner.annotations.get(id).is_some_and(|e| e.seq == top_seq && e.label == label) {
-                return Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": top_seq })));
-            }
+        if let Some((top_id, top_seq)) = inner.annotations.undo_target(&client.id)
+            && top_id == id
+            && inner.annotations.get(id).is_some_and(|e| e.seq == top_seq && e.label == label)
+        {
+            return Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": top_seq })));
         }
         let record = Record {
             seq: inner.annotations.next_seq(),
@@ -259,9 +262,7 @@ pub async fn image(state: web::Data<AppState>, id: web::Path<String>) -> Result<
     };
     let file = state.datadir.join(&rel);
     let rel2 = rel.clone();
-    let (bytes, mime) = web::block(move || read_image(id, &file, &rel2))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let (bytes, mime) = web::block(move || read_image(id, &file, &rel2)).await.map_err(|e| ApiError::Internal(e.to_string()))??;
     Ok(HttpResponse::Ok().content_type(mime).insert_header(("Cache-Control", "private, max-age=3600")).body(bytes))
 }
 

@@ -92,7 +92,6 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let (code, status) = self.code_and_status();
-        HttpResponse::build(status)
-            .json(serde_json::json!({ "error": { "code": code, "message": self.to_string() } }))
+        HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": self.to_string() } }))
     }
 }

@@ -58,9 +58,8 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
     if let Some(backup) = &opened.backup {
         tracing::warn!("the journal's torn tail was cut off; the full damaged file is kept at {}", backup.display());
     }
-    let annotations = AnnotationState::replay(&opened.records).with_context(|| {
-        format!("replaying {} (nothing was changed)", rundir.annotations().display())
-    })?;
+    let annotations = AnnotationState::replay(&opened.records)
+        .with_context(|| format!("replaying {} (nothing was changed)", rundir.annotations().display()))?;
     let mut queue = Queue::new(manifest.len(), Duration::from_secs(config.handout_timeout_secs));
     match Ranking::load(&rundir.ranking()) {
         Ok((generation, ranking)) => queue.set_ranking(manifest.len(), generation, ranking),
@@ -69,8 +68,11 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
     }
     let counts = annotations.counts();
     tracing::info!(
-        images = manifest.len(), annotated = counts.annotated(), skipped = counts.skipped,
-        "ready in {:.2}s", started.elapsed().as_secs_f64()
+        images = manifest.len(),
+        annotated = counts.annotated(),
+        skipped = counts.skipped,
+        "ready in {:.2}s",
+        started.elapsed().as_secs_f64()
     );
     let datadir = config.datadir.clone();
     let state = AppState::new(manifest, datadir, opened.writer, annotations, queue, rundir.annotations());
@@ -81,12 +83,14 @@ fn load_or_scan_manifest(rundir: &RunDir, config: &ServerConfig) -> anyhow::Resu
     let previous = match Manifest::load(&rundir.manifest()) {
         Ok((generation, m)) => Some((generation, m)),
         Err(e) if e.is_not_found() => None,
-        Err(e) => anyhow::bail!("{e}\nThe manifest maps image ids to files; refusing to guess them. Restore the file, or start a new run directory."),
+        Err(e) => anyhow::bail!(
+            "{e}\nThe manifest maps image ids to files; refusing to guess them. Restore the file, or start a new run directory."
+        ),
     };
-    if !config.rescan {
-        if let Some((_, m)) = previous {
-            return Ok(m);
-        }
+    if !config.rescan
+        && let Some((_, m)) = previous
+    {
+        return Ok(m);
     }
     let generation = previous.as_ref().map_or(0, |(g, _)| *g);
     let known = previous.as_ref().map_or(0, |(_, m)| m.len());
@@ -128,7 +132,8 @@ fn spawn_ranking_watcher(state: AppState, rundir: RunDir, options: WatchOptions)
 
 /// Builds the actix application (routes, limits, error handlers).
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let query_errors = web::QueryConfig::default().error_handler(|err, _req| ApiError::BadRequest(format!("bad query string: {err}")).into());
+    let query_errors =
+        web::QueryConfig::default().error_handler(|err, _req| ApiError::BadRequest(format!("bad query string: {err}")).into());
     let path_errors = web::PathConfig::default().error_handler(|err, _req| ApiError::BadRequest(err.to_string()).into());
     cfg.app_data(query_errors)
         .app_data(path_errors)
@@ -147,7 +152,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// Serves on `listener` until the returned server is stopped (or the process is signalled).
 pub fn run(listener: TcpListener, prepared: Prepared) -> anyhow::Result<actix_web::dev::Server> {
     let Prepared { state, _lock, rundir, config } = prepared;
-    let watch = WatchOptions { force_polling: config.force_polling, poll_interval: Duration::from_millis(config.poll_ms), ..Default::default() };
+    let watch =
+        WatchOptions { force_polling: config.force_polling, poll_interval: Duration::from_millis(config.poll_ms), ..Default::default() };
     spawn_ranking_watcher(state.clone(), rundir, watch);
     let web_dir = config.web_dir.clone();
     // The lock lives as long as the server: moved into the app factory's shared data.

@@ -132,10 +132,10 @@ impl Queue {
 
     /// Marks `id` as held by `client` (the image an undo shows again).
     pub fn hand(&mut self, client: &str, id: u32) {
-        if let Some(other) = self.holder.insert(id, client.to_owned()) {
-            if let Some(slot) = self.clients.get_mut(&other) {
-                slot.handed.retain(|h| *h != id);
-            }
+        if let Some(other) = self.holder.insert(id, client.to_owned())
+            && let Some(slot) = self.clients.get_mut(&other)
+        {
+            slot.handed.retain(|h| *h != id);
         }
         let slot = self.clients.entry(client.to_owned()).or_insert_with(|| ClientSlot { handed: Vec::new(), last_seen: Instant::now() });
         slot.handed.push(id);
@@ -151,10 +151,10 @@ impl Queue {
 
     /// Called when `id` got a label: nobody holds it any more.
     pub fn labelled(&mut self, id: u32) {
-        if let Some(client) = self.holder.remove(&id) {
-            if let Some(slot) = self.clients.get_mut(&client) {
-                slot.handed.retain(|h| *h != id);
-            }
+        if let Some(client) = self.holder.remove(&id)
+            && let Some(slot) = self.clients.get_mut(&client)
+        {
+            slot.handed.retain(|h| *h != id);
         }
     }
 
@@ -169,12 +169,8 @@ impl Queue {
     }
 
     fn expire(&mut self, now: Instant) {
-        let quiet: Vec<String> = self
-            .clients
-            .iter()
-            .filter(|(_, s)| now.duration_since(s.last_seen) > self.handout_timeout)
-            .map(|(c, _)| c.clone())
-            .collect();
+        let quiet: Vec<String> =
+            self.clients.iter().filter(|(_, s)| now.duration_since(s.last_seen) > self.handout_timeout).map(|(c, _)| c.clone()).collect();
         for c in quiet {
             self.release(&c);
         }
@@ -203,7 +199,13 @@ mod tests {
         let a = q.next("a", 3, &done, &[]);
         let b = q.next("b", 3, &done, &[]);
         assert!(a.iter().all(|id| !b.contains(id)));
-        done.apply(&Record { seq: 0, time_ms: 0, client: "a".into(), event: Event::Label { id: a[0], label: Label::Positive, prob: None } }).unwrap();
+        done.apply(&Record {
+            seq: 0,
+            time_ms: 0,
+            client: "a".into(),
+            event: Event::Label { id: a[0], label: Label::Positive, prob: None },
+        })
+        .unwrap();
         q.labelled(a[0]);
         let a2 = q.next("a", 3, &done, &[]);
         assert_eq!(&a2[..2], &a[1..]);
@@ -222,7 +224,8 @@ mod tests {
     fn the_image_on_screen_stays_with_its_client_when_the_ranking_changes() {
         let done = AnnotationState::default();
         let mut q = Queue::new(6, Duration::from_secs(60));
-        let ranking = |ids: Vec<u32>| Ranking { probs: vec![0.5; ids.len()], ids, selector: "x".into(), model: None, predicted: 6, created_ms: 0 };
+        let ranking =
+            |ids: Vec<u32>| Ranking { probs: vec![0.5; ids.len()], ids, selector: "x".into(), model: None, predicted: 6, created_ms: 0 };
         q.set_ranking(6, 1, ranking(vec![0, 1, 2, 3, 4, 5]));
         assert_eq!(q.next("a", 2, &done, &[]), [0, 1]);
         // A new ranking puts a's shown image (0) last; a asks again, keeping it.

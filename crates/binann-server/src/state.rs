@@ -47,7 +47,14 @@ pub struct AppState {
 
 impl AppState {
     /// Starts the writer thread over an opened journal.
-    pub fn new(manifest: Manifest, datadir: PathBuf, writer: JournalWriter, annotations: AnnotationState, queue: Queue, journal_path: PathBuf) -> Self {
+    pub fn new(
+        manifest: Manifest,
+        datadir: PathBuf,
+        writer: JournalWriter,
+        annotations: AnnotationState,
+        queue: Queue,
+        journal_path: PathBuf,
+    ) -> Self {
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Mutex::new(Inner { manifest: Arc::new(manifest), annotations, queue, writes: tx }));
         let weak = Arc::downgrade(&inner);
@@ -127,6 +134,5 @@ fn writer_loop(mut writer: JournalWriter, rx: mpsc::Receiver<PendingWrite>, stat
 
 fn reload_annotations(path: &std::path::Path) -> Result<AnnotationState, FileError> {
     let contents = journal::read_journal::<Record>(path, FileKind::Annotations)?;
-    AnnotationState::replay(&contents.records)
-        .map_err(|e| FileError::decode(path, binann_core::codec::DecodeError::Payload(e.to_string())))
+    AnnotationState::replay(&contents.records).map_err(|e| FileError::decode(path, binann_core::codec::DecodeError::Payload(e.to_string())))
 }

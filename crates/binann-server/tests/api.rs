@@ -47,7 +47,7 @@ fn next_annotate_undo_skip_and_stats() {
     assert_eq!(status, 200);
     assert_eq!((body["id"].as_u64(), body["label"].as_str()), (Some(ids[2]), Some("skip")));
     assert_eq!(body["path"].as_str().unwrap(), {
-        let (_, img) = c.get(&format!("/api/next?count=20"));
+        let (_, img) = c.get("/api/next?count=20");
         img.as_array().unwrap().iter().find(|v| v["id"].as_u64() == Some(ids[2])).unwrap()["path"].as_str().unwrap().to_owned()
     });
     assert_eq!(c.undo().1["id"].as_u64(), Some(ids[1]));
@@ -201,7 +201,8 @@ fn bad_requests_get_clear_json_errors() {
         assert_eq!((reply.0, code(reply)), (*status, *expected), "case {i}: {}", reply.1);
         assert!(reply.1["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
-    let corrupt = c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "corrupt.png").unwrap()["id"].as_u64().unwrap();
+    let corrupt =
+        c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "corrupt.png").unwrap()["id"].as_u64().unwrap();
     let r = c.get(&format!("/api/images/{corrupt}"));
     assert_eq!((r.0, code(&r)), (422, "image_unreadable"), "{}", r.1);
     assert!(r.1["error"]["message"].as_str().unwrap().contains("corrupt.png"));
@@ -210,7 +211,8 @@ fn bad_requests_get_clear_json_errors() {
     assert_eq!((r.0, code(&r)), (422, "image_unreadable"), "{}", r.1);
     assert!(r.1["error"]["message"].as_str().unwrap().contains("50000x50000"), "{}", r.1);
     // A file that vanished mid-session.
-    let gone = c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "img0000.png").unwrap()["id"].as_u64().unwrap();
+    let gone =
+        c.get("/api/next?count=7").1.as_array().unwrap().iter().find(|v| v["path"] == "img0000.png").unwrap()["id"].as_u64().unwrap();
     std::fs::remove_file(data.join("img0000.png")).unwrap();
     let r = c.get(&format!("/api/images/{gone}"));
     assert_eq!((r.0, code(&r)), (404, "image_missing"), "{}", r.1);
@@ -261,7 +263,8 @@ fn damaged_run_directory_files_are_reported_and_nothing_is_lost() {
     assert_eq!(c.next(10).len(), 7);
     let log = server.stderr.lock().unwrap().clone();
     assert!(log.contains("ranking.bin") && log.contains("truncated"), "{log}");
-    let backups: Vec<_> = std::fs::read_dir(&run).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("damaged")).collect();
+    let backups: Vec<_> =
+        std::fs::read_dir(&run).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("damaged")).collect();
     assert_eq!(backups.len(), 1);
     assert_eq!(std::fs::read(backups[0].path()).unwrap(), torn);
     server.stop();
@@ -373,7 +376,9 @@ fn a_full_disk_refuses_the_annotation_and_keeps_everything_acknowledged() {
         .arg("-c")
         .arg(format!(
             "trap '' XFSZ; exec prlimit --fsize={limit} -- {} --datadir {} --rundir {} --port 0 --rescan false",
-            env!("CARGO_BIN_EXE_binann-server"), data.display(), run.display()
+            env!("CARGO_BIN_EXE_binann-server"),
+            data.display(),
+            run.display()
         ))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

@@ -92,7 +92,10 @@ fn main() -> anyhow::Result<()> {
             let next: serde_json::Value = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", "bench").call()?.into_json()?;
             let id = next[0]["id"].as_u64().ok_or_else(|| anyhow::anyhow!("nothing left to label"))?;
             let label = if id % 10 == 0 { "positive" } else { "negative" };
-            agent.post(&format!("{base}/api/annotations")).set("X-Client", "bench").send_json(serde_json::json!({"id": id, "label": label}))?;
+            agent
+                .post(&format!("{base}/api/annotations"))
+                .set("X-Client", "bench")
+                .send_json(serde_json::json!({"id": id, "label": label}))?;
             Ok(())
         };
         let wait_for = |labels: u64, limit: Duration| -> Option<Duration> {
@@ -126,11 +129,17 @@ fn main() -> anyhow::Result<()> {
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1024.0;
         println!(
             "{n} images: annotation acknowledged -> ranking from a checkpoint trained on it: median {:.0} ms, p90 {:.0} ms, max {:.0} ms ({} samples; first ranking after start {:.1} s)",
-            times[times.len() / 2], times[times.len() * 9 / 10], times[times.len() - 1], times.len(), warm_up.as_secs_f64()
+            times[times.len() / 2],
+            times[times.len() * 9 / 10],
+            times[times.len() - 1],
+            times.len(),
+            warm_up.as_secs_f64()
         );
         println!(
             "  files: predictions {:.0} KiB, ranking {:.0} KiB, checkpoint {:.0} KiB",
-            size(&run.join("predictions.bin")), size(&run.join("ranking.bin")), size(&run.join("checkpoint.safetensors"))
+            size(&run.join("predictions.bin")),
+            size(&run.join("ranking.bin")),
+            size(&run.join("checkpoint.safetensors"))
         );
     }
     Ok(())

@@ -61,6 +61,9 @@ const BACKBONE_FILE: &str = "backbone.safetensors";
 const MODEL_FILE: &str = "model.safetensors";
 const META_FILE: &str = "predictor.json";
 
+/// Turns a batch of embeddings or pixels into probabilities.
+type Classifier = Box<dyn Fn(&tch::Tensor) -> tch::Tensor>;
+
 fn main() -> std::process::ExitCode {
     binann_ai::init_logging();
     let result = match Cli::parse().command {
@@ -81,7 +84,8 @@ fn export(rundir: &Path, out: &Path, threshold: f64, weights: &Path) -> anyhow::
         bail!("--threshold must be a probability between 0 and 1, got {threshold}");
     }
     let checkpoint = binann_core::rundir::RunDir::open_existing(rundir).checkpoint();
-    let meta = binann_model::checkpoint::read_meta(&checkpoint).context("no model to export yet (the trainer writes one after the first positive and negative labels)")?;
+    let meta = binann_model::checkpoint::read_meta(&checkpoint)
+        .context("no model to export yet (the trainer writes one after the first positive and negative labels)")?;
     if out.exists() && std::fs::read_dir(out)?.next().is_some() {
         bail!("{} exists and is not empty", out.display());
     }
@@ -111,13 +115,19 @@ fn export(rundir: &Path, out: &Path, threshold: f64, weights: &Path) -> anyhow::
         "trained_ms": meta.created_ms,
     });
     std::fs::write(out.join(META_FILE), serde_json::to_string_pretty(&description)?)?;
-    eprintln!("binann-predict: exported the model trained on {} labels ({} positive) to {}", meta.labels_used, meta.positives, out.display());
+    eprintln!(
+        "binann-predict: exported the model trained on {} labels ({} positive) to {}",
+        meta.labels_used,
+        meta.positives,
+        out.display()
+    );
     Ok(())
 }
 
 fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::DeviceChoice, batch: usize) -> anyhow::Result<()> {
     let description: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(predictor.join(META_FILE)).with_context(|| format!("{} is not a binann predictor folder", predictor.display()))?,
+        &std::fs::read_to_string(predictor.join(META_FILE))
+            .with_context(|| format!("{} is not a binann predictor folder", predictor.display()))?,
     )?;
     if description["format"] != "binann-predictor" {
         bail!("{} is not a binann predictor", predictor.join(META_FILE).display());
@@ -129,11 +139,17 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     let files: Vec<PathBuf> = rel.iter().map(|r| images.join(r)).collect();
     let bar = binann_ai::progress_bar(files.len() as u64, "predicting");
     // Head mode: embeddings, then the head. Finetune mode: the whole network on the pixels.
-    let (results, classify): (Vec<Result<Vec<f32>, String>>, Box<dyn Fn(&tch::Tensor) -> tch::Tensor>) = if finetuned {
+    let (results, classify): (Vec<Result<Vec<f32>, String>>, Classifier) = if finetuned {
         let size = description["input_size"].as_u64().context("no input_size")? as u32;
         let (model, _) = FullModel::load(&predictor.join(MODEL_FILE), binann_model::BACKBONE_NAME, size, device)?;
         let preprocess = binann_model::Preprocess { size };
-        let pixels = files.iter().map(|f| { bar.inc(1); preprocess.load_image(f).map_err(|e| format!("{e:#}")) }).collect();
+        let pixels = files
+            .iter()
+            .map(|f| {
+                bar.inc(1);
+                preprocess.load_image(f).map_err(|e| format!("{e:#}"))
+            })
+            .collect();
         let s = i64::from(size);
         (pixels, Box::new(move |x: &tch::Tensor| model.predict(&x.view([-1, 3, s, s]))))
     } else {

@@ -12,11 +12,7 @@ fn main() -> ExitCode {
     };
     match binann_model::convert_legacy_torch_to_safetensors(src, dst) {
         Ok(count) => {
-            println!(
-                "converted {count} tensors: {} -> {}",
-                src.display(),
-                dst.display()
-            );
+            println!("converted {count} tensors: {} -> {}", src.display(), dst.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -9,10 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use binann_model::{
-    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head,
-    TrainOptions, resolve_device,
-};
+use binann_model::{Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, TrainOptions, resolve_device};
 use tch::{Device, Kind, Tensor};
 
 const BATCH: i64 = 16;
@@ -29,52 +26,27 @@ fn main() -> Result<()> {
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
             "--weights" => weights = value()?.into(),
             "--threads" => tch::set_num_threads(value()?.parse().context("--threads")?),
-            other => bail!(
-                "unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]"
-            ),
+            other => {
+                bail!("unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]")
+            }
         }
     }
     let device = resolve_device(device)?;
-    println!(
-        "device {device:?}, libtorch threads {}, batch {BATCH}",
-        tch::get_num_threads()
-    );
+    println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
     for size in [224u32, 112] {
-        let backbone = if weights.exists() {
-            Backbone::load(&weights, size, device)?
-        } else {
-            Backbone::untrained(size, device)
-        };
+        let backbone = if weights.exists() { Backbone::load(&weights, size, device)? } else { Backbone::untrained(size, device) };
         let rate = embed_rate(&backbone, Duration::from_secs_f64(seconds));
         println!("embed {size:>3} px: {rate:7.1} images/s");
     }
 
     for (name, hidden, opts) in [
-        (
-            "default (mlp-64, batch 256)",
-            DEFAULT_HIDDEN_UNITS,
-            TrainOptions::default(),
-        ),
-        (
-            "logistic regression, full batch",
-            0,
-            TrainOptions {
-                batch_size: None,
-                ..TrainOptions::default()
-            },
-        ),
+        ("default (mlp-64, batch 256)", DEFAULT_HIDDEN_UNITS, TrainOptions::default()),
+        ("logistic regression, full batch", 0, TrainOptions { batch_size: None, ..TrainOptions::default() }),
     ] {
         let (x, y) = toy_embeddings(2000, device);
         let mut head = Head::with_hidden(device, hidden);
-        head.train(
-            &x,
-            &y,
-            &TrainOptions {
-                steps: 5,
-                ..opts.clone()
-            },
-        ); // warm-up
+        head.train(&x, &y, &TrainOptions { steps: 5, ..opts.clone() }); // warm-up
         let mut head = Head::with_hidden(device, hidden);
         let report = head.train(&x, &y, &opts);
         println!(
@@ -103,10 +75,6 @@ fn embed_rate(backbone: &Backbone, duration: Duration) -> f64 {
 
 fn toy_embeddings(n: i64, device: Device) -> (Tensor, Tensor) {
     let x = Tensor::rand([n, EMBED_DIM as i64], (Kind::Float, device)) * 2.0;
-    let y = x
-        .narrow(1, 0, 8)
-        .sum_dim_intlist(1, false, Kind::Float)
-        .gt(8.0)
-        .to_kind(Kind::Float);
+    let y = x.narrow(1, 0, 8).sum_dim_intlist(1, false, Kind::Float).gt(8.0).to_kind(Kind::Float);
     (x, y)
 }

@@ -122,7 +122,13 @@ impl Client {
         reply(self.agent.get(&format!("{}{path}", self.base)).set("X-Client", &self.name).call())
     }
     pub fn post_json(&self, path: &str, body: &str) -> Reply {
-        reply(self.agent.post(&format!("{}{path}", self.base)).set("X-Client", &self.name).set("Content-Type", "application/json").send_string(body))
+        reply(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .set("X-Client", &self.name)
+                .set("Content-Type", "application/json")
+                .send_string(body),
+        )
     }
     pub fn next(&self, count: usize) -> Vec<u64> {
         let (status, body) = self.get(&format!("/api/next?count={count}"));
