@@ -2,9 +2,7 @@
 //! written atomically so a crash never leaves a half-written model behind.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail, ensure};
 use safetensors::{Dtype, SafeTensors};
@@ -50,31 +48,6 @@ pub fn check_compatible(meta: &ModelMeta, backbone: &str, input_size: u32) -> Re
     Ok(())
 }
 
-/// Writes `bytes` to `path` so that readers see either the old file or the complete new one:
-/// temp file in the same directory, fsync, rename, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let file_name = path.file_name().with_context(|| format!("{} has no file name", path.display()))?;
-    // Unique per process and call, so concurrent savers never share a temp file.
-    static SAVES: AtomicU64 = AtomicU64::new(0);
-    let tmp = dir.join(format!(".{}.tmp-{}-{}", file_name.to_string_lossy(), std::process::id(), SAVES.fetch_add(1, Ordering::Relaxed)));
-    let write = || -> std::io::Result<()> {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write()
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-        .with_context(|| format!("writing {}", path.display()))
-}
-
 /// Saves named tensors and `meta` as a safetensors checkpoint at `path`, atomically.
 pub(crate) fn write_checkpoint(path: &Path, tensors: &[(String, Tensor)], meta: &ModelMeta) -> Result<()> {
     let host: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
@@ -92,7 +65,8 @@ pub(crate) fn write_checkpoint(path: &Path, tensors: &[(String, Tensor)], meta: 
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([(META_KEY.to_string(), serde_json::to_string(meta)?)]);
     let bytes = safetensors::tensor::serialize(views, Some(metadata)).with_context(|| format!("serializing {}", path.display()))?;
-    write_atomically(path, &bytes)
+    // The run directory's one atomic write: its temp files are the kind start-up clears away.
+    Ok(binann_core::atomic::write_atomic(path, &bytes)?)
 }
 
 /// The [`ModelMeta`] stored in a checkpoint's safetensors header.
@@ -143,11 +117,6 @@ pub(crate) fn fill_var_store(vs: &tch::nn::VarStore, tensors: &HashMap<String, T
         tch::no_grad(|| var.copy_(src));
     }
     Ok(())
-}
-
-/// Milliseconds since the Unix epoch, for [`ModelMeta::created_ms`].
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use safetensors::Dtype;
 
-use crate::checkpoint::write_atomically;
 
 /// `torch.serialization.MAGIC_NUMBER`.
 const LEGACY_MAGIC: u128 = 0x1950a86a20f9469cfc6c;
@@ -45,7 +44,7 @@ pub fn convert_legacy_torch_to_safetensors(src: &Path, dst: &Path) -> Result<usi
         .context("building safetensors views")?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     let serialized = safetensors::tensor::serialize(views, Some(metadata)).context("serializing safetensors")?;
-    write_atomically(dst, &serialized)?;
+    binann_core::atomic::write_atomic(dst, &serialized)?;
     Ok(tensors.len())
 }
 

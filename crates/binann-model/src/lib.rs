@@ -29,7 +29,7 @@ mod mobilenet;
 pub mod preprocess;
 
 pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, EmbedResult};
-pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible, now_ms, write_atomically};
+pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use convert::convert_legacy_torch_to_safetensors;
 pub use device::{DeviceChoice, ParseDeviceError, resolve_device};
 pub use finetune::FullModel;
