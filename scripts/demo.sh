@@ -9,6 +9,4 @@ if [ ! -d demo/data ]; then
   ./target/debug/binann demo-data --source .cache/fashion-mnist --out demo/data --truth demo/truth.csv \
     --count "$count" --positive "${DEMO_POSITIVE:-sneaker}"
 fi
-# 28x28 images need no 224-pixel input: 96 is four times faster and as good.
-export BINANN_INPUT_SIZE=${BINANN_INPUT_SIZE:-96}
 exec ./launch.sh "${HOST:-127.0.0.1}" "${PORT:-8080}" "${RESET:-false}" demo/data demo/run "${MODE:-all}"

@@ -99,7 +99,7 @@ struct Inferrer {
 }
 
 /// Runs the inferrer until killed (or until one pass is done with `--once`).
-pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
+pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
     let (device, mode) = args.model.resolve()?;
     let rundir = RunDir::create_or_open(&args.common.rundir)?;
     let shard = args.shard;
@@ -107,6 +107,7 @@ pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
     let watch = args.common.watch_options();
     let manifest = crate::wait_for_manifest(&rundir, watch);
     let datadir = args.model.datadir.clone().unwrap_or_else(|| PathBuf::from(&manifest.datadir));
+    args.model.choose_input_size(&manifest, &datadir, &rundir.checkpoint());
     let mut store = EmbeddingStore::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
     store.refresh();
     let next_chunk = (0..).find(|i| !EmbeddingChunk::path(&rundir.embeddings_dir(), shard.index, shard.count, *i).exists()).unwrap_or(0);
@@ -116,6 +117,7 @@ pub fn run(args: InferrerArgs) -> anyhow::Result<()> {
         mode = mode.name(),
         shard = format!("{}/{}", shard.index, shard.count),
         images = manifest.len(),
+        input_size = args.model.input_size,
         cached = store.len(),
         "inferrer started"
     );
@@ -226,7 +228,7 @@ impl Inferrer {
         let mut seen = vec![false; n];
         let mut out = Vec::new();
         let ranked = Ranking::load(&self.rundir.ranking()).map(|(_, r)| r.ids).unwrap_or_default();
-        for id in ranked.into_iter().chain(ranking::default_order(n, 0)) {
+        for id in ranked.into_iter().chain(ranking::default_order(n, ranking::DEFAULT_ORDER_SEED)) {
             if (id as usize) < n && !seen[id as usize] {
                 seen[id as usize] = true;
                 if needed(id) {

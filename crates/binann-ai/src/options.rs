@@ -1,6 +1,9 @@
 //! The options the trainer and the inferrer share: which model, on which device.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use binann_core::manifest::Manifest;
+use binann_core::ranking;
 
 use binann_model::DeviceChoice;
 
@@ -10,8 +13,13 @@ pub struct ModelArgs {
     /// ImageNet weights of the backbone (made by scripts/setup.sh).
     #[arg(long, env = "BINANN_WEIGHTS", default_value = binann_model::DEFAULT_WEIGHTS_PATH)]
     pub weights: PathBuf,
-    /// Side of the square network input in pixels (smaller is faster; 224 is the backbone's own).
-    #[arg(long, env = "BINANN_INPUT_SIZE", default_value_t = 224)]
+    /// Side of the square network input in pixels, or auto: the median shorter side of 64 of the
+    /// folder's images, clamped to 96..224 and rounded to a multiple of 32 (an existing checkpoint's
+    /// size is kept). Smaller is faster; 224 is the backbone's own.
+    #[arg(long = "input-size", env = "BINANN_INPUT_SIZE", default_value = "auto")]
+    pub input_size_choice: InputSize,
+    /// The input side in use: set by [`ModelArgs::choose_input_size`] once the folder is known.
+    #[arg(skip)]
     pub input_size: u32,
     /// Where to run: auto (CUDA when present), cpu, cuda or cuda:N.
     #[arg(long, env = "BINANN_DEVICE", default_value = "auto")]
@@ -27,6 +35,32 @@ pub struct ModelArgs {
     #[arg(long, env = "BINANN_DATADIR")]
     pub datadir: Option<PathBuf>,
 }
+
+/// `--input-size`: pixels, or chosen from the folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputSize {
+    /// From the folder's images (or the existing checkpoint).
+    Auto,
+    /// This many pixels.
+    Pixels(u32),
+}
+
+impl std::str::FromStr for InputSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Self::Auto);
+        }
+        match s.parse::<u32>() {
+            Ok(px) if (32..=1024).contains(&px) => Ok(Self::Pixels(px)),
+            _ => Err(format!("expected auto or a number of pixels from 32 to 1024, got {s:?}")),
+        }
+    }
+}
+
+/// Images sampled to choose the input size: enough for a stable median, few enough to read in
+/// milliseconds (only headers are read).
+const INPUT_SIZE_SAMPLE: usize = 64;
 
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,8 +92,44 @@ impl ModelArgs {
             ModeChoice::Auto if device.is_cuda() => Mode::Finetune,
             ModeChoice::Auto => Mode::Head,
         };
-        anyhow::ensure!(self.input_size >= 32, "--input-size must be at least 32 px, got {}", self.input_size);
         Ok((device, mode))
+    }
+
+    /// Settles the input size. `auto` keeps the size of an existing checkpoint (so a restart or a
+    /// grown folder never invalidates the cached embeddings and the model), and otherwise reads
+    /// the sizes of a fixed sample of the folder, so the trainer and the inferrer, started
+    /// together, choose the same. Logs what was chosen and why.
+    pub fn choose_input_size(&mut self, manifest: &Manifest, datadir: &Path, checkpoint: &Path) {
+        self.input_size = match self.input_size_choice {
+            InputSize::Pixels(px) => {
+                tracing::info!(input_size = px, "input size set by BINANN_INPUT_SIZE");
+                px
+            }
+            InputSize::Auto => match binann_model::checkpoint::read_meta(checkpoint) {
+                Ok(meta) => {
+                    tracing::info!(input_size = meta.input_size, "input size of the existing checkpoint (BINANN_INPUT_SIZE=auto)");
+                    meta.input_size
+                }
+                Err(_) => {
+                    let sides: Vec<u32> = ranking::default_order(manifest.len(), ranking::DEFAULT_ORDER_SEED)
+                        .into_iter()
+                        .take(INPUT_SIZE_SAMPLE)
+                        .filter_map(|id| binann_model::preprocess::shorter_side(&datadir.join(&manifest.paths[id as usize])))
+                        .collect();
+                    let px = binann_model::preprocess::input_size_for(&sides);
+                    let mut sorted = sides.clone();
+                    sorted.sort_unstable();
+                    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+                    tracing::info!(
+                        input_size = px,
+                        sampled = sides.len(),
+                        median_side = median,
+                        "input size chosen from the folder's images (set BINANN_INPUT_SIZE to override)"
+                    );
+                    px
+                }
+            },
+        };
     }
 
     /// The name embeddings are tagged with: a chunk made by another model is not reused.

@@ -32,9 +32,14 @@ pub struct TrainerArgs {
     /// The model and the device.
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Optimiser steps per round in head mode.
+    /// Optimiser steps per round in head mode when the head starts afresh; a round that continues
+    /// from the previous head (labels were added) takes a quarter of them.
     #[arg(long, env = "BINANN_HEAD_STEPS", default_value_t = 200)]
     pub head_steps: usize,
+    /// libtorch threads of the trainer on the CPU. The head trains in milliseconds on one core,
+    /// and the inferrer's embedding pass, the most valuable work until it is complete, needs the others.
+    #[arg(long, env = "BINANN_TRAINER_THREADS", default_value_t = 1)]
+    pub threads: usize,
 }
 
 struct Trainer {
@@ -57,13 +62,17 @@ struct Trainer {
 }
 
 /// Runs the trainer until killed (or one round with `--once`).
-pub fn run(args: TrainerArgs) -> anyhow::Result<()> {
+pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
     let (device, mode) = args.model.resolve()?;
+    if device == Device::Cpu {
+        tch::set_num_threads(args.threads.max(1) as i32);
+    }
     let rundir = RunDir::create_or_open(&args.common.rundir)?;
     let _lock = rundir.lock("trainer")?;
     let watch = args.common.watch_options();
     let manifest = crate::wait_for_manifest(&rundir, watch);
     let datadir = args.model.datadir.clone().unwrap_or_else(|| PathBuf::from(&manifest.datadir));
+    args.model.choose_input_size(&manifest, &datadir, &rundir.checkpoint());
     let generation = existing_generation(&rundir);
     tracing::info!(?device, mode = mode.name(), input_size = args.model.input_size, generation, "trainer started");
     let store = EmbeddingStore::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
@@ -99,9 +108,16 @@ pub fn run(args: TrainerArgs) -> anyhow::Result<()> {
                     if labelled.iter().any(|(id, _)| *id as usize >= t.paths.len()) {
                         t.reload_manifest();
                     }
+                    let started = Instant::now();
                     match t.round(&labelled, &state) {
                         Ok(()) => trained_on = Some(key),
                         Err(e) => tracing::error!("training round failed (will retry): {e:#}"),
+                    }
+                    // While labels stream in, rest as long as the round took: the trainer then
+                    // holds at most half a core, labels given meanwhile are taken together in the
+                    // next round, and the model lags the person by one round at most.
+                    if t.mode == Mode::Head && !t.args.common.once {
+                        std::thread::sleep(started.elapsed());
                     }
                 } else if changed && trained_on != Some(key) {
                     tracing::info!(labels = labelled.len(), positives, "waiting for at least one positive and one negative label");
@@ -242,8 +258,13 @@ impl Trainer {
         anyhow::ensure!(positives > 0 && positives < ys.len(), "need a readable positive and negative image");
         let x = Tensor::stack(&rows, 0).to_device(self.device);
         let y = Tensor::from_slice(&ys).to_device(self.device);
-        let mut head = Head::new(self.device);
-        let report = head.train(&x, &y, &TrainOptions { steps: self.args.head_steps, ..TrainOptions::default() });
+        // Continue from the last head (labels arrive one at a time, so it is nearly right already)
+        // with a quarter of the steps: a round then costs the same at 10 labels or 10,000.
+        let (mut head, steps) = match self.head.take() {
+            Some(head) => (head, (self.args.head_steps / 4).max(1)),
+            None => (Head::new(self.device), self.args.head_steps),
+        };
+        let report = head.train(&x, &y, &TrainOptions { steps, ..TrainOptions::default() });
         self.head = Some(head);
         Ok((report.loss, report.accuracy, ys.len(), positives))
     }

@@ -43,6 +43,8 @@ fn is_positive(index: usize) -> bool {
 struct Folder {
     count: usize,
     name: fn(usize) -> String,
+    /// `BINANN_INPUT_SIZE`, or None to leave it to binann (chosen from the images' 16-px sides).
+    input_size: Option<u32>,
 }
 
 fn start_server(env: &[(&str, String)]) -> (Child, String) {
@@ -61,16 +63,18 @@ fn run_folder(folder: &Folder) {
     let tmp = tempfile::tempdir().unwrap();
     let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
     write_folder(&data, folder.count, folder.name);
-    let env: Vec<(&str, String)> = vec![
+    let mut env: Vec<(&str, String)> = vec![
         ("BINANN_RUNDIR", run.display().to_string()),
         ("BINANN_DATADIR", data.display().to_string()),
         ("BINANN_WEIGHTS", weights().display().to_string()),
-        ("BINANN_INPUT_SIZE", "32".into()),
         ("BINANN_DEVICE", "cpu".into()),
         ("OMP_WAIT_POLICY", "PASSIVE".into()),
         ("BINANN_POLL_MS", "200".into()),
         ("RUST_LOG", "warn".into()),
     ];
+    if let Some(px) = folder.input_size {
+        env.push(("BINANN_INPUT_SIZE", px.to_string()));
+    }
     let (server, base) = start_server(&env);
     let ai = |name: &str| {
         Command::new(bin(name)).envs(env.iter().map(|(k, v)| (k, v))).stdout(Stdio::null()).stderr(Stdio::inherit()).spawn().unwrap()
@@ -114,7 +118,10 @@ fn run_folder(folder: &Folder) {
                 && r.predicted > 0
                 && r.ids.iter().all(|id| (*id as usize) < folder.count)
         });
-        if checkpoint && predictions.is_some() && ranking.is_some() {
+        if let (true, Some(_), Some((_, ranking))) = (checkpoint, &predictions, &ranking) {
+            // Without a setting, 16-px images get the smallest automatic input, not the backbone's 224.
+            let used = ranking.model.as_ref().map(|m| m.input_size);
+            assert_eq!(used, Some(folder.input_size.unwrap_or(96)), "{} images: input size", folder.count);
             break;
         }
         assert!(
@@ -159,10 +166,10 @@ fn run_folder(folder: &Folder) {
 #[test]
 fn the_ai_runs_and_the_server_resumes_on_folders_of_several_sizes() {
     let folders = [
-        Folder { count: 40, name: |i| format!("{i}.png") },
-        Folder { count: 4_000, name: |i| format!("{i:06}.png") },
-        Folder { count: 5_000, name: |i| format!("{i}.png") },
-        Folder { count: 20_000, name: |i| format!("{i:06}.png") },
+        Folder { count: 40, name: |i| format!("{i}.png"), input_size: None },
+        Folder { count: 4_000, name: |i| format!("{i:06}.png"), input_size: Some(32) },
+        Folder { count: 5_000, name: |i| format!("{i}.png"), input_size: Some(32) },
+        Folder { count: 20_000, name: |i| format!("{i:06}.png"), input_size: Some(32) },
     ];
     for folder in &folders {
         let started = Instant::now();

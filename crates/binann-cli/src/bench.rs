@@ -53,7 +53,7 @@ fn synthetic_rundir(dir: &Path, images: usize, annotations: usize) -> anyhow::Re
     let paths = (0..images).map(|i| format!("shard{:04}/image_{i:08}.jpg", i / 1000)).collect();
     Manifest { datadir: dir.join("data").to_string_lossy().into_owned(), paths, scanned_ms: 0 }.save(&rundir.manifest(), 1)?;
     let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations)?.writer;
-    let order = binann_core::ranking::default_order(images, 0);
+    let order = binann_core::ranking::default_order(images, binann_core::ranking::DEFAULT_ORDER_SEED);
     let mut framed = Vec::new();
     for (seq, id) in order.iter().take(annotations).enumerate() {
         let label = if seq % 10 == 0 { Label::Positive } else { Label::Negative };

@@ -35,6 +35,10 @@ impl Ranking {
     }
 }
 
+/// Seed of [`default_order`] as every process uses it (the server hands images out in this order
+/// and the inferrer embeds them in it, so the first labels find their embeddings ready).
+pub const DEFAULT_ORDER_SEED: u64 = 0;
+
 /// The order used before any model exists: ids `0..n` shuffled with a fixed seed, so every process
 /// and every restart agrees on it. Each id's place comes from a hash of the id alone, so images
 /// added to the dataset later slot in without reordering the ones already there.

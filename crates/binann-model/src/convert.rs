@@ -21,7 +21,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail, ensure};
 use safetensors::Dtype;
 
-
 /// `torch.serialization.MAGIC_NUMBER`.
 const LEGACY_MAGIC: u128 = 0x1950a86a20f9469cfc6c;
 /// `torch.serialization.PROTOCOL_VERSION`.

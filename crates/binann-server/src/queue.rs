@@ -10,9 +10,6 @@ use std::time::{Duration, Instant};
 use binann_core::annotations::AnnotationState;
 use binann_core::ranking::{self, Ranking};
 
-/// Seed of the order used before the first ranking exists.
-pub const DEFAULT_ORDER_SEED: u64 = 0;
-
 #[derive(Debug)]
 struct ClientSlot {
     handed: Vec<u32>,
@@ -80,7 +77,7 @@ impl Queue {
             }
         }
         if order.len() < n {
-            order.extend(ranking::default_order(n, DEFAULT_ORDER_SEED).into_iter().filter(|id| !seen[*id as usize]));
+            order.extend(ranking::default_order(n, ranking::DEFAULT_ORDER_SEED).into_iter().filter(|id| !seen[*id as usize]));
         }
         let mut position = vec![0u32; n];
         for (i, id) in order.iter().enumerate() {

@@ -73,6 +73,8 @@ fn main() -> anyhow::Result<()> {
             ("BINANN_DATADIR", tmp.path().join("data").to_string_lossy().into_owned()),
             ("BINANN_DEVICE", "cpu".to_owned()),
             ("BINANN_MODE", "head".to_owned()),
+            // The synthetic embeddings are tagged 224 px; the folder has no images to choose from.
+            ("BINANN_INPUT_SIZE", "224".to_owned()),
             ("OMP_WAIT_POLICY", "PASSIVE".to_owned()),
             ("RUST_LOG", "warn".to_owned()),
         ];
