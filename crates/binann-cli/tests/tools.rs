@@ -12,7 +12,8 @@ use binann_core::predictions::{ModelInfo, Predictions};
 use binann_core::rundir::RunDir;
 
 fn binann(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_binann")).args(args).output().unwrap()
+    // A token in the caller's environment must not stand in for the one a test gives.
+    Command::new(env!("CARGO_BIN_EXE_binann")).args(args).env_remove("BINANN_TOKEN").output().unwrap()
 }
 
 fn stdout_ok(out: Output) -> String {
@@ -165,18 +166,38 @@ fn simulate_labels_through_the_api_from_the_truth() {
     std::fs::write(&truth_csv, truth).unwrap();
     let server_bin = Path::new(env!("CARGO_BIN_EXE_binann")).with_file_name("binann-server");
     assert!(server_bin.exists(), "build the workspace first (cargo build --workspace)");
+    // Beyond loopback, with a token: the simulator sends it as a script would.
+    let token = "simulated-annotators-token";
+    let run = tmp.path().join("run");
     let mut server = Command::new(server_bin)
-        .args(["--port", "0", "--datadir", data.to_str().unwrap(), "--rundir", tmp.path().join("run").to_str().unwrap()])
+        .args([
+            "--port",
+            "0",
+            "--host",
+            "0.0.0.0",
+            "--token",
+            token,
+            "--datadir",
+            data.to_str().unwrap(),
+            "--rundir",
+            run.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let url = binann_core::process::server_url(&mut server).unwrap();
+    let url = binann_core::process::server_url(&mut server).unwrap().replace("//0.0.0.0:", "//127.0.0.1:");
     let trace = tmp.path().join("trace.csv");
+    let without_token = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
+    assert!(String::from_utf8_lossy(&without_token.stderr).contains("401"), "{without_token:?}");
     let summary = binann(&[
         "simulate",
         "--url",
         &url,
+        "--token",
+        token,
+        "--annotator",
+        "Zoë, the simulator",
         "--truth",
         truth_csv.to_str().unwrap(),
         "--labels",
@@ -193,12 +214,22 @@ fn simulate_labels_through_the_api_from_the_truth() {
     assert_eq!(summary["labels"], 8);
     assert_eq!(summary["positives_found"], found_in_trace);
     assert_eq!(summary["positives_in_truth"], 4);
-    let stats: serde_json::Value = ureq::get(&format!("{url}/api/stats")).call().unwrap().into_json().unwrap();
+    let stats: serde_json::Value =
+        ureq::get(&format!("{url}/api/stats")).set("Authorization", &format!("Bearer {token}")).call().unwrap().into_json().unwrap();
     assert_eq!(stats["annotated"], 8);
+    assert_eq!(stats["annotators"][0]["name"], "Zoë, the simulator");
+    assert_eq!(stats["annotators"][0]["annotated"], 8);
+    // The name reaches the export, beside each label the simulator gave.
+    let csv = stdout_ok(binann(&["export", "--rundir", run.to_str().unwrap(), "--out", "-"]));
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(split_csv).collect();
+    let named = rows.iter().filter(|r| r[3] == "Zoë, the simulator").count();
+    assert_eq!(named, 8, "{csv}");
+    assert!(rows.iter().all(|r| (r[7] == "human") == (r[3] == "Zoë, the simulator")), "{csv}");
     assert_eq!(stats["positives"].as_u64().unwrap() as usize, found_in_trace, "the server got the truth's labels");
     // A truth file that does not cover the dataset is a clear error.
     std::fs::write(&truth_csv, "path,label\nother.png,1\n").unwrap();
-    let out = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
+    let out =
+        binann(&["simulate", "--url", &url, "--token", token, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the truth CSV"));
     let _ = server.kill();
     let _ = server.wait();

@@ -240,15 +240,24 @@ pub async fn guard(
         return Ok(req.into_response(redirect).map_into_right_body());
     }
     if !PUBLIC_PATHS.contains(&req.path()) && !access.admits(&req) {
-        return Ok(req.into_response(ApiError::Unauthorized.error_response()).map_into_right_body());
+        return Ok(req.into_response(refusal(ApiError::Unauthorized)).map_into_right_body());
     }
     if changes_state(&req)
         && let Some(why) = cross_site(&req)
     {
         tracing::warn!(method = %req.method(), path = req.path(), "refused a cross-site request: {why}");
-        return Ok(req.into_response(ApiError::CrossSite(why).error_response()).map_into_right_body());
+        return Ok(req.into_response(refusal(ApiError::CrossSite(why))).map_into_right_body());
     }
     next.call(req).await.map(ServiceResponse::map_into_left_body)
+}
+
+/// The answer to a refused request. The connection is closed after it: the request's body was
+/// never read, so the connection cannot carry another request, and a client that reused it would
+/// find it cut.
+fn refusal(error: ApiError) -> HttpResponse {
+    let mut response = error.error_response();
+    response.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+    response
 }
 
 /// `GET /?token=RIGHT` stores the token in a cookie and redirects to `/`, so the token leaves the
