@@ -95,11 +95,6 @@ impl Access {
         }
     }
 
-    /// No token required (tests of the handlers, and loopback servers).
-    pub fn open(port: u16) -> Self {
-        Access { token: None, generated: false, cookie_name: format!("binann_token_{port}") }
-    }
-
     /// The token every API request must carry, if any.
     pub fn token(&self) -> Option<&str> {
         self.token.as_deref()
