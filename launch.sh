@@ -8,7 +8,8 @@ usage() {
   cat <<USAGE
 usage: launch.sh HOST PORT RESET DATADIR [RUNDIR] [MODE]
 
-  HOST     address to listen on (127.0.0.1: this machine only; 0.0.0.0: the network, no login!)
+  HOST     address to listen on (127.0.0.1: this machine only; 0.0.0.0: the network, with the
+           access token BINANN_TOKEN, generated and printed by the server when unset)
   PORT     port of the web page and API; TensorBoard, when installed, gets PORT+1
   RESET    true: delete RUNDIR first and start over (only if it is a binann run directory)
            false: resume where the last session stopped
@@ -119,7 +120,12 @@ if $want_ai && [ ${#ai_bins[@]} -gt 0 ]; then
     echo "launch.sh: TensorBoard is not installed (pip install tensorboard); its logs are in $rundir/runs"
   fi
 fi
-$want_server && echo "launch.sh: binann on http://$host:$port (run directory $rundir); Ctrl-C stops everything"
+if $want_server; then
+  case "$host" in
+    127.*|localhost|::1) echo "launch.sh: binann on http://$host:$port (run directory $rundir); Ctrl-C stops everything" ;;
+    *) echo "launch.sh: binann on port $port with its access token: open the ?token= URL binann-server printed (run directory $rundir); Ctrl-C stops everything" ;;
+  esac
+fi
 # Stop everything as soon as any child exits, so a crash is not hidden behind a half-running set.
 # Every child is meant to run until stopped, so any exit is a failure, and launch.sh reports it in
 # its own status (a script or a service manager must not see success when binann is not running).

@@ -8,6 +8,9 @@
 // - `done` holds every image labelled in this tab (queued, in flight or acknowledged): an image in
 //   it is never shown again, whatever /api/next answers, until it is undone.
 // - Undo of a label still queued cancels it locally; otherwise an undo op follows it in the queue.
+// - Each label carries the annotator's name as it was when the key was pressed (X-Annotator).
+// - A refusal that a person can fix (401: the access token is missing; 403: the server took the
+//   page for another site) keeps every label queued and says what to do.
 'use strict';
 
 (() => {
@@ -27,6 +30,8 @@
   const ROLL = 50; // window of the rolling accuracy
   const LS_DISPLAY = 'binann.display';
   const LS_SPEED = 'binann.speed';
+  const LS_ANNOTATOR = 'binann.annotator'; // the person's name: one per browser, shared by its tabs
+  const MAX_NAME = 64; // characters (code points), as the server counts them
   const SS_CLIENT = 'binann.client';
   const SS_OPS = 'binann.ops';
 
@@ -46,6 +51,7 @@
   // ---------------------------------------------------------------- state
   const state = {
     clientId: null,
+    annotator: '', // the name sent with each label; empty: none given
     current: null, // the item shown
     queue: [], // items to show next, in order
     done: new Set(), // ids labelled in this tab (pending or acknowledged)
@@ -60,7 +66,8 @@
     pendingMark: null, // latency measurement in progress
     seq: 0,
   };
-  const conn = { unreachable: false, saveError: null, backoff: BACKOFF_MIN_MS, hadTrouble: false };
+  // blocked: {status, message} while the server refuses this page (401 no token, 403 cross_site).
+  const conn = { unreachable: false, saveError: null, blocked: null, backoff: BACKOFF_MIN_MS, hadTrouble: false };
   const auto = { on: false, paused: false, speed: 1, timer: null };
   const session = { start: performance.now(), pausedAt: null, pausedMs: 0, labels: 0, times: [] };
   const hist = { entries: [], busy: false };
@@ -76,8 +83,11 @@
     }
   }
 
-  async function api(method, url, body) {
+  // `annotator`: the name to send (a queued label keeps the one it was given with).
+  async function api(method, url, body, annotator = state.annotator) {
     const headers = { 'X-Client': state.clientId };
+    // A header value cannot carry most of Unicode: the server decodes this.
+    if (annotator) headers['X-Annotator'] = encodeURIComponent(annotator);
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     const ctrl = new AbortController();
     const timer = setTimeout(() => ctrl.abort(), REQUEST_TIMEOUT_MS);
@@ -102,7 +112,17 @@
     if (!r.ok || data === null) {
       const code = (data && data.error && data.error.code) || `http_${r.status}`;
       const message = (data && data.error && data.error.message) || `HTTP ${r.status} ${r.statusText || ''}`.trim();
-      throw new ApiError(r.status, code, message, r.ok || r.status >= 500 || r.status === 408 || r.status === 429);
+      // Not the label's fault, and fixable by the person: keep everything and retry.
+      const blocked = r.status === 401 || (r.status === 403 && code === 'cross_site');
+      if (blocked) {
+        conn.blocked = { status: r.status, message };
+        renderBanner();
+      }
+      throw new ApiError(r.status, code, message, blocked || r.ok || r.status >= 500 || r.status === 408 || r.status === 429);
+    }
+    if (conn.blocked) {
+      conn.blocked = null;
+      renderBanner();
     }
     return data;
   }
@@ -378,7 +398,7 @@
       renderDone();
     } else {
       doneScreen.hidden = true;
-      stageMsg.textContent = conn.unreachable ? 'Waiting for the server…' : 'Loading…';
+      stageMsg.textContent = conn.unreachable ? 'Waiting for the server…' : conn.blocked ? 'The server refuses this page (see above).' : 'Loading…';
       stageMsg.hidden = false;
     }
     state.pendingMark = null;
@@ -426,7 +446,7 @@
 
   // ---------------------------------------------------------------- labelling and undo
   function persistOps() {
-    const plainOps = state.ops.map((op) => ({ uid: op.uid, kind: op.kind, id: op.id, label: op.label, item: op.item && plain(op.item), target: op.target, show: op.show, maybeApplied: Boolean(op.maybeApplied) }));
+    const plainOps = state.ops.map((op) => ({ uid: op.uid, kind: op.kind, id: op.id, label: op.label, annotator: op.annotator, item: op.item && plain(op.item), target: op.target, show: op.show, maybeApplied: Boolean(op.maybeApplied) }));
     if (plainOps.length) store.set('sessionStorage', SS_OPS, JSON.stringify(plainOps));
     else store.del('sessionStorage', SS_OPS);
     renderSaveState();
@@ -454,7 +474,7 @@
     if (!item) return;
     resumeTimer();
     const uid = `${Date.now().toString(36)}-${(state.seq++).toString(36)}`;
-    state.ops.push({ uid, kind: 'label', id: item.id, label: kind, item, status: 'queued' });
+    state.ops.push({ uid, kind: 'label', id: item.id, label: kind, annotator: state.annotator, item, status: 'queued' });
     state.stack.push({ uid, item, label: kind, status: 'queued' });
     if (state.stack.length > STACK_MAX) state.stack.shift();
     const old = state.stack[state.stack.length - 1 - KEEP_DECODED];
@@ -531,7 +551,7 @@
         if (entry) entry.status = 'sent';
         try {
           if (op.kind === 'label') {
-            await api('POST', '/api/annotations', { id: op.id, label: op.label });
+            await api('POST', '/api/annotations', { id: op.id, label: op.label }, op.annotator ?? state.annotator);
             if (entry) entry.status = 'acked';
           } else {
             const r = await api('POST', '/api/undo');
@@ -550,7 +570,7 @@
             // answer, or an unreadable one, leaves it in doubt.
             if (e.status !== 0 && e.status !== 200) op.maybeApplied = doubtBefore;
             if (entry) entry.status = 'queued';
-            if (e.status !== 0) {
+            if (e.status !== 0 && !conn.blocked) {
               conn.saveError = e.message;
               renderBanner();
             }
@@ -711,6 +731,60 @@
     $('st-all').textContent = state.stats ? `${num(state.stats.last_minute)} labels last minute` : '–';
   }
 
+  // Labels in force per annotator; names are the people's own text, so never HTML.
+  function renderAnnotators(list) {
+    const dl = $('st-annotators');
+    const rows = [];
+    for (const a of list || []) {
+      const dt = document.createElement('dt');
+      dt.textContent = a.name || '(no name)';
+      dt.title = dt.textContent;
+      dt.classList.toggle('unnamed', !a.name);
+      dt.classList.toggle('me', a.name !== '' && a.name === state.annotator);
+      const dd = document.createElement('dd');
+      dd.textContent = `${num(a.annotated)}${a.skipped ? ` + ${num(a.skipped)} skipped` : ''}`;
+      rows.push(dt, dd);
+    }
+    if (!rows.length) {
+      const dt = document.createElement('dt');
+      dt.textContent = 'no labels yet';
+      rows.push(dt, document.createElement('dd'));
+    }
+    dl.replaceChildren(...rows);
+  }
+
+  // ---------------------------------------------------------------- the annotator's name
+  const nameInput = $('annotator');
+
+  function cleanName(text) {
+    // Control characters cannot be sent; the server trims and counts code points as here.
+    return Array.from(String(text || '').replace(/\p{Cc}/gu, '').trim()).slice(0, MAX_NAME).join('');
+  }
+
+  function setAnnotator(name, save) {
+    state.annotator = cleanName(name);
+    if (save) store.set('localStorage', LS_ANNOTATOR, state.annotator);
+    document.body.classList.toggle('unnamed', !state.annotator);
+    if (state.stats) renderAnnotators(state.stats.annotators);
+  }
+
+  nameInput.addEventListener('input', () => setAnnotator(nameInput.value, true));
+  nameInput.addEventListener('change', () => { nameInput.value = state.annotator; });
+  nameInput.addEventListener('keydown', (e) => {
+    // Enter or Escape hands the keys back to labelling.
+    if (e.key === 'Enter' || e.key === 'Escape') {
+      e.preventDefault();
+      nameInput.blur();
+    }
+  });
+  // Another tab of this browser changed the name.
+  window.addEventListener('storage', (e) => {
+    if (e.key === LS_ANNOTATOR) {
+      setAnnotator(e.newValue, false);
+      if (document.activeElement !== nameInput) nameInput.value = state.annotator;
+    }
+  });
+
   // ---------------------------------------------------------------- statistics
   function num(n) {
     return Number(n).toLocaleString('en-US');
@@ -759,6 +833,7 @@
     $('st-negatives').textContent = num(s.negatives);
     $('st-skipped').textContent = num(s.skipped);
     $('st-remaining').textContent = num(s.remaining);
+    renderAnnotators(s.annotators);
     const m = s.model;
     $('model-none').hidden = !!m;
     $('model-stats').hidden = !m;
@@ -914,6 +989,12 @@
     if (conn.unreachable) {
       banner.textContent = `Cannot reach the binann server (retrying).${waiting}`;
       banner.hidden = false;
+    } else if (conn.blocked && conn.blocked.status === 401) {
+      banner.textContent = `This server needs its access token: open the address binann-server printed when it started (http://…/?token=…) in this browser.${waiting}`;
+      banner.hidden = false;
+    } else if (conn.blocked) {
+      banner.textContent = `The server refuses this page's requests: ${conn.blocked.message}.${waiting}`;
+      banner.hidden = false;
     } else if (conn.saveError) {
       banner.textContent = `The server could not save labels: ${conn.saveError}.${n ? ` ${n} label${n === 1 ? ' is' : 's are'} waiting and will be retried.` : ''}`;
       banner.hidden = false;
@@ -1055,11 +1136,14 @@
     queued: () => state.queue.map((it) => it.id),
     pending: () => state.ops.length,
     clientId: () => state.clientId,
+    annotator: () => state.annotator,
   };
 
   // ---------------------------------------------------------------- start
   async function start() {
     loadDisplay();
+    setAnnotator(store.get('localStorage', LS_ANNOTATOR), false);
+    nameInput.value = state.annotator;
     renderMeta();
     renderEmptyStage();
     setInterval(renderSession, 1000);

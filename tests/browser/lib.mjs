@@ -108,9 +108,13 @@ export function makeDataset({ tiny = 40, big = true, corrupt = false } = {}) {
 }
 
 // ------------------------------------------------------------------ server
-/** Starts the real server; resolves once it prints its address. */
-export async function startServer({ datadir, rundir, port = 0, extra = [] }) {
+/**
+ * Starts the real server; resolves once it prints its address. With `token`, the server requires
+ * it and the helpers below send it as a bearer token.
+ */
+export async function startServer({ datadir, rundir, port = 0, extra = [], token = null }) {
   const args = ['--datadir', datadir, '--rundir', rundir, '--host', '127.0.0.1', '--port', String(port), ...extra];
+  if (token) args.push('--token', token);
   const proc = spawn(SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
@@ -155,8 +159,9 @@ export async function startServer({ datadir, rundir, port = 0, extra = [] }) {
       await exited;
       clearTimeout(slow);
     },
+    token,
     async api(pathname) {
-      const { status, body } = await getJson(url + pathname);
+      const { status, body } = await getJson(url + pathname, token ? { Authorization: `Bearer ${token}` } : {});
       if (status !== 200) throw new Error(`${pathname}: ${status} ${JSON.stringify(body)}`);
       return body;
     },
@@ -171,9 +176,9 @@ export async function startServer({ datadir, rundir, port = 0, extra = [] }) {
  * GET as JSON on a connection of its own (no keep-alive: on SIGTERM the server waits for idle
  * keep-alive connections to close before it exits).
  */
-export function getJson(url) {
+export function getJson(url, headers = {}) {
   return new Promise((resolve, reject) => {
-    const req = http.get(url, { agent: false, headers: { Connection: 'close' } }, (res) => {
+    const req = http.get(url, { agent: false, headers: { Connection: 'close', ...headers } }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d) => { text += d; });

@@ -1,6 +1,7 @@
 // Browser tests of the annotation page against the real binann-server (see run.sh).
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 
@@ -505,4 +506,138 @@ test('keypress to next image painted: latency over 30 keypresses; screenshots', 
   await page.setViewportSize({ width: 600, height: 900 });
   await page.waitForTimeout(200);
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-narrow.png'), fullPage: true });
+});
+
+test('the annotator name: kept in this browser, sent with every label, listed per annotator; typing it labels nothing', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  const sent = [];
+  ctx.on('request', (req) => {
+    if (req.url().endsWith('/api/annotations')) sent.push(req.headers()['x-annotator'] ?? null);
+  });
+  const page = await open(t, ctx, srv);
+  await waitShown(page);
+  // Letters that are keys (f, j, s), non-ASCII, and markup that must stay text.
+  const name = 'Zoë Ångström <b>fjs</b>';
+  await page.click('#annotator');
+  await page.keyboard.type(name);
+  await page.keyboard.press('Enter');
+  assert.notEqual(await page.evaluate(() => document.activeElement && document.activeElement.id), 'annotator', 'Enter hands the keys back');
+  await page.waitForTimeout(300);
+  const quiet = await srv.stats();
+  assert.equal(quiet.annotated + quiet.skipped, 0, 'typing the name labelled images');
+  assert.equal(await page.evaluate(() => window.binannDebug.annotator()), name);
+
+  await labelOne(page, 'f');
+  await labelOne(page, 'j');
+  await settled(page);
+  let s = await statsWhere(srv, (x) => x.annotated === 2, 'two labels');
+  assert.deepEqual(s.annotators, [{ name, annotated: 2, positives: 1, negatives: 1, skipped: 0 }]);
+  assert.deepEqual(sent, [encodeURIComponent(name), encodeURIComponent(name)], 'the name goes out percent-encoded with each label');
+  await waitFor(async () => (await page.textContent('#st-annotators')).includes(name), { what: 'the name in the per-annotator list' });
+  assert.equal(await page.$$eval('#st-annotators b', (els) => els.length), 0, 'a name is shown as text, never as markup');
+
+  // Kept in this browser: a reload and a second tab know it.
+  await page.reload();
+  assert.equal(await page.inputValue('#annotator'), name);
+  const second = await open(t, ctx, srv);
+  assert.equal(await second.inputValue('#annotator'), name);
+  await labelOne(second, 'f');
+  // Another browser has no name until its person gives one: its labels are unnamed.
+  const other = await open(t, await contextFor(t), srv);
+  assert.equal(await other.inputValue('#annotator'), '');
+  await labelOne(other, 'j');
+  await settled(second);
+  await settled(other);
+  s = await statsWhere(srv, (x) => x.annotated === 4, 'four labels');
+  assert.deepEqual(s.annotators, [
+    { name, annotated: 3, positives: 2, negatives: 1, skipped: 0 },
+    { name: '', annotated: 1, positives: 0, negatives: 1, skipped: 0 },
+  ]);
+  // Undo stays per tab: the second tab undoes its own label, not the first tab's.
+  await second.keyboard.press('Backspace');
+  s = await statsWhere(srv, (x) => x.annotated === 3, 'the second tab\'s label undone');
+  assert.deepEqual([s.positives, s.negatives], [1, 2]);
+});
+
+test('behind a token: the page says what is missing, and works once the token URL is opened (HttpOnly cookie)', async (t) => {
+  // Enough images for two tabs (each reserves up to 12).
+  const datadir = makeDataset({ tiny: 40, big: false });
+  const rundir = path.join(tmpdir('run'), 'run');
+  cleanup(t, () => removeDirs(datadir, rundir), { last: true });
+  const token = 'browser-test-token-0123456789';
+  const srv = await startServer({ datadir, rundir, token });
+  cleanup(t, () => srv.stop());
+  const ctx = await contextFor(t);
+  const page = await open(t, ctx, srv);
+  await waitFor(() => page.isVisible('#banner'), { what: 'the banner' });
+  assert.match(await page.textContent('#banner'), /needs its access token/);
+  assert.equal(await shownId(page), null, 'an image shown without the token');
+
+  // The person opens the printed URL (in another tab): it stores the token and leaves the address bar.
+  const opened = await open(t, ctx, srv);
+  await opened.goto(`${srv.url}/?token=${token}`);
+  assert.equal(new URL(opened.url()).search, '', 'the token stayed in the address bar');
+  await waitShown(opened);
+  const cookie = (await ctx.cookies()).find((c) => c.name === `binann_token_${srv.port}`);
+  assert.ok(cookie, 'no token cookie');
+  assert.deepEqual([cookie.value, cookie.httpOnly, cookie.sameSite], [token, true, 'Strict']);
+  assert.doesNotMatch(await opened.evaluate(() => document.cookie), /binann_token/, 'page scripts can read the token');
+  // The first tab, which kept retrying, recovers by itself.
+  await waitShown(page);
+  await waitFor(async () => !(await page.isVisible('#banner')), { what: 'the banner to go' });
+  await labelOne(page, 'f');
+  await settled(page);
+  await statsWhere(srv, (s) => s.positives === 1, 'the label saved with the token');
+});
+
+test('a page on another site cannot label or undo through the annotator\'s browser', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  const page = await open(t, ctx, srv);
+  const labelled = await labelOne(page, 'f');
+  await settled(page);
+  await statsWhere(srv, (s) => s.positives === 1, 'the person\'s label');
+
+  // Another site (localhost is another site than 127.0.0.1 to the browser) sends what needs no
+  // CORS preflight: no-cors fetches with text/plain and form bodies, a bare POST, and a form.
+  const target = srv.url;
+  const html = `<!doctype html><title>other site</title><body>
+<form id="form" method="POST" action="${target}/api/annotations" enctype="text/plain" target="sink">
+  <input type="hidden" name='{"id": ${labelled}, "label": "negative", "x": "' value='"}'></form>
+<iframe name="sink"></iframe>
+<script>
+(async () => {
+  const send = (path, body, type) => fetch('${target}' + path, {
+    method: 'POST', mode: 'no-cors', credentials: 'include', headers: type ? { 'Content-Type': type } : {}, body,
+  }).catch(() => {});
+  await send('/api/annotations', JSON.stringify({ id: ${labelled}, label: 'negative' }), 'text/plain');
+  await send('/api/annotations', 'id=${labelled}&label=negative', 'application/x-www-form-urlencoded');
+  await send('/api/undo');
+  await send('/api/undo', '{}', 'text/plain');
+  document.getElementById('form').submit();
+  document.title = 'sent';
+})();
+</script>`;
+  const other = http.createServer((req, res) => {
+    res.writeHead(200, { 'Content-Type': 'text/html; charset=utf-8' });
+    res.end(html);
+  });
+  await new Promise((resolve) => other.listen(0, '127.0.0.1', resolve));
+  cleanup(t, () => new Promise((resolve) => other.close(resolve)));
+  const otherPage = await ctx.newPage();
+  cleanup(t, () => otherPage.close());
+  await otherPage.goto(`http://localhost:${other.address().port}/`);
+  await waitFor(async () => (await otherPage.title()) === 'sent', { what: 'the other site to send its requests' });
+  // The requests reached the server and were refused there (not merely blocked by the browser).
+  await waitFor(() => (srv.stderr().match(/refused a cross-site request/g) || []).length >= 5, { what: 'five refusals in the server log' });
+  const refusals = srv.stderr().split('\n').filter((l) => l.includes('refused a cross-site request')).join('\n');
+  assert.match(refusals, /\/api\/annotations/);
+  assert.match(refusals, /\/api\/undo/);
+  const s = await srv.stats();
+  assert.deepEqual([s.positives, s.negatives, s.annotated], [1, 0, 1], 'another site changed the labels');
+  // The person's own page still works, and its undo is untouched.
+  await page.bringToFront();
+  await page.keyboard.press('Backspace');
+  await statsWhere(srv, (x) => x.annotated === 0, 'the person\'s undo');
 });

@@ -50,7 +50,13 @@ fn exported_predictor_reproduces_the_inferrer() {
     let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
     for id in 0..40u32 {
         let label = if positive[manifest.paths[id as usize].as_str()] { Label::Positive } else { Label::Negative };
-        let r = Record { seq: id as u64, time_ms: 0, client: "t".into(), event: Event::Label { id, label, prob: None } };
+        let r = Record {
+            seq: id as u64,
+            time_ms: 0,
+            client: "t".into(),
+            annotator: String::new(),
+            event: Event::Label { id, label, prob: None },
+        };
         writer.append_framed(&journal::frame(&r)).unwrap();
     }
     let env = [

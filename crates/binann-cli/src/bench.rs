@@ -61,6 +61,7 @@ fn synthetic_rundir(dir: &Path, images: usize, annotations: usize) -> anyhow::Re
             seq: seq as u64,
             time_ms: binann_core::now_ms(),
             client: "bench-seed".into(),
+            annotator: "bench-seed".into(),
             event: Event::Label { id: *id, label, prob: Some(0.5) },
         };
         framed.extend(journal::frame(&record));

@@ -1,5 +1,5 @@
-//! `binann export`: one row per image with the human label, the model's probability and label,
-//! and where the final label came from. Human labels always win and are never hidden: the model's
+//! `binann export`: one row per image with the human label and who gave it, the model's
+//! probability and label, and where the final label came from. Human labels always win and are never hidden: the model's
 //! opinion stays in its own columns.
 
 use std::io::{BufWriter, Write};
@@ -45,6 +45,9 @@ pub struct Row {
     pub path: String,
     /// The person's label: positive, negative, skip, or empty.
     pub human_label: Option<&'static str>,
+    /// The name of the person who gave `human_label` (empty when there is none, or when they gave
+    /// no name).
+    pub annotator: String,
     /// The model's probability, if it predicted this image.
     pub model_prob: Option<f32>,
     /// The model's label at the threshold.
@@ -91,7 +94,9 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
     let mut out = Vec::with_capacity(manifest.len());
     for (id, path) in manifest.paths.iter().enumerate() {
         let id = id as u32;
-        let human = annotations.get(id).map(|e| e.label);
+        let effective = annotations.get(id);
+        let human = effective.map(|e| e.label);
+        let annotator = effective.map(|e| annotations.annotator_name(e.annotator).to_owned()).unwrap_or_default();
         let model_prob = prob[id as usize];
         let model_label = model_prob.map(|p| if f64::from(p) >= args.threshold { "positive" } else { "negative" });
         let (label, label_source) = match human {
@@ -113,7 +118,16 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
             }
             Some(l) => (Some(l.as_str()), "human"),
         };
-        out.push(Row { id, path: path.clone(), human_label: human.map(Label::as_str), model_prob, model_label, label, label_source });
+        out.push(Row {
+            id,
+            path: path.clone(),
+            human_label: human.map(Label::as_str),
+            annotator,
+            model_prob,
+            model_label,
+            label,
+            label_source,
+        });
     }
     Ok(out)
 }
@@ -138,14 +152,15 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             writeln!(w)?;
         }
     } else {
-        writeln!(w, "id,path,human_label,model_prob,model_label,label,label_source")?;
+        writeln!(w, "id,path,human_label,annotator,model_prob,model_label,label,label_source")?;
         for r in &rows {
             writeln!(
                 w,
-                "{},{},{},{},{},{},{}",
+                "{},{},{},{},{},{},{},{}",
                 r.id,
                 csv_field(&r.path),
                 r.human_label.unwrap_or(""),
+                csv_field(&r.annotator),
                 r.model_prob.map(|p| format!("{p:.6}")).unwrap_or_default(),
                 r.model_label.unwrap_or(""),
                 r.label.unwrap_or(""),

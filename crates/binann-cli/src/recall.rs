@@ -109,6 +109,8 @@ pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
             // Without the AI the order is fixed: pace changes nothing, so do not wait.
             pace: if ai { args.pace } else { 0.0 },
             client: "bench-recall".into(),
+            annotator: "bench-recall".into(),
+            token: None,
             trace: None,
         };
         let steps = simulate(&sim, &truth)?;

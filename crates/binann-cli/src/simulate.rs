@@ -24,9 +24,15 @@ pub struct SimulateArgs {
     /// Labels per second (0: as fast as the server answers).
     #[arg(long, default_value_t = 5.0)]
     pub pace: f64,
-    /// The client name (X-Client header).
+    /// The client name (X-Client header): whose undo stack the labels go to.
     #[arg(long, default_value = "simulated-annotator")]
     pub client: String,
+    /// The annotator name recorded with each label (X-Annotator header).
+    #[arg(long, default_value = "simulated-annotator")]
+    pub annotator: String,
+    /// The server's access token (needed when it listens beyond this machine).
+    #[arg(long, env = "BINANN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
     /// Where to write the trace CSV (step,id,path,truth,prob,time_s).
     #[arg(long)]
     pub trace: Option<PathBuf>,
@@ -70,6 +76,23 @@ pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, bool>> {
     Ok(truth)
 }
 
+/// A request with the client's headers, and the token when there is one.
+fn authorized(request: ureq::Request, args: &SimulateArgs) -> ureq::Request {
+    let request = request.set("X-Client", &args.client);
+    match args.token.as_deref().filter(|t| !t.is_empty()) {
+        Some(token) => request.set("Authorization", &format!("Bearer {token}")),
+        None => request,
+    }
+}
+
+/// The annotator's name as the X-Annotator header carries it: UTF-8, percent-encoded (a header
+/// value cannot hold most of Unicode).
+fn header_safe(name: &str) -> String {
+    name.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~ ".contains(&b) { char::from(b).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
 /// Runs a simulation; returns its steps.
 pub fn simulate(args: &SimulateArgs, truth: &HashMap<String, bool>) -> anyhow::Result<Vec<Step>> {
     let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
@@ -83,9 +106,7 @@ pub fn simulate(args: &SimulateArgs, truth: &HashMap<String, bool>) -> anyhow::R
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let next: serde_json::Value = agent
-            .get(&format!("{base}/api/next?count=1"))
-            .set("X-Client", &args.client)
+        let next: serde_json::Value = authorized(agent.get(&format!("{base}/api/next?count=1")), args)
             .call()
             .with_context(|| format!("asking {base} for the next image"))?
             .into_json()?;
@@ -93,9 +114,8 @@ pub fn simulate(args: &SimulateArgs, truth: &HashMap<String, bool>) -> anyhow::R
         let id = item["id"].as_u64().context("no id in /api/next")?;
         let path = item["path"].as_str().context("no path in /api/next")?.to_owned();
         let positive = *truth.get(&path).with_context(|| format!("{path} is not in the truth CSV"))?;
-        agent
-            .post(&format!("{base}/api/annotations"))
-            .set("X-Client", &args.client)
+        authorized(agent.post(&format!("{base}/api/annotations")), args)
+            .set("X-Annotator", &header_safe(&args.annotator))
             .send_json(serde_json::json!({ "id": id, "label": if positive { "positive" } else { "negative" } }))
             .with_context(|| format!("labelling image {id}"))?;
         steps.push(Step { id, path, truth: positive, prob: item["prob"].as_f64(), time_s: started.elapsed().as_secs_f64() });

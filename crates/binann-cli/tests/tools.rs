@@ -12,7 +12,8 @@ use binann_core::predictions::{ModelInfo, Predictions};
 use binann_core::rundir::RunDir;
 
 fn binann(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_binann")).args(args).output().unwrap()
+    // A token in the caller's environment must not stand in for the one a test gives.
+    Command::new(env!("CARGO_BIN_EXE_binann")).args(args).env_remove("BINANN_TOKEN").output().unwrap()
 }
 
 fn stdout_ok(out: Output) -> String {
@@ -20,7 +21,8 @@ fn stdout_ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// 10 images; 0..3 labelled by a person (2 skipped), every image predicted with prob id/10.
+/// 10 images; 0..3 labelled by a person (2 skipped), every image predicted with prob id/10. The
+/// labels are by "Ada" (0 and 2), someone who gave no name (1) and "Lovelace, Ada" (9).
 fn run_directory(dir: &Path) -> PathBuf {
     let run = dir.join("run");
     let rd = RunDir::create_or_open(&run).unwrap();
@@ -29,7 +31,8 @@ fn run_directory(dir: &Path) -> PathBuf {
         .unwrap();
     let mut w = JournalWriter::open::<Record>(&rd.annotations(), FileKind::Annotations).unwrap().writer;
     for (seq, (id, label)) in [(0, Label::Negative), (1, Label::Negative), (2, Label::Skip), (9, Label::Negative)].into_iter().enumerate() {
-        let r = Record { seq: seq as u64, time_ms: 0, client: "p".into(), event: Event::Label { id, label, prob: None } };
+        let annotator = ["Ada", "", "Ada", "Lovelace, Ada"][seq].to_owned();
+        let r = Record { seq: seq as u64, time_ms: 0, client: "p".into(), annotator, event: Event::Label { id, label, prob: None } };
         w.append_framed(&journal::frame(&r)).unwrap();
     }
     let model = ModelInfo {
@@ -64,11 +67,14 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
     let ids: std::collections::HashSet<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(ids.len(), 10);
     // Image 9: the person said negative, the model says 0.9: the person wins, the model's view stays visible.
-    assert_eq!(rows[9], ["9", "img,9.png", "negative", "0.900000", "positive", "negative", "human"]);
+    assert_eq!(csv.lines().next(), Some("id,path,human_label,annotator,model_prob,model_label,label,label_source"));
+    assert_eq!(rows[9], ["9", "img,9.png", "negative", "Lovelace, Ada", "0.900000", "positive", "negative", "human"]);
     // Without --label-rest the model never fills the label column.
-    assert_eq!(rows[7][5..], ["", "none"]);
-    assert_eq!(rows[2][2], "skip");
-    assert_eq!(rows.iter().filter(|r| r[6] == "human").count(), 3);
+    assert_eq!(rows[7][6..], ["", "none"]);
+    assert_eq!(rows[2][2..4], ["skip", "Ada"]);
+    // Who labelled: the name given, empty without one, and empty where no person labelled.
+    assert_eq!([&rows[0][3], &rows[1][3], &rows[7][3]], ["Ada", "", ""]);
+    assert_eq!(rows.iter().filter(|r| r[7] == "human").count(), 3);
 
     let jsonl = tmp.path().join("rest.jsonl");
     stdout_ok(binann(&[
@@ -90,6 +96,7 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
     assert_eq!(source(3), (Some("negative".into()), "model".into()));
     assert_eq!(source(5), (None, "none".into()), "uncertain images stay unlabelled");
     assert_eq!(source(9), (Some("negative".into()), "human".into()));
+    assert_eq!((rows[9]["annotator"].as_str(), rows[8]["annotator"].as_str()), (Some("Lovelace, Ada"), Some("")));
     assert_eq!(source(2), (Some("negative".into()), "model".into()), "a skipped image may be labelled by the model");
     let (human, model, none) = rows.iter().fold((0, 0, 0), |(h, m, n), r| match r["label_source"].as_str().unwrap() {
         "human" => (h + 1, m, n),
@@ -124,9 +131,12 @@ fn split_csv(line: &str) -> Vec<String> {
 fn inspect_prints_every_kind_of_file_and_names_bad_ones() {
     let tmp = tempfile::tempdir().unwrap();
     let run = run_directory(tmp.path());
-    for (file, expect) in
-        [("manifest.bin", "\"kind\":\"manifest\""), ("annotations.journal", "\"records\":4"), ("predictions-1-of-2.bin", "\"shard\":[1,2]")]
-    {
+    for (file, expect) in [
+        ("manifest.bin", "\"kind\":\"manifest\""),
+        ("annotations.journal", "\"records\":4"),
+        ("annotations.journal", "\"annotator\":\"Lovelace, Ada\""),
+        ("predictions-1-of-2.bin", "\"shard\":[1,2]"),
+    ] {
         let out = stdout_ok(binann(&["inspect", run.join(file).to_str().unwrap()]));
         assert!(out.contains(expect), "{file}: {out}");
         for line in out.lines() {
@@ -156,18 +166,38 @@ fn simulate_labels_through_the_api_from_the_truth() {
     std::fs::write(&truth_csv, truth).unwrap();
     let server_bin = Path::new(env!("CARGO_BIN_EXE_binann")).with_file_name("binann-server");
     assert!(server_bin.exists(), "build the workspace first (cargo build --workspace)");
+    // Beyond loopback, with a token: the simulator sends it as a script would.
+    let token = "simulated-annotators-token";
+    let run = tmp.path().join("run");
     let mut server = Command::new(server_bin)
-        .args(["--port", "0", "--datadir", data.to_str().unwrap(), "--rundir", tmp.path().join("run").to_str().unwrap()])
+        .args([
+            "--port",
+            "0",
+            "--host",
+            "0.0.0.0",
+            "--token",
+            token,
+            "--datadir",
+            data.to_str().unwrap(),
+            "--rundir",
+            run.to_str().unwrap(),
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let url = binann_core::process::server_url(&mut server).unwrap();
+    let url = binann_core::process::server_url(&mut server).unwrap().replace("//0.0.0.0:", "//127.0.0.1:");
     let trace = tmp.path().join("trace.csv");
+    let without_token = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
+    assert!(String::from_utf8_lossy(&without_token.stderr).contains("401"), "{without_token:?}");
     let summary = binann(&[
         "simulate",
         "--url",
         &url,
+        "--token",
+        token,
+        "--annotator",
+        "Zoë, the simulator",
         "--truth",
         truth_csv.to_str().unwrap(),
         "--labels",
@@ -184,12 +214,22 @@ fn simulate_labels_through_the_api_from_the_truth() {
     assert_eq!(summary["labels"], 8);
     assert_eq!(summary["positives_found"], found_in_trace);
     assert_eq!(summary["positives_in_truth"], 4);
-    let stats: serde_json::Value = ureq::get(&format!("{url}/api/stats")).call().unwrap().into_json().unwrap();
+    let stats: serde_json::Value =
+        ureq::get(&format!("{url}/api/stats")).set("Authorization", &format!("Bearer {token}")).call().unwrap().into_json().unwrap();
     assert_eq!(stats["annotated"], 8);
+    assert_eq!(stats["annotators"][0]["name"], "Zoë, the simulator");
+    assert_eq!(stats["annotators"][0]["annotated"], 8);
+    // The name reaches the export, beside each label the simulator gave.
+    let csv = stdout_ok(binann(&["export", "--rundir", run.to_str().unwrap(), "--out", "-"]));
+    let rows: Vec<Vec<String>> = csv.lines().skip(1).map(split_csv).collect();
+    let named = rows.iter().filter(|r| r[3] == "Zoë, the simulator").count();
+    assert_eq!(named, 8, "{csv}");
+    assert!(rows.iter().all(|r| (r[7] == "human") == (r[3] == "Zoë, the simulator")), "{csv}");
     assert_eq!(stats["positives"].as_u64().unwrap() as usize, found_in_trace, "the server got the truth's labels");
     // A truth file that does not cover the dataset is a clear error.
     std::fs::write(&truth_csv, "path,label\nother.png,1\n").unwrap();
-    let out = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
+    let out =
+        binann(&["simulate", "--url", &url, "--token", token, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not in the truth CSV"));
     let _ = server.kill();
     let _ = server.wait();

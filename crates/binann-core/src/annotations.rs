@@ -3,14 +3,18 @@
 //! The journal holds events, never a rewritten table: a label (`Label`), or the undo of one
 //! client's latest label (`Undo`). Replaying the events in order gives the same state in the
 //! server, the trainer and `inspect`.
+//!
+//! Two names say who gave a record: the client (a browser tab or a script, whose undo stack it
+//! belongs to) and the annotator (the name the person typed, shared by all their tabs; empty when
+//! they gave none). Records of format version 1 have no annotator and read as unnamed.
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{FileError, FileKind};
-use crate::journal;
+use crate::codec::{self, DecodeError, FileError, FileKind};
+use crate::journal::{self, JournalRecord};
 
 /// What a person said about an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -73,11 +77,39 @@ pub struct Record {
     pub seq: u64,
     /// When the server accepted it (ms since the epoch).
     pub time_ms: u64,
-    /// Which client (browser tab or script) gave it.
+    /// Which client (browser tab or script) gave it; undo is per client.
     pub client: String,
+    /// The name of the person who gave it; empty when they gave none (and in every record of a
+    /// format-version-1 journal).
+    pub annotator: String,
     /// What happened.
     pub event: Event,
 }
+
+/// A record as format version 1 wrote it: bincode is positional, so the old shape is kept to
+/// decode old journals.
+#[derive(Deserialize)]
+struct RecordV1 {
+    seq: u64,
+    time_ms: u64,
+    client: String,
+    event: Event,
+}
+
+impl JournalRecord for Record {
+    fn decode_record(version: u16, payload: &[u8]) -> Result<Self, DecodeError> {
+        if version == 1 {
+            let RecordV1 { seq, time_ms, client, event } = codec::decode_value(payload)?;
+            return Ok(Record { seq, time_ms, client, annotator: String::new(), event });
+        }
+        codec::decode_value(payload)
+    }
+}
+
+/// An annotator's name, interned by [`AnnotationState`] so that every label in force stays small
+/// and `Copy`; [`AnnotationState::annotator_name`] gives the name back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AnnotatorId(u32);
 
 /// The label an image currently has, and where it came from.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,6 +122,8 @@ pub struct Effective {
     pub prob: Option<f32>,
     /// When it was given.
     pub time_ms: u64,
+    /// Who gave it.
+    pub annotator: AnnotatorId,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +191,12 @@ pub struct AnnotationState {
     history: Vec<(u32, Effective)>,
     /// Seqs of labels undone; such a label is never restored by undoing a later one.
     undone: std::collections::HashSet<u64>,
+    /// Every annotator name seen, indexed by [`AnnotatorId`] ("" included when seen).
+    annotator_names: Vec<String>,
+    /// The id of each name in `annotator_names`.
+    annotator_ids: HashMap<String, AnnotatorId>,
+    /// Counts of the labels in force given by each annotator, indexed by [`AnnotatorId`].
+    annotator_counts: Vec<Counts>,
 }
 
 impl AnnotationState {
@@ -172,9 +212,7 @@ impl AnnotationState {
     /// Reads and replays an annotation journal (a missing file is an empty state).
     pub fn load(path: &Path) -> Result<Self, FileError> {
         match journal::read_journal::<Record>(path, FileKind::Annotations) {
-            Ok(contents) => {
-                Self::replay(&contents.records).map_err(|e| FileError::decode(path, crate::codec::DecodeError::Payload(e.to_string())))
-            }
+            Ok(contents) => Self::replay(&contents.records).map_err(|e| FileError::decode(path, DecodeError::Payload(e.to_string()))),
             Err(e) if e.is_not_found() => Ok(Self::default()),
             Err(e) => Err(e),
         }
@@ -192,13 +230,14 @@ impl AnnotationState {
         }
         match r.event {
             Event::Label { id, label, prob } => {
-                let new = Effective { label, seq: r.seq, prob, time_ms: r.time_ms };
+                let annotator = self.intern_annotator(&r.annotator);
+                let new = Effective { label, seq: r.seq, prob, time_ms: r.time_ms, annotator };
                 let previous = self.current.insert(id, new);
                 if let Some(p) = previous {
-                    self.counts.add(p.label, -1);
+                    self.count(&p, -1);
                     self.remove_history(p.seq);
                 }
-                self.counts.add(label, 1);
+                self.count(&new, 1);
                 if label != Label::Skip {
                     self.history.push((id, new));
                 }
@@ -215,11 +254,11 @@ impl AnnotationState {
                 // A later label by someone else stands; only undo what is still in force.
                 if self.current.get(&id).is_some_and(|c| c.seq == of_seq) {
                     let undone = self.current.remove(&id).expect("checked above");
-                    self.counts.add(undone.label, -1);
+                    self.count(&undone, -1);
                     self.remove_history(undone.seq);
                     if let Some(p) = entry.previous.filter(|p| !self.undone.contains(&p.seq)) {
                         self.current.insert(id, p);
-                        self.counts.add(p.label, 1);
+                        self.count(&p, 1);
                         if p.label != Label::Skip {
                             let at = self.history.partition_point(|(_, e)| e.seq < p.seq);
                             self.history.insert(at, (id, p));
@@ -230,6 +269,23 @@ impl AnnotationState {
         }
         self.next_seq += 1;
         Ok(())
+    }
+
+    fn intern_annotator(&mut self, name: &str) -> AnnotatorId {
+        if let Some(id) = self.annotator_ids.get(name) {
+            return *id;
+        }
+        let id = AnnotatorId(self.annotator_names.len() as u32);
+        self.annotator_names.push(name.to_owned());
+        self.annotator_ids.insert(name.to_owned(), id);
+        self.annotator_counts.push(Counts::default());
+        id
+    }
+
+    /// Adds (`delta` 1) or removes (-1) a label in force to the totals and to its annotator's.
+    fn count(&mut self, e: &Effective, delta: i64) {
+        self.counts.add(e.label, delta);
+        self.annotator_counts[e.annotator.0 as usize].add(e.label, delta);
     }
 
     fn remove_history(&mut self, seq: u64) {
@@ -256,6 +312,21 @@ impl AnnotationState {
     /// Current counts.
     pub fn counts(&self) -> Counts {
         self.counts
+    }
+
+    /// The name behind an annotator id ("" for labels given without a name).
+    pub fn annotator_name(&self, id: AnnotatorId) -> &str {
+        &self.annotator_names[id.0 as usize]
+    }
+
+    /// Each annotator who has a label in force, with the counts of those labels (they add up to
+    /// [`Self::counts`]); in the order the names first appeared in the journal.
+    pub fn annotator_counts(&self) -> impl Iterator<Item = (&str, Counts)> + '_ {
+        self.annotator_names
+            .iter()
+            .zip(&self.annotator_counts)
+            .filter(|(_, c)| **c != Counts::default())
+            .map(|(name, c)| (name.as_str(), *c))
     }
 
     /// Every image with a label in force (including skips).
@@ -291,10 +362,10 @@ mod tests {
     use super::*;
 
     fn label(seq: u64, client: &str, id: u32, l: Label) -> Record {
-        Record { seq, time_ms: seq, client: client.into(), event: Event::Label { id, label: l, prob: None } }
+        Record { seq, time_ms: seq, client: client.into(), annotator: String::new(), event: Event::Label { id, label: l, prob: None } }
     }
     fn undo(seq: u64, client: &str, id: u32, of_seq: u64) -> Record {
-        Record { seq, time_ms: seq, client: client.into(), event: Event::Undo { id, of_seq } }
+        Record { seq, time_ms: seq, client: client.into(), annotator: String::new(), event: Event::Undo { id, of_seq } }
     }
 
     #[test]
@@ -329,11 +400,58 @@ mod tests {
     }
 
     #[test]
+    fn labels_in_force_are_counted_per_annotator() {
+        let by = |seq: u64, client: &str, annotator: &str, event: Event| Record {
+            seq,
+            time_ms: seq,
+            client: client.into(),
+            annotator: annotator.into(),
+            event,
+        };
+        let mut s = AnnotationState::default();
+        s.apply(&by(0, "tab1", "ann", Event::Label { id: 1, label: Label::Positive, prob: None })).unwrap();
+        s.apply(&by(1, "tab1", "ann", Event::Label { id: 2, label: Label::Skip, prob: None })).unwrap();
+        s.apply(&by(2, "tab2", "bob", Event::Label { id: 3, label: Label::Negative, prob: None })).unwrap();
+        assert_eq!(s.annotator_name(s.get(3).unwrap().annotator), "bob");
+        // bob relabels ann's image: the label in force, and its count, move to bob.
+        s.apply(&by(3, "tab2", "bob", Event::Label { id: 1, label: Label::Negative, prob: None })).unwrap();
+        let counts: Vec<_> = s.annotator_counts().collect();
+        assert_eq!(counts, [("ann", Counts { skipped: 1, ..Counts::default() }), ("bob", Counts { negatives: 2, ..Counts::default() })]);
+        // bob's undo gives the image back to ann's label.
+        s.apply(&by(4, "tab2", "bob", Event::Undo { id: 1, of_seq: 3 })).unwrap();
+        let counts: Vec<_> = s.annotator_counts().collect();
+        assert_eq!(
+            counts,
+            [("ann", Counts { positives: 1, skipped: 1, ..Counts::default() }), ("bob", Counts { negatives: 1, ..Counts::default() })]
+        );
+        // An annotator with nothing left in force is not listed; an unnamed label is listed as "".
+        s.apply(&by(5, "tab2", "bob", Event::Undo { id: 3, of_seq: 2 })).unwrap();
+        s.apply(&by(6, "tab3", "", Event::Label { id: 4, label: Label::Positive, prob: None })).unwrap();
+        let counts: Vec<_> = s.annotator_counts().collect();
+        assert_eq!(
+            counts,
+            [("ann", Counts { positives: 1, skipped: 1, ..Counts::default() }), ("", Counts { positives: 1, ..Counts::default() })]
+        );
+        let total = counts.iter().fold(Counts::default(), |t, (_, c)| Counts {
+            positives: t.positives + c.positives,
+            negatives: t.negatives + c.negatives,
+            skipped: t.skipped + c.skipped,
+        });
+        assert_eq!(total, s.counts());
+    }
+
+    #[test]
     fn online_accuracy_judges_each_label_by_the_probability_shown_before_it() {
         let mut s = AnnotationState::default();
         let shown = [(Label::Positive, Some(0.9)), (Label::Negative, Some(0.7)), (Label::Negative, None), (Label::Negative, Some(0.2))];
         for (seq, (l, prob)) in shown.into_iter().enumerate() {
-            let r = Record { seq: seq as u64, time_ms: 0, client: "a".into(), event: Event::Label { id: seq as u32, label: l, prob } };
+            let r = Record {
+                seq: seq as u64,
+                time_ms: 0,
+                client: "a".into(),
+                annotator: String::new(),
+                event: Event::Label { id: seq as u32, label: l, prob },
+            };
             s.apply(&r).unwrap();
         }
         assert_eq!(s.online_accuracy(None), (3, 2));

@@ -14,7 +14,12 @@ use serde::{Serialize, de::DeserializeOwned};
 /// First eight bytes of every binann run-directory file.
 pub const MAGIC: [u8; 8] = *b"BINANN\0\x1a";
 /// The format version this build writes and the newest it reads.
-pub const FORMAT_VERSION: u16 = 1;
+///
+/// - 1: the first format.
+/// - 2: annotation journal records carry the annotator's name. Nothing else changed, so every
+///   other kind of file decodes the same at both versions; a version-1 journal is read as is and
+///   upgraded by its writer when it is next opened (see [`crate::journal::JournalRecord`]).
+pub const FORMAT_VERSION: u16 = 2;
 /// Size of [`Header`] on disk.
 pub const HEADER_LEN: usize = 40;
 

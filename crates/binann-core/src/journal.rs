@@ -3,6 +3,11 @@
 //! Appending a record and fsyncing is O(1) disk work however many records came before. A process
 //! killed mid-append leaves at most a torn last record, which was never acknowledged: readers stop
 //! before it, and the writer, on reopening, backs the damaged file up and cuts the torn tail off.
+//!
+//! Every record of a file is in the format version of its header. Readers decode older versions
+//! through [`JournalRecord`]; the writer, which appends in the current version only, first
+//! rewrites a journal of an older version in the current one (keeping a copy of the original), so
+//! a file never mixes versions.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -29,8 +34,22 @@ pub struct JournalContents<T> {
     pub good_len: u64,
 }
 
+/// A type stored in a journal: how a record written at each format version decodes.
+///
+/// bincode is not self-describing: a record's bytes mean something only to the shape that wrote
+/// them. A type whose shape changed between format versions decodes the older shapes itself (and
+/// converts them); a type with one shape at every version keeps the default.
+pub trait JournalRecord: Serialize + DeserializeOwned {
+    /// Decodes one record written at format `version` (never newer than
+    /// [`codec::FORMAT_VERSION`]: the header check refuses those files first).
+    fn decode_record(version: u16, payload: &[u8]) -> Result<Self, DecodeError> {
+        let _ = version;
+        codec::decode_value(payload)
+    }
+}
+
 /// Decodes journal bytes: every intact record up to the first torn or corrupt one.
-pub fn decode_journal<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Result<JournalContents<T>, DecodeError> {
+pub fn decode_journal<T: JournalRecord>(bytes: &[u8], kind: FileKind) -> Result<JournalContents<T>, DecodeError> {
     let header = codec::decode_header(bytes, Some(kind))?;
     let mut pos = HEADER_LEN;
     let mut records = Vec::new();
@@ -44,7 +63,7 @@ pub fn decode_journal<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Resu
         if crc32fast::hash(payload) != crc {
             break;
         }
-        let Ok(record) = codec::decode_value(payload) else { break };
+        let Ok(record) = T::decode_record(header.version, payload) else { break };
         records.push(record);
         pos += FRAME_LEN + len as usize;
     }
@@ -52,12 +71,12 @@ pub fn decode_journal<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Resu
 }
 
 /// Reads a journal file.
-pub fn read_journal<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<JournalContents<T>, FileError> {
+pub fn read_journal<T: JournalRecord>(path: &Path, kind: FileKind) -> Result<JournalContents<T>, FileError> {
     let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
     decode_journal(&bytes, kind).map_err(|e| FileError::decode(path, e))
 }
 
-/// Frames one record for appending.
+/// Frames one record for appending (always in the current format version).
 pub fn frame<T: Serialize>(record: &T) -> Vec<u8> {
     let payload = codec::encode_value(record);
     let mut out = Vec::with_capacity(FRAME_LEN + payload.len());
@@ -82,38 +101,63 @@ pub struct Opened<T> {
     pub writer: JournalWriter,
     /// Every intact record.
     pub records: Vec<T>,
-    /// Where a damaged file was copied before its torn tail was cut off.
+    /// Where the file was copied before anything in it was changed: before a torn tail was cut
+    /// off, or before an older format version was rewritten in the current one.
     pub backup: Option<PathBuf>,
+    /// The format version the file had when it was older than the current one (and was rewritten).
+    pub upgraded_from: Option<u16>,
 }
 
 impl JournalWriter {
     /// Opens (creating if missing) a journal; returns its records. A damaged tail is copied to a
-    /// backup file first, so nothing is ever destroyed, then cut off.
-    pub fn open<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<Opened<T>, FileError> {
+    /// backup file first, so nothing is ever destroyed, then cut off. A journal of an older format
+    /// version is copied aside, then rewritten (atomically) in the current one, since appends are
+    /// always in the current version and a file must not mix them.
+    pub fn open<T: JournalRecord>(path: &Path, kind: FileKind) -> Result<Opened<T>, FileError> {
         let io = |e| FileError::io(path, e);
         if !path.exists() {
             let header = Header { version: codec::FORMAT_VERSION, kind, generation: 1, payload_len: 0, payload_crc: 0 };
             crate::atomic::write_atomic(path, &codec::encode_header(&header))?;
         }
         let contents = read_journal::<T>(path, kind)?;
+        let old_version = contents.header.version;
+        let upgrade = old_version < codec::FORMAT_VERSION;
         let mut backup = None;
-        if contents.damaged_tail > 0 {
-            let target = path.with_extension(format!("damaged-{}", crate::now_ms()));
+        if contents.damaged_tail > 0 || upgrade {
+            let why = if upgrade { format!("v{old_version}") } else { "damaged".to_owned() };
+            let target = path.with_extension(format!("{why}-{}", crate::now_ms()));
             std::fs::copy(path, &target).map_err(io)?;
-            tracing::warn!(
-                path = %path.display(), backup = %target.display(), bytes = contents.damaged_tail,
-                "journal had a torn or corrupt tail (a write interrupted before it was acknowledged); kept a copy and cut it off"
-            );
             backup = Some(target);
         }
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
         if contents.damaged_tail > 0 {
-            file.set_len(contents.good_len).map_err(io)?;
+            tracing::warn!(
+                path = %path.display(), backup = %backup.as_ref().expect("copied above").display(), bytes = contents.damaged_tail,
+                "journal had a torn or corrupt tail (a write interrupted before it was acknowledged); kept a copy and cut it off"
+            );
+        }
+        let mut good_len = contents.good_len;
+        if upgrade {
+            let header =
+                Header { version: codec::FORMAT_VERSION, kind, generation: contents.header.generation + 1, payload_len: 0, payload_crc: 0 };
+            let mut bytes = codec::encode_header(&header).to_vec();
+            for record in &contents.records {
+                bytes.extend_from_slice(&frame(record));
+            }
+            crate::atomic::write_atomic(path, &bytes)?;
+            good_len = bytes.len() as u64;
+            tracing::info!(
+                path = %path.display(), backup = %backup.as_ref().expect("copied above").display(), records = contents.records.len(),
+                "journal of format version {old_version} rewritten in version {}; the original is kept", codec::FORMAT_VERSION
+            );
+        }
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+        if !upgrade && contents.damaged_tail > 0 {
+            file.set_len(good_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
-        let mut writer = JournalWriter { file, path: path.to_owned(), len: contents.good_len };
+        let mut writer = JournalWriter { file, path: path.to_owned(), len: good_len };
         writer.file.seek(SeekFrom::Start(writer.len)).map_err(io)?;
-        Ok(Opened { writer, records: contents.records, backup })
+        Ok(Opened { writer, records: contents.records, backup, upgraded_from: upgrade.then_some(old_version) })
     }
 
     /// Appends already-framed records and makes them durable. On failure the file is cut back to
@@ -147,6 +191,9 @@ impl JournalWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl JournalRecord for u64 {}
+    impl JournalRecord for (u64, String) {}
 
     #[test]
     fn torn_tail_is_backed_up_and_cut() {

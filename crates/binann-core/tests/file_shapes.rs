@@ -150,6 +150,7 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
                     seq: if shape.small_numbers { (i % 200) as u64 } else { u64::MAX - i as u64 },
                     time_ms: if shape.small_numbers { 0 } else { u64::MAX },
                     client: if shape.empty_fields { String::new() } else { name(shape, i) },
+                    annotator: if shape.empty_fields { String::new() } else { name(shape, i + 1) },
                     event: if i % 3 == 2 {
                         Event::Undo { id: id(shape, i), of_seq: i as u64 }
                     } else {

@@ -13,6 +13,11 @@ use crate::state::{AppState, durable};
 pub const CLIENT_COOKIE: &str = "binann_client";
 /// Header a script may send instead of the cookie.
 pub const CLIENT_HEADER: &str = "X-Client";
+/// Header naming the person who gives a label: percent-encoded UTF-8 (a header value cannot carry
+/// most of Unicode), as the page's encodeURIComponent writes it; plain ASCII names need no encoding.
+pub const ANNOTATOR_HEADER: &str = "X-Annotator";
+/// Most characters of an annotator's name.
+pub const MAX_ANNOTATOR_CHARS: usize = 64;
 /// Widest or tallest image served, in pixels.
 pub const MAX_IMAGE_SIDE: u32 = 16_384;
 /// Most images one `/api/next` call hands out.
@@ -43,6 +48,40 @@ fn client_of(req: &HttpRequest) -> Result<Client, ApiError> {
     let id = format!("{:016x}", rand::random::<u64>());
     let cookie = Cookie::build(CLIENT_COOKIE, id.clone()).path("/").http_only(true).same_site(SameSite::Strict).finish();
     Ok(Client { id, new_cookie: Some(cookie) })
+}
+
+/// The annotator's name from [`ANNOTATOR_HEADER`], trimmed; empty when none was given.
+fn annotator_of(req: &HttpRequest) -> Result<String, ApiError> {
+    let Some(value) = req.headers().get(ANNOTATOR_HEADER) else { return Ok(String::new()) };
+    let shown = String::from_utf8_lossy(value.as_bytes()).into_owned();
+    let name = percent_decode(value.as_bytes())
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::InvalidAnnotator(format!("{shown:?} is not percent-encoded UTF-8")))?;
+    let name = name.trim();
+    if name.chars().count() > MAX_ANNOTATOR_CHARS {
+        return Err(ApiError::InvalidAnnotator(format!("is longer than {MAX_ANNOTATOR_CHARS} characters")));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::InvalidAnnotator(format!("{shown:?} holds control characters")));
+    }
+    Ok(name.to_owned())
+}
+
+/// Decodes `%XX` escapes; `None` when an escape is cut short or not hexadecimal.
+fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = std::str::from_utf8(tail.get(..2)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            out.push(b);
+            rest = tail;
+        }
+    }
+    Some(out)
 }
 
 fn respond(client: Client, body: serde_json::Value) -> HttpResponse {
@@ -135,6 +174,7 @@ pub async fn annotate(
     }
     let body: AnnotateBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
     let client = client_of(&req)?;
+    let annotator = annotator_of(&req)?;
     let label = Label::parse(&body.label).ok_or_else(|| ApiError::InvalidLabel(body.label.clone()))?;
     let id = parse_id(&body.id)?;
     let (record, rx) = {
@@ -155,6 +195,7 @@ pub async fn annotate(
             seq: inner.annotations.next_seq(),
             time_ms: binann_core::now_ms(),
             client: client.id.clone(),
+            annotator,
             event: Event::Label { id, label, prob: inner.queue.prob(id) },
         };
         let rx = inner.commit(&record)?;
@@ -168,6 +209,7 @@ pub async fn annotate(
 /// `POST /api/undo`: removes this client's last annotation and returns its image.
 pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let client = client_of(&req)?;
+    let annotator = annotator_of(&req)?;
     let (body, rx) = {
         let mut inner = state.lock();
         let (id, of_seq) = inner.annotations.undo_target(&client.id).ok_or(ApiError::NothingToUndo)?;
@@ -176,6 +218,7 @@ pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             seq: inner.annotations.next_seq(),
             time_ms: binann_core::now_ms(),
             client: client.id.clone(),
+            annotator,
             event: Event::Undo { id, of_seq },
         };
         let rx = inner.commit(&record)?;
@@ -196,6 +239,14 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let total = inner.manifest.len() as u64;
     let now = binann_core::now_ms();
     let (evaluated, correct) = inner.annotations.online_accuracy(None);
+    let mut annotators: Vec<_> = inner.annotations.annotator_counts().collect();
+    annotators.sort_by(|(a, ca), (b, cb)| (cb.annotated() + cb.skipped).cmp(&(ca.annotated() + ca.skipped)).then(a.cmp(b)));
+    let annotators: Vec<_> = annotators
+        .into_iter()
+        .map(|(name, c)| {
+            json!({ "name": name, "annotated": c.annotated(), "positives": c.positives, "negatives": c.negatives, "skipped": c.skipped })
+        })
+        .collect();
     let model = inner.queue.source.as_ref().and_then(|r| {
         r.model.as_ref().map(|m| {
             json!({
@@ -223,6 +274,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         "skipped": counts.skipped,
         "remaining": total.saturating_sub(counts.annotated() + counts.skipped),
         "last_minute": inner.annotations.labels_since(now.saturating_sub(60_000)),
+        "annotators": annotators,
         "online": if evaluated > 0 {
             json!({ "evaluated": evaluated, "correct": correct, "accuracy": correct as f64 / evaluated as f64 })
         } else { serde_json::Value::Null },
@@ -299,4 +351,30 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
 /// A known route asked with the wrong method.
 pub async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
     Err(ApiError::MethodNotAllowed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotator(value: &[u8]) -> Result<String, ApiError> {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((ANNOTATOR_HEADER, actix_web::http::header::HeaderValue::from_bytes(value).unwrap()))
+            .to_http_request();
+        annotator_of(&req)
+    }
+
+    #[test]
+    fn annotator_names_are_percent_decoded_trimmed_and_bounded() {
+        assert_eq!(annotator_of(&actix_web::test::TestRequest::default().to_http_request()).unwrap(), "");
+        assert_eq!(annotator(b"alice").unwrap(), "alice");
+        assert_eq!(annotator(b"  Ana%20Mar%C3%ADa ").unwrap(), "Ana María");
+        assert_eq!(annotator(b"%E6%97%A5%E6%9C%AC").unwrap(), "日本");
+        assert_eq!(annotator(b"").unwrap(), "");
+        assert_eq!(annotator("x".repeat(64).as_bytes()).unwrap().len(), 64);
+        for bad in [&b"x%"[..], b"%zz", b"%C3", b"a%0Ab", b"%E6%97"] {
+            assert!(matches!(annotator(bad), Err(ApiError::InvalidAnnotator(_))), "{}", String::from_utf8_lossy(bad));
+        }
+        assert!(matches!(annotator("é".repeat(65).as_bytes()), Err(ApiError::InvalidAnnotator(_))));
+    }
 }

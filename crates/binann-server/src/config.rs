@@ -13,7 +13,8 @@ pub struct ServerConfig {
     /// Run directory shared by all binann processes (created if missing).
     #[arg(long, env = "BINANN_RUNDIR")]
     pub rundir: PathBuf,
-    /// Address to listen on. Use 0.0.0.0 only on a trusted network: the API has no login.
+    /// Address to listen on. Beyond loopback (e.g. 0.0.0.0) every API and image request needs the
+    /// access token (see --token).
     #[arg(long, env = "BINANN_HOST", default_value = "127.0.0.1")]
     pub host: String,
     /// Port to listen on (0: any free port; the chosen one is printed).
@@ -34,6 +35,15 @@ pub struct ServerConfig {
     /// HTTP worker threads.
     #[arg(long, env = "BINANN_WORKERS", default_value_t = 2)]
     pub workers: usize,
+    /// Access token required on every API and image request (at least 16 letters, digits, '-',
+    /// '_', '.' or '~'). Unset: none on a loopback address; beyond it one is generated and printed
+    /// as the URL to open. Set empty: none, which beyond loopback is refused unless --no-auth.
+    #[arg(long, env = "BINANN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Serve beyond loopback without a token: anyone who can reach the server can label and see
+    /// every image (only behind something that lets in only the right people).
+    #[arg(long, env = "BINANN_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub no_auth: bool,
     /// Serve the page from this folder instead of the copy built into the binary (for page
     /// development: edit and reload without rebuilding).
     #[arg(long, env = "BINANN_WEB_DIR")]

@@ -16,6 +16,9 @@ pub enum ApiError {
     /// An id that is not in the dataset.
     #[error("no image with id {0} in this dataset")]
     UnknownImage(u64),
+    /// An `X-Annotator` header that is not a usable name.
+    #[error("X-Annotator {0}: send a name of at most 64 characters, percent-encoded UTF-8 (as encodeURIComponent writes it)")]
+    InvalidAnnotator(String),
     /// A label other than positive/negative/skip.
     #[error("unknown label {0:?}: use \"positive\", \"negative\" or \"skip\"")]
     InvalidLabel(String),
@@ -51,6 +54,15 @@ pub enum ApiError {
     /// The annotation could not be made durable (disk full, read-only run directory...).
     #[error("the annotation was NOT saved: {0}")]
     StorageUnavailable(String),
+    /// The server requires its access token, and the request has none or a wrong one.
+    #[error(
+        "this server requires its access token: open the address binann-server printed when it started \
+         (http://HOST:PORT/?token=...), or send Authorization: Bearer TOKEN"
+    )]
+    Unauthorized,
+    /// A request that would change something, shaped as another site's page can send it.
+    #[error("refused, nothing was changed: {0}. binann accepts changes only from its own page or from scripts")]
+    CrossSite(String),
     /// Unknown route.
     #[error("no such endpoint: {0}")]
     NotFound(String),
@@ -72,12 +84,15 @@ impl ApiError {
             Self::BadRequest(_) => ("bad_request", StatusCode::BAD_REQUEST),
             Self::InvalidId(_) => ("invalid_id", StatusCode::BAD_REQUEST),
             Self::UnknownImage(_) => ("unknown_image", StatusCode::NOT_FOUND),
+            Self::InvalidAnnotator(_) => ("invalid_annotator", StatusCode::BAD_REQUEST),
             Self::InvalidLabel(_) => ("invalid_label", StatusCode::BAD_REQUEST),
             Self::InvalidCount { .. } => ("invalid_count", StatusCode::BAD_REQUEST),
             Self::NothingToUndo => ("nothing_to_undo", StatusCode::CONFLICT),
             Self::ImageMissing { .. } => ("image_missing", StatusCode::NOT_FOUND),
             Self::ImageUnreadable { .. } => ("image_unreadable", StatusCode::UNPROCESSABLE_ENTITY),
             Self::StorageUnavailable(_) => ("storage_unavailable", StatusCode::SERVICE_UNAVAILABLE),
+            Self::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
+            Self::CrossSite(_) => ("cross_site", StatusCode::FORBIDDEN),
             Self::NotFound(_) => ("not_found", StatusCode::NOT_FOUND),
             Self::MethodNotAllowed => ("method_not_allowed", StatusCode::METHOD_NOT_ALLOWED),
             Self::PayloadTooLarge => ("payload_too_large", StatusCode::PAYLOAD_TOO_LARGE),
@@ -92,6 +107,11 @@ impl ResponseError for ApiError {
     }
     fn error_response(&self) -> HttpResponse {
         let (code, status) = self.code_and_status();
-        HttpResponse::build(status).json(serde_json::json!({ "error": { "code": code, "message": self.to_string() } }))
+        let mut response = HttpResponse::build(status);
+        if matches!(self, Self::Unauthorized) {
+            // RFC 9110: a 401 names the scheme that would be accepted.
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"binann\""));
+        }
+        response.json(serde_json::json!({ "error": { "code": code, "message": self.to_string() } }))
     }
 }

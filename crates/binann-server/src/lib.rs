@@ -2,12 +2,15 @@
 //! writes the annotation journal, and never links libtorch.
 //!
 //! - [`config`]: command-line options (each also an environment variable).
+//! - [`access`]: who may use the API: the access token beyond loopback, the refusal of
+//!   cross-site requests.
 //! - [`api`]: the request handlers.
 //! - [`error`]: every API error, with its HTTP status and stable code in one table.
 //! - [`queue`]: which image each client gets next.
 //! - [`state`]: the shared state and the journal writer thread (group commit).
 //! - [`web_assets`]: the page, compiled into the binary.
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod error;
@@ -15,7 +18,7 @@ pub mod queue;
 pub mod state;
 pub mod web_assets;
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
@@ -28,6 +31,7 @@ use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
 use binann_core::watch::{FileWatcher, WatchOptions};
 
+pub use access::Access;
 pub use config::ServerConfig;
 use error::ApiError;
 use queue::Queue;
@@ -149,8 +153,33 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .default_service(web::to(api::not_found));
 }
 
-/// Serves on `listener` until the returned server is stopped (or the process is signalled).
-pub fn run(listener: TcpListener, prepared: Prepared) -> anyhow::Result<actix_web::dev::Server> {
+/// What to print once the server listens: where it listens, and, when a token is required, the
+/// URL that opens the page with it (the only place a generated token is ever shown).
+pub fn announcement(config: &ServerConfig, local: SocketAddr, access: &Access) -> String {
+    let mut text = format!("binann-server listening on http://{local}");
+    let unspecified = local.ip().is_unspecified();
+    // 0.0.0.0 is not an address to browse to: name the machine, and this machine's own address.
+    let host = if unspecified { machine_name().unwrap_or_else(|| "THIS-MACHINE".to_owned()) } else { config.host.clone() };
+    if let Some(url) = access.open_url(&host, local.port()) {
+        let origin = if access.generated() { "a token generated for this run" } else { "the token given" };
+        text.push_str(&format!("\nbinann-server: open {url} to label ({origin}; every API and image request needs it)"));
+        if unspecified {
+            let local_url = access.open_url(if local.is_ipv4() { "127.0.0.1" } else { "::1" }, local.port()).expect("a token is set");
+            text.push_str(&format!("\nbinann-server: or, on this machine, {local_url}"));
+        }
+    }
+    text
+}
+
+/// This machine's host name, as other machines on the network may know it.
+fn machine_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    Some(name.trim().to_owned()).filter(|n| !n.is_empty())
+}
+
+/// Serves on `listener` until the returned server is stopped (or the process is signalled);
+/// `access` says which token, if any, every API request must carry.
+pub fn run(listener: TcpListener, prepared: Prepared, access: Access) -> anyhow::Result<actix_web::dev::Server> {
     let Prepared { state, _lock, rundir, config } = prepared;
     let watch =
         WatchOptions { force_polling: config.force_polling, poll_interval: Duration::from_millis(config.poll_ms), ..Default::default() };
@@ -158,9 +187,12 @@ pub fn run(listener: TcpListener, prepared: Prepared) -> anyhow::Result<actix_we
     let web_dir = config.web_dir.clone();
     // The lock lives as long as the server: moved into the app factory's shared data.
     let lock = std::sync::Arc::new(_lock);
+    let access = web::Data::new(access);
     let server = HttpServer::new(move || {
         let _keep = lock.clone();
         App::new()
+            .wrap(actix_web::middleware::from_fn(access::guard))
+            .app_data(access.clone())
             .app_data(web::Data::new(state.clone()))
             .app_data(web::Data::new(web_assets::WebDir(web_dir.clone())))
             .app_data(web::Data::new(_keep))

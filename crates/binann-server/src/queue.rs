@@ -200,6 +200,7 @@ mod tests {
             seq: 0,
             time_ms: 0,
             client: "a".into(),
+            annotator: String::new(),
             event: Event::Label { id: a[0], label: Label::Positive, prob: None },
         })
         .unwrap();

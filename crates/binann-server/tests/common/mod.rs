@@ -21,10 +21,13 @@ pub fn make_dataset(dir: &Path, n: usize) {
 /// A running `binann-server` process.
 pub struct Server {
     pub child: Child,
+    /// Where to reach it: its address, with 0.0.0.0 (listening everywhere) replaced by 127.0.0.1.
     pub base: String,
     pub datadir: PathBuf,
     pub rundir: PathBuf,
     pub stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// What it printed after the "listening on" line (the token URL, when there is one).
+    pub stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 /// Starts the server binary on 127.0.0.1:0 and waits until it listens.
@@ -34,10 +37,22 @@ pub fn start_server(datadir: &Path, rundir: &Path, extra: &[&str]) -> Server {
 
 /// Starts the server; on early exit returns its exit code and stderr.
 pub fn try_start_server(datadir: &Path, rundir: &Path, extra: &[&str]) -> Result<Server, (Option<i32>, String)> {
+    try_start_server_with_env(datadir, rundir, extra, &[])
+}
+
+/// Starts the server with extra environment variables; on early exit returns its exit code and
+/// stderr.
+pub fn try_start_server_with_env(
+    datadir: &Path,
+    rundir: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Result<Server, (Option<i32>, String)> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_binann-server"))
         .args(["--datadir", datadir.to_str().unwrap(), "--rundir", rundir.to_str().unwrap(), "--port", "0"])
         .args(extra)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -55,9 +70,17 @@ pub fn try_start_server(datadir: &Path, rundir: &Path, extra: &[&str]) -> Result
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     match lines.next() {
         Some(Ok(line)) if line.contains("listening on http://") => {
-            let base = line.split("listening on ").nth(1).unwrap().trim().to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            Ok(Server { child, base, datadir: datadir.to_owned(), rundir: rundir.to_owned(), stderr })
+            let base = line.split("listening on ").nth(1).unwrap().trim().replace("//0.0.0.0:", "//127.0.0.1:");
+            let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+            let sink = stdout.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let mut s = sink.lock().unwrap();
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            });
+            Ok(Server { child, base, datadir: datadir.to_owned(), rundir: rundir.to_owned(), stderr, stdout })
         }
         _ => {
             let status = child.wait().unwrap();
@@ -71,7 +94,23 @@ pub fn try_start_server(datadir: &Path, rundir: &Path, extra: &[&str]) -> Result
 impl Server {
     /// A client identified by the X-Client header.
     pub fn client(&self, name: &str) -> Client {
-        Client { base: self.base.clone(), name: name.to_owned(), agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build() }
+        Client {
+            base: self.base.clone(),
+            name: name.to_owned(),
+            agent: ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).redirects(0).build(),
+            headers: Vec::new(),
+        }
+    }
+    /// The token in the `?token=` URL the server printed (waits up to 5 s for the line).
+    pub fn printed_token(&self) -> Option<String> {
+        for _ in 0..100 {
+            let out = self.stdout.lock().unwrap().clone();
+            if let Some(token) = out.split("?token=").nth(1) {
+                return Some(token.split_whitespace().next().unwrap().to_owned());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
     /// `kill -9`.
     pub fn kill9(mut self) {
@@ -101,6 +140,8 @@ pub struct Client {
     pub base: String,
     pub name: String,
     pub agent: ureq::Agent,
+    /// Sent with every request.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Status and JSON body of a response (errors included).
@@ -118,17 +159,32 @@ fn reply(r: Result<ureq::Response, ureq::Error>) -> Reply {
 }
 
 impl Client {
+    /// The same client, also sending `name: value` with every request.
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+    /// A request with this client's headers.
+    pub fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let mut r = self.agent.request(method, &format!("{}{path}", self.base)).set("X-Client", &self.name);
+        for (name, value) in &self.headers {
+            r = r.set(name, value);
+        }
+        r
+    }
     pub fn get(&self, path: &str) -> Reply {
-        reply(self.agent.get(&format!("{}{path}", self.base)).set("X-Client", &self.name).call())
+        reply(self.request("GET", path).call())
     }
     pub fn post_json(&self, path: &str, body: &str) -> Reply {
-        reply(
-            self.agent
-                .post(&format!("{}{path}", self.base))
-                .set("X-Client", &self.name)
-                .set("Content-Type", "application/json")
-                .send_string(body),
-        )
+        reply(self.request("POST", path).set("Content-Type", "application/json").send_string(body))
+    }
+    /// Any request; `headers` come after the client's own (and replace them).
+    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Reply {
+        let mut r = self.request(method, path);
+        for (name, value) in headers {
+            r = r.set(name, value);
+        }
+        reply(if body.is_empty() { r.call() } else { r.send_string(body) })
     }
     pub fn next(&self, count: usize) -> Vec<u64> {
         let (status, body) = self.get(&format!("/api/next?count={count}"));
