@@ -70,6 +70,9 @@ pub struct Access {
     token: Option<String>,
     generated: bool,
     cookie_name: String,
+    /// Open to this machine only, with no token: the `Host` a request names must then be a
+    /// loopback one (see [`Access::host_refusal`]).
+    loopback_without_token: bool,
 }
 
 impl Access {
@@ -83,15 +86,15 @@ impl Access {
     pub fn decide(config: &ServerConfig, local: SocketAddr) -> Result<Self, AccessError> {
         let loopback = local.ip().is_loopback();
         let cookie_name = format!("binann_token_{}", local.port());
-        let none = |cookie_name| Ok(Access { token: None, generated: false, cookie_name });
+        let none = |cookie_name| Ok(Access { token: None, generated: false, cookie_name, loopback_without_token: loopback });
         match config.token.as_deref() {
             Some("") if loopback || config.no_auth => none(cookie_name),
             Some("") => Err(AccessError::TokenRequired { addr: local }),
             Some(_) if config.no_auth => Err(AccessError::TokenAndNoAuth),
             Some(given) if !valid_token(given) => Err(AccessError::BadToken),
-            Some(given) => Ok(Access { token: Some(given.to_owned()), generated: false, cookie_name }),
+            Some(given) => Ok(Access { token: Some(given.to_owned()), generated: false, cookie_name, loopback_without_token: false }),
             None if loopback || config.no_auth => none(cookie_name),
-            None => Ok(Access { token: Some(generate_token()), generated: true, cookie_name }),
+            None => Ok(Access { token: Some(generate_token()), generated: true, cookie_name, loopback_without_token: false }),
         }
     }
 
@@ -116,6 +119,24 @@ impl Access {
     /// one host, and two binann servers on one machine must not overwrite each other's token.
     pub fn cookie_name(&self) -> &str {
         &self.cookie_name
+    }
+
+    /// DNS rebinding: a page of `evil.example`, whose name the attacker then points at 127.0.0.1,
+    /// talks to a loopback server as its own origin (Origin and Host both say `evil.example`), so
+    /// the cross-site check alone lets it through. Without a token, a loopback server therefore
+    /// answers only requests addressed to a loopback name, as Jupyter does.
+    fn host_refusal(&self, req: &ServiceRequest) -> Option<String> {
+        if !self.loopback_without_token {
+            return None;
+        }
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let name = match host.strip_prefix('[') {
+            Some(rest) => rest.split(']').next().unwrap_or(""),
+            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        };
+        let loopback =
+            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host.is_empty();
+        (!loopback).then(|| format!("the request is addressed to {host:?}, not to this machine's loopback name (DNS rebinding?)"))
     }
 
     fn admits(&self, req: &ServiceRequest) -> bool {
@@ -233,6 +254,10 @@ pub async fn guard(
         && let Some(redirect) = token_cookie_redirect(&access, &req)
     {
         return Ok(req.into_response(redirect).map_into_right_body());
+    }
+    if let Some(why) = access.host_refusal(&req) {
+        tracing::warn!(method = %req.method(), path = req.path(), "refused a request: {why}");
+        return Ok(req.into_response(refusal(ApiError::CrossSite(why))).map_into_right_body());
     }
     if !PUBLIC_PATHS.contains(&req.path()) && !access.admits(&req) {
         return Ok(req.into_response(refusal(ApiError::Unauthorized)).map_into_right_body());

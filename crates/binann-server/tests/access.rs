@@ -90,6 +90,29 @@ fn cross_site_requests_to_every_state_changing_route_are_refused_and_change_noth
     assert_eq!(tab.send("POST", "/api/undo", &[], "").1["id"].as_u64(), Some(ids[0]));
 }
 
+#[test]
+fn a_loopback_server_without_a_token_answers_only_requests_addressed_to_loopback() {
+    // DNS rebinding: evil.example resolves to 127.0.0.1 after its page loads, so its requests are
+    // same-origin for the browser (Origin and Host both evil.example) and pass the cross-site check.
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 4);
+    let server = start_server(&data, &run, &[]);
+    let tab = server.client("tab");
+    let rebound = format!("evil.example:{}", port(&server));
+    let origin = format!("http://{rebound}");
+    let label = r#"{"id": 0, "label": "positive"}"#;
+    let json = ("Content-Type", "application/json");
+    for (method, path, body) in [("GET", "/api/stats", ""), ("GET", "/api/images/0", ""), ("POST", "/api/annotations", label)] {
+        let r = tab.send(method, path, &[json, ("Host", &rebound), ("Origin", &origin), ("Sec-Fetch-Site", "same-origin")], body);
+        assert_eq!(refusal(&r), (403, "cross_site"), "{method} {path} addressed to {rebound}: {}", r.1);
+    }
+    assert!(records(&run).is_empty(), "a rebound request reached the journal");
+    for host in [format!("localhost:{}", port(&server)), format!("127.0.0.1:{}", port(&server))] {
+        let r = tab.send("GET", "/api/stats", &[("Host", &host)], "");
+        assert_eq!(r.0, 200, "Host {host}: {}", r.1);
+    }
+}
+
 fn port(server: &Server) -> &str {
     server.base.rsplit(':').next().unwrap()
 }
