@@ -52,6 +52,12 @@ impl EmbeddingStore {
                 continue;
             }
             match EmbeddingChunk::load(&path) {
+                Ok(chunk) if chunk.model == self.model_key && chunk.dim as usize != binann_model::EMBED_DIM => tracing::error!(
+                    "ignoring {}: its embeddings have {} values, the backbone makes {}; its images will be embedded again",
+                    path.display(),
+                    chunk.dim,
+                    binann_model::EMBED_DIM
+                ),
                 Ok(chunk) if chunk.model == self.model_key => {
                     self.insert(path, chunk, modified);
                     loaded += 1;

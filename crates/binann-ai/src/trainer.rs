@@ -99,15 +99,24 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
         let mut watcher = FileWatcher::new(vec![t.rundir.annotations(), t.rundir.manifest()], watch);
         match AnnotationState::load(&t.rundir.annotations()) {
             Ok(state) => {
-                let labelled = labelled(&state);
+                let mut labelled = labelled(&state);
+                if labelled.iter().any(|(id, _)| *id as usize >= t.paths.len()) {
+                    t.reload_manifest();
+                }
+                // A label of an image the manifest does not list (a journal copied from another
+                // run directory, a manifest restored from a backup) is left out, not a crash that
+                // would stop every process.
+                let listed = t.paths.len();
+                let unknown = labelled.iter().filter(|(id, _)| *id as usize >= listed).count();
+                if unknown > 0 {
+                    tracing::warn!(unknown, images = listed, "leaving out labels of images the manifest does not list");
+                    labelled.retain(|(id, _)| (*id as usize) < listed);
+                }
                 let key = fingerprint(&labelled);
                 let positives = labelled.iter().filter(|(_, y)| *y).count();
                 // Finetune keeps improving on the same labels; head mode has nothing more to learn.
                 let changed = trained_on != Some(key) || t.mode == Mode::Finetune;
                 if changed && positives > 0 && positives < labelled.len() {
-                    if labelled.iter().any(|(id, _)| *id as usize >= t.paths.len()) {
-                        t.reload_manifest();
-                    }
                     let started = Instant::now();
                     match t.round(&labelled, &state) {
                         Ok(()) => trained_on = Some(key),

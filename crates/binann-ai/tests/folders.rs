@@ -177,3 +177,48 @@ fn the_ai_runs_and_the_server_resumes_on_folders_of_several_sizes() {
         println!("{} images: AI files and a resumed server in {:.1} s", folder.count, started.elapsed().as_secs_f64());
     }
 }
+
+/// A label of an image the manifest does not list (a journal from another run directory) is left
+/// out with a warning; the trainer trains on the rest instead of stopping every process.
+#[test]
+fn a_label_beyond_the_manifest_is_left_out_not_a_crash() {
+    use binann_core::annotations::{Event, Label, Record};
+    use binann_core::codec::FileKind;
+    use binann_core::journal::{self, JournalWriter};
+    use binann_core::rundir::RunDir;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, run) = (tmp.path().join("data"), tmp.path().join("run"));
+    write_folder(&data, 20, |i| format!("{i}.png"));
+    let rundir = RunDir::create_or_open(&run).unwrap();
+    let (manifest, _) = Manifest::scan(&data, None).unwrap();
+    manifest.save(&rundir.manifest(), 1).unwrap();
+    let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
+    let labels = [(0, Label::Positive), (1, Label::Negative), (2, Label::Negative), (20, Label::Positive), (4_000_000, Label::Negative)];
+    for (seq, (id, label)) in labels.into_iter().enumerate() {
+        let r = Record {
+            seq: seq as u64,
+            time_ms: 0,
+            client: "t".into(),
+            annotator: String::new(),
+            event: Event::Label { id, label, prob: None },
+        };
+        writer.append_framed(&journal::frame(&r)).unwrap();
+    }
+    drop(writer);
+    let out = Command::new(bin("binann-trainer"))
+        .arg("--once")
+        .env("BINANN_RUNDIR", &run)
+        .env("BINANN_DATADIR", &data)
+        .env("BINANN_WEIGHTS", weights())
+        .env("BINANN_INPUT_SIZE", "32")
+        .env("BINANN_DEVICE", "cpu")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the trainer failed: {stderr}");
+    assert!(stderr.contains("leaving out labels of images the manifest does not list"), "{stderr}");
+    let meta = binann_model::checkpoint::read_meta(&run.join("checkpoint.safetensors")).expect("a checkpoint from the three listed labels");
+    assert_eq!((meta.labels_used, meta.positives), (3, 1));
+}

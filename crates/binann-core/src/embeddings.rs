@@ -32,9 +32,22 @@ impl EmbeddingChunk {
     pub fn path(dir: &Path, shard: u32, shards: u32, index: u32) -> PathBuf {
         dir.join(format!("chunk-{shard}-of-{shards}-{index:06}.bin"))
     }
-    /// Loads a chunk file.
+    /// Loads a chunk file. A chunk whose sizes disagree (values for a different number of rows or
+    /// of another width than it says) is refused here: its checksum only proves it is the file
+    /// that was written, and reshaping it would abort the reader.
     pub fn load(path: &Path) -> Result<Self, FileError> {
-        codec::read_file(path, FileKind::Embeddings).map(|(_, c)| c)
+        let (_, chunk): (_, Self) = codec::read_file(path, FileKind::Embeddings)?;
+        let expected = (chunk.ids.len() as u64) * u64::from(chunk.dim) * 4;
+        if chunk.values.len() as u64 != expected {
+            let message = format!(
+                "{} ids of {} values need {expected} bytes of values, the chunk holds {}",
+                chunk.ids.len(),
+                chunk.dim,
+                chunk.values.len()
+            );
+            return Err(FileError::decode(path, codec::DecodeError::Payload(message)));
+        }
+        Ok(chunk)
     }
     /// Atomically writes a chunk file.
     pub fn save(&self, path: &Path) -> Result<(), FileError> {
@@ -47,5 +60,25 @@ impl EmbeddingChunk {
     /// Packs f32 rows into the on-disk byte layout.
     pub fn pack(rows: &[f32]) -> Vec<u8> {
         rows.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_whose_sizes_disagree_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let good =
+            EmbeddingChunk { ids: vec![1, 2, 3], dim: 4, model: "m".into(), values: EmbeddingChunk::pack(&[0.5; 12]), failed: vec![] };
+        let path = EmbeddingChunk::path(dir.path(), 0, 1, 0);
+        good.save(&path).unwrap();
+        assert_eq!(EmbeddingChunk::load(&path).unwrap(), good);
+        // Checksummed and well-formed, but 10 values for 3 rows of 4.
+        let short = EmbeddingChunk { values: EmbeddingChunk::pack(&[0.5; 10]), ..good.clone() };
+        short.save(&path).unwrap();
+        let err = EmbeddingChunk::load(&path).unwrap_err();
+        assert!(matches!(&err, FileError::Decode { source: codec::DecodeError::Payload(m), .. } if m.contains("48 bytes")), "{err}");
     }
 }

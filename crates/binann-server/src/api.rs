@@ -177,33 +177,51 @@ pub async fn annotate(
     let annotator = annotator_of(&req)?;
     let label = Label::parse(&body.label).ok_or_else(|| ApiError::InvalidLabel(body.label.clone()))?;
     let id = parse_id(&body.id)?;
-    let (record, rx) = {
+    if id >= state.lock().manifest.len() as u64 {
+        return Err(ApiError::UnknownImage(id));
+    }
+    let id = id as u32;
+    // A retry of this client's latest label (its answer was lost, or it is still on its way) must
+    // not record it twice, or one undo would remove only the copy. Nor may it be acknowledged
+    // before the original is on disk: wait for everything queued so far, then check that the
+    // original is still in force (a failed write rebuilds the state without it).
+    let is_retry = |inner: &crate::state::Inner| {
+        inner
+            .annotations
+            .undo_target(&client.id)
+            .filter(|(top_id, top_seq)| *top_id == id && inner.annotations.get(id).is_some_and(|e| e.seq == *top_seq && e.label == label))
+            .map(|(_, top_seq)| top_seq)
+    };
+    // One critical section decides between a retry and a new record, so two copies of one request
+    // racing each other still record it once.
+    let (seq, rx, retry) = {
         let mut inner = state.lock();
-        if id >= inner.manifest.len() as u64 {
-            return Err(ApiError::UnknownImage(id));
+        match is_retry(&inner) {
+            Some(seq) => (seq, inner.barrier()?, Some(inner.failed_batches)),
+            None => {
+                let record = Record {
+                    seq: inner.annotations.next_seq(),
+                    time_ms: binann_core::now_ms(),
+                    client: client.id.clone(),
+                    annotator,
+                    event: Event::Label { id, label, prob: inner.queue.prob(id) },
+                };
+                let rx = inner.commit(&record)?;
+                inner.queue.labelled(id);
+                (record.seq, rx, None)
+            }
         }
-        let id = id as u32;
-        // A retry of this client's latest label (its answer was lost) must not record it twice,
-        // or one undo would remove only the copy.
-        if let Some((top_id, top_seq)) = inner.annotations.undo_target(&client.id)
-            && top_id == id
-            && inner.annotations.get(id).is_some_and(|e| e.seq == top_seq && e.label == label)
-        {
-            return Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": top_seq })));
-        }
-        let record = Record {
-            seq: inner.annotations.next_seq(),
-            time_ms: binann_core::now_ms(),
-            client: client.id.clone(),
-            annotator,
-            event: Event::Label { id, label, prob: inner.queue.prob(id) },
-        };
-        let rx = inner.commit(&record)?;
-        inner.queue.labelled(id);
-        (record, rx)
     };
     durable(rx).await?;
-    Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": record.seq })))
+    // No batch failed while the retry waited: the original, queued before the barrier, is on disk.
+    // Otherwise it is only if it is still in force (the rebuild dropped it if it failed).
+    if let Some(failures) = retry {
+        let inner = state.lock();
+        if inner.failed_batches != failures && inner.annotations.get(id).is_none_or(|e| e.seq != seq) {
+            return Err(ApiError::StorageUnavailable("the first copy of this label could not be saved".into()));
+        }
+    }
+    Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": seq })))
 }
 
 /// `POST /api/undo`: removes this client's last annotation and returns its image.

@@ -30,6 +30,8 @@ pub struct Inner {
     pub queue: Queue,
     /// Journal appends waiting for the writer thread.
     writes: mpsc::Sender<PendingWrite>,
+    /// Batches the writer failed to save (each time, the state was rebuilt from the journal).
+    pub failed_batches: u64,
 }
 
 struct PendingWrite {
@@ -56,7 +58,7 @@ impl AppState {
         journal_path: PathBuf,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
-        let inner = Arc::new(Mutex::new(Inner { manifest: Arc::new(manifest), annotations, queue, writes: tx }));
+        let inner = Arc::new(Mutex::new(Inner { manifest: Arc::new(manifest), annotations, queue, writes: tx, failed_batches: 0 }));
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("journal-writer".into())
@@ -80,6 +82,19 @@ impl Inner {
         let (done, rx) = oneshot::channel();
         self.writes
             .send(PendingWrite { framed: journal::frame(record), done })
+            .map_err(|_| ApiError::StorageUnavailable("the journal writer has stopped".into()))?;
+        Ok(rx)
+    }
+}
+
+impl Inner {
+    /// Queues nothing but an fsync behind everything already queued: when the receiver answers
+    /// Ok, every record committed before this call is durable (or its own request has failed and
+    /// the state was rebuilt from the journal; callers re-check what they rely on).
+    pub fn barrier(&mut self) -> Result<oneshot::Receiver<Result<(), String>>, ApiError> {
+        let (done, rx) = oneshot::channel();
+        self.writes
+            .send(PendingWrite { framed: Vec::new(), done })
             .map_err(|_| ApiError::StorageUnavailable("the journal writer has stopped".into()))?;
         Ok(rx)
     }
@@ -117,6 +132,7 @@ fn writer_loop(mut writer: JournalWriter, rx: mpsc::Receiver<PendingWrite>, stat
                 while let Ok(more) = rx.try_recv() {
                     batch.push(more);
                 }
+                inner.failed_batches += 1;
                 match reload_annotations(&path) {
                     Ok(annotations) => inner.annotations = annotations,
                     Err(reload) => tracing::error!("re-reading the journal after a failed write: {reload}"),

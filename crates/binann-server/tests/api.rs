@@ -437,3 +437,42 @@ fn cors_is_closed_by_default() {
     };
     assert_eq!(status, 405, "a cross-origin preflight is not granted");
 }
+
+/// A client that sends the same label twice at once (a retry racing its original, as the page's
+/// outbox does when an answer is slow) gets one record, and neither answer comes before that
+/// record is in the journal on disk.
+#[test]
+fn a_retry_is_recorded_once_and_answered_only_once_the_label_is_on_disk() {
+    use binann_core::annotations::{Event, Record};
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 110);
+    let server = start_server(&data, &run, &[]);
+    let tab = server.client("tab");
+    let on_disk = || -> Vec<Record> {
+        binann_core::journal::read_journal::<Record>(&run.join("annotations.journal"), binann_core::codec::FileKind::Annotations)
+            .unwrap()
+            .records
+    };
+    for round in 0..100 {
+        let id = tab.next(1)[0];
+        let (a, b) = std::thread::scope(|s| {
+            let first = s.spawn(|| {
+                let r = tab.annotate(id, "positive");
+                (r, on_disk())
+            });
+            let second = s.spawn(|| {
+                let r = tab.annotate(id, "positive");
+                (r, on_disk())
+            });
+            (first.join().unwrap(), second.join().unwrap())
+        });
+        for ((status, body), disk) in [&a, &b] {
+            assert_eq!(*status, 200, "round {round}: {body}");
+            let seq = body["seq"].as_u64().unwrap();
+            assert!(disk.iter().any(|r| r.seq == seq), "round {round}: seq {seq} was acknowledged before it was on disk");
+        }
+        assert_eq!(a.0.1["seq"], b.0.1["seq"], "round {round}: the two copies got different records");
+        let copies = on_disk().iter().filter(|r| matches!(r.event, Event::Label { id: i, .. } if u64::from(i) == id)).count();
+        assert_eq!(copies, 1, "round {round}: image {id} was recorded {copies} times");
+    }
+}
