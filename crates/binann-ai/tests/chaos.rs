@@ -92,10 +92,12 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
         fleet.children.push((name, child));
     }
     let base = format!("http://127.0.0.1:{port}");
-    let acked: Arc<Mutex<Vec<(u32, bool)>>> = Arc::default();
+    // (id, positive?, seq) of every acknowledged label, and the ids handed out again after that.
+    let acked: Arc<Mutex<Vec<(u32, bool, u64)>>> = Arc::default();
+    let handed_again: Arc<Mutex<Vec<u32>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let driver = {
-        let (acked, stop, base, truth) = (acked.clone(), stop.clone(), base.clone(), truth.clone());
+        let (acked, handed_again, stop, base, truth) = (acked.clone(), handed_again.clone(), stop.clone(), base.clone(), truth.clone());
         std::thread::spawn(move || {
             let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
             while !stop.load(Ordering::Relaxed) {
@@ -110,13 +112,19 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
                     continue;
                 };
                 let id = item["id"].as_u64().unwrap() as u32;
+                if acked.lock().unwrap().iter().any(|(done, _, _)| *done == id) {
+                    handed_again.lock().unwrap().push(id);
+                }
                 let positive = truth[item["path"].as_str().unwrap()];
                 let sent = agent
                     .post(&format!("{base}/api/annotations"))
                     .set("X-Client", "chaos")
                     .send_json(serde_json::json!({"id": id, "label": if positive { "positive" } else { "negative" }}));
-                if matches!(sent, Ok(ref r) if r.status() == 200) {
-                    acked.lock().unwrap().push((id, positive));
+                if let Ok(r) = sent
+                    && r.status() == 200
+                    && let Ok(body) = r.into_json::<serde_json::Value>()
+                {
+                    acked.lock().unwrap().push((id, positive, body["seq"].as_u64().expect("an acknowledgement names its seq")));
                 }
                 std::thread::sleep(Duration::from_millis(40));
             }
@@ -143,9 +151,28 @@ fn kill_9_at_random_loses_nothing_and_the_loop_recovers() {
     println!("{} annotations acknowledged under {kills:?} kills in {secs} s", acked.len());
     assert!(acked.len() > 50, "the driver barely got through: {}", acked.len());
 
-    // Every acknowledged annotation is in the journal.
+    // Every acknowledged annotation is in the journal: its own record, at the seq it was given
+    // (a lost label relabelled identically later would pass a check of final labels alone).
+    let records = binann_core::journal::read_journal::<binann_core::annotations::Record>(
+        &run.join("annotations.journal"),
+        binann_core::codec::FileKind::Annotations,
+    )
+    .unwrap()
+    .records;
+    for (id, positive, seq) in &acked {
+        let record = records.iter().find(|r| r.seq == *seq);
+        let want = if *positive { Label::Positive } else { Label::Negative };
+        assert!(
+            record.is_some_and(
+                |r| matches!(r.event, binann_core::annotations::Event::Label { id: i, label, .. } if i == *id && label == want)
+            ),
+            "acknowledged seq {seq} (image {id}) is not in the journal as given: {record:?}"
+        );
+    }
+    let handed_again = handed_again.lock().unwrap().clone();
+    assert!(handed_again.is_empty(), "images handed out again after their label was acknowledged: {handed_again:?}");
     let state = AnnotationState::load(&run.join("annotations.journal")).unwrap();
-    for (id, positive) in &acked {
+    for (id, positive, _) in &acked {
         let label = state.get(*id).map(|e| e.label);
         assert_eq!(label, Some(if *positive { Label::Positive } else { Label::Negative }), "annotation of image {id} lost");
     }
