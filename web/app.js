@@ -796,6 +796,20 @@
     return `${(s / 3600).toFixed(1)} h ago`;
   }
 
+  function duration(s) {
+    if (s < 90) return `${Math.round(s)} s`;
+    if (s < 5400) return `${Math.round(s / 60)} min`;
+    return `${(s / 3600).toFixed(1)} h`;
+  }
+
+  // How much of the folder the AI has seen (predicted, labelled or skipped) and the time left.
+  function coverageText(m, total) {
+    const predicted = `${pct(m.predicted_share)} of images (${num(m.predicted)})`;
+    if (typeof m.seen !== 'number' || !total || m.seen >= total) return predicted;
+    const eta = typeof m.seen_eta_s === 'number' ? `, the rest in ~${duration(m.seen_eta_s)}` : '';
+    return `${predicted}; AI has seen ${pct(m.seen / total)}${eta}`;
+  }
+
   let statsBusy = false;
   let statsSoon = null;
   async function refreshStats() {
@@ -840,7 +854,7 @@
     if (m) {
       $('md-age').textContent = `#${m.checkpoint_generation}, ${ago(m.age_s)}`;
       $('md-trained').textContent = `${num(m.trained_on)} labels (${num(m.positives_trained_on)} positive)`;
-      $('md-predicted').textContent = `${pct(m.predicted_share)} of images (${num(m.predicted)})`;
+      $('md-predicted').textContent = coverageText(m, s.total);
       $('md-selector').textContent = `${m.selector}, ranking ${ago(m.ranking_age_s)}`;
       const loss = typeof m.loss === 'number' ? `, loss ${m.loss.toFixed(3)}` : '';
       $('md-net').textContent = `${m.backbone} ${m.input_size}px, ${m.mode}${loss}`;

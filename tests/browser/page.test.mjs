@@ -272,7 +272,8 @@ test('with a model: its status, the probability, and the online accuracy chart (
     const real = await (await route.fetch()).json();
     real.model = {
       checkpoint_generation: 7, age_s: 12.4, trained_on: 120, positives_trained_on: 30, mode: 'head', backbone: 'mobilenet_v3_small',
-      input_size: 224, loss: 0.3123, predicted: 40, predicted_share: 1, selector: 'max-probability', ranking_age_s: 3, estimated_positive_rate: 0.1,
+      input_size: 224, loss: 0.3123, predicted: 40, predicted_share: 0.4, selector: 'max-probability', ranking_age_s: 3, estimated_positive_rate: 0.1,
+      seen: real.total / 2, seen_eta_s: 95,
     };
     real.online = { evaluated: 110, correct: 90, accuracy: 90 / 110 };
     await route.fulfill({ json: real });
@@ -292,6 +293,7 @@ test('with a model: its status, the probability, and the online accuracy chart (
   assert.match(await page.textContent('#md-trained'), /^120 labels \(30 positive\)$/);
   assert.match(await page.textContent('#md-age'), /^#7, 12 s ago$/);
   assert.match(await page.textContent('#md-selector'), /max-probability/);
+  assert.match(await page.textContent('#md-predicted'), /^40% of images \(40\); AI has seen 50%, the rest in ~2 min$/);
   assert.match(await page.textContent('#md-online'), /81\.8% of 110/);
   const d = await waitFor(() => page.getAttribute('#chart-accuracy svg path.acc', 'd').catch(() => null), { what: 'the accuracy chart' });
   assert.equal((d.match(/L/g) || []).length, 109);

@@ -278,6 +278,8 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
                 "loss": m.loss,
                 "predicted": r.predicted,
                 "predicted_share": if total > 0 { r.predicted as f64 / total as f64 } else { 0.0 },
+                "seen": inner.coverage.seen(),
+                "seen_eta_s": inner.coverage.eta_s(total),
                 "selector": r.selector,
                 "ranking_age_s": now.saturating_sub(r.created_ms) as f64 / 1000.0,
                 "estimated_positive_rate": inner.queue.mean_prob,

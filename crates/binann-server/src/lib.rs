@@ -5,6 +5,7 @@
 //! - [`access`]: who may use the API: the access token beyond loopback, the refusal of
 //!   cross-site requests.
 //! - [`api`]: the request handlers.
+//! - [`coverage`]: how much of the folder the AI has seen, and how long the rest will take.
 //! - [`error`]: every API error, with its HTTP status and stable code in one table.
 //! - [`queue`]: which image each client gets next.
 //! - [`state`]: the shared state and the journal writer thread (group commit).
@@ -13,6 +14,7 @@
 pub mod access;
 pub mod api;
 pub mod config;
+pub mod coverage;
 pub mod error;
 pub mod queue;
 pub mod state;
@@ -123,6 +125,9 @@ fn spawn_ranking_watcher(state: AppState, rundir: RunDir, options: WatchOptions)
                         let mut inner = state.lock();
                         if generation != inner.queue.generation {
                             let n = inner.manifest.len();
+                            let done = inner.annotations.counts();
+                            let seen = ranking.predicted + done.annotated() + done.skipped;
+                            inner.coverage.record(std::time::Instant::now(), seen.min(n as u64));
                             inner.queue.set_ranking(n, generation, ranking);
                             tracing::info!(generation, "serving a new ranking");
                         }

@@ -32,6 +32,8 @@ pub struct Inner {
     writes: mpsc::Sender<PendingWrite>,
     /// Batches the writer failed to save (each time, the state was rebuilt from the journal).
     pub failed_batches: u64,
+    /// How much of the folder the AI has seen, ranking by ranking.
+    pub coverage: crate::coverage::Coverage,
 }
 
 struct PendingWrite {
@@ -58,7 +60,14 @@ impl AppState {
         journal_path: PathBuf,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
-        let inner = Arc::new(Mutex::new(Inner { manifest: Arc::new(manifest), annotations, queue, writes: tx, failed_batches: 0 }));
+        let inner = Arc::new(Mutex::new(Inner {
+            manifest: Arc::new(manifest),
+            annotations,
+            queue,
+            writes: tx,
+            failed_batches: 0,
+            coverage: Default::default(),
+        }));
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("journal-writer".into())
