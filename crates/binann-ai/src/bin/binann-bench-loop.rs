@@ -88,6 +88,7 @@ fn main() -> anyhow::Result<()> {
         for name in ["binann-trainer", "binann-inferrer", "binann-selector"] {
             procs.push(spawn(name, &[])?);
         }
+        let trainer_pid = procs.0[1].id();
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
         let mut given = 0u64;
         let label_next = |agent: &ureq::Agent| -> anyhow::Result<()> {
@@ -119,6 +120,7 @@ fn main() -> anyhow::Result<()> {
         wait_for(given, Duration::from_secs(300)).ok_or_else(|| anyhow::anyhow!("no ranking for the seed labels within 300 s"))?;
         let warm_up = warm.elapsed();
         let mut times = Vec::new();
+        let trainer_cpu_before = cpu_seconds(trainer_pid);
         for _ in 0..args.samples {
             label_next(&agent)?;
             given += 1;
@@ -127,6 +129,7 @@ fn main() -> anyhow::Result<()> {
                 None => anyhow::bail!("no ranking reflected label {given} within 60 s"),
             }
         }
+        let trainer_cpu = cpu_seconds(trainer_pid).zip(trainer_cpu_before).map(|(after, before)| after - before);
         times.sort_by(f64::total_cmp);
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1024.0;
         println!(
@@ -137,6 +140,13 @@ fn main() -> anyhow::Result<()> {
             times.len(),
             warm_up.as_secs_f64()
         );
+        if let Some(cpu) = trainer_cpu {
+            println!(
+                "  trainer: {:.1} CPU seconds per 100 labels, given one at a time after {} labels",
+                cpu * 100.0 / args.samples as f64,
+                args.seed_labels
+            );
+        }
         println!(
             "  files: predictions {:.0} KiB, ranking {:.0} KiB, checkpoint {:.0} KiB",
             size(&run.join("predictions.bin")),
@@ -145,4 +155,14 @@ fn main() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat` (Linux; None elsewhere).
+/// Its clock ticks are USER_HZ, 100 a second on every Linux architecture binann builds for.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the first, utime the 12th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
