@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use crate::watch::WatchOptions;
 
+/// The shortest polling interval a process accepts: below it, polling a shared disk only burns CPU
+/// (and 0 would spin).
+pub const MIN_POLL_MS: u64 = 10;
+
 /// The run directory and how to watch it.
 #[derive(Debug, Clone, clap::Args)]
 pub struct CommonArgs {
@@ -14,8 +18,8 @@ pub struct CommonArgs {
     /// Watch the run directory by polling only (for network disks shared between machines).
     #[arg(long, env = "BINANN_FORCE_POLLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub force_polling: bool,
-    /// Polling interval in milliseconds (also the fallback when file events are unavailable).
-    #[arg(long, env = "BINANN_POLL_MS", default_value_t = 1000)]
+    /// Polling interval in milliseconds, at least 10 (also the fallback when file events are unavailable).
+    #[arg(long, env = "BINANN_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(MIN_POLL_MS..))]
     pub poll_ms: u64,
     /// Do one round of work and exit (for scripts and tests) instead of looping forever.
     #[arg(long, default_value_t = false)]
@@ -25,6 +29,10 @@ pub struct CommonArgs {
 impl CommonArgs {
     /// The watcher settings these options describe.
     pub fn watch_options(&self) -> WatchOptions {
-        WatchOptions { poll_interval: Duration::from_millis(self.poll_ms.max(10)), force_polling: self.force_polling, ..Default::default() }
+        WatchOptions {
+            poll_interval: Duration::from_millis(self.poll_ms.max(MIN_POLL_MS)),
+            force_polling: self.force_polling,
+            ..Default::default()
+        }
     }
 }

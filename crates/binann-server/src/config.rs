@@ -29,8 +29,8 @@ pub struct ServerConfig {
     /// Watch the run directory by polling only (for network disks shared between machines).
     #[arg(long, env = "BINANN_FORCE_POLLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub force_polling: bool,
-    /// Polling interval in milliseconds (also the fallback when file events are unavailable).
-    #[arg(long, env = "BINANN_POLL_MS", default_value_t = 1000)]
+    /// Polling interval in milliseconds, at least 10 (also the fallback when file events are unavailable).
+    #[arg(long, env = "BINANN_POLL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(binann_core::cli::MIN_POLL_MS..))]
     pub poll_ms: u64,
     /// HTTP worker threads.
     #[arg(long, env = "BINANN_WORKERS", default_value_t = 2)]
