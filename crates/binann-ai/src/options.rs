@@ -116,14 +116,12 @@ impl ModelArgs {
                         .take(INPUT_SIZE_SAMPLE)
                         .filter_map(|id| binann_model::preprocess::shorter_side(&datadir.join(&manifest.paths[id as usize])))
                         .collect();
-                    let px = binann_model::preprocess::input_size_for(&sides);
-                    let mut sorted = sides.clone();
-                    sorted.sort_unstable();
-                    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+                    let median = binann_model::preprocess::median_side(&sides);
+                    let px = binann_model::preprocess::input_size_for(median);
                     tracing::info!(
                         input_size = px,
                         sampled = sides.len(),
-                        median_side = median,
+                        median_side = median.unwrap_or(0),
                         "input size chosen from the folder's images (set BINANN_INPUT_SIZE to override)"
                     );
                     px

@@ -102,18 +102,20 @@ pub const AUTO_INPUT_MIN: u32 = 96;
 /// Largest input side [`input_size_for`] picks: the backbone's own (it was trained at 224 px).
 pub const AUTO_INPUT_MAX: u32 = 224;
 
-/// The network input side that fits images whose shorter sides are `sides` (a sample of a folder):
-/// the median, clamped to [`AUTO_INPUT_MIN`]..=[`AUTO_INPUT_MAX`] and rounded to a multiple of 32
-/// (MobileNetV2 halves the resolution five times). Upscaling small images past that only costs
-/// time (the network's cost grows with the square of the side), and photos gain little above the
-/// backbone's own 224 px. No readable sample: [`AUTO_INPUT_MAX`].
-pub fn input_size_for(sides: &[u32]) -> u32 {
-    if sides.is_empty() {
-        return AUTO_INPUT_MAX;
-    }
+/// The median of a sample of image sides (the upper one of an even sample); None for no sample.
+pub fn median_side(sides: &[u32]) -> Option<u32> {
     let mut sorted = sides.to_vec();
     sorted.sort_unstable();
-    let median = sorted[sorted.len() / 2];
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// The network input side that fits images whose median shorter side is `median` (see
+/// [`median_side`]): clamped to [`AUTO_INPUT_MIN`]..=[`AUTO_INPUT_MAX`] and rounded to a multiple
+/// of 32 (MobileNetV2 halves the resolution five times). Upscaling small images past that only
+/// costs time (the network's cost grows with the square of the side), and photos gain little above
+/// the backbone's own 224 px. No readable sample: [`AUTO_INPUT_MAX`].
+pub fn input_size_for(median: Option<u32>) -> u32 {
+    let Some(median) = median else { return AUTO_INPUT_MAX };
     let clamped = median.clamp(AUTO_INPUT_MIN, AUTO_INPUT_MAX);
     ((clamped + 16) / 32 * 32).clamp(AUTO_INPUT_MIN, AUTO_INPUT_MAX)
 }
@@ -128,13 +130,13 @@ pub fn shorter_side(path: &Path) -> Option<u32> {
 mod tests {
     #[test]
     fn auto_input_size_follows_the_median_side_within_bounds() {
-        assert_eq!(super::input_size_for(&[]), 224);
-        assert_eq!(super::input_size_for(&[28; 50]), 96, "tiny images: the floor");
-        assert_eq!(super::input_size_for(&[3000, 4000, 2000]), 224, "photos: the backbone's own size");
-        assert_eq!(super::input_size_for(&[150, 150, 150, 28, 4000]), 160, "the median, rounded to 32");
-        assert_eq!(super::input_size_for(&[128, 120, 130]), 128);
+        assert_eq!(super::input_size_for(super::median_side(&[])), 224);
+        assert_eq!(super::input_size_for(super::median_side(&[28; 50])), 96, "tiny images: the floor");
+        assert_eq!(super::input_size_for(super::median_side(&[3000, 4000, 2000])), 224, "photos: the backbone's own size");
+        assert_eq!(super::input_size_for(super::median_side(&[150, 150, 150, 28, 4000])), 160, "the median, rounded to 32");
+        assert_eq!(super::input_size_for(super::median_side(&[128, 120, 130])), 128);
         for side in [1, 50, 97, 111, 113, 200, 223, 225, 10_000] {
-            let size = super::input_size_for(&[side]);
+            let size = super::input_size_for(super::median_side(&[side]));
             assert!((96..=224).contains(&size) && size % 32 == 0, "{side} -> {size}");
         }
     }
