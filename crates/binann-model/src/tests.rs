@@ -174,6 +174,9 @@ fn write_test_images(dir: &Path) -> Vec<PathBuf> {
 fn embed_paths_keeps_order_and_isolates_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let paths = write_test_images(dir.path());
+    // Fixed random weights: with some draws an untrained network magnifies the different rounding
+    // of batched and single convolutions past the bound below (about 1 run in 15 failed).
+    tch::manual_seed(7);
     let backbone = Backbone::untrained(32, Device::Cpu);
     let mut progress = Vec::new();
     let results = backbone.embed_paths(&paths, 2, |done| progress.push(done));
