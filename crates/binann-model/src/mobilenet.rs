@@ -176,6 +176,7 @@ mod tests {
 
     #[test]
     fn variable_names_and_count_match_torchvision() {
+        let _rng = crate::seeded_rng(100);
         let vs = nn::VarStore::new(Device::Cpu);
         let _features = MobileNetV2Features::new(&vs.root());
         let names = vs.variables();
@@ -201,6 +202,7 @@ mod tests {
 
     #[test]
     fn pooled_output_has_embedding_width() {
+        let _rng = crate::seeded_rng(101);
         let vs = nn::VarStore::new(Device::Cpu);
         let features = MobileNetV2Features::new(&vs.root());
         let xs = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
@@ -210,6 +212,7 @@ mod tests {
 
     #[test]
     fn calibration_keeps_untrained_activations_alive() {
+        let _rng = crate::seeded_rng(102);
         let vs = nn::VarStore::new(Device::Cpu);
         let features = MobileNetV2Features::new(&vs.root());
         let xs = Tensor::randn([2, 3, 64, 64], (Kind::Float, Device::Cpu));

@@ -55,6 +55,7 @@ fn recall(probabilities: &Tensor, y: &Tensor) -> f64 {
 
 #[test]
 fn head_learns_a_separable_problem() {
+    let _rng = crate::seeded_rng(1);
     let (x, y) = separable(600);
     let (x_test, y_test) = separable(400);
     for hidden in [0, DEFAULT_HIDDEN_UNITS] {
@@ -69,6 +70,7 @@ fn head_learns_a_separable_problem() {
 
 #[test]
 fn degenerate_label_sets_do_not_break_training() {
+    let _rng = crate::seeded_rng(2);
     let (x, _) = separable(50);
     let mut head = Head::new(Device::Cpu);
     let all_positive = head.train(&x, &Tensor::ones([50], (Kind::Float, Device::Cpu)), &TrainOptions::default());
@@ -81,6 +83,7 @@ fn degenerate_label_sets_do_not_break_training() {
 
 #[test]
 fn full_batch_training_also_learns() {
+    let _rng = crate::seeded_rng(3);
     let (x, y) = separable(600);
     let mut head = Head::new(Device::Cpu);
     let opts = TrainOptions { batch_size: None, ..TrainOptions::default() };
@@ -90,6 +93,7 @@ fn full_batch_training_also_learns() {
 
 #[test]
 fn pos_weight_recovers_the_rare_class() {
+    let _rng = crate::seeded_rng(4);
     let (x, y) = imbalanced(4000);
     let (x_test, y_test) = imbalanced(4000);
     for hidden in [0, DEFAULT_HIDDEN_UNITS] {
@@ -114,6 +118,7 @@ fn pos_weight_recovers_the_rare_class() {
 
 #[test]
 fn head_save_load_reproduces_predictions_exactly() {
+    let _rng = crate::seeded_rng(5);
     let dir = tempfile::tempdir().unwrap();
     let (x, y) = separable(200);
     for hidden in [0, 16] {
@@ -130,6 +135,7 @@ fn head_save_load_reproduces_predictions_exactly() {
 
 #[test]
 fn mismatched_checkpoints_are_refused() {
+    let _rng = crate::seeded_rng(6);
     let dir = tempfile::tempdir().unwrap();
     let head_path = dir.path().join("head.safetensors");
     let head = Head::new(Device::Cpu);
@@ -172,11 +178,11 @@ fn write_test_images(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn embed_paths_keeps_order_and_isolates_bad_files() {
+    let _rng = crate::seeded_rng(7);
     let dir = tempfile::tempdir().unwrap();
     let paths = write_test_images(dir.path());
     // Fixed random weights: with some draws an untrained network magnifies the different rounding
     // of batched and single convolutions past the bound below (about 1 run in 15 failed).
-    tch::manual_seed(7);
     let backbone = Backbone::untrained(32, Device::Cpu);
     let mut progress = Vec::new();
     let results = backbone.embed_paths(&paths, 2, |done| progress.push(done));
@@ -211,6 +217,7 @@ fn embed_paths_keeps_order_and_isolates_bad_files() {
 
 #[test]
 fn missing_weights_error_says_how_to_fetch_them() {
+    let _rng = crate::seeded_rng(8);
     let err = Backbone::load(Path::new("/nonexistent/w.safetensors"), 224, Device::Cpu).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("/nonexistent/w.safetensors") && msg.contains("scripts/fetch-weights.sh"), "{msg}");
@@ -229,6 +236,7 @@ fn snapshot(model: &FullModel, name: &str) -> Tensor {
 
 #[test]
 fn full_model_steps_train_everything_but_batch_norm_statistics() {
+    let _rng = crate::seeded_rng(9);
     let mut model = FullModel::untrained(32, Device::Cpu);
     let (images, labels) = bright_and_dark_batch();
     let watched = ["features.0.0.weight", "features.18.1.weight", "head.weight", "features.18.1.running_mean"];
@@ -256,6 +264,7 @@ fn full_model_steps_train_everything_but_batch_norm_statistics() {
 
 #[test]
 fn horizontal_flip_mirrors_whole_images_only() {
+    let _rng = crate::seeded_rng(10);
     let batch = Tensor::randn([64, 3, 4, 5], (Kind::Float, Device::Cpu));
     let flipped = crate::finetune::random_horizontal_flip(&batch);
     let mut mirrored = 0;
@@ -270,22 +279,18 @@ fn horizontal_flip_mirrors_whole_images_only() {
     assert!((10..=54).contains(&mirrored), "{mirrored} of 64 mirrored");
 }
 
-/// The real converted weights, when `scripts/fetch-weights.sh` has been run.
-fn real_weights() -> Option<PathBuf> {
+/// The real converted weights. A missing file fails the test (a skipped test would pass while
+/// checking nothing): `scripts/setup.sh` fetches them.
+fn real_weights() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(DEFAULT_WEIGHTS_PATH);
-    if path.exists() {
-        Some(path)
-    } else {
-        println!("note: {} absent (run scripts/fetch-weights.sh); skipping", path.display());
-        None
-    }
+    assert!(path.exists(), "{} is missing: run scripts/fetch-weights.sh (scripts/setup.sh does)", path.display());
+    path
 }
 
 #[test]
 fn real_weights_load_into_tch_mobilenet_with_no_missing_variable() {
-    let Some(weights) = real_weights() else {
-        return;
-    };
+    let _rng = crate::seeded_rng(11);
+    let weights = real_weights();
     let mut vs = tch::nn::VarStore::new(Device::Cpu);
     let _net = tch::vision::mobilenet::v2(&vs.root(), 1000);
     let missing = vs.load_partial(&weights).unwrap();
@@ -295,9 +300,8 @@ fn real_weights_load_into_tch_mobilenet_with_no_missing_variable() {
 
 #[test]
 fn real_weights_fine_tune_a_tiny_batch() {
-    let Some(weights) = real_weights() else {
-        return;
-    };
+    let _rng = crate::seeded_rng(12);
+    let weights = real_weights();
     let mut model = FullModel::new(&weights, 32, Device::Cpu).unwrap();
     let (images, labels) = bright_and_dark_batch();
     let batch_loss = |model: &FullModel| {
@@ -314,9 +318,8 @@ fn real_weights_fine_tune_a_tiny_batch() {
 
 #[test]
 fn real_backbone_gives_distinct_embeddings_for_distinct_images() {
-    let Some(weights) = real_weights() else {
-        return;
-    };
+    let _rng = crate::seeded_rng(13);
+    let weights = real_weights();
     let backbone = Backbone::load(&weights, 64, Device::Cpu).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let paths = write_test_images(dir.path());
