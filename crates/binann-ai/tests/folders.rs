@@ -121,7 +121,12 @@ fn run_folder(folder: &Folder) {
         if let (true, Some(_), Some((_, ranking))) = (checkpoint, &predictions, &ranking) {
             // Without a setting, 16-px images get the smallest automatic input, not the backbone's 224.
             let used = ranking.model.as_ref().map(|m| m.input_size);
-            assert_eq!(used, Some(folder.input_size.unwrap_or(96)), "{} images: input size", folder.count);
+            assert_eq!(
+                used,
+                Some(folder.input_size.unwrap_or(binann_model::preprocess::AUTO_INPUT_MIN)),
+                "{} images: input size",
+                folder.count
+            );
             break;
         }
         assert!(
@@ -197,6 +202,7 @@ fn a_label_beyond_the_manifest_is_left_out_not_a_crash() {
     let labels = [(0, Label::Positive), (1, Label::Negative), (2, Label::Negative), (20, Label::Positive), (4_000_000, Label::Negative)];
     for (seq, (id, label)) in labels.into_iter().enumerate() {
         let r = Record {
+            audit: None,
             seq: seq as u64,
             time_ms: 0,
             client: "t".into(),

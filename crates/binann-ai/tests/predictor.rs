@@ -51,6 +51,7 @@ fn exported_predictor_reproduces_the_inferrer() {
     for id in 0..40u32 {
         let label = if positive[manifest.paths[id as usize].as_str()] { Label::Positive } else { Label::Negative };
         let r = Record {
+            audit: None,
             seq: id as u64,
             time_ms: 0,
             client: "t".into(),

@@ -58,6 +58,7 @@ fn synthetic_rundir(dir: &Path, images: usize, annotations: usize) -> anyhow::Re
     for (seq, id) in order.iter().take(annotations).enumerate() {
         let label = if seq % 10 == 0 { Label::Positive } else { Label::Negative };
         let record = Record {
+            audit: None,
             seq: seq as u64,
             time_ms: binann_core::now_ms(),
             client: "bench-seed".into(),
@@ -201,8 +202,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let ids: Vec<u32> = (0..n as u32).collect();
         let probs: Vec<f32> = ids.iter().map(|_| rng.next_f64() as f32).collect();
         let started = Instant::now();
-        let order =
-            binann_selector::select(&ids, &probs, binann_selector::Strategy::MaxProbability, 0.0, binann_selector::Explore::Entropy, 1);
+        let order = binann_selector::select(
+            &ids,
+            &probs,
+            binann_selector::Strategy::MaxProbability,
+            0.0,
+            binann_selector::Explore::Entropy,
+            1,
+            &|_| None,
+        );
         let ranking = binann_core::ranking::Ranking {
             ids: order.iter().map(|&i| ids[i]).collect(),
             probs: order.iter().map(|&i| probs[i]).collect(),

@@ -22,22 +22,75 @@ pub struct DemoArgs {
     /// Ground-truth CSV to write (path,label,class); keep it outside `--out`.
     #[arg(long)]
     truth: PathBuf,
-    /// How many images (the first N of train, then test).
+    /// How many images (without --prevalence: the first N of train, then test).
     #[arg(long, default_value_t = 5000)]
     count: usize,
-    /// The positive class: a class name (e.g. sneaker, bag) or "shoe" (sandal, sneaker, ankle boot).
+    /// The positive class: class names separated by commas (e.g. sneaker, or trouser,ankle_boot:
+    /// several kinds of positive), or "shoe" (sandal, sneaker, ankle boot).
     #[arg(long, default_value = "sneaker")]
-    positive: String,
+    pub positive: String,
+    /// Draw the images so that this share of them is positive (e.g. 0.01), split evenly over the
+    /// positive kinds, the rest from the other classes; the files are shuffled. Without it, the
+    /// first --count images are taken as they come (each class is about 10 %).
+    #[arg(long)]
+    prevalence: Option<f64>,
+    /// Seed of the --prevalence draw.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
-fn positive_classes(name: &str) -> anyhow::Result<Vec<u8>> {
-    if name == "shoe" {
-        return Ok(vec![5, 7, 9]);
+/// The Fashion-MNIST label numbers that `spec` names as positive (see `--positive`).
+pub fn positive_classes(spec: &str) -> anyhow::Result<Vec<u8>> {
+    let mut classes = Vec::new();
+    for name in spec.split(',').map(str::trim) {
+        if name == "shoe" {
+            classes.extend([5, 7, 9]);
+            continue;
+        }
+        match CLASSES.iter().position(|c| *c == name) {
+            Some(i) => classes.push(i as u8),
+            None => bail!("unknown positive class {name:?}; use one of {} or shoe", CLASSES.join(", ")),
+        }
     }
-    match CLASSES.iter().position(|c| *c == name) {
-        Some(i) => Ok(vec![i as u8]),
-        None => bail!("unknown positive class {name:?}; use one of {} or shoe", CLASSES.join(", ")),
+    classes.sort_unstable();
+    classes.dedup();
+    Ok(classes)
+}
+
+/// Which of `labels` to write: the first `count`, or with a prevalence, `round(p × count)`
+/// positives split evenly over the positive kinds and negatives for the rest, all drawn at random
+/// (seeded) and shuffled together.
+fn draw(labels: &[u8], positive: &[u8], count: usize, prevalence: Option<f64>, seed: u64) -> anyhow::Result<Vec<usize>> {
+    let Some(p) = prevalence else {
+        if count > labels.len() {
+            bail!("asked for {count} images, Fashion-MNIST has {}", labels.len());
+        }
+        return Ok((0..count).collect());
+    };
+    if !(p > 0.0 && p < 1.0) {
+        bail!("--prevalence must be between 0 and 1 (exclusive), got {p}");
     }
+    let shuffled = |mut v: Vec<usize>, salt: u64| {
+        v.sort_by_cached_key(|i| binann_core::ranking::shuffle_key(seed.wrapping_mul(0x9E37).wrapping_add(salt), *i as u32));
+        v
+    };
+    let positives = ((p * count as f64).round() as usize).max(1);
+    let mut chosen = Vec::with_capacity(count);
+    for (k, class) in positive.iter().enumerate() {
+        let want = positives / positive.len() + usize::from(k < positives % positive.len());
+        let pool = shuffled((0..labels.len()).filter(|i| labels[*i] == *class).collect(), 1 + u64::from(*class));
+        if pool.len() < want {
+            bail!("asked for {want} images of {}, Fashion-MNIST has {}", CLASSES[*class as usize], pool.len());
+        }
+        chosen.extend_from_slice(&pool[..want]);
+    }
+    let negatives = shuffled((0..labels.len()).filter(|i| !positive.contains(&labels[*i])).collect(), 100);
+    let want = count - positives.min(count);
+    if negatives.len() < want {
+        bail!("asked for {want} negative images, Fashion-MNIST has {}", negatives.len());
+    }
+    chosen.extend_from_slice(&negatives[..want]);
+    Ok(shuffled(chosen, 200))
 }
 
 fn read_idx(path: &Path, expected_magic: u32) -> anyhow::Result<(Vec<u32>, Vec<u8>)> {
@@ -78,9 +131,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         images.extend(pixels.chunks_exact(h * w).map(|c| (c.to_vec(), w as u32, h as u32)));
         labels.extend(l);
     }
-    if args.count > images.len() {
-        bail!("asked for {} images, Fashion-MNIST has {}", args.count, images.len());
-    }
+    let chosen = draw(&labels, &positive, args.count, args.prevalence, args.seed)?;
     std::fs::create_dir_all(&args.out)?;
     if let Some(dir) = args.truth.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -90,7 +141,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let rows: Vec<String> = (0..args.count)
         .into_par_iter()
         .map(|i| -> anyhow::Result<String> {
-            let (pixels, w, h) = &images[i];
+            let (pixels, w, h) = &images[chosen[i]];
             // Folders of 1,000 keep directory listings small, as real datasets tend to be.
             let rel = format!("{:03}/{i:06}.png", i / 1000);
             let path = args.out.join(&rel);
@@ -100,7 +151,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 .save(&path)
                 .with_context(|| format!("writing {}", path.display()))?;
             progress.inc(1);
-            let class = labels[i];
+            let class = labels[chosen[i]];
             Ok(format!("{rel},{},{}", u8::from(positive.contains(&class)), CLASSES[class as usize]))
         })
         .collect::<anyhow::Result<_>>()?;
@@ -120,4 +171,38 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         args.truth.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positive_spec_names_one_or_several_kinds() {
+        assert_eq!(positive_classes("sneaker").unwrap(), [7]);
+        assert_eq!(positive_classes("trouser,ankle_boot").unwrap(), [1, 9]);
+        assert_eq!(positive_classes("shoe,sneaker").unwrap(), [5, 7, 9]);
+        assert!(positive_classes("trouser,boots").unwrap_err().to_string().contains("\"boots\""));
+    }
+
+    #[test]
+    fn prevalence_draws_that_share_split_over_the_kinds() {
+        // 10 classes of 1,000 images each, in class order (as Fashion-MNIST is not).
+        let labels: Vec<u8> = (0..10_000).map(|i| (i / 1000) as u8).collect();
+        let chosen = draw(&labels, &[1, 9], 2000, Some(0.01), 3).unwrap();
+        assert_eq!(chosen.len(), 2000);
+        let count = |class: u8| chosen.iter().filter(|i| labels[**i] == class).count();
+        assert_eq!((count(1), count(9)), (10, 10));
+        let mut unique = chosen.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), 2000, "an image drawn twice");
+        // Shuffled: the positives are not bunched at the start.
+        let first_positive = chosen.iter().position(|i| [1, 9].contains(&labels[*i])).unwrap();
+        assert!(first_positive > 10, "{first_positive}");
+        assert_eq!(chosen, draw(&labels, &[1, 9], 2000, Some(0.01), 3).unwrap());
+        assert_ne!(chosen, draw(&labels, &[1, 9], 2000, Some(0.01), 4).unwrap());
+        assert!(draw(&labels, &[1], 2000, Some(0.9), 3).unwrap_err().to_string().contains("trouser"));
+        assert_eq!(draw(&labels, &[1], 50, None, 3).unwrap(), (0..50).collect::<Vec<_>>());
+    }
 }

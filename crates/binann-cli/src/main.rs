@@ -42,8 +42,9 @@ enum Command {
     Export(export::ExportArgs),
     /// A simulated annotator: labels through the HTTP API from a ground-truth CSV, at a set pace.
     Simulate(simulate::SimulateArgs),
-    /// Does the AI speed labelling up? Recall versus labels with the AI, in random order, and for
-    /// the oracle, on the demo dataset; prints figures and draws recall.svg.
+    /// What a person gets on folders of rare positives: binann started as launch.sh starts it,
+    /// against a random order and the oracle, over several draws; prints figures, writes
+    /// recall.json and recall.svg.
     BenchRecall(recall::RecallArgs),
 }
 

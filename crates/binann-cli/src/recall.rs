@@ -1,14 +1,25 @@
-//! `binann bench-recall`: does the AI speed labelling up? A simulated annotator labels the demo
-//! dataset twice through the real server, once with the AI running and once without (the fixed-seed
-//! shuffle: the random baseline), and the positives found are compared with the oracle (all
-//! positives first). Prints the figures and draws the recall curves as SVG.
+//! `binann bench-recall`: what a person gets on a folder of rare positives. For each of `--seeds`
+//! draws of a Fashion-MNIST folder (`--images`, `--positive` kinds at `--prevalence`), binann is
+//! started exactly as a user starts it (`launch.sh HOST PORT true DATADIR RUNDIR all`, nothing
+//! set but what the calling shell sets), and a simulated person (`binann simulate`) labels from
+//! the moment the page answers, at `--pace` labels/s. The order it was shown is compared with a
+//! random order of the same folder and with the oracle (all positives first): labels to the first
+//! and the tenth positive, recall at 1, 1.5, 2 and 3 × #positives labels, labels for 95 % recall,
+//! work saved over random at 95 % recall (WSS@95), recall per kind of positive, and how much of
+//! the folder the model had predicted when #positives labels were given. Writes `recall.json`,
+//! one trace per draw and `recall.svg`.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use binann_core::process::{ChildGroup, server_url};
+use binann_core::ranking::shuffle_key;
 use plotters::prelude::*;
+use serde::Serialize;
 
 use crate::simulate::{SimulateArgs, Step, cumulative, read_truth, simulate, write_trace};
 
@@ -18,168 +29,446 @@ pub struct RecallArgs {
     /// Folder with the Fashion-MNIST .gz files (scripts/setup.sh fetches them).
     #[arg(long, default_value = ".cache/fashion-mnist")]
     source: PathBuf,
-    /// Images in the dataset.
-    #[arg(long, default_value_t = 5000)]
-    count: usize,
-    /// The positive class (see `binann demo-data --help`).
-    #[arg(long, default_value = "sneaker")]
+    /// Images in each folder (up to 70,000: Fashion-MNIST's train and test splits).
+    #[arg(long, alias = "count", default_value_t = 20_000)]
+    images: usize,
+    /// The positive kinds, separated by commas (see `binann demo-data --help`).
+    #[arg(long, default_value = "trouser,ankle_boot")]
     positive: String,
-    /// Labels the simulated annotator gives.
-    #[arg(long, default_value_t = 1000)]
-    labels: usize,
-    /// Its pace with the AI running, in labels per second.
+    /// Share of positive images, split evenly over the kinds (0: take the first --images as they
+    /// come, about 10 % per class).
+    #[arg(long, default_value_t = 0.01)]
+    prevalence: f64,
+    /// Draws of the folder (each with its own images and its own run); figures are reported as the
+    /// median and the range over the draws.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Labels the simulated person gives (default: 3 × #positives).
+    #[arg(long)]
+    labels: Option<usize>,
+    /// Its pace, in labels per second.
     #[arg(long, default_value_t = 5.0)]
     pace: f64,
-    /// Network input size for the AI (28×28 images need little).
-    #[arg(long, default_value_t = 96)]
-    input_size: u32,
-    /// Folder for the dataset, traces, and the plot (recall.svg).
+    /// Seconds it waits after the page first answers before labelling (0: at once, as a person who
+    /// knows the page does).
+    #[arg(long, default_value_t = 0.0)]
+    read: f64,
+    /// Folder for the datasets, runs, traces, recall.json and recall.svg.
     #[arg(long, default_value = "bench-out/recall")]
     out: PathBuf,
 }
 
-fn start(bin: &Path, names: &[&str], env: &[(&str, String)]) -> anyhow::Result<(String, ChildGroup)> {
-    let mut procs = ChildGroup::default();
-    let mut server = Command::new(bin.join("binann-server"))
-        .args(["--port", "0"])
-        .envs(env.iter().map(|(k, v)| (*k, v)))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting binann-server")?;
-    let url = server_url(&mut server).map_err(anyhow::Error::msg);
-    procs.push(server);
-    let url = url?;
-    for name in names {
-        let child = Command::new(bin.join(name))
-            .envs(env.iter().map(|(k, v)| (*k, v)))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("starting {name} (build it: cargo build --release --workspace)"))?;
-        procs.push(child);
-    }
-    Ok((url, procs))
+/// The figures of one labelling order.
+#[derive(Debug, Clone, Serialize)]
+struct Figures {
+    /// Labels until the first positive (None: not within the labels given).
+    first_positive: Option<usize>,
+    /// Labels until the tenth positive.
+    tenth_positive: Option<usize>,
+    /// Recall after 1, 1.5, 2 and 3 × #positives labels (None where fewer labels were given).
+    recall_at: BTreeMap<String, Option<f64>>,
+    /// Labels until 95 % of the positives were found.
+    labels_for_95: Option<usize>,
+    /// Work saved over sampling at random at 95 % recall: (N - labels_for_95) / N - 0.05.
+    wss_95: Option<f64>,
+    /// Recall of each kind of positive after 2 × #positives labels (or all the labels given).
+    recall_per_kind: BTreeMap<String, f64>,
 }
 
-/// Runs the benchmark.
-pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
-    let bin = std::env::current_exe()?.parent().context("no folder")?.to_owned();
-    std::fs::create_dir_all(&args.out)?;
-    let data = args.out.join("data");
-    let truth_csv = args.out.join("truth.csv");
+/// The multiples of #positives at which recall is reported.
+const MARKS: [(f64, &str); 4] = [(1.0, "1x"), (1.5, "1.5x"), (2.0, "2x"), (3.0, "3x")];
+
+/// Figures of the order `kinds` (the kind of each image shown, None for a negative) over a folder
+/// of `images` images with `positives_per_kind`.
+fn figures(kinds: &[Option<&str>], images: usize, positives_per_kind: &BTreeMap<String, usize>) -> Figures {
+    let positives: usize = positives_per_kind.values().sum();
+    let found: Vec<usize> = kinds
+        .iter()
+        .scan(0, |n, k| {
+            *n += usize::from(k.is_some());
+            Some(*n)
+        })
+        .collect();
+    let labels_until = |count: usize| found.iter().position(|f| *f >= count).map(|i| i + 1);
+    let recall_after = |labels: usize| (labels <= found.len() && labels > 0).then(|| found[labels - 1] as f64 / positives.max(1) as f64);
+    let labels_for_95 = labels_until((0.95 * positives as f64).ceil() as usize);
+    let per_kind_window = (2 * positives).min(kinds.len());
+    let recall_per_kind = positives_per_kind
+        .iter()
+        .map(|(kind, total)| {
+            let hit = kinds[..per_kind_window].iter().filter(|k| **k == Some(kind.as_str())).count();
+            (kind.clone(), hit as f64 / (*total).max(1) as f64)
+        })
+        .collect();
+    Figures {
+        first_positive: labels_until(1),
+        tenth_positive: labels_until(10),
+        recall_at: MARKS.iter().map(|(m, name)| ((*name).to_owned(), recall_after((m * positives as f64).round() as usize))).collect(),
+        labels_for_95,
+        wss_95: labels_for_95.map(|n| (images - n) as f64 / images as f64 - 0.05),
+        recall_per_kind,
+    }
+}
+
+/// One draw: the folder, binann's run on it, and the random order of the same folder.
+#[derive(Debug, Serialize)]
+struct Draw {
+    seed: u64,
+    images: usize,
+    positives: usize,
+    labels: usize,
+    with_binann: Figures,
+    random_order: Figures,
+    /// Share of the folder the model had predicted when #positives labels were given.
+    predicted_share_at_1x: Option<f64>,
+    /// Checks of the positives-left interval (every 100 labels, once there is one).
+    interval_checks: usize,
+    /// How many of them held the true number of positives left.
+    interval_held: usize,
+    /// Labels per second the simulated person achieved.
+    labels_per_s: f64,
+    /// Recall after each label (for the plot).
+    #[serde(skip)]
+    curve: Vec<f64>,
+    #[serde(skip)]
+    random_curve: Vec<f64>,
+}
+
+/// The kind of every image of the truth CSV written by `binann demo-data` (path,label,class).
+fn read_kinds(path: &Path) -> anyhow::Result<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(text
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut f = line.split(',');
+            let (path, label, class) = (f.next()?, f.next()?, f.next()?);
+            (label == "1").then(|| (path.to_owned(), class.to_owned()))
+        })
+        .collect())
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; launch.sh binds it moments later).
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// `launch.sh` in its own process group, stopped (SIGTERM to the group, as Ctrl-C does) on drop.
+struct Launched(std::process::Child);
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", "--", &format!("-{}", self.0.id())]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn launch(root: &Path, data: &Path, rundir: &Path, log: &Path) -> anyhow::Result<(String, Launched)> {
+    use std::os::unix::process::CommandExt;
+    let port = free_port()?;
+    let log_file = std::fs::File::create(log)?;
+    let child = Command::new("bash")
+        .arg(root.join("launch.sh"))
+        .args(["127.0.0.1", &port.to_string(), "true"])
+        .arg(data)
+        .arg(rundir)
+        .arg("all")
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting launch.sh")?;
+    let mut launched = Launched(child);
+    let url = format!("http://127.0.0.1:{port}");
+    let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(2)).build();
+    // launch.sh builds first when the build is stale: allow for a compile.
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        if agent.get(&format!("{url}/health")).call().is_ok() {
+            return Ok((url, launched));
+        }
+        if let Some(status) = launched.0.try_wait()? {
+            bail!("launch.sh exited ({status}) before the page answered; see {}", log.display());
+        }
+        if Instant::now() > deadline {
+            bail!("the page did not answer within 15 minutes; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One reading of `/api/stats`.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    /// Seconds since the person started.
+    at: f64,
+    /// Images the model had predicted.
+    predicted: u64,
+    /// Positives labelled.
+    positives: u64,
+    /// The positives-left interval, when there was one.
+    interval: Option<(f64, f64)>,
+}
+
+/// Polls `/api/stats` once a second.
+fn poll_stats(url: String, start: Instant, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
+    std::thread::spawn(move || {
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let stats = agent.get(&format!("{url}/api/stats")).call().ok().and_then(|r| r.into_json::<serde_json::Value>().ok());
+            if let Some(stats) = stats {
+                let left = &stats["positives_left"];
+                samples.push(Sample {
+                    at: start.elapsed().as_secs_f64(),
+                    predicted: stats["model"]["predicted"].as_u64().unwrap_or(0),
+                    positives: stats["positives"].as_u64().unwrap_or(0),
+                    interval: left["low"].as_f64().zip(left["high"].as_f64()),
+                });
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        samples
+    })
+}
+
+fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Result<Draw> {
+    let dir = args.out.join(format!("seed-{seed}"));
+    let data = dir.join("data");
+    let truth_csv = dir.join("truth.csv");
     if !data.exists() {
-        let status = Command::new(bin.join("binann"))
-            .args(["demo-data", "--count", &args.count.to_string(), "--positive", &args.positive])
+        let mut demo = Command::new(bin.join("binann"));
+        demo.args(["demo-data", "--count", &args.images.to_string(), "--positive", &args.positive, "--seed", &seed.to_string()])
             .arg("--source")
             .arg(&args.source)
             .arg("--out")
             .arg(&data)
             .arg("--truth")
-            .arg(&truth_csv)
-            .status()?;
-        if !status.success() {
-            bail!("writing the demo dataset failed");
+            .arg(&truth_csv);
+        if args.prevalence > 0.0 {
+            demo.args(["--prevalence", &args.prevalence.to_string()]);
+        }
+        if !demo.status()?.success() {
+            let _ = std::fs::remove_dir_all(&data);
+            bail!("writing the dataset failed");
         }
     }
     let truth = read_truth(&truth_csv)?;
-    let positives = truth.values().filter(|p| **p).count();
-    let weights = std::path::absolute(".cache/weights/mobilenet_v2.safetensors")?;
-    let mut runs: Vec<(&str, Vec<Step>)> = Vec::new();
-    for (name, ai) in [("with AI", true), ("random order", false)] {
-        let rundir = args.out.join(if ai { "run-ai" } else { "run-random" });
-        if rundir.exists() {
-            std::fs::remove_dir_all(&rundir)?;
-        }
-        let env = [
-            ("BINANN_DATADIR", data.to_string_lossy().into_owned()),
-            ("BINANN_RUNDIR", rundir.to_string_lossy().into_owned()),
-            ("BINANN_INPUT_SIZE", args.input_size.to_string()),
-            ("BINANN_WEIGHTS", std::env::var("BINANN_WEIGHTS").unwrap_or_else(|_| weights.to_string_lossy().into_owned())),
-            ("RUST_LOG", "warn".to_owned()),
-            ("OMP_WAIT_POLICY", "PASSIVE".to_owned()),
-        ];
-        let ai_procs: &[&str] = if ai { &["binann-trainer", "binann-inferrer", "binann-selector"] } else { &[] };
-        let (url, procs) = start(&bin, ai_procs, &env)?;
-        eprintln!("{name}: {} labels at {} labels/s on {url}", args.labels, if ai { args.pace } else { 0.0 });
-        let sim = SimulateArgs {
-            url,
-            truth: truth_csv.clone(),
-            labels: args.labels,
-            // Without the AI the order is fixed: pace changes nothing, so do not wait.
-            pace: if ai { args.pace } else { 0.0 },
-            client: "bench-recall".into(),
-            annotator: "bench-recall".into(),
-            token: None,
-            trace: None,
-        };
-        let steps = simulate(&sim, &truth)?;
-        drop(procs);
-        write_trace(&args.out.join(format!("trace-{}.csv", if ai { "ai" } else { "random" })), &steps)?;
-        runs.push((name, steps));
+    let kinds = read_kinds(&truth_csv)?;
+    let mut positives_per_kind = BTreeMap::new();
+    for kind in kinds.values() {
+        *positives_per_kind.entry(kind.clone()).or_insert(0usize) += 1;
     }
-    let curves: Vec<(&str, Vec<usize>)> = runs.iter().map(|(n, s)| (*n, cumulative(s))).collect();
-    let oracle: Vec<usize> = (1..=args.labels).map(|n| n.min(positives)).collect();
+    let positives = kinds.len();
+    let labels = args.labels.unwrap_or(3 * positives).min(truth.len());
 
-    println!(
-        "dataset: {} Fashion-MNIST images, positive class {:?}: {positives} positives ({:.1} %)",
-        truth.len(),
-        args.positive,
-        100.0 * positives as f64 / truth.len() as f64
-    );
-    println!("positives found after n labels (recall):");
-    println!("{:>8} {:>16} {:>16} {:>16}", "n", "with AI", "random order", "oracle");
-    let mut checkpoints: Vec<usize> = [50, 100, 200, 300, 500, 750, 1000, 1500, 2000].into_iter().filter(|n| *n <= args.labels).collect();
-    if checkpoints.last() != Some(&args.labels) {
-        checkpoints.push(args.labels);
+    let (url, launched) = launch(root, &data, &dir.join("run"), &dir.join("launch.log"))?;
+    if args.read > 0.0 {
+        std::thread::sleep(Duration::from_secs_f64(args.read));
     }
-    let cell = |c: &[usize], n: usize| {
-        let found = c.get(n - 1).or(c.last()).copied().unwrap_or(0);
-        format!("{found} ({:.0} %)", 100.0 * found as f64 / positives.max(1) as f64)
+    eprintln!("draw {seed}: {} images, {positives} positives; {labels} labels at {} labels/s on {url}", truth.len(), args.pace);
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = poll_stats(url.clone(), start, stop.clone());
+    let sim = SimulateArgs {
+        url,
+        truth: truth_csv.clone(),
+        labels,
+        pace: args.pace,
+        client: "bench-recall".into(),
+        annotator: "bench-recall".into(),
+        token: None,
+        trace: None,
     };
-    for n in checkpoints {
-        println!("{n:>8} {:>16} {:>16} {:>16}", cell(&curves[0].1, n), cell(&curves[1].1, n), cell(&oracle, n));
+    let steps = simulate(&sim, &truth);
+    stop.store(true, Ordering::Relaxed);
+    let samples = poller.join().unwrap_or_default();
+    drop(launched);
+    let steps = steps?;
+    write_trace(&dir.join("trace.csv"), &steps)?;
+
+    let shown: Vec<Option<&str>> = steps.iter().map(|s: &Step| kinds.get(&s.path).map(String::as_str)).collect();
+    // The random order: the same folder shuffled with this draw's seed, labelled to the end (so
+    // that its labels for 95 % recall are known).
+    let mut paths: Vec<&String> = truth.keys().collect();
+    paths.sort();
+    paths.sort_by_cached_key(|p| shuffle_key(seed, crc(p)));
+    let random: Vec<Option<&str>> = paths.iter().map(|p| kinds.get(*p).map(String::as_str)).collect();
+    let at_1x = steps.get(positives.saturating_sub(1)).map(|s| s.time_s);
+    let predicted_share_at_1x =
+        at_1x.and_then(|t| samples.iter().rev().find(|s| s.at <= t).map(|s| s.predicted as f64 / truth.len() as f64));
+    // The positives-left interval, checked every 100 labels against the truth at that moment.
+    let checks: Vec<bool> = steps
+        .iter()
+        .skip(99)
+        .step_by(100)
+        .filter_map(|step| samples.iter().find(|s| s.at >= step.time_s))
+        .filter_map(|s| s.interval.map(|(low, high)| (low, high, (positives as u64).saturating_sub(s.positives) as f64)))
+        .map(|(low, high, left)| low <= left && left <= high)
+        .collect();
+    let elapsed = steps.last().map_or(0.0, |s| s.time_s);
+    let curve_of = |kinds: &[Option<&str>]| -> Vec<f64> {
+        let mut n = 0;
+        kinds[..labels.min(kinds.len())]
+            .iter()
+            .map(|k| {
+                n += usize::from(k.is_some());
+                n as f64 / positives.max(1) as f64
+            })
+            .collect()
+    };
+    debug_assert_eq!(cumulative(&steps).len(), steps.len());
+    Ok(Draw {
+        seed,
+        images: truth.len(),
+        positives,
+        labels: steps.len(),
+        with_binann: figures(&shown, truth.len(), &positives_per_kind),
+        random_order: figures(&random, truth.len(), &positives_per_kind),
+        predicted_share_at_1x,
+        interval_checks: checks.len(),
+        interval_held: checks.iter().filter(|c| **c).count(),
+        labels_per_s: steps.len() as f64 / elapsed.max(1e-9),
+        curve: curve_of(&shown),
+        random_curve: curve_of(&random),
+    })
+}
+
+/// A stable 32-bit hash of a path (FNV-1a), the key the random order shuffles by.
+fn crc(path: &str) -> u32 {
+    path.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// "median (min–max)" of the values present, or "–".
+fn spread(values: &[Option<f64>], format: impl Fn(f64) -> String) -> String {
+    let mut v: Vec<f64> = values.iter().flatten().copied().collect();
+    if v.is_empty() {
+        return "–".into();
     }
-    if args.labels >= 2 * positives {
-        println!(
-            "recall after 2 x {positives} = {} labels: with AI {}, random order {}",
-            2 * positives,
-            cell(&curves[0].1, 2 * positives),
-            cell(&curves[1].1, 2 * positives)
-        );
+    v.sort_by(f64::total_cmp);
+    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
+    let missing = values.len() - v.len();
+    let note = if missing > 0 { format!(", {missing} of {} not reached", values.len()) } else { String::new() };
+    if v.len() == 1 {
+        format!("{}{note}", format(median))
+    } else {
+        format!("{} ({}–{}{note})", format(median), format(v[0]), format(v[v.len() - 1]))
     }
-    let elapsed = runs[0].1.last().map_or(0.0, |s| s.time_s);
-    println!("with AI: {} labels in {elapsed:.0} s ({:.2} labels/s)", runs[0].1.len(), runs[0].1.len() as f64 / elapsed.max(1e-9));
+}
+
+/// Runs the benchmark.
+pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
+    let bin = std::env::current_exe()?.parent().context("no folder")?.to_owned();
+    let root = std::env::current_dir()?;
+    if !root.join("launch.sh").exists() {
+        bail!("run bench-recall from binann's folder (it starts launch.sh as a user does)");
+    }
+    if args.seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let settings: Vec<String> = std::env::vars().filter(|(k, _)| k.starts_with("BINANN_")).map(|(k, v)| format!("{k}={v}")).collect();
+    let mut draws = Vec::new();
+    for seed in 1..=args.seeds {
+        draws.push(run_draw(args, &root, &bin, seed)?);
+    }
+    let kinds: Vec<String> = draws[0].with_binann.recall_per_kind.keys().cloned().collect();
+    let row = |name: &str, pick: &dyn Fn(&Figures) -> Option<f64>, format: &dyn Fn(f64) -> String| {
+        let ai: Vec<_> = draws.iter().map(|d| pick(&d.with_binann)).collect();
+        let random: Vec<_> = draws.iter().map(|d| pick(&d.random_order)).collect();
+        println!("| {name} | {} | {} |", spread(&ai, format), spread(&random, format));
+    };
+    let count = |v: f64| format!("{v:.0}");
+    let share = |v: f64| format!("{v:.3}");
+    println!(
+        "\n{} draw(s) of {} Fashion-MNIST images, positive {:?} at {}; {} labels/s from the moment the page answers; settings: {}",
+        draws.len(),
+        args.images,
+        args.positive,
+        if args.prevalence > 0.0 { format!("{} %", 100.0 * args.prevalence) } else { "as they come".into() },
+        args.pace,
+        if settings.is_empty() { "none (the defaults)".to_owned() } else { settings.join(" ") }
+    );
+    println!(
+        "positives per draw: {}; median (range) over the draws\n",
+        spread(&draws.iter().map(|d| Some(d.positives as f64)).collect::<Vec<_>>(), count)
+    );
+    println!("| figure | binann (launch.sh) | random order |");
+    println!("|---|---|---|");
+    row("labels to the first positive", &|f| f.first_positive.map(|v| v as f64), &count);
+    row("labels to 10 positives", &|f| f.tenth_positive.map(|v| v as f64), &count);
+    for (_, mark) in MARKS {
+        row(&format!("recall at {mark} #positives labels"), &|f| f.recall_at[mark], &share);
+    }
+    row("labels for 95 % recall", &|f| f.labels_for_95.map(|v| v as f64), &count);
+    row("WSS@95", &|f| f.wss_95, &share);
+    for kind in &kinds {
+        row(&format!("recall of {kind} at 2x"), &|f| f.recall_per_kind.get(kind).copied(), &share);
+    }
+    println!(
+        "| predicted share of the folder at 1x #positives labels | {} | |",
+        spread(&draws.iter().map(|d| d.predicted_share_at_1x).collect::<Vec<_>>(), share)
+    );
+    let (held, checks) = draws.iter().fold((0, 0), |(h, c), d| (h + d.interval_held, c + d.interval_checks));
+    println!(
+        "| positives-left interval held the truth (checks every 100 labels) | {} | |",
+        if checks > 0 { format!("{held} of {checks} ({:.0} %)", 100.0 * held as f64 / checks as f64) } else { "no checks".into() }
+    );
+    println!(
+        "| labels per second achieved | {} | |",
+        spread(&draws.iter().map(|d| Some(d.labels_per_s)).collect::<Vec<_>>(), |v| format!("{v:.2}"))
+    );
+    let json = args.out.join("recall.json");
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(&serde_json::json!({
+            "images": args.images, "positive": args.positive, "prevalence": args.prevalence, "pace": args.pace,
+            "settings": settings, "draws": draws,
+        }))?,
+    )?;
     let svg = args.out.join("recall.svg");
-    plot(&svg, positives, &curves, &oracle)?;
-    println!("recall curves: {}", svg.display());
+    plot(&svg, &draws)?;
+    println!("\nfigures: {}; recall curves: {}", json.display(), svg.display());
     Ok(())
 }
 
-fn plot(path: &Path, positives: usize, curves: &[(&str, Vec<usize>)], oracle: &[usize]) -> anyhow::Result<()> {
+fn plot(path: &Path, draws: &[Draw]) -> anyhow::Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
     let root = SVGBackend::new(path, (720, 440)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let n = oracle.len();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let n = draws.iter().map(|d| d.curve.len().max(d.random_curve.len())).max().unwrap_or(1).max(1);
     let mut chart = ChartBuilder::on(&root)
-        .caption("binann: positives found versus labels given", ("sans-serif", 20))
+        .caption("binann: share of the positives found versus labels given", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(48)
         .build_cartesian_2d(0usize..n, 0f64..1.0)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart.configure_mesh().x_desc("labels given").y_desc("recall (share of positives found)").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let p = positives.max(1) as f64;
-    let series: Vec<(&str, &[usize], RGBColor)> = vec![
-        ("oracle (all positives first)", oracle, RGBColor(150, 150, 150)),
-        (curves[0].0, &curves[0].1, RGBColor(30, 120, 220)),
-        (curves[1].0, &curves[1].1, RGBColor(220, 80, 40)),
-    ];
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("labels given").y_desc("recall").draw().map_err(|e| err(&e))?;
+    let positives = draws[0].positives.max(1);
+    let oracle: Vec<f64> = (1..=n).map(|i| (i.min(positives)) as f64 / positives as f64).collect();
+    let mut series: Vec<(String, &[f64], RGBColor)> = vec![("oracle (all positives first)".into(), &oracle, RGBColor(150, 150, 150))];
+    for (i, d) in draws.iter().enumerate() {
+        let label = |what: &str| if i == 0 { what.to_owned() } else { String::new() };
+        series.push((label("binann at the defaults"), &d.curve, RGBColor(30, 120, 220)));
+        series.push((label("random order"), &d.random_curve, RGBColor(220, 80, 40)));
+    }
     for (name, values, color) in series {
-        chart
-            .draw_series(LineSeries::new(values.iter().enumerate().map(|(i, v)| (i + 1, *v as f64 / p)), color.stroke_width(2)))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        let drawn = chart
+            .draw_series(LineSeries::new(values.iter().enumerate().map(|(i, v)| (i + 1, *v)), color.stroke_width(2)))
+            .map_err(|e| err(&e))?;
+        if !name.is_empty() {
+            drawn.label(name).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+        }
     }
     chart
         .configure_series_labels()
@@ -187,7 +476,49 @@ fn plot(path: &Path, positives: usize, curves: &[(&str, Vec<usize>)], oracle: &[
         .border_style(BLACK)
         .background_style(WHITE.mix(0.9))
         .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_of_a_known_order() {
+        // 100 images, 4 positives: two "a", two "b".
+        let per_kind: BTreeMap<String, usize> = [("a".to_owned(), 2), ("b".to_owned(), 2)].into();
+        let mut order: Vec<Option<&str>> = vec![None; 100];
+        order[2] = Some("a");
+        order[5] = Some("a");
+        order[6] = Some("b");
+        order[40] = Some("b");
+        let f = figures(&order, 100, &per_kind);
+        assert_eq!(f.first_positive, Some(3));
+        assert_eq!(f.tenth_positive, None);
+        // After 4, 6, 8 and 12 labels: one, two, three and three of the four.
+        assert_eq!(f.recall_at["1x"], Some(0.25));
+        assert_eq!(f.recall_at["1.5x"], Some(0.5));
+        assert_eq!(f.recall_at["2x"], Some(0.75));
+        assert_eq!(f.recall_at["3x"], Some(0.75));
+        // 95 % of 4 is 4 positives: the 41st label.
+        assert_eq!(f.labels_for_95, Some(41));
+        assert!((f.wss_95.unwrap() - (59.0 / 100.0 - 0.05)).abs() < 1e-12);
+        // Within 2 × 4 = 8 labels: both "a", one "b".
+        assert_eq!(f.recall_per_kind["a"], 1.0);
+        assert_eq!(f.recall_per_kind["b"], 0.5);
+        // Fewer labels than a mark: no figure rather than a wrong one.
+        let short = figures(&order[..7], 100, &per_kind);
+        assert_eq!(short.recall_at["2x"], None);
+        assert_eq!(short.labels_for_95, None);
+    }
+
+    #[test]
+    fn spread_reports_median_range_and_misses() {
+        let f = |v: f64| format!("{v:.0}");
+        assert_eq!(spread(&[Some(3.0), Some(1.0), Some(10.0)], f), "3 (1–10)");
+        assert_eq!(spread(&[Some(4.0), None], f), "4, 1 of 2 not reached");
+        assert_eq!(spread(&[None], f), "–");
+    }
 }

@@ -32,7 +32,14 @@ fn run_directory(dir: &Path) -> PathBuf {
     let mut w = JournalWriter::open::<Record>(&rd.annotations(), FileKind::Annotations).unwrap().writer;
     for (seq, (id, label)) in [(0, Label::Negative), (1, Label::Negative), (2, Label::Skip), (9, Label::Negative)].into_iter().enumerate() {
         let annotator = ["Ada", "", "Ada", "Lovelace, Ada"][seq].to_owned();
-        let r = Record { seq: seq as u64, time_ms: 0, client: "p".into(), annotator, event: Event::Label { id, label, prob: None } };
+        let r = Record {
+            audit: None,
+            seq: seq as u64,
+            time_ms: 0,
+            client: "p".into(),
+            annotator,
+            event: Event::Label { id, label, prob: None },
+        };
         w.append_framed(&journal::frame(&r)).unwrap();
     }
     let model = ModelInfo {

@@ -84,6 +84,29 @@ pub struct Record {
     pub annotator: String,
     /// What happened.
     pub event: Event,
+    /// For a label of an audit pick (an image drawn uniformly at random from the unlabelled ones,
+    /// handed out like any other): the draw. None for every other record, and in journals of
+    /// format versions 1 and 2.
+    pub audit: Option<AuditPick>,
+}
+
+/// How an audit pick was drawn (see [`crate::estimate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditPick {
+    /// Images unlabelled (neither labelled nor skipped) when it was drawn.
+    pub unlabelled: u64,
+    /// Positive labels in force when it was drawn.
+    pub found_before: u64,
+}
+
+/// A record as format version 2 wrote it.
+#[derive(Deserialize)]
+struct RecordV2 {
+    seq: u64,
+    time_ms: u64,
+    client: String,
+    annotator: String,
+    event: Event,
 }
 
 /// A record as format version 1 wrote it: bincode is positional, so the old shape is kept to
@@ -100,7 +123,11 @@ impl JournalRecord for Record {
     fn decode_record(version: u16, payload: &[u8]) -> Result<Self, DecodeError> {
         if version == 1 {
             let RecordV1 { seq, time_ms, client, event } = codec::decode_value(payload)?;
-            return Ok(Record { seq, time_ms, client, annotator: String::new(), event });
+            return Ok(Record { seq, time_ms, client, annotator: String::new(), event, audit: None });
+        }
+        if version == 2 {
+            let RecordV2 { seq, time_ms, client, annotator, event } = codec::decode_value(payload)?;
+            return Ok(Record { seq, time_ms, client, annotator, event, audit: None });
         }
         codec::decode_value(payload)
     }
@@ -197,6 +224,9 @@ pub struct AnnotationState {
     annotator_ids: HashMap<String, AnnotatorId>,
     /// Counts of the labels in force given by each annotator, indexed by [`AnnotatorId`].
     annotator_counts: Vec<Counts>,
+    /// Labels of audit picks, in the order given: (seq, image, the draw). One whose label is no
+    /// longer in force (undone, or relabelled) no longer counts (see [`Self::audit_labels`]).
+    audits: Vec<(u64, u32, AuditPick)>,
 }
 
 impl AnnotationState {
@@ -216,6 +246,34 @@ impl AnnotationState {
             Err(e) if e.is_not_found() => Ok(Self::default()),
             Err(e) => Err(e),
         }
+    }
+
+    /// The audit labels still in force, oldest first, for [`crate::estimate::positives_left`]. An
+    /// audit pick that was skipped, undone or relabelled by a later label does not count: the
+    /// sample is the audit picks that were answered positive or negative, and stayed so.
+    pub fn audit_labels(&self) -> Vec<crate::estimate::AuditLabel> {
+        self.audits
+            .iter()
+            .filter_map(|(seq, id, pick)| {
+                let e = self.current.get(id).filter(|e| e.seq == *seq && e.label != Label::Skip)?;
+                Some(crate::estimate::AuditLabel {
+                    unlabelled: pick.unlabelled,
+                    found_before: pick.found_before,
+                    positive: e.label == Label::Positive,
+                })
+            })
+            .collect()
+    }
+
+    /// The draw of the audit label with sequence number `seq`, if it was one.
+    pub fn audit_pick(&self, seq: u64) -> Option<AuditPick> {
+        self.audits.iter().find(|(s, ..)| *s == seq).map(|(_, _, pick)| *pick)
+    }
+
+    /// The estimate of the positives left unlabelled among `total` images (see [`crate::estimate`]).
+    pub fn positives_left(&self, total: u64) -> Option<crate::estimate::PositivesLeft> {
+        let c = self.counts;
+        crate::estimate::positives_left(&self.audit_labels(), total.saturating_sub(c.annotated() + c.skipped), c.positives)
     }
 
     /// The seq the next record must carry.
@@ -242,6 +300,9 @@ impl AnnotationState {
                     self.history.push((id, new));
                 }
                 self.undo_stacks.entry(r.client.clone()).or_default().push(UndoEntry { seq: r.seq, id, previous });
+                if let Some(pick) = r.audit {
+                    self.audits.push((r.seq, id, pick));
+                }
             }
             Event::Undo { id, of_seq } => {
                 let stack = self.undo_stacks.get_mut(&r.client);
@@ -362,10 +423,17 @@ mod tests {
     use super::*;
 
     fn label(seq: u64, client: &str, id: u32, l: Label) -> Record {
-        Record { seq, time_ms: seq, client: client.into(), annotator: String::new(), event: Event::Label { id, label: l, prob: None } }
+        Record {
+            audit: None,
+            seq,
+            time_ms: seq,
+            client: client.into(),
+            annotator: String::new(),
+            event: Event::Label { id, label: l, prob: None },
+        }
     }
     fn undo(seq: u64, client: &str, id: u32, of_seq: u64) -> Record {
-        Record { seq, time_ms: seq, client: client.into(), annotator: String::new(), event: Event::Undo { id, of_seq } }
+        Record { audit: None, seq, time_ms: seq, client: client.into(), annotator: String::new(), event: Event::Undo { id, of_seq } }
     }
 
     #[test]
@@ -402,6 +470,7 @@ mod tests {
     #[test]
     fn labels_in_force_are_counted_per_annotator() {
         let by = |seq: u64, client: &str, annotator: &str, event: Event| Record {
+            audit: None,
             seq,
             time_ms: seq,
             client: client.into(),
@@ -446,6 +515,7 @@ mod tests {
         let shown = [(Label::Positive, Some(0.9)), (Label::Negative, Some(0.7)), (Label::Negative, None), (Label::Negative, Some(0.2))];
         for (seq, (l, prob)) in shown.into_iter().enumerate() {
             let r = Record {
+                audit: None,
                 seq: seq as u64,
                 time_ms: 0,
                 client: "a".into(),

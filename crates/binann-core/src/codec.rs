@@ -19,7 +19,9 @@ pub const MAGIC: [u8; 8] = *b"BINANN\0\x1a";
 /// - 2: annotation journal records carry the annotator's name. Nothing else changed, so every
 ///   other kind of file decodes the same at both versions; a version-1 journal is read as is and
 ///   upgraded by its writer when it is next opened (see [`crate::journal::JournalRecord`]).
-pub const FORMAT_VERSION: u16 = 2;
+/// - 3: journal records say whether the label was for an audit pick (see [`crate::estimate`]).
+///   Again only the journal changed, and older journals are read and upgraded the same way.
+pub const FORMAT_VERSION: u16 = 3;
 /// Size of [`Header`] on disk.
 pub const HEADER_LEN: usize = 40;
 

@@ -9,6 +9,7 @@
 //! - [`manifest`]: every image under DATADIR with a stable integer id.
 //! - [`journal`]: the append-only annotation journal (O(1) durable work per annotation).
 //! - [`annotations`]: the annotation state rebuilt from the journal (labels, undo stacks, counts).
+//! - [`estimate`]: how many positives are left unlabelled, from the audit labels.
 //! - [`ranking`]: the order the server hands images out in, and the default order.
 //! - [`embeddings`]: the cache of backbone embeddings, one file per chunk of ids.
 //! - [`predictions`]: the inferrer's probabilities per image.
@@ -21,6 +22,7 @@ pub mod atomic;
 pub mod cli;
 pub mod codec;
 pub mod embeddings;
+pub mod estimate;
 pub mod inspect;
 pub mod journal;
 pub mod manifest;

@@ -147,6 +147,7 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
             // A journal: framed records behind a header, read back as the server and trainer read it.
             let records: Vec<Record> = (0..n)
                 .map(|i| Record {
+                    audit: None,
                     seq: if shape.small_numbers { (i % 200) as u64 } else { u64::MAX - i as u64 },
                     time_ms: if shape.small_numbers { 0 } else { u64::MAX },
                     client: if shape.empty_fields { String::new() } else { name(shape, i) },

@@ -14,6 +14,7 @@ fn fixture() -> PathBuf {
 
 fn expected_v1_records() -> Vec<Record> {
     let rec = |seq: u64, client: &str, event| Record {
+        audit: None,
         seq,
         time_ms: 1_764_000_000_000 + seq * 1000,
         client: client.into(),
@@ -60,6 +61,7 @@ fn the_writer_upgrades_a_version_1_journal_and_keeps_the_original() {
     assert_eq!(std::fs::read(&backup).unwrap(), original);
     let mut writer = opened.writer;
     let named = Record {
+        audit: None,
         seq: 6,
         time_ms: 1,
         client: "tab-c".into(),

@@ -3,6 +3,10 @@
 //! - [`Strategy`]: the orderings (most probably positive first by default).
 //! - [`select`]: one strategy applied to merged predictions.
 //! - [`merge_predictions`]: the predictions of every inferrer shard in the run directory.
+//! - [`clusters`]: the visual kinds of the folder, for the order before the first positive and
+//!   for exploring picks that visit every kind.
+
+pub mod clusters;
 
 use std::path::{Path, PathBuf};
 
@@ -20,8 +24,8 @@ pub enum Strategy {
     MinProbability,
     /// A fixed-seed shuffle, ignoring the model (the baseline).
     Random,
-    /// Mostly max-probability, with a share of entropy or random picks (`--explore`) so the model
-    /// does not tunnel on what it already knows.
+    /// Mostly max-probability, with a share of exploring picks (`--explore`, of the kind
+    /// `--explore-with` names) so the model does not tunnel on what it already knows.
     Mix,
 }
 
@@ -45,11 +49,23 @@ pub enum Explore {
     Entropy,
     /// Uniformly random.
     Random,
+    /// The most probable image of each visual kind in turn (clusters of the embeddings, smallest
+    /// first): a second kind of positive is found while the first is still being labelled.
+    Clusters,
 }
 
 /// Orders `(id, prob)` pairs by `strategy`. `explore` is the share of exploring picks for Mix;
-/// `seed` makes random choices repeatable.
-pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, explore_with: Explore, seed: u64) -> Vec<usize> {
+/// `seed` makes random choices repeatable. `cluster_of` gives an id's visual kind for
+/// [`Explore::Clusters`] (None everywhere: the exploring picks are by entropy instead).
+pub fn select(
+    ids: &[u32],
+    probs: &[f32],
+    strategy: Strategy,
+    explore: f64,
+    explore_with: Explore,
+    seed: u64,
+    cluster_of: &dyn Fn(u32) -> Option<u32>,
+) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..ids.len()).collect();
     let by_prob_desc = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(ids[a].cmp(&ids[b])));
     let by_entropy =
@@ -67,6 +83,14 @@ pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, expl
             match explore_with {
                 Explore::Entropy => by_entropy(&mut other),
                 Explore::Random => shuffle(&mut other),
+                Explore::Clusters => {
+                    let groups: Vec<Option<u32>> = ids.iter().map(|id| cluster_of(*id)).collect();
+                    if groups.iter().all(Option::is_none) {
+                        by_entropy(&mut other)
+                    } else {
+                        other = clusters::round_robin(&groups, |i| -probs[i]);
+                    }
+                }
             }
             let mut taken = vec![false; ids.len()];
             let mut out = Vec::with_capacity(ids.len());
@@ -150,7 +174,7 @@ mod tests {
     fn strategies_order_as_named() {
         let ids = [10, 11, 12, 13, 14];
         let probs = [0.15, 0.9, 0.5, 0.6, 0.0];
-        let order = |s| select(&ids, &probs, s, 0.0, Explore::Random, 1).iter().map(|&i| ids[i]).collect::<Vec<_>>();
+        let order = |s| select(&ids, &probs, s, 0.0, Explore::Random, 1, &|_| None).iter().map(|&i| ids[i]).collect::<Vec<_>>();
         assert_eq!(order(Strategy::MaxProbability), [11, 13, 12, 10, 14]);
         assert_eq!(order(Strategy::MinProbability), [14, 10, 12, 13, 11]);
         assert_eq!(order(Strategy::Entropy), [12, 13, 10, 11, 14]);
@@ -162,11 +186,29 @@ mod tests {
         assert_eq!(order(Strategy::Mix), order(Strategy::MaxProbability));
         let ids: Vec<u32> = (0..1000).collect();
         let probs: Vec<f32> = ids.iter().map(|i| *i as f32 / 1000.0).collect();
-        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 7);
+        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 7, &|_| None);
         let mut sorted = mix.clone();
         sorted.sort();
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
         let near_half = mix[..100].iter().filter(|&&i| (probs[i] - 0.5).abs() < 0.1).count();
         assert!((5..=40).contains(&near_half), "{near_half} exploring picks in the first 100");
+    }
+
+    #[test]
+    fn exploring_by_clusters_visits_a_second_kind_early() {
+        // Kind 0 (ids 0..500) has high probabilities; kind 1 (ids 500..1000) has lower ones, and
+        // its best (id 999, 0.3) is far down the max-probability order.
+        let ids: Vec<u32> = (0..1000).collect();
+        let probs: Vec<f32> = ids.iter().map(|&i| if i < 500 { 0.5 + i as f32 / 1000.0 } else { (i - 500) as f32 / 1700.0 }).collect();
+        let cluster = |id: u32| Some(u32::from(id >= 500));
+        let plain = select(&ids, &probs, Strategy::Mix, 0.0, Explore::Clusters, 3, &cluster);
+        assert!(plain[..500].iter().all(|&i| i < 500), "without exploring, kind 1 waits for kind 0");
+        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &cluster);
+        let first_of_kind_1 = mix.iter().position(|&i| i >= 500).unwrap();
+        assert!(first_of_kind_1 < 30, "kind 1 first shown at {first_of_kind_1}");
+        assert_eq!(mix[first_of_kind_1], 999, "kind 1 by its most probable image");
+        // Without clusters known, the exploring picks fall back to entropy.
+        let fallback = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &|_| None);
+        assert_eq!(fallback, select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 3, &|_| None));
     }
 }

@@ -7,6 +7,7 @@ use binann_core::cli::CommonArgs;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
+use binann_selector::clusters::{Clusters, Sketches, cluster_count};
 use binann_selector::{Explore, Strategy, merge_predictions, prediction_files, select};
 use clap::Parser;
 
@@ -26,6 +27,20 @@ struct Args {
     /// What the exploring picks of `mix` are.
     #[arg(long, env = "BINANN_EXPLORE_WITH", value_enum, default_value = "entropy")]
     explore_with: Explore,
+    /// The order before the model has seen a positive: `diverse` shows one image of each visual
+    /// kind in turn (clusters of the embeddings, the smallest first), `shuffle` the fixed-seed
+    /// shuffle.
+    #[arg(long, env = "BINANN_COLD_START", value_enum, default_value = "diverse")]
+    cold_start: ColdStart,
+}
+
+/// The order before the first positive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ColdStart {
+    /// One image of each cluster of the embeddings in turn, smallest clusters first.
+    Diverse,
+    /// The fixed-seed shuffle every process agrees on.
+    Shuffle,
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,45 +70,98 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let mut last_inputs = Vec::new();
+    let mut sketches = Sketches::default();
+    let mut clusters: Option<Clusters> = None;
+    let mut cluster_of_id: Vec<u32> = Vec::new();
+    let mut fitted_on = 0usize;
+    let mut dirty = true;
+    let mut cold = true;
     loop {
         // Watch before reading, so a file replaced while this round works wakes the next one.
         // New shards may appear: the watch list is rebuilt each round.
         let mut paths = prediction_files(rundir.root());
         paths.push(rundir.predictions(0, 1));
         let mut watcher = FileWatcher::new(paths, args.common.watch_options());
+        let wants_clusters = args.cold_start == ColdStart::Diverse || args.explore_with == Explore::Clusters;
+        // Refit when the embedded images grew by a tenth: a chunk of 4,096 more among 1,000,000
+        // changes the kinds little and would cost a pass over all of them.
+        if wants_clusters && sketches.refresh(&rundir.embeddings_dir()) && sketches.len() * 10 >= fitted_on * 11 {
+            let started = Instant::now();
+            let fitted = Clusters::fit(&sketches.values, cluster_count(sketches.len()), 1);
+            cluster_of_id = vec![u32::MAX; sketches.ids.iter().map(|id| *id as usize + 1).max().unwrap_or(0)];
+            for (id, c) in sketches.ids.iter().zip(&fitted.assignment) {
+                cluster_of_id[*id as usize] = *c;
+            }
+            tracing::info!(
+                images = sketches.len(),
+                clusters = fitted.sizes.len(),
+                smallest = fitted.sizes.iter().min(),
+                "visual kinds found in {:.0} ms",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            clusters = Some(fitted);
+            fitted_on = sketches.len();
+            dirty = true; // the clusters changed: order again
+        }
+        let cluster_of = |id: u32| cluster_of_id.get(id as usize).copied().filter(|c| *c != u32::MAX);
         let files = prediction_files(rundir.root());
         let stamps: Vec<_> = files.iter().map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok())).collect();
-        if !files.is_empty() && stamps != last_inputs {
+        if stamps != last_inputs || dirty {
             let started = Instant::now();
-            let merged = merge_predictions(&files);
+            let merged = if files.is_empty() { Default::default() } else { merge_predictions(&files) };
             for p in &merged.problems {
                 tracing::error!("skipping unreadable predictions: {p}");
             }
-            if merged.model.is_some() {
-                let order = select(&merged.ids, &merged.probs, args.strategy, args.explore, args.explore_with, generation + 1);
-                let ranking = Ranking {
-                    ids: order.iter().map(|&i| merged.ids[i]).collect(),
-                    probs: order.iter().map(|&i| merged.probs[i]).collect(),
-                    selector: args.strategy.name().to_owned(),
-                    model: merged.model.clone(),
-                    predicted: merged.ids.len() as u64,
+            let knows_a_positive = merged.model.as_ref().is_some_and(|m| m.positives_used > 0);
+            cold = !knows_a_positive;
+            let ranking = if knows_a_positive || args.strategy == Strategy::Random {
+                merged.model.is_some().then(|| {
+                    let order =
+                        select(&merged.ids, &merged.probs, args.strategy, args.explore, args.explore_with, generation + 1, &cluster_of);
+                    Ranking {
+                        ids: order.iter().map(|&i| merged.ids[i]).collect(),
+                        probs: order.iter().map(|&i| merged.probs[i]).collect(),
+                        selector: args.strategy.name().to_owned(),
+                        model: merged.model.clone(),
+                        predicted: merged.ids.len() as u64,
+                        created_ms: binann_core::now_ms(),
+                    }
+                })
+            } else if let (ColdStart::Diverse, Some(fitted)) = (args.cold_start, &clusters) {
+                // No model knows a positive yet: one image of each visual kind in turn. Images not
+                // embedded yet follow in the default order (the server appends them).
+                let order = fitted.round_robin();
+                Some(Ranking {
+                    ids: order.iter().map(|&i| sketches.ids[i]).collect(),
+                    probs: vec![f32::NAN; order.len()],
+                    selector: "diverse (no positive yet)".to_owned(),
+                    model: None,
+                    predicted: 0,
                     created_ms: binann_core::now_ms(),
-                };
+                })
+            } else {
+                None
+            };
+            if let Some(ranking) = ranking {
                 generation += 1;
                 ranking.save(&rundir.ranking(), generation).context("writing the ranking")?;
                 tracing::info!(
                     generation,
                     images = ranking.ids.len(),
-                    checkpoint = merged.model.as_ref().map(|m| m.checkpoint_generation),
+                    selector = ranking.selector,
+                    checkpoint = ranking.model.as_ref().map(|m| m.checkpoint_generation),
                     "ranking written in {:.0} ms",
                     started.elapsed().as_secs_f64() * 1000.0
                 );
             }
             last_inputs = stamps;
+            dirty = false;
         }
         if args.common.once {
             return Ok(());
         }
-        let _ = watcher.wait(Duration::from_secs(5));
+        // Until a model knows a positive, new embedding chunks (found by polling) refine the
+        // diverse order: look again sooner.
+        let _ = watcher.wait(Duration::from_secs(if cold && wants_clusters { 2 } else { 5 }));
     }
 }

@@ -205,6 +205,7 @@ pub async fn annotate(
                     client: client.id.clone(),
                     annotator,
                     event: Event::Label { id, label, prob: inner.queue.prob(id) },
+                    audit: inner.queue.take_audit(id),
                 };
                 let rx = inner.commit(&record)?;
                 inner.queue.labelled(id);
@@ -233,6 +234,7 @@ pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         let (id, of_seq) = inner.annotations.undo_target(&client.id).ok_or(ApiError::NothingToUndo)?;
         let undone = inner.annotations.get(id).filter(|e| e.seq == of_seq);
         let record = Record {
+            audit: None,
             seq: inner.annotations.next_seq(),
             time_ms: binann_core::now_ms(),
             client: client.id.clone(),
@@ -240,6 +242,9 @@ pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             event: Event::Undo { id, of_seq },
         };
         let rx = inner.commit(&record)?;
+        if let Some(pick) = inner.annotations.audit_pick(of_seq) {
+            inner.queue.restore_audit(id, pick);
+        }
         inner.queue.reopened(id);
         inner.queue.hand(&client.id, id);
         let mut body = image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id));
@@ -300,6 +305,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         } else { serde_json::Value::Null },
         "model": model,
         "selector": inner.queue.source.as_ref().map(|r| r.selector.clone()),
+        "positives_left": inner.annotations.positives_left(total),
     }))
 }
 

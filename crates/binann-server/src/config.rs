@@ -26,6 +26,11 @@ pub struct ServerConfig {
     /// Seconds after which a quiet client's images are handed to others.
     #[arg(long, env = "BINANN_HANDOUT_TIMEOUT_SECS", default_value_t = 120)]
     pub handout_timeout_secs: u64,
+    /// Share of the images handed out that are audit picks: drawn uniformly at random from the
+    /// unlabelled images (the page does not say which), to estimate how many positives are left
+    /// (0 to 0.5; 0: no estimate).
+    #[arg(long, env = "BINANN_AUDIT_RATE", default_value_t = 0.05, value_parser = audit_rate)]
+    pub audit_rate: f64,
     /// Watch the run directory by polling only (for network disks shared between machines).
     #[arg(long, env = "BINANN_FORCE_POLLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub force_polling: bool,
@@ -48,4 +53,9 @@ pub struct ServerConfig {
     /// development: edit and reload without rebuilding).
     #[arg(long, env = "BINANN_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+}
+
+fn audit_rate(s: &str) -> Result<f64, String> {
+    let rate: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=0.5).contains(&rate) { Ok(rate) } else { Err(format!("the audit rate must be between 0 and 0.5, got {rate}")) }
 }

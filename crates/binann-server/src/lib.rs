@@ -66,7 +66,9 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
     }
     let annotations = AnnotationState::replay(&opened.records)
         .with_context(|| format!("replaying {} (nothing was changed)", rundir.annotations().display()))?;
-    let mut queue = Queue::new(manifest.len(), Duration::from_secs(config.handout_timeout_secs));
+    // The audit picks' seed differs per start: they need to be uniform, not repeatable.
+    let mut queue =
+        Queue::with_audits(manifest.len(), Duration::from_secs(config.handout_timeout_secs), config.audit_rate, binann_core::now_ms());
     match Ranking::load(&rundir.ranking()) {
         Ok((generation, ranking)) => queue.set_ranking(manifest.len(), generation, ranking),
         Err(e) if e.is_not_found() => tracing::info!("no ranking yet: serving the default order"),

@@ -3,12 +3,17 @@
 //! Images go out in ranking order, skipping those labelled or skipped and those handed to another
 //! client. A client's hand-out is released when it asks again, or after it has been quiet for the
 //! hand-out timeout, so a closed tab never hides images for long.
+//!
+//! A share of the images handed out (the audit rate) are audit picks instead: drawn uniformly at
+//! random from the unlabelled images nobody holds. Their labels are marked in the journal, and
+//! they estimate how many positives the ranking has not shown yet (see
+//! [`binann_core::estimate`]). The page does not say which images they are.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use binann_core::annotations::AnnotationState;
-use binann_core::ranking::{self, Ranking};
+use binann_core::annotations::{AnnotationState, AuditPick};
+use binann_core::ranking::{self, Ranking, SplitMix64};
 
 #[derive(Debug)]
 struct ClientSlot {
@@ -33,11 +38,21 @@ pub struct Queue {
     pub generation: u64,
     /// Mean probability over the predicted images: the model's estimate of the positive rate.
     pub mean_prob: Option<f64>,
+    /// Share of hand-outs that are audit picks.
+    audit_rate: f64,
+    /// Audit picks handed out and not labelled yet, with their draw.
+    audit_pending: HashMap<u32, AuditPick>,
+    rng: SplitMix64,
 }
 
 impl Queue {
-    /// A queue over `n` images in the default (seeded shuffle) order.
+    /// A queue over `n` images in the default (seeded shuffle) order, with no audit picks.
     pub fn new(n: usize, handout_timeout: Duration) -> Self {
+        Self::with_audits(n, handout_timeout, 0.0, 0)
+    }
+
+    /// A queue whose hand-outs are audit picks at `audit_rate` (0 to 1), drawn with `seed`.
+    pub fn with_audits(n: usize, handout_timeout: Duration, audit_rate: f64, seed: u64) -> Self {
         let mut q = Self {
             order: Vec::new(),
             position: Vec::new(),
@@ -49,6 +64,9 @@ impl Queue {
             source: None,
             generation: 0,
             mean_prob: None,
+            audit_rate,
+            audit_pending: HashMap::new(),
+            rng: SplitMix64(seed),
         };
         q.set_order(n, Vec::new(), Vec::new());
         q
@@ -111,13 +129,26 @@ impl Queue {
             self.low_water += 1;
         }
         let mut out = Vec::with_capacity(count);
-        for &id in &self.order[self.low_water..] {
-            if out.len() == count {
-                break;
-            }
-            if !done.is_done(id) && !self.holder.contains_key(&id) {
+        let mut cursor = self.low_water;
+        while out.len() < count {
+            if self.audit_rate > 0.0
+                && self.rng.next_f64() < self.audit_rate
+                && let Some(id) = self.draw_audit(done, &out)
+            {
                 out.push(id);
+                continue;
             }
+            let Some(id) = self.order[cursor.min(self.order.len())..]
+                .iter()
+                .position(|id| !done.is_done(*id) && !self.holder.contains_key(id) && !out.contains(id))
+                .map(|offset| {
+                    cursor += offset + 1;
+                    self.order[cursor - 1]
+                })
+            else {
+                break;
+            };
+            out.push(id);
         }
         for &id in &out {
             self.holder.insert(id, client.to_owned());
@@ -125,6 +156,49 @@ impl Queue {
         kept.extend_from_slice(&out);
         self.clients.insert(client.to_owned(), ClientSlot { handed: kept, last_seen: now });
         out
+    }
+
+    /// An image drawn uniformly from the unlabelled images nobody holds (and not in `taken`),
+    /// remembered as an audit pick; None when there is none. Rejection sampling: a few tries at
+    /// random ids, then (when nearly everything is labelled) a draw from the full list of
+    /// candidates, which is just as uniform.
+    fn draw_audit(&mut self, done: &AnnotationState, taken: &[u32]) -> Option<u32> {
+        let n = self.order.len() as u64;
+        if n == 0 {
+            return None;
+        }
+        let free = |q: &Self, id: u32| !done.is_done(id) && !q.holder.contains_key(&id) && !taken.contains(&id);
+        let mut pick = None;
+        for _ in 0..64 {
+            let id = (self.rng.next_u64() % n) as u32;
+            if free(self, id) {
+                pick = Some(id);
+                break;
+            }
+        }
+        if pick.is_none() {
+            let candidates: Vec<u32> = (0..n as u32).filter(|id| free(self, *id)).collect();
+            if candidates.is_empty() {
+                return None;
+            }
+            pick = Some(candidates[(self.rng.next_u64() % candidates.len() as u64) as usize]);
+        }
+        let id = pick?;
+        let c = done.counts();
+        self.audit_pending.insert(id, AuditPick { unlabelled: n.saturating_sub(c.annotated() + c.skipped), found_before: c.positives });
+        Some(id)
+    }
+
+    /// The draw of `id` if it was handed out as an audit pick and not labelled since; it is then
+    /// labelled, so it is forgotten here (the journal record keeps it).
+    pub fn take_audit(&mut self, id: u32) -> Option<AuditPick> {
+        self.audit_pending.remove(&id)
+    }
+
+    /// `id`'s audit label was undone: it is an audit pick again, with its original draw, so that
+    /// the label it gets next counts as before.
+    pub fn restore_audit(&mut self, id: u32, pick: AuditPick) {
+        self.audit_pending.insert(id, pick);
     }
 
     /// Marks `id` as held by `client` (the image an undo shows again).
@@ -197,6 +271,7 @@ mod tests {
         let b = q.next("b", 3, &done, &[]);
         assert!(a.iter().all(|id| !b.contains(id)));
         done.apply(&Record {
+            audit: None,
             seq: 0,
             time_ms: 0,
             client: "a".into(),
@@ -248,5 +323,81 @@ mod tests {
         assert_eq!(got.len(), 5);
         assert_eq!(q.prob(3), Some(0.9));
         assert_eq!(q.prob(0), None);
+    }
+
+    fn negative(seq: u64, id: u32) -> Record {
+        Record {
+            seq,
+            time_ms: 0,
+            client: "a".into(),
+            annotator: String::new(),
+            event: Event::Label { id, label: Label::Negative, prob: None },
+            audit: None,
+        }
+    }
+
+    #[test]
+    fn audit_picks_are_uniform_over_the_unlabelled_images_nobody_holds() {
+        // 100 images: 0..20 labelled, 20..30 held by client b. Client a asks 20,000 times with
+        // every hand-out an audit pick; each draw must be one of the 70 free images, evenly.
+        let n = 100;
+        let mut done = AnnotationState::default();
+        for id in 0..20 {
+            done.apply(&negative(u64::from(id), id)).unwrap();
+        }
+        let mut q = Queue::with_audits(n, Duration::from_secs(600), 1.0, 42);
+        q.set_ranking(
+            n,
+            1,
+            Ranking {
+                ids: (20..30).chain(0..20).chain(30..100).collect(),
+                probs: vec![],
+                selector: "x".into(),
+                model: None,
+                predicted: 0,
+                created_ms: 0,
+            },
+        );
+        for id in 20..30 {
+            q.hand("b", id);
+        }
+        let mut hits = vec![0u32; n];
+        let draws = 20_000;
+        for _ in 0..draws {
+            let got = q.next("a", 1, &done, &[]);
+            assert_eq!(got.len(), 1);
+            hits[got[0] as usize] += 1;
+            let pick = q.take_audit(got[0]).expect("every hand-out is an audit pick at rate 1");
+            assert_eq!((pick.unlabelled, pick.found_before), (80, 0));
+        }
+        assert!(hits[..30].iter().all(|h| *h == 0), "a labelled or held image was drawn");
+        // Chi-square with 69 degrees of freedom; 111.1 is its 0.1 % tail.
+        let expected = f64::from(draws) / 70.0;
+        let chi2: f64 = hits[30..].iter().map(|h| (f64::from(*h) - expected).powi(2) / expected).sum();
+        assert!(chi2 < 111.1, "chi-square {chi2:.1}: not uniform");
+        // With a loaded die (always the same image) the same statistic is enormous.
+        let mut loaded = vec![0f64; 70];
+        loaded[0] = f64::from(draws);
+        assert!(loaded.iter().map(|h| (h - expected).powi(2) / expected).sum::<f64>() > 111.1);
+    }
+
+    #[test]
+    fn audit_picks_come_at_the_audit_rate_and_only_once_each() {
+        let n = 5000;
+        let mut done = AnnotationState::default();
+        let mut q = Queue::with_audits(n, Duration::from_secs(600), 0.05, 7);
+        let (mut audits, mut seen) = (0, std::collections::HashSet::new());
+        for seq in 0..2000u64 {
+            let id = q.next("a", 1, &done, &[])[0];
+            assert!(seen.insert(id), "image {id} handed out twice");
+            audits += usize::from(q.take_audit(id).is_some());
+            done.apply(&negative(seq, id)).unwrap();
+            q.labelled(id);
+        }
+        // 2,000 hand-outs at 5 %: 100 expected; 99.9 % of draws fall within 70..=132.
+        assert!((70..=132).contains(&audits), "{audits} audit picks in 2,000 hand-outs");
+        // Without audits, the ranking order exactly.
+        let mut plain = Queue::new(10, Duration::from_secs(600));
+        assert_eq!(plain.next("a", 10, &AnnotationState::default(), &[]), ranking::default_order(10, ranking::DEFAULT_ORDER_SEED));
     }
 }

@@ -4,6 +4,8 @@ mod common;
 
 use std::collections::HashSet;
 
+use binann_core::annotations::Record;
+use binann_core::codec::FileKind;
 use common::{code, make_dataset, start_server, try_start_server};
 
 fn dirs() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
@@ -110,6 +112,46 @@ fn resumes_after_restart() {
             assert_eq!(old, path, "image {id} changed file");
         }
     }
+}
+
+#[test]
+fn audit_labels_are_journalled_estimate_positives_left_and_survive_a_restart() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 200);
+    let server = start_server(&data, &run, &["--audit-rate", "0.5"]);
+    let c = server.client("a");
+    assert!(c.stats()["positives_left"].is_null(), "no estimate before any audit label");
+    // Every tenth image handed out is called positive.
+    for i in 0..60 {
+        let id = c.next(1)[0];
+        assert_eq!(c.annotate(id, if i % 10 == 0 { "positive" } else { "negative" }).0, 200);
+    }
+    let journal = binann_core::journal::read_journal::<Record>(&run.join("annotations.journal"), FileKind::Annotations).unwrap();
+    let audited: Vec<&Record> = journal.records.iter().filter(|r| r.audit.is_some()).collect();
+    // 60 hand-outs at rate 0.5: 30 expected, 99.9 % within 17..=43.
+    assert!((17..=43).contains(&audited.len()), "{} audit labels", audited.len());
+    for r in &audited {
+        let pick = r.audit.unwrap();
+        assert!(pick.unlabelled <= 200 && pick.unlabelled >= 141, "{pick:?}");
+    }
+    let left = c.stats()["positives_left"].clone();
+    assert_eq!(left["audits"].as_u64(), Some(audited.len() as u64), "{left}");
+    assert_eq!(left["found"].as_u64(), Some(6));
+    assert_eq!(left["unlabelled"].as_u64(), Some(140));
+    let (low, estimate, high) = (left["low"].as_f64().unwrap(), left["estimate"].as_f64().unwrap(), left["high"].as_f64().unwrap());
+    assert!(low <= estimate && estimate <= high && high <= 140.0, "{left}");
+    // Undoing an audit label takes it out of the estimate; labelling the image again puts it back.
+    let last_audited = journal.records.last().unwrap().audit.is_some();
+    let undone = c.undo().1;
+    let after_undo = c.stats()["positives_left"]["audits"].as_u64().unwrap_or(0);
+    assert_eq!(after_undo, audited.len() as u64 - u64::from(last_audited));
+    assert_eq!(c.annotate(undone["id"].as_u64().unwrap(), "negative").0, 200);
+    let relabelled = c.stats()["positives_left"].clone();
+    assert_eq!(relabelled["audits"].as_u64(), Some(audited.len() as u64));
+    server.stop();
+    let server = start_server(&data, &run, &["--audit-rate", "0.5"]);
+    assert_eq!(server.client("a").stats()["positives_left"], relabelled, "the same estimate after a restart");
+    server.stop();
 }
 
 #[test]

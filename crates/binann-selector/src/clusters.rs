@@ -1,0 +1,368 @@
+//! The visual kinds of a folder: clusters of the backbone embeddings, and orders that visit them.
+//!
+//! Rare positives are found by showing every kind of image early. Before the first positive the
+//! model knows nothing, and a random order needs about 1 / prevalence labels per positive; an order
+//! that shows one image of each cluster in turn (the smallest, most unusual clusters first) reaches
+//! a rare kind after about as many labels as there are clusters. Once a model exists, visiting the
+//! clusters in turn, each by its most probable image, finds a second kind of positive that pure
+//! max-probability ordering would leave until the first kind is exhausted.
+//!
+//! - [`Sketches`]: each embedding reduced to [`SKETCH_DIM`] values by a fixed random projection of
+//!   its unit-length vector (distances are kept to within a few per cent; 1,000,000 images fit in
+//!   128 MB), read chunk by chunk and cached per chunk file.
+//! - [`Clusters::fit`]: k-means (k-means++ seeding, a few Lloyd rounds on a sample, one assignment
+//!   pass over everything).
+//! - [`Clusters::round_robin`]: one image of each cluster in turn.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use binann_core::embeddings::EmbeddingChunk;
+use binann_core::ranking::SplitMix64;
+
+/// Values per sketch.
+pub const SKETCH_DIM: usize = 32;
+
+/// Most images k-means is fitted on (the rest are only assigned).
+const FIT_SAMPLE: usize = 20_000;
+
+/// Lloyd rounds.
+const ROUNDS: usize = 12;
+
+/// The number of clusters for `n` images: one per 64 images, 8 to 256. k-means with few clusters
+/// merges a rare kind into a common one; measured on 12,288 Fashion-MNIST embeddings with two
+/// kinds of positive at 1 % together, the first positive of the diverse order came at label 4 to
+/// 10 with 128 or 192 clusters, at 65 to 2,800 with 16 or 32, and at 240 in the shuffle
+/// (`examples/cold_order.rs`). More clusters cost one label each before any repeats.
+pub fn cluster_count(n: usize) -> usize {
+    (n / 16).clamp(8, 256).min(n.max(1))
+}
+
+/// The fixed projection: SKETCH_DIM × `dim` signs, scaled so that lengths are kept on average.
+fn projection(dim: usize) -> Vec<f32> {
+    let mut rng = SplitMix64(0x005E_ED0F_B1A5);
+    let scale = 1.0 / (SKETCH_DIM as f32).sqrt();
+    (0..SKETCH_DIM * dim).map(|_| if rng.next_u64() & 1 == 0 { scale } else { -scale }).collect()
+}
+
+/// Sketches of embedded images, in no particular order.
+#[derive(Debug, Default)]
+pub struct Sketches {
+    /// Image ids.
+    pub ids: Vec<u32>,
+    /// `ids.len()` rows of SKETCH_DIM values.
+    pub values: Vec<f32>,
+    /// Chunk files already read.
+    cache: HashMap<PathBuf, CachedChunk>,
+}
+
+/// A chunk file's sketches: (its modification time when read, its model, its ids, their sketches).
+type CachedChunk = (Option<SystemTime>, String, Vec<u32>, Vec<f32>);
+
+impl Sketches {
+    /// Sketches `rows` (row-major, `dim` values each) of `ids` and appends them.
+    pub fn project(ids: &[u32], rows: &[f32], dim: usize) -> Vec<f32> {
+        let p = projection(dim);
+        let mut out = vec![0f32; ids.len() * SKETCH_DIM];
+        for (r, row) in rows.chunks_exact(dim).enumerate() {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if norm == 0.0 {
+                continue; // an image that failed to decode: its row is zero, and stays at the origin
+            }
+            let o = &mut out[r * SKETCH_DIM..(r + 1) * SKETCH_DIM];
+            for (j, oj) in o.iter_mut().enumerate() {
+                let pj = &p[j * dim..(j + 1) * dim];
+                *oj = row.iter().zip(pj).map(|(a, b)| a * b).sum::<f32>() / norm;
+            }
+        }
+        out
+    }
+
+    /// Reads the chunk files of `dir` that are new or changed since the last call, and rebuilds
+    /// the sketch list from the chunks of the newest chunk's model (a chunk of an older model, left
+    /// from a change of input size, is ignored as the inferrer ignores it). Returns whether
+    /// anything changed. Unreadable chunks are skipped with a warning.
+    pub fn refresh(&mut self, dir: &Path) -> bool {
+        let mut files: Vec<(PathBuf, Option<SystemTime>)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("chunk-") && n.ends_with(".bin")))
+            .map(|p| {
+                let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
+                (p, modified)
+            })
+            .collect();
+        files.sort();
+        let before = self.cache.len();
+        self.cache.retain(|path, _| files.iter().any(|(p, _)| p == path));
+        let mut changed = self.cache.len() != before;
+        for (path, modified) in &files {
+            if self.cache.get(path).is_some_and(|(m, ..)| m == modified) {
+                continue;
+            }
+            match EmbeddingChunk::load(path) {
+                Ok(chunk) => {
+                    let sketch = Self::project(&chunk.ids, &chunk.floats(), chunk.dim as usize);
+                    self.cache.insert(path.clone(), (*modified, chunk.model, chunk.ids, sketch));
+                    changed = true;
+                }
+                Err(e) => tracing::warn!("skipping an unreadable embedding chunk: {e}"),
+            }
+        }
+        if changed {
+            let newest =
+                self.cache.iter().max_by_key(|(path, (modified, ..))| (*modified, (*path).clone())).map(|(_, (_, m, ..))| m.clone());
+            self.ids.clear();
+            self.values.clear();
+            let mut seen = std::collections::HashSet::new();
+            let mut paths: Vec<&PathBuf> = self.cache.keys().collect();
+            paths.sort();
+            for path in paths {
+                let (_, model, ids, values) = &self.cache[path];
+                if Some(model) != newest.as_ref() {
+                    continue;
+                }
+                for (i, id) in ids.iter().enumerate() {
+                    if seen.insert(*id) {
+                        self.ids.push(*id);
+                        self.values.extend_from_slice(&values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
+                    }
+                }
+            }
+        }
+        changed
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]
+    }
+
+    /// Number of sketches.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+fn distance2(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// A clustering of sketches.
+#[derive(Debug, Clone)]
+pub struct Clusters {
+    /// The cluster of each row.
+    pub assignment: Vec<u32>,
+    /// Squared distance of each row to its cluster's centre.
+    pub distance: Vec<f32>,
+    /// Rows per cluster.
+    pub sizes: Vec<usize>,
+}
+
+impl Clusters {
+    /// k-means of the rows of `values` (SKETCH_DIM each) into `k` clusters, repeatable for a seed.
+    pub fn fit(values: &[f32], k: usize, seed: u64) -> Self {
+        let n = values.len() / SKETCH_DIM;
+        let row = |i: usize| &values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
+        let k = k.clamp(1, n.max(1));
+        if n == 0 {
+            return Self { assignment: Vec::new(), distance: Vec::new(), sizes: vec![0; k] };
+        }
+        let mut rng = SplitMix64(seed ^ 0xC1u64);
+        // A fixed-stride sample: every image has the same chance, and no RNG state is needed.
+        let stride = n.div_ceil(FIT_SAMPLE).max(1);
+        let sample: Vec<usize> = (0..n).step_by(stride).collect();
+        // k-means++ seeding: each next centre drawn with probability ∝ squared distance.
+        let mut centres: Vec<f32> = row(sample[(rng.next_u64() % sample.len() as u64) as usize]).to_vec();
+        let mut nearest: Vec<f32> = sample.iter().map(|&i| distance2(row(i), &centres[..SKETCH_DIM])).collect();
+        while centres.len() / SKETCH_DIM < k {
+            let total: f64 = nearest.iter().map(|d| f64::from(*d)).sum();
+            let pick = if total > 0.0 {
+                let mut target = rng.next_f64() * total;
+                let mut chosen = sample.len() - 1;
+                for (j, d) in nearest.iter().enumerate() {
+                    target -= f64::from(*d);
+                    if target <= 0.0 {
+                        chosen = j;
+                        break;
+                    }
+                }
+                chosen
+            } else {
+                (rng.next_u64() % sample.len() as u64) as usize
+            };
+            let c = row(sample[pick]).to_vec();
+            for (j, &i) in sample.iter().enumerate() {
+                nearest[j] = nearest[j].min(distance2(row(i), &c));
+            }
+            centres.extend_from_slice(&c);
+        }
+        let assign = |centres: &[f32], i: usize| -> (u32, f32) {
+            let mut best = (0u32, f32::INFINITY);
+            for (c, centre) in centres.chunks_exact(SKETCH_DIM).enumerate() {
+                let d = distance2(row(i), centre);
+                if d < best.1 {
+                    best = (c as u32, d);
+                }
+            }
+            best
+        };
+        for _ in 0..ROUNDS {
+            let mut sums = vec![0f32; k * SKETCH_DIM];
+            let mut counts = vec![0usize; k];
+            for &i in &sample {
+                let (c, _) = assign(&centres, i);
+                counts[c as usize] += 1;
+                for (s, v) in sums[c as usize * SKETCH_DIM..(c as usize + 1) * SKETCH_DIM].iter_mut().zip(row(i)) {
+                    *s += v;
+                }
+            }
+            for c in 0..k {
+                if counts[c] > 0 {
+                    for j in 0..SKETCH_DIM {
+                        centres[c * SKETCH_DIM + j] = sums[c * SKETCH_DIM + j] / counts[c] as f32;
+                    }
+                }
+            }
+        }
+        let (assignment, distance): (Vec<u32>, Vec<f32>) = (0..n).map(|i| assign(&centres, i)).unzip();
+        let mut sizes = vec![0usize; k];
+        for c in &assignment {
+            sizes[*c as usize] += 1;
+        }
+        Self { assignment, distance, sizes }
+    }
+
+    /// Rows in turns, smallest clusters first, each cluster's rows nearest its centre first.
+    pub fn round_robin(&self) -> Vec<usize> {
+        let groups: Vec<Option<u32>> = self.assignment.iter().map(|c| Some(*c)).collect();
+        round_robin(&groups, |i| self.distance[i])
+    }
+}
+
+/// Items in turns: each turn takes the next item of every group, smallest groups first (unusual
+/// images come early); within a group, items by `key` ascending (ties by index). Items of no group
+/// come last, by `key`.
+pub fn round_robin(groups: &[Option<u32>], key: impl Fn(usize) -> f32) -> Vec<usize> {
+    let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut loose = Vec::new();
+    for (i, g) in groups.iter().enumerate() {
+        match g {
+            Some(g) => members.entry(*g).or_default().push(i),
+            None => loose.push(i),
+        }
+    }
+    let by_key = |m: &mut Vec<usize>| m.sort_by(|&a, &b| key(a).total_cmp(&key(b)).then(a.cmp(&b)));
+    let mut lists: Vec<(u32, Vec<usize>)> = members.into_iter().collect();
+    for (_, m) in &mut lists {
+        by_key(m);
+    }
+    lists.sort_by_key(|(g, m)| (m.len(), *g));
+    let longest = lists.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(groups.len());
+    for turn in 0..longest {
+        for (_, m) in &lists {
+            if let Some(&i) = m.get(turn) {
+                out.push(i);
+            }
+        }
+    }
+    by_key(&mut loose);
+    out.extend(loose);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `per` points around each of `centres.len()` well-separated centres in sketch space.
+    fn blobs(sizes: &[usize], seed: u64) -> (Vec<f32>, Vec<usize>) {
+        let mut rng = SplitMix64(seed);
+        let mut values = Vec::new();
+        let mut truth = Vec::new();
+        for (b, size) in sizes.iter().enumerate() {
+            for _ in 0..*size {
+                for j in 0..SKETCH_DIM {
+                    let centre = if j == b % SKETCH_DIM { 10.0 * (1 + b / SKETCH_DIM) as f32 } else { 0.0 };
+                    values.push(centre + (rng.next_f64() as f32 - 0.5));
+                }
+                truth.push(b);
+            }
+        }
+        (values, truth)
+    }
+
+    #[test]
+    fn the_diverse_order_reaches_every_cluster_before_repeating_one() {
+        // Eight blobs, one of them rare (5 of 1,205 points), listed blob by blob; twice as many
+        // clusters as blobs, as cluster_count over-clusters.
+        let sizes = [200, 200, 200, 200, 200, 100, 100, 5];
+        let (values, truth) = blobs(&sizes, 3);
+        for seed in 1..=5 {
+            let clusters = Clusters::fit(&values, 2 * sizes.len(), seed);
+            let order = clusters.round_robin();
+            let k = clusters.sizes.iter().filter(|s| **s > 0).count();
+            // One turn: every cluster once before any twice.
+            let first_turn: std::collections::HashSet<u32> = order[..k].iter().map(|i| clusters.assignment[*i]).collect();
+            assert_eq!(first_turn.len(), k, "seed {seed}");
+            let blobs_seen: std::collections::HashSet<usize> = order[..k].iter().map(|i| truth[*i]).collect();
+            assert_eq!(blobs_seen.len(), sizes.len(), "seed {seed}: the first {k} picks cover blobs {blobs_seen:?}");
+            // The rare blob, the smallest cluster, comes first.
+            assert_eq!(truth[order[0]], 7, "seed {seed}");
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..truth.len()).collect::<Vec<_>>(), "every row exactly once");
+            // Repeatable.
+            assert_eq!(Clusters::fit(&values, 2 * sizes.len(), seed).assignment, clusters.assignment);
+        }
+    }
+
+    #[test]
+    fn projection_keeps_near_things_near() {
+        let dim = 1280;
+        let mut rng = SplitMix64(9);
+        let a: Vec<f32> = (0..dim).map(|_| rng.next_f64() as f32).collect();
+        let near: Vec<f32> = a.iter().map(|v| v + 0.02 * (rng.next_f64() as f32 - 0.5)).collect();
+        let far: Vec<f32> = (0..dim).map(|_| rng.next_f64() as f32 * (rng.next_f64() as f32)).collect();
+        let rows: Vec<f32> = [a.clone(), near, far, vec![0.0; dim]].concat();
+        let s = Sketches::project(&[0, 1, 2, 3], &rows, dim);
+        let row = |i: usize| &s[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
+        assert!(distance2(row(0), row(1)) * 20.0 < distance2(row(0), row(2)));
+        assert!(row(3).iter().all(|v| *v == 0.0), "a failed image's zero row stays zero");
+        // Unit vectors keep about unit length.
+        let len = row(0).iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((0.6..1.4).contains(&len), "{len}");
+    }
+
+    #[test]
+    fn sketches_follow_the_chunk_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunk = |ids: Vec<u32>, model: &str| EmbeddingChunk {
+            values: EmbeddingChunk::pack(&ids.iter().flat_map(|i| vec![*i as f32 + 1.0; 8]).collect::<Vec<_>>()),
+            ids,
+            dim: 8,
+            model: model.into(),
+            failed: Vec::new(),
+        };
+        let mut sketches = Sketches::default();
+        assert!(!sketches.refresh(dir.path()));
+        chunk(vec![0, 1, 2], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 0)).unwrap();
+        assert!(sketches.refresh(dir.path()));
+        assert_eq!(sketches.ids, [0, 1, 2]);
+        assert!(!sketches.refresh(dir.path()), "nothing changed");
+        chunk(vec![3, 4], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 1)).unwrap();
+        std::fs::write(dir.path().join("chunk-0-of-1-000002.bin"), b"not a chunk").unwrap();
+        assert!(sketches.refresh(dir.path()));
+        assert_eq!(sketches.ids, [0, 1, 2, 3, 4]);
+        assert_eq!(sketches.values.len(), 5 * SKETCH_DIM);
+    }
+}
