@@ -39,6 +39,8 @@ pub enum FileKind {
     Predictions = 4,
     /// A chunk of cached backbone embeddings.
     Embeddings = 5,
+    /// The sketches of the embedded images, for nearest-neighbour search.
+    Sketches = 6,
 }
 
 impl FileKind {
@@ -49,6 +51,7 @@ impl FileKind {
             3 => Self::Ranking,
             4 => Self::Predictions,
             5 => Self::Embeddings,
+            6 => Self::Sketches,
             _ => return None,
         })
     }
@@ -62,6 +65,7 @@ impl fmt::Display for FileKind {
             Self::Ranking => "ranking",
             Self::Predictions => "predictions",
             Self::Embeddings => "embeddings",
+            Self::Sketches => "sketches",
         };
         f.write_str(name)
     }

@@ -31,7 +31,17 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
         }
         FileKind::Annotations => {
             let c = crate::journal::decode_journal::<Record>(&bytes, header.kind).map_err(dec)?;
-            writeln!(out, "{}", json!({ "records": c.records.len(), "damaged_tail_bytes": c.damaged_tail }))?;
+            // The estimate of the positives left needs the number of images: from the manifest
+            // beside the journal, when there is one.
+            let total = path.parent().and_then(|dir| Manifest::load(&dir.join("manifest.bin")).ok()).map(|(_, m)| m.len() as u64);
+            let left = total.and_then(|total| {
+                crate::annotations::AnnotationState::replay(&c.records).ok().and_then(|state| state.positives_left(total))
+            });
+            writeln!(
+                out,
+                "{}",
+                json!({ "records": c.records.len(), "damaged_tail_bytes": c.damaged_tail, "images": total, "positives_left": left })
+            )?;
             for r in &c.records {
                 writeln!(out, "{}", serde_json::to_string(r).map_err(std::io::Error::other)?)?;
             }
@@ -70,6 +80,15 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
                 let start = row * e.dim as usize;
                 let head: Vec<f32> = values.get(start..start + 4.min(e.dim as usize)).unwrap_or_default().to_vec();
                 writeln!(out, "{}", json!({ "id": id, "first_values": head }))?;
+            }
+        }
+        FileKind::Sketches => {
+            let (_, s): (_, crate::sketches::Sketches) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            writeln!(out, "{}", json!({ "images": s.ids.len(), "dim": crate::sketches::SKETCH_DIM, "scale": s.scale, "model": s.model }))?;
+            for (row, id) in s.ids.iter().enumerate() {
+                let values: Vec<i8> =
+                    s.values.iter().skip(row * crate::sketches::SKETCH_DIM).take(crate::sketches::SKETCH_DIM).map(|v| *v as i8).collect();
+                writeln!(out, "{}", json!({ "id": id, "values": values }))?;
             }
         }
     }

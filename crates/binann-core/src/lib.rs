@@ -13,6 +13,7 @@
 //! - [`ranking`]: the order the server hands images out in, and the default order.
 //! - [`embeddings`]: the cache of backbone embeddings, one file per chunk of ids.
 //! - [`predictions`]: the inferrer's probabilities per image.
+//! - [`sketches`]: each embedded image in a few bytes, for "more like this".
 //! - [`watch`]: notify events plus a polling fallback, coalescing bursts.
 //! - [`process`]: child processes killed on drop; the URL a server prints.
 //! - [`inspect`]: any run-directory file rendered as JSON.
@@ -30,6 +31,7 @@ pub mod predictions;
 pub mod process;
 pub mod ranking;
 pub mod rundir;
+pub mod sketches;
 pub mod watch;
 
 pub use codec::{FileError, FileKind, Header};

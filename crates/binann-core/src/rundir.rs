@@ -103,6 +103,10 @@ impl RunDir {
     pub fn ranking(&self) -> PathBuf {
         self.root.join("ranking.bin")
     }
+    /// The sketches of the embedded images (written by the selector, read by the server).
+    pub fn sketches(&self) -> PathBuf {
+        self.root.join("sketches.bin")
+    }
     /// The predictions of one inferrer shard (`shard` 0 of 1 when not sharded).
     pub fn predictions(&self, shard: u32, shards: u32) -> PathBuf {
         if shards <= 1 { self.root.join("predictions.bin") } else { self.root.join(format!("predictions-{shard}-of-{shards}.bin")) }

@@ -143,6 +143,12 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
             };
             assert_round_trip(kind, &c)
         }
+        FileKind::Sketches => {
+            let rows: Vec<f32> = (0..n * binann_core::sketches::SKETCH_DIM).map(|i| (i % 255) as f32 - 127.0).collect();
+            let s =
+                binann_core::sketches::Sketches::quantise((0..n).map(|i| id(shape, i)).collect(), &rows, text(shape, "mobilenet_v2@64"));
+            assert_round_trip(kind, &s)
+        }
         FileKind::Annotations => {
             // A journal: framed records behind a header, read back as the server and trainer read it.
             let records: Vec<Record> = (0..n)
@@ -172,8 +178,8 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
     }
 }
 
-const ALL_KINDS: [FileKind; 5] =
-    [FileKind::Manifest, FileKind::Annotations, FileKind::Ranking, FileKind::Predictions, FileKind::Embeddings];
+const ALL_KINDS: [FileKind; 6] =
+    [FileKind::Manifest, FileKind::Annotations, FileKind::Ranking, FileKind::Predictions, FileKind::Embeddings, FileKind::Sketches];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]

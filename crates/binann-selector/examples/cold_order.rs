@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use binann_core::manifest::Manifest;
 use binann_core::ranking::{DEFAULT_ORDER_SEED, default_order};
-use binann_selector::clusters::{Clusters, Sketches, cluster_count};
+use binann_selector::clusters::{Clusters, SketchCache, cluster_count};
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -21,7 +21,7 @@ fn main() -> anyhow::Result<()> {
         })
         .collect();
     let (_, manifest) = Manifest::load(&rundir.join("manifest.bin"))?;
-    let mut sketches = Sketches::default();
+    let mut sketches = SketchCache::default();
     sketches.refresh(&rundir.join("embeddings"));
     let kind_of = |id: u32| manifest.path(id).and_then(|p| kind.get(p)).copied();
     let report = |name: &str, ids: &[u32]| {

@@ -7,9 +7,10 @@
 //! clusters in turn, each by its most probable image, finds a second kind of positive that pure
 //! max-probability ordering would leave until the first kind is exhausted.
 //!
-//! - [`Sketches`]: each embedding reduced to [`SKETCH_DIM`] values by a fixed random projection of
-//!   its unit-length vector (distances are kept to within a few per cent; 1,000,000 images fit in
-//!   128 MB), read chunk by chunk and cached per chunk file.
+//! - [`SketchCache`]: each embedding reduced to [`SKETCH_DIM`] values by a fixed random projection
+//!   of its unit-length vector (distances are kept to within a few per cent; 1,000,000 images fit
+//!   in 128 MB), read chunk by chunk and cached per chunk file; written to the run directory as
+//!   [`binann_core::sketches::Sketches`] for the server's "more like this".
 //! - [`Clusters::fit`]: k-means (k-means++ seeding, a few Lloyd rounds on a sample, one assignment
 //!   pass over everything).
 //! - [`Clusters::round_robin`]: one image of each cluster in turn.
@@ -21,8 +22,7 @@ use std::time::SystemTime;
 use binann_core::embeddings::EmbeddingChunk;
 use binann_core::ranking::SplitMix64;
 
-/// Values per sketch.
-pub const SKETCH_DIM: usize = 32;
+pub use binann_core::sketches::SKETCH_DIM;
 
 /// Most images k-means is fitted on (the rest are only assigned).
 const FIT_SAMPLE: usize = 20_000;
@@ -48,7 +48,7 @@ fn projection(dim: usize) -> Vec<f32> {
 
 /// Sketches of embedded images, in no particular order.
 #[derive(Debug, Default)]
-pub struct Sketches {
+pub struct SketchCache {
     /// Image ids.
     pub ids: Vec<u32>,
     /// `ids.len()` rows of SKETCH_DIM values.
@@ -60,7 +60,7 @@ pub struct Sketches {
 /// A chunk file's sketches: (its modification time when read, its model, its ids, their sketches).
 type CachedChunk = (Option<SystemTime>, String, Vec<u32>, Vec<f32>);
 
-impl Sketches {
+impl SketchCache {
     /// Sketches `rows` (row-major, `dim` values each) of `ids` and appends them.
     pub fn project(ids: &[u32], rows: &[f32], dim: usize) -> Vec<f32> {
         let p = projection(dim);
@@ -149,6 +149,16 @@ impl Sketches {
     /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// The model of the chunks the sketches come from.
+    pub fn model(&self) -> Option<&str> {
+        self.ids.first().and_then(|first| self.cache.values().find(|(_, _, ids, _)| ids.contains(first)).map(|(_, m, ..)| m.as_str()))
+    }
+
+    /// The file the server searches for "more like this".
+    pub fn to_file(&self) -> binann_core::sketches::Sketches {
+        binann_core::sketches::Sketches::quantise(self.ids.clone(), &self.values, self.model().unwrap_or_default().to_owned())
     }
 }
 
@@ -334,7 +344,7 @@ mod tests {
         let near: Vec<f32> = a.iter().map(|v| v + 0.02 * (rng.next_f64() as f32 - 0.5)).collect();
         let far: Vec<f32> = (0..dim).map(|_| rng.next_f64() as f32 * (rng.next_f64() as f32)).collect();
         let rows: Vec<f32> = [a.clone(), near, far, vec![0.0; dim]].concat();
-        let s = Sketches::project(&[0, 1, 2, 3], &rows, dim);
+        let s = SketchCache::project(&[0, 1, 2, 3], &rows, dim);
         let row = |i: usize| &s[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
         assert!(distance2(row(0), row(1)) * 20.0 < distance2(row(0), row(2)));
         assert!(row(3).iter().all(|v| *v == 0.0), "a failed image's zero row stays zero");
@@ -353,7 +363,7 @@ mod tests {
             model: model.into(),
             failed: Vec::new(),
         };
-        let mut sketches = Sketches::default();
+        let mut sketches = SketchCache::default();
         assert!(!sketches.refresh(dir.path()));
         chunk(vec![0, 1, 2], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 0)).unwrap();
         assert!(sketches.refresh(dir.path()));

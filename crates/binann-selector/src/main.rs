@@ -7,7 +7,7 @@ use binann_core::cli::CommonArgs;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
-use binann_selector::clusters::{Clusters, Sketches, cluster_count};
+use binann_selector::clusters::{Clusters, SketchCache, cluster_count};
 use binann_selector::{Explore, Strategy, merge_predictions, prediction_files, select};
 use clap::Parser;
 
@@ -70,10 +70,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
     };
     let mut last_inputs = Vec::new();
-    let mut sketches = Sketches::default();
+    let mut sketches = SketchCache::default();
     let mut clusters: Option<Clusters> = None;
     let mut cluster_of_id: Vec<u32> = Vec::new();
     let mut fitted_on = 0usize;
+    let mut sketch_generation = binann_core::sketches::Sketches::load(&rundir.sketches()).map_or(0, |(g, _)| g);
     let mut dirty = true;
     let mut cold = true;
     loop {
@@ -82,10 +83,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut paths = prediction_files(rundir.root());
         paths.push(rundir.predictions(0, 1));
         let mut watcher = FileWatcher::new(paths, args.common.watch_options());
-        let wants_clusters = args.cold_start == ColdStart::Diverse || args.explore_with == Explore::Clusters;
         // Refit when the embedded images grew by a tenth: a chunk of 4,096 more among 1,000,000
         // changes the kinds little and would cost a pass over all of them.
-        if wants_clusters && sketches.refresh(&rundir.embeddings_dir()) && sketches.len() * 10 >= fitted_on * 11 {
+        // The visual kinds serve the cold start, the exploring picks and the server's "more like
+        // this" (through the sketch file): kept up to date whatever the strategy.
+        if sketches.refresh(&rundir.embeddings_dir()) && sketches.len() * 10 >= fitted_on * 11 {
             let started = Instant::now();
             let fitted = Clusters::fit(&sketches.values, cluster_count(sketches.len()), 1);
             cluster_of_id = vec![u32::MAX; sketches.ids.iter().map(|id| *id as usize + 1).max().unwrap_or(0)];
@@ -101,6 +103,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
             clusters = Some(fitted);
             fitted_on = sketches.len();
+            sketch_generation += 1;
+            if let Err(e) = sketches.to_file().save(&rundir.sketches(), sketch_generation) {
+                tracing::error!("writing the sketches for \"more like this\": {e}");
+            }
             dirty = true; // the clusters changed: order again
         }
         let cluster_of = |id: u32| cluster_of_id.get(id as usize).copied().filter(|c| *c != u32::MAX);
@@ -162,6 +168,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         // Until a model knows a positive, new embedding chunks (found by polling) refine the
         // diverse order: look again sooner.
-        let _ = watcher.wait(Duration::from_secs(if cold && wants_clusters { 2 } else { 5 }));
+        let _ = watcher.wait(Duration::from_secs(if cold { 2 } else { 5 }));
     }
 }

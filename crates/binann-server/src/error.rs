@@ -30,6 +30,9 @@ pub enum ApiError {
         /// What was asked.
         got: i64,
     },
+    /// "More like this" for an image the AI has not embedded yet (or before any embedding).
+    #[error("image {0} has no embedding yet: the AI has not reached it; ask again in a moment")]
+    NotEmbedded(u32),
     /// Undo with nothing of this client's to undo.
     #[error("nothing to undo for this client")]
     NothingToUndo,
@@ -88,6 +91,7 @@ impl ApiError {
             Self::InvalidLabel(_) => ("invalid_label", StatusCode::BAD_REQUEST),
             Self::InvalidCount { .. } => ("invalid_count", StatusCode::BAD_REQUEST),
             Self::NothingToUndo => ("nothing_to_undo", StatusCode::CONFLICT),
+            Self::NotEmbedded(_) => ("not_embedded", StatusCode::CONFLICT),
             Self::ImageMissing { .. } => ("image_missing", StatusCode::NOT_FOUND),
             Self::ImageUnreadable { .. } => ("image_unreadable", StatusCode::UNPROCESSABLE_ENTITY),
             Self::StorageUnavailable(_) => ("storage_unavailable", StatusCode::SERVICE_UNAVAILABLE),

@@ -110,6 +110,33 @@ fn load_or_scan_manifest(rundir: &RunDir, config: &ServerConfig) -> anyhow::Resu
     Ok(manifest)
 }
 
+/// Reloads the sketches ("more like this") whenever the selector replaces them; a bad file is
+/// reported and the last good one kept.
+fn spawn_sketch_watcher(state: AppState, rundir: RunDir, options: WatchOptions) {
+    std::thread::Builder::new()
+        .name("sketch-watcher".into())
+        .spawn(move || {
+            let path = rundir.sketches();
+            let mut watcher = FileWatcher::new(vec![path.clone()], options);
+            let mut generation = None;
+            loop {
+                match binann_core::sketches::Sketches::load(&path) {
+                    Ok((g, sketches)) if Some(g) != generation => {
+                        generation = Some(g);
+                        let images = sketches.ids.len();
+                        state.lock().sketches = Some(std::sync::Arc::new(sketches));
+                        tracing::info!(generation = g, images, "sketches loaded for \"more like this\"");
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
+                    Err(e) => tracing::error!("keeping the last good sketches: {e}"),
+                }
+                while watcher.wait(Duration::from_secs(3600)).is_empty() {}
+            }
+        })
+        .expect("spawning the sketch watcher");
+}
+
 /// Reloads the ranking whenever the selector replaces it; a bad file is reported and the last
 /// good ranking kept.
 fn spawn_ranking_watcher(state: AppState, rundir: RunDir, options: WatchOptions) {
@@ -151,6 +178,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .app_data(web::PayloadConfig::default().limit(READ_LIMIT_BYTES))
         .service(web::resource("/api/next").route(web::get().to(api::next)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/annotations").route(web::post().to(api::annotate)).default_service(web::to(api::method_not_allowed)))
+        .service(web::resource("/api/similar").route(web::post().to(api::similar)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/undo").route(web::post().to(api::undo)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/stats").route(web::get().to(api::stats)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/history").route(web::get().to(api::history)).default_service(web::to(api::method_not_allowed)))
@@ -190,6 +218,7 @@ pub fn run(listener: TcpListener, prepared: Prepared, access: Access) -> anyhow:
     let Prepared { state, _lock, rundir, config } = prepared;
     let watch =
         WatchOptions { force_polling: config.force_polling, poll_interval: Duration::from_millis(config.poll_ms), ..Default::default() };
+    spawn_sketch_watcher(state.clone(), rundir.clone(), watch);
     spawn_ranking_watcher(state.clone(), rundir, watch);
     let web_dir = config.web_dir.clone();
     // The lock lives as long as the server: moved into the app factory's shared data.

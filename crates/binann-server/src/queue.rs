@@ -40,6 +40,8 @@ pub struct Queue {
     pub mean_prob: Option<f64>,
     /// Share of hand-outs that are audit picks.
     audit_rate: f64,
+    /// Images a client asked to see next ("more like this"), in order, per client.
+    front: HashMap<String, Vec<u32>>,
     /// Audit picks handed out and not labelled yet, with their draw.
     audit_pending: HashMap<u32, AuditPick>,
     rng: SplitMix64,
@@ -65,6 +67,7 @@ impl Queue {
             generation: 0,
             mean_prob: None,
             audit_rate,
+            front: HashMap::new(),
             audit_pending: HashMap::new(),
             rng: SplitMix64(seed),
         };
@@ -129,6 +132,15 @@ impl Queue {
             self.low_water += 1;
         }
         let mut out = Vec::with_capacity(count);
+        // First what this client asked to see next, unless labelled or held by another since.
+        if let Some(mut front) = self.front.remove(client) {
+            front.retain(|id| !done.is_done(*id) && !self.holder.contains_key(id) && !kept.contains(id));
+            let now: Vec<u32> = front.drain(..count.min(front.len())).collect();
+            out.extend(now);
+            if !front.is_empty() {
+                self.front.insert(client.to_owned(), front);
+            }
+        }
         let mut cursor = self.low_water;
         while out.len() < count {
             if self.audit_rate > 0.0
@@ -199,6 +211,23 @@ impl Queue {
     /// the label it gets next counts as before.
     pub fn restore_audit(&mut self, id: u32, pick: AuditPick) {
         self.audit_pending.insert(id, pick);
+    }
+
+    /// Puts `ids` next in `client`'s queue, before the ranking (and before what it asked for
+    /// earlier), and holds them for it as if handed out (so no other client gets them meanwhile;
+    /// they go back to everyone if `client` falls quiet). Call with ids nobody else holds.
+    pub fn put_first(&mut self, client: &str, ids: &[u32]) {
+        let front = self.front.entry(client.to_owned()).or_default();
+        front.retain(|id| !ids.contains(id));
+        front.splice(0..0, ids.iter().copied());
+        for &id in ids {
+            self.hand(client, id);
+        }
+    }
+
+    /// True when `id` is held by a client other than `client`.
+    pub fn held_by_other(&self, id: u32, client: &str) -> bool {
+        self.holder.get(&id).is_some_and(|holder| holder != client)
     }
 
     /// Marks `id` as held by `client` (the image an undo shows again).
@@ -399,5 +428,29 @@ mod tests {
         // Without audits, the ranking order exactly.
         let mut plain = Queue::new(10, Duration::from_secs(600));
         assert_eq!(plain.next("a", 10, &AnnotationState::default(), &[]), ranking::default_order(10, ranking::DEFAULT_ORDER_SEED));
+    }
+
+    #[test]
+    fn more_like_this_comes_next_for_its_client_only() {
+        let mut q = Queue::new(20, Duration::from_secs(600));
+        let mut done = AnnotationState::default();
+        let order = ranking::default_order(20, ranking::DEFAULT_ORDER_SEED);
+        let shown = q.next("a", 1, &done, &[]);
+        // a asks for three images like the one shown; one of them is labelled meanwhile.
+        let similar: Vec<u32> = order[10..13].to_vec();
+        q.put_first("a", &similar);
+        done.apply(&negative(0, similar[1])).unwrap();
+        q.labelled(similar[1]);
+        assert_eq!(q.next("a", 2, &done, &shown), [similar[0], similar[2]]);
+        // b is not affected: it gets the ranking's next images, not a's.
+        let b = q.next("b", 3, &done, &[]);
+        assert!(b.iter().all(|id| !similar.contains(id) && !shown.contains(id)), "{b:?}");
+        assert_eq!(b, order[1..4]);
+        // Even those far down the ranking are a's until it takes them.
+        let rest = q.next("b", 20, &done, &[]);
+        assert!(rest.iter().all(|id| ![similar[0], similar[2]].contains(id)), "{rest:?}");
+        // Once consumed, a is back to the ranking.
+        let a = q.next("a", 1, &done, &[]);
+        assert!(!similar.contains(&a[0]));
     }
 }

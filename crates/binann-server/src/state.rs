@@ -34,6 +34,9 @@ pub struct Inner {
     pub failed_batches: u64,
     /// How much of the folder the AI has seen, ranking by ranking.
     pub coverage: crate::coverage::Coverage,
+    /// The selector's sketches of the embedded images, for "more like this" (None until the
+    /// selector has written them).
+    pub sketches: Option<Arc<binann_core::sketches::Sketches>>,
 }
 
 struct PendingWrite {
@@ -67,6 +70,7 @@ impl AppState {
             writes: tx,
             failed_batches: 0,
             coverage: Default::default(),
+            sketches: None,
         }));
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()

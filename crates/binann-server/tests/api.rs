@@ -155,6 +155,48 @@ fn audit_labels_are_journalled_estimate_positives_left_and_survive_a_restart() {
 }
 
 #[test]
+fn more_like_this_puts_the_true_neighbours_next_for_this_client_only() {
+    use binann_core::sketches::{SKETCH_DIM, Sketches};
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 40);
+    // Before any sketch file: a clear 409.
+    let server = start_server(&data, &run, &["--audit-rate", "0"]);
+    let c = server.client("a");
+    let (status, body) = c.post_json("/api/similar", r#"{"id": 3}"#);
+    assert_eq!((status, code(&(status, body.clone()))), (409, "not_embedded"), "{body}");
+    server.stop();
+    // Images 0..30 embedded on a line (image i at 4 i, image 29 at 127, so that the quantised
+    // values are exact); 30..40 not embedded.
+    let at = |i: u32| if i == 29 { 127.0 } else { 4.0 * i as f32 };
+    let rows: Vec<f32> = (0..30).flat_map(|i| std::iter::once(at(i)).chain(std::iter::repeat_n(0.0, SKETCH_DIM - 1))).collect();
+    Sketches::quantise((0..30).collect(), &rows, "m".into()).save(&run.join("sketches.bin"), 1).unwrap();
+    let server = start_server(&data, &run, &["--audit-rate", "0"]);
+    let (a, b) = (server.client("a"), server.client("b"));
+    // Label 19 first: the neighbours of 20 are then 21, 18, 22 (nearest first; 19 is labelled).
+    assert_eq!(a.annotate(19, "positive").0, 200);
+    let (status, body) = a.post_json("/api/similar", r#"{"id": 20, "count": 3}"#);
+    assert_eq!(status, 200, "{body}");
+    let queued: Vec<u64> = body["queued"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+    // 21 at distance 4; 18 and 22 at 8 (ties by id).
+    assert_eq!(queued, [21, 18, 22]);
+    // b's next images are the ranking's, none of a's.
+    let b_next = b.next(5);
+    assert!(b_next.iter().all(|id| ![18, 21, 22].contains(id)), "{b_next:?}");
+    // a gets them next, nearest first.
+    assert_eq!(a.next(3), [21, 18, 22]);
+    // An image without a sketch, an unknown image, a bad count: clear errors.
+    let r = a.post_json("/api/similar", r#"{"id": 35}"#);
+    assert_eq!((r.0, code(&r)), (409, "not_embedded"));
+    let r = a.post_json("/api/similar", r#"{"id": 400}"#);
+    assert_eq!((r.0, code(&r)), (404, "unknown_image"));
+    let r = a.post_json("/api/similar", r#"{"id": 1, "count": 0}"#);
+    assert_eq!((r.0, code(&r)), (400, "invalid_count"));
+    let r = a.post_json("/api/similar", r#"{"id": 1, "extra": 1}"#);
+    assert_eq!((r.0, code(&r)), (400, "bad_request"));
+    server.stop();
+}
+
+#[test]
 fn two_clients_never_share_images_and_undo_only_their_own() {
     let (_tmp, data, run) = dirs();
     make_dataset(&data, 30);
