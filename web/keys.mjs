@@ -6,6 +6,9 @@
 export const MODES = [
   { id: 'manual', title: 'manual mode' },
   { id: 'auto', title: 'AUTO mode' },
+  { id: 'ask', title: 'AUTO asks' },
+  { id: 'calibrate', title: 'calibration' },
+  { id: 'grid', title: 'grid view' },
 ];
 
 /**
@@ -13,13 +16,34 @@ export const MODES = [
  * values (letters lower-case), and per mode `[action, what it does]` (absent: nothing).
  */
 export const KEYS = [
-  { name: 'F', keys: ['f'], manual: ['positive', 'positive'], auto: ['positive', 'positive (before the countdown ends)'] },
-  { name: 'J', keys: ['j'], manual: ['negative', 'negative'], auto: ['negative', 'negative at once'] },
-  { name: 'S', keys: ['s'], manual: ['skip', 'skip'], auto: ['skip', 'skip'] },
-  { name: 'Backspace', keys: ['Backspace'], manual: ['undo', 'undo the last label, show that image again'], auto: ['undo', 'undo'] },
-  { name: 'Space', keys: [' '], manual: ['pause', 'pause the session timer'], auto: ['positive', 'positive'] },
+  {
+    name: 'F', keys: ['f'], manual: ['positive', 'positive'],
+    auto: ['positive', 'positive: the image shown one reaction time d before the press'], calibrate: ['calibpress', 'I see the ring'],
+  },
+  {
+    name: 'Space', keys: [' '], manual: ['pause', 'pause the session timer'], auto: ['positive', 'positive, as F'],
+    calibrate: ['calibpress', 'I see the ring'], grid: ['confirm', 'confirm the grid'],
+  },
+  { name: 'J', keys: ['j'], manual: ['negative', 'negative'], auto: ['negative', 'negative at once: the image shown d before the press'] },
+  { name: 'S', keys: ['s'], manual: ['skip', 'skip'], auto: ['skip', 'skip the image on screen'] },
+  {
+    name: 'Backspace', keys: ['Backspace'], manual: ['undo', 'undo the last label, show that image again'],
+    auto: ['undo', 'pause AUTO, undo the last label'], grid: ['undo', 'undo the last confirmed grid, in one step'],
+  },
   { name: 'M', keys: ['m'], auto: ['autopause', 'pause AUTO'] },
   { name: 'A', keys: ['a'], manual: ['auto', 'switch AUTO on'], auto: ['auto', 'switch AUTO off'] },
+  { name: 'C', keys: ['c'], manual: ['calibrate', 'calibrate your reaction time d'], auto: ['calibrate', 'pause AUTO, calibrate d'] },
+  { name: 'G', keys: ['g'], manual: ['grid', 'grid view'], auto: ['grid', 'AUTO off, grid view'], grid: ['grid', 'one image at a time'] },
+  { name: 'Enter', keys: ['Enter'], grid: ['confirm', 'confirm the grid: the marked positive, the rest negative'] },
+  { name: '←', keys: ['ArrowLeft'], ask: ['earlier', 'the earlier image'] },
+  { name: '→', keys: ['ArrowRight'], ask: ['later', 'the later image'] },
+  { name: 'B', keys: ['b'], ask: ['both', 'both images'] },
+  { name: 'N', keys: ['n'], ask: ['neither', 'neither (no label from that press)'] },
+  { name: 'Escape', keys: ['Escape'], ask: ['neither', 'neither'], calibrate: ['calibcancel', 'stop calibrating'] },
+  {
+    name: '1 2 3 4 / Q W E R / A S D F / Z X C V', keys: [...'1234qwerasdfzxcv'],
+    grid: ['tile', 'mark or unmark the thumbnail at that place (or click it)'],
+  },
 ];
 
 /** The KeyboardEvent.key as the table writes it (letters lower-case). */
@@ -61,6 +85,7 @@ export function renderHelp(mode, list, buttons) {
     const kbd = document.createElement('kbd');
     kbd.textContent = row.name;
     if (row.name.length > 1) kbd.className = 'key-wide';
+    if (row.name.length > 12) kbd.className = 'key-block';
     dt.append(kbd);
     const dd = document.createElement('dd');
     dd.textContent = row[mode][1];

@@ -4,14 +4,18 @@
 //   util     storage, formatting          api     requests, the connection, the tab's client id
 //   outbox   labels until acknowledged    state   every piece of shared state, declared
 //   stage    the image shown, prefetching auto    AUTO mode
-//   charts   statistics and charts        keys    the key table (handler, help, README)
+//   rt       reaction time, attribution   calibrate  measuring the reaction time
+//   grid     the grid view                charts  statistics and charts
+//   keys     the key table (handler, help, README)
 //   main     labelling, undo, input, start (this file)
 import { claimClientId, conn, opsStorage, sendOp } from './api.mjs';
-import { applySpeed, loadSpeed, setAuto, setAutoPaused } from './auto.mjs';
+import { answer, applySpeed, beforeUndo, loadSpeed, press, setAuto, setAutoPaused, skip as autoSkip, undone } from './auto.mjs';
+import { calibrationPress, cancelCalibration, startCalibration } from './calibrate.mjs';
 import { pollStats, refreshStatsSoon, renderAnnotators } from './charts.mjs';
+import { confirm, loadGridSize, tileIndex, toggle, toggleGrid, undoGrid } from './grid.mjs';
 import { actionFor, renderHelp } from './keys.mjs';
-import { advance, forget, makeItem, maybeRefill, notice, renderEmptyStage, renderMeta, reshow } from './stage.mjs';
-import { KEEP_DECODED, LS_ANNOTATOR, auto, outbox, session, state } from './state.mjs';
+import { advance, forget, makeItem, maybeRefill, notice, prepare, renderEmptyStage, renderMeta, reshow } from './stage.mjs';
+import { KEEP_DECODED, LS_ANNOTATOR, auto, calibration, grid, outbox, session, state } from './state.mjs';
 import { $, clock, num, plural, sleep, store } from './util.mjs';
 
 const LS_DISPLAY = 'binann.display';
@@ -25,7 +29,8 @@ outbox.on = {
     if (op.show) {
       const item = makeItem(r);
       state.done.delete(item.id);
-      reshow(item);
+      if (grid.on) undoGrid([{ item, label: r.label }]);
+      else reshow(item);
       notice(`Undone: ${r.label || 'label'} for ${r.path}`);
     } else if (op.id !== null && r.id !== op.id) {
       notice(`The server undid the label of ${r.path}, not the one expected; check it.`, 'error');
@@ -67,34 +72,50 @@ export function label(kind, how = {}) {
   renderSession();
 }
 
-/** Records a label of `item` (in the outbox, in the session's counts). */
+/** Records a label of `item` (in the outbox, in the session's counts); returns its undo entry. */
 export function give(item, kind, group = null) {
   resumeTimer();
-  outbox.add(item, kind, state.annotator, group);
+  const entry = outbox.add(item, kind, state.annotator, group);
   const old = outbox.stack[outbox.stack.length - 1 - KEEP_DECODED];
-  if (old) forget(old.item); // re-prepared on undo
+  if (old && old.group === null) forget(old.item); // re-prepared on undo
   state.done.add(item.id);
   session.labels++;
   session.times.push(Date.now());
+  return entry;
 }
 
+/**
+ * Takes back the newest label, or the newest confirmed grid in one step, and shows those images
+ * again (in the grid: as thumbnails, marked as they were).
+ */
 export function undo() {
   const pausedAuto = auto.on && !auto.paused;
-  if (pausedAuto) setAutoPaused(true, 'AUTO paused after undo: press M to resume.');
+  if (auto.on) beforeUndo();
   const entries = outbox.undo();
   if (!entries.length) {
     // Nothing labelled in this tab since it was loaded: the server undoes this client's last.
     state.pendingMark = null;
     return;
   }
+  undone(entries);
   for (const entry of entries) {
     state.done.delete(entry.item.id);
     if (session.labels > 0) session.labels--;
     session.times.pop();
   }
-  const entry = entries[0];
-  reshow(entry.item);
-  notice(`Undone: ${entry.label} for ${entry.item.path}.${pausedAuto ? ' AUTO paused: press M to resume.' : ''}`);
+  if (grid.on) {
+    undoGrid(entries);
+  } else {
+    reshow(entries[0].item);
+    // The rest of an undone grid comes next, in order.
+    for (const e of entries.slice(1).reverse()) {
+      e.item.sticky = true;
+      state.queue.splice(0, 0, e.item);
+      prepare(e.item);
+    }
+  }
+  const what = entries.length > 1 ? `the grid of ${entries.length} labels (${entries.filter((e) => e.label === 'positive').length} positive)` : `${entries[0].label} for ${entries[0].item.path}`;
+  notice(`Undone: ${what}.${pausedAuto ? ' AUTO paused: press M to resume.' : ''}`);
   renderSession();
 }
 
@@ -243,18 +264,34 @@ function wireDisplay() {
 // ---------------------------------------------------------------- input
 /** The mode whose column of the key table applies now. */
 export function mode() {
+  if (calibration.run) return 'calibrate';
+  if (auto.asking) return 'ask';
+  if (grid.on) return 'grid';
   return auto.on ? 'auto' : 'manual';
 }
 
+/** Does `action` (of the key table, or a button); `how`: {key, keyName, time} for a keypress. */
 function perform(action, how = {}) {
+  const time = how.time ?? performance.now();
   switch (action) {
-    case 'positive': return label('positive', how);
-    case 'negative': return label('negative', how);
-    case 'skip': return label('skip', how);
+    case 'positive':
+    case 'negative':
+      return auto.on ? press(action, time) : label(action, how);
+    case 'skip': return auto.on ? autoSkip() : label('skip', how);
     case 'undo': return undo();
     case 'pause': return toggleTimer();
     case 'autopause': return setAutoPaused(!auto.paused);
-    case 'auto': return setAuto(!auto.on);
+    case 'auto': return grid.on ? undefined : setAuto(!auto.on);
+    case 'calibrate': return startCalibration();
+    case 'calibpress': return calibrationPress(time);
+    case 'calibcancel': return cancelCalibration();
+    case 'earlier': case 'later': case 'both': case 'neither': return answer(action);
+    case 'grid': return toggleGrid();
+    case 'confirm': return confirm();
+    case 'tile': {
+      const i = how.keyName ? tileIndex(how.keyName) : null;
+      return i === null ? undefined : toggle(i);
+    }
     default: return undefined;
   }
 }
@@ -274,16 +311,21 @@ function onKey(e) {
   e.preventDefault();
   if (e.repeat) return; // a held key labels one image, not many
   let mark = null;
-  if (['positive', 'negative', 'skip', 'undo'].includes(action)) {
+  if (['positive', 'negative', 'skip', 'undo'].includes(action) && mode() === 'manual') {
     mark = `binann-key-${performance.now().toFixed(3)}`;
     performance.mark(mark);
   }
   state.pendingMark = mark;
-  perform(action, { key: true, time: e.timeStamp });
+  perform(action, { key: true, keyName: e.key, time: e.timeStamp });
 }
 
 function renderKeys() {
-  renderHelp(mode(), $('key-help'), document.querySelectorAll('button[data-action]'));
+  const m = mode();
+  renderHelp(m, $('key-help'), document.querySelectorAll('button[data-action]'));
+  renderHelp('ask', $('ask-keys'), []);
+  renderHelp('calibrate', $('calib-keys'), []);
+  document.body.dataset.mode = m;
+  $('grid-toggle').setAttribute('aria-pressed', String(grid.on));
 }
 
 function wireInput() {
@@ -296,7 +338,9 @@ function wireInput() {
     });
   }
   $('auto-toggle').addEventListener('mousedown', (e) => e.preventDefault());
-  $('auto-toggle').addEventListener('click', () => setAuto(!auto.on));
+  $('auto-toggle').addEventListener('click', () => { if (mode() === 'manual' || mode() === 'auto') setAuto(!auto.on); });
+  $('grid-toggle').addEventListener('mousedown', (e) => e.preventDefault());
+  $('grid-toggle').addEventListener('click', () => { if (!calibration.run && !auto.asking) toggleGrid(); });
   document.addEventListener('binann:mode', renderKeys);
   window.addEventListener('beforeunload', (e) => {
     if (outbox.pending) {
@@ -314,12 +358,20 @@ window.binannDebug = {
   pending: () => outbox.pending,
   clientId: () => conn.clientId,
   annotator: () => state.annotator,
+  mode: () => mode(),
+  auto: () => ({
+    ...auto.counts, d: auto.rt.d, sd: auto.rt.sd, asking: auto.asking ? auto.asking.views.map((v) => v.item.id) : null,
+    pending: auto.views.filter((v) => !v.decided && !v.withdrawn && v.advanced).map((v) => v.item.id),
+  }),
+  grid: () => ({ on: grid.on, tiles: grid.tiles.map((t) => t.item.id), marked: grid.tiles.filter((t) => t.marked).map((t) => t.item.id), ready: grid.tiles.filter((t) => t.item.ok).length }),
+  item: () => (state.current ? { id: state.current.id, path: state.current.path } : null),
 };
 
 // ---------------------------------------------------------------- start
 async function start() {
   wireDisplay();
   loadSpeed();
+  loadGridSize();
   applySpeed(false);
   wireName();
   wireInput();

@@ -1,18 +1,22 @@
 // The stage: the image on screen, the images decoded ahead of it, and where they come from
 // (/api/next, which reserves them for this tab).
 import { conn, next } from './api.mjs';
-import { cancelCountdown, startCountdown } from './auto.mjs';
+import { cancelCountdown, pendingItems, startCountdown } from './auto.mjs';
+import { fill, gridItems } from './grid.mjs';
 import { renderDone } from './main.mjs';
-import { PREFETCH, REFILL_BELOW, WANT, outbox, state } from './state.mjs';
+import { PREFETCH, REFILL_BELOW, WANT, grid, outbox, state } from './state.mjs';
 import { $, pct } from './util.mjs';
 
 const slot = () => $('photo-slot');
 const stageMsg = () => $('stage-message');
 const doneScreen = () => $('done-screen');
 
-/** Images the person went back to (sticky) and the one on screen stay reserved for this tab. */
+/**
+ * What stays reserved for this tab when it asks for more: the image on screen, the thumbnails of
+ * the grid, the images AUTO passed by that are not decided yet, and those the person went back to.
+ */
 export function keptIds() {
-  return [state.current, ...state.queue.filter((it) => it.sticky)].filter(Boolean).map((it) => it.id);
+  return [state.current, ...gridItems(), ...pendingItems(), ...state.queue.filter((it) => it.sticky)].filter(Boolean).map((it) => it.id);
 }
 
 // ---------------------------------------------------------------- items and prefetching
@@ -79,7 +83,7 @@ export async function refill() {
   }
   state.refilling = true;
   try {
-    const count = WANT + outbox.unsavedLabels + (state.current ? 1 : 0);
+    const count = (grid.on ? Math.max(WANT, grid.rows * grid.cols + PREFETCH) : WANT) + outbox.unsavedLabels + (state.current ? 1 : 0);
     state.lastNextAt = Date.now();
     merge(await next(count, keptIds()));
   } catch (e) {
@@ -120,7 +124,10 @@ function merge(list) {
   }
   state.queue = sticky.concat(fresh);
   state.exhausted = state.queue.length === 0;
-  if (!state.current) {
+  if (grid.on) {
+    state.exhausted = state.queue.length === 0 && grid.tiles.length === 0;
+    fill(false);
+  } else if (!state.current) {
     if (state.queue.length) show(state.queue.shift());
     else renderEmptyStage();
   }
@@ -128,7 +135,7 @@ function merge(list) {
 }
 
 export function maybeRefill(force) {
-  if (force || state.queue.length < REFILL_BELOW) refill();
+  if (force || state.queue.length < (grid.on ? grid.rows * grid.cols : REFILL_BELOW)) refill();
 }
 
 // ---------------------------------------------------------------- showing an image
@@ -242,7 +249,7 @@ function afterPaint() {
 }
 
 export function renderEmptyStage() {
-  if (state.current) return;
+  if (state.current || (grid.on && grid.tiles.length)) return;
   slot().replaceChildren();
   cancelCountdown();
   if (state.exhausted) {

@@ -29,7 +29,32 @@ export const auto = {
   paused: false,
   speed: 1, // images per second
   timer: null, // the countdown of the image shown
+  // 'reaction': a press labels the image shown one reaction time before it (see rt.mjs);
+  // 'legacy': the image on screen at the press (the old rule; ?attribution=legacy, for benchmarks).
+  attribution: 'reaction',
+  // Presentations in AUTO, oldest first: {item, on (ms, performance.now), decided: null |
+  // 'positive' | 'negative' | 'skip', advanced (left the screen by AUTO), withdrawn (left it
+  // otherwise: never labelled by AUTO), held (in a question)}. An undecided view that left the
+  // screen is pending: still reserved for this tab, negative once its attribution window closes.
+  views: [],
+  closer: null, // the timer that commits pending negatives
+  onsetItem: null, // the item whose onset was announced last
+  asking: null, // {views: [a, b], t} while the page asks which of two images a press was for
+  rt: null, // the person's ReactionTime (rt.mjs), kept in localStorage
+  counts: { presses: 0, ambiguous: 0, none: 0, repeats: 0 }, // this page's presses in AUTO
 };
+
+/** The grid view (grid.mjs). */
+export const grid = {
+  on: false,
+  rows: 4,
+  cols: 4,
+  tiles: [], // {item, marked}, row by row
+  confirmed: 0, // grids confirmed in this page (names each grid's undo group)
+};
+
+/** Calibration of the reaction time (calibrate.mjs); null when not running. */
+export const calibration = { run: null };
 
 /** This tab's session: the timer and the label rate (main.mjs). */
 export const session = { start: performance.now(), pausedAt: null, pausedMs: 0, labels: 0, times: [] };
