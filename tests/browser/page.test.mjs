@@ -734,9 +734,9 @@ test('calibration measures the reaction time d, keeps it in this browser, and la
   assert.equal(saved.samples.length, 8);
   assert.match(await page.textContent('#notice'), /Calibrated: your reaction time d is 3\d\d ms/);
   assert.equal(await page.textContent('#rt-text'), `${saved.d} ms`);
-  // Another tab of this browser, and a reload, know it; nothing was labelled.
+  // Another tab of this browser knows it (recomputed from the stored samples); nothing was labelled.
   const other = await open(t, ctx, srv);
-  await waitFor(async () => (await other.textContent('#rt-text')) === `${saved.d} ms`, { what: 'd in another tab' });
+  await waitFor(async () => Math.abs(parseInt(await other.textContent('#rt-text'), 10) - saved.d) <= 1, { what: 'd in another tab' });
   assert.equal((await srv.stats()).annotated, 0);
 });
 
@@ -842,7 +842,9 @@ test('the grid skips and reports a thumbnail that will not decode', async (t) =>
   const g = await waitFor(async () => {
     const x = await page.evaluate(() => window.binannDebug.grid());
     return x.tiles.length === 5 && x.ready === 5 ? x : null;
-  }, { what: 'the five readable images' });
+  }, { what: 'the five readable images', timeout: 20000 }).catch(async (e) => {
+    throw new Error(`${e.message}; grid ${JSON.stringify(await page.evaluate(() => window.binannDebug.grid()))}, notice ${await page.textContent('#notice')}`);
+  });
   await statsWhere(srv, (s) => s.skipped === 1, 'the unreadable image skipped');
   assert.match(await page.textContent('#notice'), /Skipped 1 image that cannot be shown: corrupt\.png/);
   await page.keyboard.press('Enter');

@@ -19,7 +19,7 @@ if [ -z "${BINANN_SERVER_BIN:-}" ]; then
 fi
 
 echo "== page unit tests (node --test tests/web)"
-node --test-reporter=dot "$root/tests/web/"
+node --test --test-reporter=dot "$root/tests/web/"
 
 mkdir -p "$here/artifacts"
 echo "== browser tests"
