@@ -11,7 +11,9 @@ fn main() {
     let mut files = Vec::new();
     walk(&web, &web, &mut files);
     files.sort();
-    let mut out = String::from("/// Every file of `web/`: its path under the folder, and its bytes.\npub(crate) const FILES: &[(&str, &[u8])] = &[\n");
+    let mut out = String::from(
+        "/// Every file of `web/`: its path under the folder, and its bytes.\npub(crate) const FILES: &[(&str, &[u8])] = &[\n",
+    );
     for (name, path) in &files {
         out.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", path.display().to_string()));
     }
