@@ -105,7 +105,8 @@ export async function refill() {
 function merge(list) {
   const known = new Map(state.queue.map((it) => [it.id, it]));
   const sticky = state.queue.filter((it) => it.sticky);
-  const skip = new Set(sticky.map((it) => it.id));
+  // An answer to a request sent before the grid or AUTO took images off the queue may list them.
+  const skip = new Set([...sticky, ...gridItems(), ...pendingItems()].map((it) => it.id));
   const fresh = [];
   for (const raw of list) {
     if (state.current && raw.id === state.current.id) {
