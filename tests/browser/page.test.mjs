@@ -153,19 +153,20 @@ test('a held or repeated key labels one image', async (t) => {
   const page = await open(t, await contextFor(t), srv);
   const first = await waitShown(page);
   await page.evaluate(() => document.dispatchEvent(new KeyboardEvent('keydown', { key: 'f', repeat: true, bubbles: true, cancelable: true })));
-  await page.waitForTimeout(400);
-  assert.equal(await shownId(page), first, 'a repeat keydown changed the image');
-  assert.equal((await srv.stats()).annotated, 0);
+  // A real press after it: once it is saved, the repeat would have been saved before it.
+  assert.equal(await labelOne(page, 'j'), first, 'a repeat keydown changed the image');
+  await settled(page);
+  let s = await statsWhere(srv, (x) => x.annotated >= 1, 'the press after the repeat');
+  assert.deepEqual([s.annotated, s.positives, s.negatives], [1, 0, 1], 'a repeat keydown labelled an image');
 
   await page.keyboard.down('f');
   await page.keyboard.down('f'); // auto-repeat: repeat = true
   await page.keyboard.down('f');
   await page.keyboard.up('f');
+  await labelOne(page, 's');
   await settled(page);
-  await page.waitForTimeout(300);
-  const s = await srv.stats();
-  assert.equal(s.positives, 1);
-  assert.equal(s.annotated, 1);
+  s = await statsWhere(srv, (x) => x.skipped === 1, 'the skip after the held key');
+  assert.deepEqual([s.annotated, s.positives, s.negatives], [2, 1, 1], 'a held key labelled more than one image');
 });
 
 test('AUTO labels negatives as time passes; F or Space in time makes a positive; M pauses', async (t) => {
@@ -179,24 +180,33 @@ test('AUTO labels negatives as time passes; F or Space in time makes a positive;
   await statsWhere(srv, (s) => s.negatives >= 4, 'AUTO negatives');
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-auto.png') });
 
-  // M pauses: nothing more is labelled.
+  // M pauses: nothing more is labelled (once the images already passed by are decided).
   await page.keyboard.press('m');
+  await waitFor(() => page.evaluate(() => window.binannDebug.auto().pending.length === 0), { what: 'the passed images decided' });
   await settled(page);
   const paused = await srv.stats();
   await page.waitForTimeout(1000);
   assert.equal((await srv.stats()).annotated, paused.annotated, 'labelled while paused');
   assert.equal(paused.positives, 0);
 
-  // Slow down, resume, and press F then Space in time: positives.
+  // Slow down, resume, and press F then Space while the image is on screen, a reaction time after
+  // it appeared: positives, and the next image comes at once.
   await page.locator('#speed').fill('0.5');
   await page.keyboard.press('m');
-  await labelOne(page, 'f');
-  await labelOne(page, ' ');
+  for (const key of ['f', ' ']) {
+    const id = await waitShown(page);
+    await page.waitForTimeout(500);
+    await page.keyboard.press(key);
+    await waitFor(async () => (await page.evaluate(() => window.binannDebug.current())) !== id, { what: `the image after ${key}` });
+  }
   await statsWhere(srv, (s) => s.positives === 2, 'two positives in AUTO');
   const before = await srv.stats();
-  await labelOne(page, 'j');
-  await statsWhere(srv, (s) => s.negatives >= before.negatives + 1, 'J in AUTO'); // plus any that timed out
-
+  const j = await waitShown(page);
+  await page.waitForTimeout(500);
+  await page.keyboard.press('j');
+  await statsWhere(srv, (s) => s.negatives >= before.negatives + 1, 'J in AUTO');
+  const hist = await srv.api('/api/history?since=0');
+  assert.equal(hist.labels.find((l) => l.id === j)?.label, 'negative');
   // Off again: time passes, nothing is labelled.
   await page.keyboard.press('a');
   await settled(page);
@@ -227,10 +237,10 @@ test('contrast and brightness filter the image and persist; keys still label fro
   await page.keyboard.press('ArrowRight');
   assert.equal(await page.inputValue('#contrast'), '2.05');
   assert.equal(await filter(), 'contrast(2.05) brightness(1.5)');
-  await page.waitForTimeout(200);
-  assert.equal((await srv.stats()).annotated, 0);
   await labelOne(page, 'f');
-  await statsWhere(srv, (s) => s.positives === 1, 'F from the slider');
+  await settled(page);
+  const s = await statsWhere(srv, (x) => x.positives === 1, 'F from the slider');
+  assert.equal(s.annotated, 1, 'the arrow key labelled an image');
 
   await page.click('#display-reset');
   assert.equal(await filter(), 'contrast(1) brightness(1)');
@@ -642,4 +652,274 @@ test('a page on another site cannot label or undo through the annotator\'s brows
   await page.bringToFront();
   await page.keyboard.press('Backspace');
   await statsWhere(srv, (x) => x.annotated === 0, 'the person\'s undo');
+});
+
+// ------------------------------------------------------------------ reaction time, questions, grid
+/** A person whose reaction time d is 400 ms, spread about 60 ms, known to the page (localStorage). */
+async function knownPerson(ctx) {
+  await ctx.addInitScript(() => {
+    if (!localStorage.getItem('binann.reaction')) {
+      const samples = [320, 360, 400, 440, 480, 400, 360, 440, 400].map((rt) => ({ rt, key: null }));
+      localStorage.setItem('binann.reaction', JSON.stringify({ calibrated: true, samples }));
+    }
+  });
+}
+
+/** Records AUTO's onsets in the page, and presses F `after` ms after the onsets numbered in `which`. */
+function scriptPresses(page, which, after) {
+  return page.evaluate(({ which, after }) => {
+    window.onsets = [];
+    window.pressedOn = [];
+    document.addEventListener('binann:onset', (e) => {
+      if (e.detail.calibration) return;
+      const n = window.onsets.push(e.detail) - 1;
+      if (!which.includes(n)) return;
+      setTimeout(() => {
+        window.pressedOn.push({ target: e.detail.id, onScreen: window.binannDebug.current(), late: performance.now() - e.detail.t });
+        document.dispatchEvent(new KeyboardEvent('keydown', { key: 'f', bubbles: true, cancelable: true }));
+      }, e.detail.t + after - performance.now());
+    });
+  }, { which, after });
+}
+
+async function labelsById(srv) {
+  const hist = await srv.api('/api/history?since=0');
+  return new Map(hist.labels.map((l) => [l.id, l.label]));
+}
+
+test('AUTO gives a press to the image shown one reaction time before it, even after the next appeared', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: false });
+  const ctx = await contextFor(t);
+  await knownPerson(ctx);
+  const page = await open(t, ctx, srv);
+  await waitShown(page);
+  assert.match(await page.textContent('#rt-text'), /^40\d ms$/, 'd is shown');
+  await scriptPresses(page, [1, 4, 5], 400);
+  await page.locator('#speed').fill('3');
+  await page.keyboard.press('a');
+  await waitFor(() => page.evaluate(() => window.onsets.length >= 9), { what: 'nine images in AUTO' });
+  await page.keyboard.press('m');
+  await waitFor(() => page.evaluate(() => window.binannDebug.auto().pending.length === 0), { what: 'the passed images decided' });
+  await settled(page);
+  const { onsets, pressedOn } = await page.evaluate(() => ({ onsets: window.onsets, pressedOn: window.pressedOn }));
+  assert.equal(pressedOn.length, 3);
+  for (const p of pressedOn) assert.notEqual(p.onScreen, p.target, `the press for ${p.target} came while it was still on screen (${JSON.stringify(p)})`);
+  const labels = await labelsById(srv);
+  const passed = onsets.slice(0, 8).map((o) => o.id);
+  for (const [i, id] of passed.entries()) {
+    assert.equal(labels.get(id), [1, 4, 5].includes(i) ? 'positive' : 'negative', `image ${i} (${id})`);
+  }
+  assert.equal((await page.evaluate(() => window.binannDebug.auto())).ambiguous, 0);
+});
+
+test('calibration measures the reaction time d, keeps it in this browser, and labels nothing', async (t) => {
+  const srv = await serverFor(t, { tiny: 20, big: false });
+  const ctx = await contextFor(t);
+  const page = await open(t, ctx, srv);
+  await waitShown(page);
+  await page.evaluate(() => {
+    let n = 0;
+    document.addEventListener('binann:onset', (e) => {
+      if (!e.detail.calibration || !e.detail.target) return;
+      const rt = 350 + ((n++ % 3) - 1) * 10; // 340, 350, 360...
+      setTimeout(() => document.dispatchEvent(new KeyboardEvent('keydown', { key: ' ', bubbles: true, cancelable: true })), e.detail.t + rt - performance.now());
+    });
+  });
+  await page.keyboard.press('c');
+  assert.equal(await page.evaluate(() => window.binannDebug.mode()), 'calibrate');
+  assert.equal(await page.isVisible('#calib'), true);
+  await waitFor(() => page.evaluate(() => window.binannDebug.mode() === 'manual'), { timeout: 45000, what: 'the calibration to end' });
+  const saved = JSON.parse(await page.evaluate(() => localStorage.getItem('binann.reaction')));
+  assert.equal(saved.calibrated, true);
+  assert.ok(Math.abs(saved.d - 350) <= 15, `d = ${saved.d}`);
+  assert.equal(saved.samples.length, 8);
+  assert.match(await page.textContent('#notice'), /Calibrated: your reaction time d is 3\d\d ms/);
+  assert.equal(await page.textContent('#rt-text'), `${saved.d} ms`);
+  // Another tab of this browser knows it (recomputed from the stored samples); nothing was labelled.
+  const other = await open(t, ctx, srv);
+  await waitFor(async () => Math.abs(parseInt(await other.textContent('#rt-text'), 10) - saved.d) <= 1, { what: 'd in another tab' });
+  assert.equal((await srv.stats()).annotated, 0);
+});
+
+test('a press between two images asks which one, and labels the answer', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: false });
+  const ctx = await contextFor(t);
+  await knownPerson(ctx);
+  const page = await open(t, ctx, srv);
+  await waitShown(page);
+  // At 5 images/s, a press 500 ms after an onset is halfway between the expected presses for that
+  // image (400 ms after it) and for the next (400 ms after the next, 200 ms later).
+  await scriptPresses(page, [2], 500);
+  await page.locator('#speed').fill('5');
+  await page.keyboard.press('a');
+  const asked = await waitFor(() => page.evaluate(() => window.binannDebug.auto().asking), { what: 'the question' });
+  const { onsets } = await page.evaluate(() => ({ onsets: window.onsets }));
+  assert.deepEqual(asked, [onsets[2].id, onsets[3].id]);
+  assert.equal(await page.isVisible('#ask'), true);
+  assert.deepEqual(await page.$$eval('#ask .ask-tile', (els) => els.map((e) => Number(e.dataset.id))), asked);
+  assert.equal(await page.evaluate(() => window.binannDebug.mode()), 'ask');
+  assert.match(await page.textContent('#key-help'), /the earlier image/);
+  // While it asks, AUTO stands still: the images before are decided, the two are not labelled.
+  await waitFor(() => page.evaluate(() => window.binannDebug.auto().pending.every((id) => window.binannDebug.auto().asking.includes(id))), { what: 'the images before decided' });
+  await settled(page);
+  const still = await page.evaluate(() => window.binannDebug.current());
+  let labels = await labelsById(srv);
+  assert.equal(labels.get(asked[0]), undefined, 'the earlier image labelled before the answer');
+  assert.equal(labels.get(asked[1]), undefined, 'the later image labelled before the answer');
+  assert.equal(labels.get(onsets[1].id), 'negative');
+  assert.equal(await page.evaluate(() => window.binannDebug.current()), still);
+  // The person says: the later one.
+  await page.keyboard.press('ArrowRight');
+  await page.keyboard.press('m');
+  await waitFor(() => page.evaluate(() => window.binannDebug.auto().pending.length === 0), { what: 'the passed images decided' });
+  await settled(page);
+  labels = await labelsById(srv);
+  assert.equal(labels.get(asked[1]), 'positive');
+  assert.equal(labels.get(asked[0]), 'negative');
+  assert.equal(await page.isVisible('#ask'), false);
+  assert.equal((await page.evaluate(() => window.binannDebug.auto())).ambiguous, 1);
+});
+
+/** Turns the grid on and waits for `n` decoded thumbnails; returns the grid's state. */
+async function gridOn(page, n = 16) {
+  await page.keyboard.press('g');
+  return waitFor(async () => {
+    const g = await page.evaluate(() => window.binannDebug.grid());
+    return g.on && g.ready === n && g.tiles.length === n ? g : null;
+  }, { what: `a grid of ${n}` });
+}
+
+test('the grid: keys and the mouse mark, Enter confirms, Backspace takes the grid back in one step; contrast applies', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: false });
+  const page = await open(t, await contextFor(t), srv);
+  await waitShown(page);
+  await page.locator('#contrast').fill('2');
+  const g = await gridOn(page);
+  assert.equal(await page.evaluate(() => window.binannDebug.mode()), 'grid');
+  assert.equal(await page.$eval('#grid .tile img', (img) => getComputedStyle(img).filter), 'contrast(2) brightness(1)');
+  assert.match(await page.textContent('#key-help'), /confirm the grid/);
+  await page.keyboard.press('q'); // row 2, column 1
+  await page.keyboard.press('v'); // row 4, column 4
+  await page.click('#grid .tile[data-index="2"]');
+  await page.click('#grid .tile[data-index="5"]');
+  await page.click('#grid .tile[data-index="5"]'); // unmarked again
+  const marked = [g.tiles[4], g.tiles[15], g.tiles[2]];
+  assert.deepEqual((await page.evaluate(() => window.binannDebug.grid())).marked.sort(), [...marked].sort());
+  await page.keyboard.press('Enter');
+  await statsWhere(srv, (s) => s.annotated === 16 && s.positives === 3, 'the grid saved');
+  await settled(page);
+  let labels = await labelsById(srv);
+  for (const id of g.tiles) assert.equal(labels.get(id), marked.includes(id) ? 'positive' : 'negative', `image ${id}`);
+  // The next grid holds other images; the session counts the grid's labels.
+  const next = await waitFor(async () => {
+    const x = await page.evaluate(() => window.binannDebug.grid());
+    return x.ready === 16 ? x : null;
+  }, { what: 'the next grid' });
+  assert.ok(next.tiles.every((id) => !g.tiles.includes(id)));
+  assert.equal(await page.textContent('#st-session'), '16');
+  // Backspace: the whole grid comes back, marked as it was.
+  await page.keyboard.press('Backspace');
+  await statsWhere(srv, (s) => s.annotated === 0, 'the grid undone');
+  const back = await page.evaluate(() => window.binannDebug.grid());
+  assert.deepEqual(back.tiles, g.tiles);
+  assert.deepEqual(back.marked.sort(), [...marked].sort());
+  await page.keyboard.press('q'); // unmark one, confirm again
+  await page.keyboard.press(' ');
+  await statsWhere(srv, (s) => s.annotated === 16 && s.positives === 2, 'the grid confirmed again');
+  labels = await labelsById(srv);
+  assert.equal(labels.get(g.tiles[4]), 'negative');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'page-grid.png') });
+  // G: one image at a time again.
+  await page.keyboard.press('g');
+  await waitShown(page);
+  assert.equal(await page.evaluate(() => window.binannDebug.mode()), 'manual');
+});
+
+test('the grid skips and reports a thumbnail that will not decode', async (t) => {
+  const srv = await serverFor(t, { tiny: 5, big: false, corrupt: true });
+  const page = await open(t, await contextFor(t), srv);
+  await waitFor(() => page.evaluate(() => window.binannDebug.current() !== null), { what: 'an item' });
+  await page.keyboard.press('g');
+  const g = await waitFor(async () => {
+    const x = await page.evaluate(() => window.binannDebug.grid());
+    return x.tiles.length === 5 && x.ready === 5 ? x : null;
+  }, { what: 'the five readable images', timeout: 20000 }).catch(async (e) => {
+    throw new Error(`${e.message}; grid ${JSON.stringify(await page.evaluate(() => window.binannDebug.grid()))}, notice ${await page.textContent('#notice')}`);
+  });
+  await statsWhere(srv, (s) => s.skipped === 1, 'the unreadable image skipped');
+  assert.match(await page.textContent('#notice'), /Skipped 1 image that cannot be shown: corrupt\.png/);
+  await page.keyboard.press('Enter');
+  await statsWhere(srv, (s) => s.negatives === 5 && s.remaining === 0, 'the rest labelled');
+  assert.equal(g.tiles.length, 5);
+  await waitFor(() => page.isVisible('#done-screen'), { what: 'the all-done screen' });
+});
+
+test('grid and single view share the hand-out: two tabs never get the same image', async (t) => {
+  // Each grid tab holds its 16 thumbnails and the next images it will show.
+  const srv = await serverFor(t, { tiny: 120, big: false });
+  const ctx = await contextFor(t);
+  const a = await open(t, ctx, srv);
+  const b = await open(t, await contextFor(t), srv);
+  const c = await open(t, ctx, srv);
+  await waitShown(a);
+  await waitShown(b);
+  const ga = await gridOn(a);
+  const gb = await gridOn(b);
+  const single = await waitShown(c);
+  const all = [...ga.tiles, ...gb.tiles, single];
+  assert.equal(new Set(all).size, all.length, `an image in two tabs: ${all}`);
+  // Confirm a's grid: its next images are none of b's or c's.
+  await a.keyboard.press('1');
+  await a.keyboard.press('Enter');
+  const ga2 = await waitFor(async () => {
+    const x = await a.evaluate(() => window.binannDebug.grid());
+    return x.tiles.length && x.tiles.every((id) => !ga.tiles.includes(id)) ? x : null;
+  }, { what: 'a\'s next grid' });
+  const cNow = await c.evaluate(() => window.binannDebug.current());
+  const gbNow = (await b.evaluate(() => window.binannDebug.grid())).tiles;
+  const all2 = [...ga2.tiles, ...gbNow, cNow];
+  assert.equal(new Set(all2).size, all2.length, `an image in two tabs after a confirmation: ${all2}`);
+  await statsWhere(srv, (s) => s.annotated === 16 && s.positives === 1, 'a\'s grid');
+  // The tabs ask again for images (ranking changes, keep-alive): each keeps its own.
+  await Promise.all([a, b, c].map((p) => p.evaluate(() => window.dispatchEvent(new Event('online')))));
+  await waitFor(async () => {
+    const now = [...(await a.evaluate(() => window.binannDebug.grid())).tiles, ...(await b.evaluate(() => window.binannDebug.grid())).tiles, await c.evaluate(() => window.binannDebug.current())];
+    return now.length === all2.length && new Set(now).size === now.length && now.every((id) => all2.includes(id));
+  }, { what: 'each tab keeping its images after asking again' });
+});
+
+test('a reload keeps every label given while the server was unreachable (single view and grid), and the grid\'s undo', async (t) => {
+  const srv = await serverFor(t, { tiny: 40, big: false });
+  const ctx = await contextFor(t);
+  let blocked = true;
+  await stub(ctx, '**/api/annotations', async (route) => {
+    if (blocked) await route.abort();
+    else await route.continue();
+  });
+  const page = await open(t, ctx, srv);
+  page.on('dialog', (d) => d.accept());
+  const a = await labelOne(page, 'f');
+  const b = await labelOne(page, 'j');
+  const g = await gridOn(page);
+  await page.keyboard.press('w');
+  await page.keyboard.press('Enter');
+  await waitFor(() => page.evaluate(() => window.binannDebug.pending() === 18), { what: '18 labels waiting' });
+  await page.reload();
+  await waitFor(async () => /Sending 18 labels kept from before the reload/.test(await page.textContent('#notice')), { what: 'the restored labels' });
+  assert.equal(await page.evaluate(() => window.binannDebug.pending()), 18);
+  const shown = await waitShown(page);
+  assert.ok(![a, b, ...g.tiles].includes(shown), 'a labelled image shown again after the reload');
+  blocked = false;
+  await page.evaluate(() => window.dispatchEvent(new Event('online')));
+  await settled(page);
+  const s = await statsWhere(srv, (x) => x.annotated === 18, 'every label delivered');
+  assert.equal(s.positives, 2);
+  const labels = await labelsById(srv);
+  assert.equal(labels.get(a), 'positive');
+  assert.equal(labels.get(b), 'negative');
+  assert.equal(labels.get(g.tiles[5]), 'positive');
+  // The grid is still one undo step after the reload.
+  await page.keyboard.press('Backspace');
+  await statsWhere(srv, (x) => x.annotated === 2, 'the grid undone after the reload');
+  assert.ok(g.tiles.includes(await waitShown(page)), 'an image of the undone grid shown again');
 });

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Browser tests of the annotation page: builds the server (which compiles web/ into its binary),
+# The page's unit tests (tests/web, plain node), then browser tests of the annotation page: builds the server (which compiles web/ into its binary),
 # installs playwright-core if needed, and drives the system Chromium against the real server.
 #   bash tests/browser/run.sh                 all tests
 #   bash tests/browser/run.sh --test-name-pattern=AUTO
@@ -17,6 +17,9 @@ if [ -z "${BINANN_SERVER_BIN:-}" ]; then
   echo "== cargo build (the server compiles web/ into its binary)"
   (cd "$root" && cargo build --workspace --bins --quiet)
 fi
+
+echo "== page unit tests (node --test tests/web)"
+node --test --test-reporter=dot "$root/tests/web/"
 
 mkdir -p "$here/artifacts"
 echo "== browser tests"

@@ -37,9 +37,9 @@ const GENERATED_TOKEN_LEN: usize = 64;
 /// How long the browser keeps the token cookie (a restarted server with a new token makes it
 /// stale sooner; the page then says to open the new URL).
 const TOKEN_COOKIE_DAYS: i64 = 30;
-/// Paths served without the token: the page's own files (they hold nothing of the dataset, and
-/// the page must load to say that the token is missing) and the health check.
-const PUBLIC_PATHS: &[&str] = &["/", "/app.js", "/style.css", "/health"];
+/// Paths served without the token besides the page's own files (see
+/// [`crate::web_assets::is_page_path`]): the health check.
+const PUBLIC_PATHS: &[&str] = &["/health"];
 
 /// Why the server refuses to start with the access options it was given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -259,7 +259,7 @@ pub async fn guard(
         tracing::warn!(method = %req.method(), path = req.path(), "refused a request: {why}");
         return Ok(req.into_response(refusal(ApiError::CrossSite(why))).map_into_right_body());
     }
-    if !PUBLIC_PATHS.contains(&req.path()) && !access.admits(&req) {
+    if !PUBLIC_PATHS.contains(&req.path()) && !crate::web_assets::is_page_path(req.path()) && !access.admits(&req) {
         return Ok(req.into_response(refusal(ApiError::Unauthorized)).map_into_right_body());
     }
     if changes_state(&req)

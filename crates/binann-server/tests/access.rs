@@ -178,9 +178,10 @@ fn beyond_loopback_every_api_and_image_route_needs_the_token() {
     assert_eq!(resp.header("WWW-Authenticate"), Some("Bearer realm=\"binann\""));
     assert_eq!(journal_bytes(&server), journal_before, "a request without the token changed something");
     // The page and the health check load without it (the page then says what is missing).
-    for path in ["/", "/app.js", "/style.css", "/health"] {
-        assert_eq!(c.get(path).0, 200, "{path}");
+    for path in binann_server::web_assets::paths().chain(["/health".to_owned()]) {
+        assert_eq!(c.get(&path).0, 200, "{path}");
     }
+    assert!(binann_server::web_assets::paths().any(|p| p == "/main.mjs"), "the page's modules are public");
 
     // The right token as a bearer header: every route works.
     let bearer = format!("Bearer {token}");

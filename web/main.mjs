@@ -1,0 +1,393 @@
+// binann's annotation page: keyboard-first labelling with decoded prefetching, an outbox that
+// keeps labels until the server has them, AUTO mode, statistics and charts. Native ES modules,
+// no build step, no dependencies:
+//   util     storage, formatting          api     requests, the connection, the tab's client id
+//   outbox   labels until acknowledged    state   every piece of shared state, declared
+//   stage    the image shown, prefetching auto    AUTO mode
+//   rt       reaction time, attribution   calibrate  measuring the reaction time
+//   grid     the grid view                charts  statistics and charts
+//   keys     the key table (handler, help, README)
+//   main     labelling, undo, input, start (this file)
+import { claimClientId, conn, opsStorage, sendOp } from './api.mjs';
+import { answer, applySpeed, beforeUndo, loadSpeed, press, setAuto, setAutoPaused, skip as autoSkip, undone } from './auto.mjs';
+import { calibrationPress, cancelCalibration, startCalibration } from './calibrate.mjs';
+import { pollStats, refreshStatsSoon, renderAnnotators } from './charts.mjs';
+import { confirm, loadGridSize, tileIndex, toggle, toggleGrid, undoGrid } from './grid.mjs';
+import { actionFor, renderHelp } from './keys.mjs';
+import { advance, forget, makeItem, maybeRefill, notice, prepare, renderEmptyStage, renderMeta, reshow } from './stage.mjs';
+import { KEEP_DECODED, LS_ANNOTATOR, auto, calibration, grid, outbox, session, state } from './state.mjs';
+import { $, clock, num, plural, sleep, store } from './util.mjs';
+
+const LS_DISPLAY = 'binann.display';
+const MAX_NAME = 64; // characters (code points), as the server counts them
+
+// ---------------------------------------------------------------- the outbox, wired to the page
+outbox.io = { send: (op) => sendOp(op, state.annotator), storage: opsStorage, sleep, makeItem };
+outbox.on = {
+  change: renderSaveState,
+  undone(op, r) {
+    if (op.show) {
+      const item = makeItem(r);
+      state.done.delete(item.id);
+      if (grid.on) undoGrid([{ item, label: r.label }]);
+      else reshow(item);
+      notice(`Undone: ${r.label || 'label'} for ${r.path}`);
+    } else if (op.id !== null && r.id !== op.id) {
+      notice(`The server undid the label of ${r.path}, not the one expected; check it.`, 'error');
+    }
+  },
+  refused(op, e) {
+    if (op.kind === 'label') notice(`The server refused the label of ${op.item ? op.item.path : op.id}: ${e.message}`, 'error');
+    else if (e.code === 'nothing_to_undo') notice('Nothing to undo.');
+    else notice(`Undo failed: ${e.message}`, 'error');
+  },
+  trouble(e) {
+    if (e.status !== 0 && !conn.blocked) {
+      conn.saveError = e.message;
+      renderBanner();
+    }
+  },
+  recovered() {
+    if (conn.saveError) {
+      conn.saveError = null;
+      renderBanner();
+    }
+  },
+  drained(hadTrouble) {
+    refreshStatsSoon();
+    renderSaveState();
+    if (hadTrouble && !outbox.pending) notice('Connection restored: every label is saved.');
+  },
+};
+conn.onChange = renderBanner;
+
+// ---------------------------------------------------------------- labelling and undo
+/** Labels the image on screen and shows the next. */
+export function label(kind, how = {}) {
+  const item = state.current;
+  if (!item) return;
+  give(item, kind);
+  if (!how.key) state.pendingMark = null;
+  advance();
+  renderSession();
+}
+
+/** Records a label of `item` (in the outbox, in the session's counts); returns its undo entry. */
+export function give(item, kind, group = null) {
+  resumeTimer();
+  const entry = outbox.add(item, kind, state.annotator, group);
+  const old = outbox.stack[outbox.stack.length - 1 - KEEP_DECODED];
+  if (old && old.group === null) forget(old.item); // re-prepared on undo
+  state.done.add(item.id);
+  session.labels++;
+  session.times.push(Date.now());
+  return entry;
+}
+
+/**
+ * Takes back the newest label, or the newest confirmed grid in one step, and shows those images
+ * again (in the grid: as thumbnails, marked as they were).
+ */
+export function undo() {
+  const pausedAuto = auto.on && !auto.paused;
+  if (auto.on) beforeUndo();
+  const entries = outbox.undo();
+  if (!entries.length) {
+    // Nothing labelled in this tab since it was loaded: the server undoes this client's last.
+    state.pendingMark = null;
+    return;
+  }
+  undone(entries);
+  for (const entry of entries) {
+    state.done.delete(entry.item.id);
+    if (session.labels > 0) session.labels--;
+    session.times.pop();
+  }
+  if (grid.on) {
+    undoGrid(entries);
+  } else {
+    reshow(entries[0].item);
+    // The rest of an undone grid comes next, in order.
+    for (const e of entries.slice(1).reverse()) {
+      e.item.sticky = true;
+      state.queue.splice(0, 0, e.item);
+      prepare(e.item);
+    }
+  }
+  const what = entries.length > 1 ? `the grid of ${entries.length} labels (${entries.filter((e) => e.label === 'positive').length} positive)` : `${entries[0].label} for ${entries[0].item.path}`;
+  notice(`Undone: ${what}.${pausedAuto ? ' AUTO paused: press M to resume.' : ''}`);
+  renderSession();
+}
+
+// ---------------------------------------------------------------- session timer
+function activeMs() {
+  const now = session.pausedAt ?? performance.now();
+  return now - session.start - session.pausedMs;
+}
+
+function toggleTimer() {
+  if (session.pausedAt === null) session.pausedAt = performance.now();
+  else resumeTimer();
+  renderSession();
+}
+
+export function resumeTimer() {
+  if (session.pausedAt !== null) {
+    session.pausedMs += performance.now() - session.pausedAt;
+    session.pausedAt = null;
+    renderSession();
+  }
+}
+
+export function renderSession() {
+  const ms = activeMs();
+  const paused = session.pausedAt !== null;
+  $('st-time').textContent = `${clock(ms)}${paused ? ' (paused)' : ''}`;
+  $('pause-label').textContent = paused ? 'Resume timer' : 'Pause timer';
+  $('st-session').textContent = String(session.labels);
+  $('st-rate').textContent = ms > 1000 ? `${(session.labels / (ms / 1000)).toFixed(2)} images/s` : '–';
+  const cutoff = Date.now() - 60000;
+  while (session.times.length && session.times[0] < cutoff) session.times.shift();
+  // Over the last minute, or the whole session when it is younger than that.
+  const span = Math.min(60, Math.max(1, ms / 1000));
+  $('st-minute').textContent = `${(session.times.length / span).toFixed(2)} images/s`;
+  $('st-all').textContent = state.stats ? `${num(state.stats.last_minute)} labels last minute` : '–';
+}
+
+// ---------------------------------------------------------------- the annotator's name
+function cleanName(text) {
+  // Control characters cannot be sent; the server trims and counts code points as here.
+  return Array.from(String(text || '').replace(/\p{Cc}/gu, '').trim()).slice(0, MAX_NAME).join('');
+}
+
+function setAnnotator(name, save) {
+  state.annotator = cleanName(name);
+  if (save) store.set('localStorage', LS_ANNOTATOR, state.annotator);
+  document.body.classList.toggle('unnamed', !state.annotator);
+  if (state.stats) renderAnnotators(state.stats.annotators);
+}
+
+function wireName() {
+  const nameInput = $('annotator');
+  nameInput.addEventListener('input', () => setAnnotator(nameInput.value, true));
+  nameInput.addEventListener('change', () => { nameInput.value = state.annotator; });
+  nameInput.addEventListener('keydown', (e) => {
+    // Enter or Escape hands the keys back to labelling.
+    if (e.key === 'Enter' || e.key === 'Escape') {
+      e.preventDefault();
+      nameInput.blur();
+    }
+  });
+  // Another tab of this browser changed the name.
+  window.addEventListener('storage', (e) => {
+    if (e.key === LS_ANNOTATOR) {
+      setAnnotator(e.newValue, false);
+      if (document.activeElement !== nameInput) nameInput.value = state.annotator;
+    }
+  });
+}
+
+// ---------------------------------------------------------------- banner, save state
+function renderBanner() {
+  const banner = $('banner');
+  const n = outbox.pending;
+  const waiting = n ? ` ${n} label${n === 1 ? ' is' : 's are'} kept in this tab and will be sent when it is back; keep this tab open.` : '';
+  if (conn.unreachable) {
+    banner.textContent = `Cannot reach the binann server (retrying).${waiting}`;
+    banner.hidden = false;
+  } else if (conn.blocked && conn.blocked.status === 401) {
+    banner.textContent = `This server needs its access token: open the address binann-server printed when it started (http://…/?token=…) in this browser.${waiting}`;
+    banner.hidden = false;
+  } else if (conn.blocked) {
+    banner.textContent = `The server refuses this page's requests: ${conn.blocked.message}.${waiting}`;
+    banner.hidden = false;
+  } else if (conn.saveError) {
+    banner.textContent = `The server could not save labels: ${conn.saveError}.${n ? ` ${n} label${n === 1 ? ' is' : 's are'} waiting and will be retried.` : ''}`;
+    banner.hidden = false;
+  } else {
+    banner.hidden = true;
+  }
+  document.body.classList.toggle('offline', conn.unreachable);
+  if (!state.current) renderEmptyStage();
+}
+
+function renderSaveState() {
+  const n = outbox.unsavedLabels;
+  const el = $('save-state');
+  el.textContent = n ? `saving ${n}…` : 'all saved';
+  el.classList.toggle('pending', n > 0);
+  document.body.dataset.pending = String(outbox.pending);
+  renderBanner();
+  if (!state.current && state.exhausted) renderDone();
+}
+
+export function renderDone() {
+  const s = state.stats;
+  const unsaved = outbox.unsavedLabels;
+  let text = 'Every image has a label.';
+  if (s && s.remaining > 0) {
+    text = `Nothing left for this tab: the ${s.remaining} remaining image${s.remaining === 1 ? ' is' : 's are'} shown in another tab (or waiting for labels being saved).`;
+  } else if (s) {
+    text = `All ${s.total} images are done: ${s.positives} positive, ${s.negatives} negative, ${s.skipped} skipped.`;
+  }
+  if (unsaved) text += ` Saving ${plural(unsaved, 'label')}…`;
+  $('done-detail').textContent = text;
+}
+
+// ---------------------------------------------------------------- display settings
+function applyDisplay(save) {
+  const c = Number($('contrast').value);
+  const b = Number($('brightness').value);
+  document.body.style.setProperty('--contrast', String(c));
+  document.body.style.setProperty('--brightness', String(b));
+  $('contrast-out').textContent = c.toFixed(2);
+  $('brightness-out').textContent = b.toFixed(2);
+  if (save) store.set('localStorage', LS_DISPLAY, JSON.stringify({ contrast: c, brightness: b }));
+}
+
+function wireDisplay() {
+  try {
+    const d = JSON.parse(store.get('localStorage', LS_DISPLAY) || 'null');
+    if (d && Number.isFinite(d.contrast)) $('contrast').value = String(d.contrast);
+    if (d && Number.isFinite(d.brightness)) $('brightness').value = String(d.brightness);
+  } catch { /* defaults */ }
+  applyDisplay(false);
+  $('contrast').addEventListener('input', () => applyDisplay(true));
+  $('brightness').addEventListener('input', () => applyDisplay(true));
+  $('display-reset').addEventListener('click', () => {
+    $('contrast').value = '1';
+    $('brightness').value = '1';
+    applyDisplay(true);
+  });
+}
+
+// ---------------------------------------------------------------- input
+/** The mode whose column of the key table applies now. */
+export function mode() {
+  if (calibration.run) return 'calibrate';
+  if (auto.asking) return 'ask';
+  if (grid.on) return 'grid';
+  return auto.on ? 'auto' : 'manual';
+}
+
+/** Does `action` (of the key table, or a button); `how`: {key, keyName, time} for a keypress. */
+function perform(action, how = {}) {
+  const time = how.time ?? performance.now();
+  switch (action) {
+    case 'positive':
+    case 'negative':
+      return auto.on ? press(action, time) : label(action, how);
+    case 'skip': return auto.on ? autoSkip() : label('skip', how);
+    case 'undo': return undo();
+    case 'pause': return toggleTimer();
+    case 'autopause': return setAutoPaused(!auto.paused);
+    case 'auto': return grid.on ? undefined : setAuto(!auto.on);
+    case 'calibrate': return startCalibration();
+    case 'calibpress': return calibrationPress(time);
+    case 'calibcancel': return cancelCalibration();
+    case 'earlier': case 'later': case 'both': case 'neither': return answer(action);
+    case 'grid': return toggleGrid();
+    case 'confirm': return confirm();
+    case 'tile': {
+      const i = how.keyName ? tileIndex(how.keyName) : null;
+      return i === null ? undefined : toggle(i);
+    }
+    default: return undefined;
+  }
+}
+
+function typing(el) {
+  if (!el || el === document.body) return false;
+  if (el.isContentEditable) return true;
+  if (el.tagName === 'TEXTAREA' || el.tagName === 'SELECT') return true;
+  if (el.tagName === 'INPUT') return !['range', 'checkbox', 'radio', 'button', 'submit', 'reset', 'color'].includes(el.type);
+  return false;
+}
+
+function onKey(e) {
+  if (e.ctrlKey || e.metaKey || e.altKey || e.isComposing || typing(e.target)) return;
+  const action = actionFor(e.key, mode());
+  if (!action) return;
+  e.preventDefault();
+  if (e.repeat) return; // a held key labels one image, not many
+  let mark = null;
+  if (['positive', 'negative', 'skip', 'undo'].includes(action) && mode() === 'manual') {
+    mark = `binann-key-${performance.now().toFixed(3)}`;
+    performance.mark(mark);
+  }
+  state.pendingMark = mark;
+  perform(action, { key: true, keyName: e.key, time: e.timeStamp });
+}
+
+function renderKeys() {
+  const m = mode();
+  renderHelp(m, $('key-help'), document.querySelectorAll('button[data-action]'));
+  renderHelp('ask', $('ask-keys'), []);
+  renderHelp('calibrate', $('calib-keys'), []);
+  document.body.dataset.mode = m;
+  $('grid-toggle').setAttribute('aria-pressed', String(grid.on));
+}
+
+function wireInput() {
+  document.addEventListener('keydown', onKey);
+  for (const btn of document.querySelectorAll('button[data-action]')) {
+    btn.addEventListener('mousedown', (e) => e.preventDefault()); // a click keeps focus where it was
+    btn.addEventListener('click', () => {
+      state.pendingMark = null;
+      perform(btn.dataset.action);
+    });
+  }
+  $('auto-toggle').addEventListener('mousedown', (e) => e.preventDefault());
+  $('auto-toggle').addEventListener('click', () => { if (mode() === 'manual' || mode() === 'auto') setAuto(!auto.on); });
+  $('grid-toggle').addEventListener('mousedown', (e) => e.preventDefault());
+  $('grid-toggle').addEventListener('click', () => { if (!calibration.run && !auto.asking) toggleGrid(); });
+  document.addEventListener('binann:mode', renderKeys);
+  window.addEventListener('beforeunload', (e) => {
+    if (outbox.pending) {
+      e.preventDefault();
+      e.returnValue = '';
+    }
+  });
+  window.addEventListener('online', () => { outbox.backoff = 500; maybeRefill(true); });
+}
+
+// For tests and debugging.
+window.binannDebug = {
+  current: () => (state.current ? state.current.id : null),
+  queued: () => state.queue.map((it) => it.id),
+  pending: () => outbox.pending,
+  clientId: () => conn.clientId,
+  annotator: () => state.annotator,
+  mode: () => mode(),
+  auto: () => ({
+    ...auto.counts, d: auto.rt.d, sd: auto.rt.sd, asking: auto.asking ? auto.asking.views.map((v) => v.item.id) : null,
+    pending: auto.views.filter((v) => !v.decided && !v.withdrawn && v.advanced).map((v) => v.item.id),
+  }),
+  grid: () => ({ on: grid.on, tiles: grid.tiles.map((t) => t.item.id), marked: grid.tiles.filter((t) => t.marked).map((t) => t.item.id), ready: grid.tiles.filter((t) => t.item.ok).length }),
+  item: () => (state.current ? { id: state.current.id, path: state.current.path } : null),
+};
+
+// ---------------------------------------------------------------- start
+async function start() {
+  wireDisplay();
+  loadSpeed();
+  loadGridSize();
+  applySpeed(false);
+  wireName();
+  wireInput();
+  setAnnotator(store.get('localStorage', LS_ANNOTATOR), false);
+  $('annotator').value = state.annotator;
+  renderKeys();
+  renderMeta();
+  renderEmptyStage();
+  setInterval(renderSession, 1000);
+  await claimClientId();
+  for (const item of outbox.restore()) state.done.add(item.id);
+  if (outbox.pending) notice(`Sending ${plural(outbox.pending, 'label')} kept from before the reload.`);
+  outbox.persist();
+  outbox.pump();
+  maybeRefill(true);
+  pollStats();
+}
+
+start();
