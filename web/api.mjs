@@ -68,6 +68,11 @@ export function next(count, keep) {
   return api('GET', `/api/next?count=${Math.max(1, Math.min(32, count))}${ids.length ? `&keep=${ids.join(',')}` : ''}`);
 }
 
+/** `POST /api/similar`: the `count` images nearest to image `id` come next for this tab. */
+export function similar(id, count) {
+  return api('POST', '/api/similar', { id, count });
+}
+
 /** Sends one op of the outbox (see outbox.mjs). */
 export function sendOp(op, annotator) {
   if (op.kind === 'label') return api('POST', '/api/annotations', { id: op.id, label: op.label }, op.annotator ?? annotator);

@@ -3,7 +3,7 @@ import { api } from './api.mjs';
 import { renderDone, renderSession } from './main.mjs';
 import { maybeRefill } from './stage.mjs';
 import { state } from './state.mjs';
-import { $, ago, duration, num, pct } from './util.mjs';
+import { $, ago, duration, num, pct, plural } from './util.mjs';
 
 const STATS_MS = 2000;
 const KEEPALIVE_MS = 45000; // re-ask /api/next when idle, so the server keeps our images reserved
@@ -92,9 +92,22 @@ function renderStats(s) {
     const loss = typeof m.loss === 'number' ? `, loss ${m.loss.toFixed(3)}` : '';
     $('md-net').textContent = `${m.backbone} ${m.input_size}px, ${m.mode}${loss}`;
   }
+  $('left-text').textContent = leftText(s.positives_left);
+  document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.can_stop));
   $('md-online').textContent = s.online ? `${pct(s.online.accuracy)} of ${num(s.online.evaluated)} labels` : 'no label judged yet';
   renderSession();
   if (!state.current && state.exhausted) renderDone();
+}
+
+/** The estimate of the positives left, in words (see README: Rare positives). */
+export function leftText(left) {
+  if (!left) return 'Not estimated yet: it appears after the first random check.';
+  const round = (v) => num(Math.round(v));
+  const checks = `${plural(left.audits, 'random check')}, ${num(left.audit_positives)} positive`;
+  let text = `About ${round(left.estimate)} positives are still unlabelled (95 %: ${round(left.low)}–${round(left.high)}; ${checks}).`;
+  if (left.found > 0) text += ` Recall so far ≈ ${pct(left.recall)} (${pct(left.recall_low)}–${pct(left.recall_high)}).`;
+  if (left.can_stop) text += ' At least 95 % of the positives are likely found: you can stop, or export and let the model label the rest.';
+  return text;
 }
 
 // A new ranking reorders what comes next: ask for the list again (the shown image stays).

@@ -30,6 +30,7 @@ export const KEYS = [
     name: 'Backspace', keys: ['Backspace'], manual: ['undo', 'undo the last label, show that image again'],
     auto: ['undo', 'pause AUTO, undo the last label'], grid: ['undo', 'undo the last confirmed grid, in one step'],
   },
+  { name: 'L', keys: ['l'], manual: ['similar', 'more like this: the images nearest to this one come next'] },
   { name: 'M', keys: ['m'], auto: ['autopause', 'pause AUTO'] },
   { name: 'A', keys: ['a'], manual: ['auto', 'switch AUTO on'], auto: ['auto', 'switch AUTO off'] },
   { name: 'C', keys: ['c'], manual: ['calibrate', 'calibrate your reaction time d'], auto: ['calibrate', 'pause AUTO, calibrate d'] },

@@ -8,7 +8,7 @@
 //   grid     the grid view                charts  statistics and charts
 //   keys     the key table (handler, help, README)
 //   main     labelling, undo, input, start (this file)
-import { claimClientId, conn, opsStorage, sendOp } from './api.mjs';
+import { claimClientId, conn, opsStorage, sendOp, similar } from './api.mjs';
 import { answer, applySpeed, beforeUndo, loadSpeed, press, setAuto, setAutoPaused, skip as autoSkip, undone } from './auto.mjs';
 import { calibrationPress, cancelCalibration, startCalibration } from './calibrate.mjs';
 import { pollStats, refreshStatsSoon, renderAnnotators } from './charts.mjs';
@@ -261,6 +261,28 @@ function wireDisplay() {
   });
 }
 
+// ---------------------------------------------------------------- more like this
+/** How many images "more like this" puts next. */
+const SIMILAR_COUNT = 8;
+
+/** Asks the server to put the images nearest to the one on screen next for this tab. */
+async function moreLikeThis() {
+  const item = state.current;
+  if (!item) return;
+  try {
+    const r = await similar(item.id, SIMILAR_COUNT);
+    if (!r.queued.length) {
+      notice('More like this: every image near this one is labelled already.');
+      return;
+    }
+    notice(`More like this: ${plural(r.queued.length, 'image')} near this one come next.`);
+    // The current image stays; what follows is asked for again, the neighbours first.
+    maybeRefill(true);
+  } catch (e) {
+    notice(e.code === 'not_embedded' ? 'More like this: the AI has not reached this image yet; try again in a moment.' : `More like this failed: ${e.message}`, e.code === 'not_embedded' ? 'info' : 'error');
+  }
+}
+
 // ---------------------------------------------------------------- input
 /** The mode whose column of the key table applies now. */
 export function mode() {
@@ -287,6 +309,7 @@ function perform(action, how = {}) {
     case 'calibcancel': return cancelCalibration();
     case 'earlier': case 'later': case 'both': case 'neither': return answer(action);
     case 'grid': return toggleGrid();
+    case 'similar': return moreLikeThis();
     case 'confirm': return confirm();
     case 'tile': {
       const i = how.keyName ? tileIndex(how.keyName) : null;

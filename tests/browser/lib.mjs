@@ -113,7 +113,10 @@ export function makeDataset({ tiny = 40, big = true, corrupt = false } = {}) {
  * it and the helpers below send it as a bearer token.
  */
 export async function startServer({ datadir, rundir, port = 0, extra = [], token = null }) {
-  const args = ['--datadir', datadir, '--rundir', rundir, '--host', '127.0.0.1', '--port', String(port), ...extra];
+  // Tests that follow the hand-out order run without audit picks (random by design), unless they
+  // set the rate themselves.
+  const auditOff = extra.includes('--audit-rate') ? [] : ['--audit-rate', '0'];
+  const args = ['--datadir', datadir, '--rundir', rundir, '--host', '127.0.0.1', '--port', String(port), ...auditOff, ...extra];
   if (token) args.push('--token', token);
   const proc = spawn(SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' } });
   let stderr = '';
@@ -196,10 +199,10 @@ export function getJson(url, headers = {}) {
 }
 
 /** A dataset, a run directory and a server over them. */
-export async function freshServer(datasetOptions) {
+export async function freshServer(datasetOptions, extra = []) {
   const datadir = makeDataset(datasetOptions);
   const rundir = path.join(tmpdir('run'), 'run');
-  return startServer({ datadir, rundir });
+  return startServer({ datadir, rundir, extra });
 }
 
 // ------------------------------------------------------------------ browser

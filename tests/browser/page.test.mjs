@@ -39,8 +39,8 @@ function removeDirs(datadir, rundir) {
 }
 
 /** A server over a fresh dataset, stopped (and its folders removed) when the test ends. */
-async function serverFor(t, options) {
-  const srv = await freshServer(options);
+async function serverFor(t, options, extra = []) {
+  const srv = await freshServer(options, extra);
   cleanup(t, async () => {
     await srv.stop();
     removeDirs(srv.datadir, srv.rundir);
@@ -244,6 +244,58 @@ test('contrast and brightness filter the image and persist; keys still label fro
 
   await page.click('#display-reset');
   assert.equal(await filter(), 'contrast(1) brightness(1)');
+});
+
+test('the positives-left estimate from audit picks is on the page', async (t) => {
+  // Half the hand-outs are audit picks, so a few labels give an estimate.
+  const srv = await serverFor(t, { big: false }, ['--audit-rate', '0.5']);
+  const page = await open(t, await contextFor(t), srv);
+  assert.match(await page.textContent('#left-text'), /Not estimated yet/);
+  for (let i = 0; i < 12; i++) await labelOne(page, i % 3 === 0 ? 'f' : 'j');
+  await settled(page);
+  // What the page says is what the server estimates, once every label is saved.
+  const s = await statsWhere(srv, (s) => s.positives_left && s.annotated === 12, 'the estimate after 12 labels');
+  const left = s.positives_left;
+  const round = (v) => String(Math.round(v));
+  const expected = `About ${round(left.estimate)} positives are still unlabelled (95 %: ${round(left.low)}–${round(left.high)}; ${left.audits} random check`;
+  await waitFor(async () => (await page.textContent('#left-text')).startsWith(expected), { what: `the page to say "${expected}"`, timeout: 20000 });
+  assert.match(await page.textContent('#left-text'), /Recall so far ≈ \d/);
+});
+
+test('more like this (L): the images the server names come next, for this tab (similar and next stubbed)', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  let asked = null;
+  let chosen = null;
+  let firstList = null;
+  await stub(ctx, '**/api/similar', async (route) => {
+    asked = JSON.parse(route.request().postData());
+    await route.fulfill({ json: { id: asked.id, queued: chosen.map((it) => it.id) } });
+  });
+  await stub(ctx, '**/api/next*', async (route) => {
+    const real = await (await route.fetch()).json();
+    if (!firstList) firstList = real;
+    if (!asked) return route.fulfill({ json: real });
+    const ids = new Set(chosen.map((it) => it.id));
+    return route.fulfill({ json: [...chosen, ...real.filter((it) => !ids.has(it.id))] });
+  });
+  const page = await open(t, ctx, srv);
+  const shown = await waitShown(page);
+  // The last two images of the first list, in reverse: without L they would come much later.
+  chosen = firstList.filter((it) => it.id !== shown).slice(-2).reverse();
+  await page.keyboard.press('l');
+  await waitFor(() => asked, { what: 'the similar request' });
+  assert.equal(asked.id, shown, 'asks about the image on screen');
+  await waitFor(async () => /2 images near this one come next/.test(await page.textContent('#notice').catch(() => '')), { what: 'the notice' });
+  assert.equal(await shownId(page), shown, 'the image on screen stays');
+  await waitFor(async () => (await page.evaluate(() => window.binannDebug.queued()[0])) === chosen[0].id, { what: 'the neighbours queued first' });
+  assert.equal(await labelOne(page, 'j'), shown);
+  const onScreen = async (id, what) => {
+    await waitFor(async () => (await page.evaluate(() => window.binannDebug.current())) === id && (await shownId(page)) === id, { what });
+  };
+  await onScreen(chosen[0].id, 'the nearest image next');
+  await page.keyboard.press('j');
+  await onScreen(chosen[1].id, 'the second nearest after it');
 });
 
 test('stats and charts follow the labels', async (t) => {

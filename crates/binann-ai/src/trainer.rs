@@ -203,12 +203,21 @@ impl Trainer {
         }
         let step = self.generation as usize;
         self.board.add_scalar("train/loss", loss, step);
-        self.board.add_scalar("train/accuracy", accuracy, step);
+        // Finetune mode measures no training accuracy (NaN): nothing rather than NaN in the chart.
+        if accuracy.is_finite() {
+            self.board.add_scalar("train/accuracy", accuracy, step);
+        }
         self.board.add_scalar("labels/total", used as f32, step);
         self.board.add_scalar("labels/positives", positives as f32, step);
         let (judged, correct) = state.online_accuracy(Some(100));
         if judged > 0 {
             self.board.add_scalar("online/accuracy_last_100", correct as f32 / judged as f32, step);
+        }
+        if let Some(left) = state.positives_left(self.paths.len() as u64) {
+            self.board.add_scalar("positives_left/estimate", left.estimate as f32, step);
+            self.board.add_scalar("positives_left/low", left.low as f32, step);
+            self.board.add_scalar("positives_left/high", left.high as f32, step);
+            self.board.add_scalar("positives_left/recall", left.recall as f32, step);
         }
         self.board.flush();
         tracing::info!(

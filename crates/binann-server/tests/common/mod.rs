@@ -48,8 +48,12 @@ pub fn try_start_server_with_env(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Result<Server, (Option<i32>, String)> {
+    // Tests that check the hand-out order run without audit picks (random by design); the tests
+    // of the audit picks set the rate themselves.
+    let audit_off: &[&str] = if extra.contains(&"--audit-rate") { &[] } else { &["--audit-rate", "0"] };
     let mut child = Command::new(env!("CARGO_BIN_EXE_binann-server"))
         .args(["--datadir", datadir.to_str().unwrap(), "--rundir", rundir.to_str().unwrap(), "--port", "0"])
+        .args(audit_off)
         .args(extra)
         .env("RUST_LOG", "info")
         .envs(env.iter().copied())
