@@ -3,8 +3,8 @@
 # .cache/weights/mobilenet_v2.safetensors with binann's own converter (no Python torch needed).
 #
 # Idempotent: does nothing (quickly) when the converted file is already there and valid.
-# Needs: python3 with pip (download + unzip only), sha256sum, cargo; LIBTORCH set up as in
-# shared/LIBTORCH.md (.cargo/config.toml points cargo at .libtorch/torch).
+# Needs: python3 with pip (download + unzip only), sha256sum, cargo; libtorch in .libtorch, as
+# scripts/setup.sh installs it (.cargo/config.toml points cargo at .libtorch/torch).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

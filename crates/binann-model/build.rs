@@ -21,7 +21,7 @@ fn main() {
 
 /// `BINANN_LINK_TORCH_CUDA=1`/`0` forces the choice. Otherwise: only when libtorch_cuda.so and
 /// all the CUDA libraries it needs are present. The PyPI torch wheel always ships
-/// libtorch_cuda.so, but a CPU-only install (see shared/LIBTORCH.md) lacks cuBLAS, cuDNN, ...,
+/// libtorch_cuda.so, but a CPU-only install (scripts/setup.sh) lacks cuBLAS, cuDNN, ...,
 /// and linking it there would make every binary fail to start.
 fn should_link_torch_cuda(torch_cuda: &Path) -> bool {
     match std::env::var("BINANN_LINK_TORCH_CUDA").as_deref() {

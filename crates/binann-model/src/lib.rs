@@ -17,7 +17,7 @@
 //!
 //! Binaries: `binann-convert-weights SRC DST` and `binann-embed-bench` (throughput figures).
 //!
-//! Everything runs on libtorch through `tch`; see `shared/LIBTORCH.md` for the install.
+//! Everything runs on libtorch through `tch`; `scripts/setup.sh` installs it (README: "libtorch and the GPU box").
 
 pub mod backbone;
 pub mod checkpoint;
