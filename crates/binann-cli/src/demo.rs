@@ -2,7 +2,7 @@
 //! the ground truth in a CSV that binann itself never reads (it is for the simulated annotator and
 //! the benchmarks).
 
-use std::io::{BufWriter, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -138,9 +138,9 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     }
     let progress = indicatif::ProgressBar::new(args.count as u64).with_message("writing PNG files");
     use rayon::prelude::*;
-    let rows: Vec<String> = (0..args.count)
+    let rows: Vec<[String; 3]> = (0..args.count)
         .into_par_iter()
-        .map(|i| -> anyhow::Result<String> {
+        .map(|i| -> anyhow::Result<[String; 3]> {
             let (pixels, w, h) = &images[chosen[i]];
             // Folders of 1,000 keep directory listings small, as real datasets tend to be.
             let rel = format!("{:03}/{i:06}.png", i / 1000);
@@ -152,17 +152,17 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", path.display()))?;
             progress.inc(1);
             let class = labels[chosen[i]];
-            Ok(format!("{rel},{},{}", u8::from(positive.contains(&class)), CLASSES[class as usize]))
+            Ok([rel, u8::from(positive.contains(&class)).to_string(), CLASSES[class as usize].to_owned()])
         })
         .collect::<anyhow::Result<_>>()?;
     progress.finish_and_clear();
-    let mut csv = BufWriter::new(std::fs::File::create(&args.truth)?);
-    writeln!(csv, "path,label,class")?;
+    let mut csv = csv::Writer::from_path(&args.truth).with_context(|| format!("creating {}", args.truth.display()))?;
+    csv.write_record(["path", "label", "class"])?;
     for row in &rows {
-        writeln!(csv, "{row}")?;
+        csv.write_record(row)?;
     }
     csv.flush()?;
-    let positives = rows.iter().filter(|r| r.contains(",1,")).count();
+    let positives = rows.iter().filter(|r| r[1] == "1").count();
     println!(
         "wrote {} images to {} ({positives} positive: {}), truth in {}",
         rows.len(),

@@ -132,10 +132,6 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
     Ok(out)
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_owned() }
-}
-
 /// Runs `binann export`.
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let rows = rows(&args.rundir, args)?;
@@ -152,21 +148,21 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             writeln!(w)?;
         }
     } else {
-        writeln!(w, "id,path,human_label,annotator,model_prob,model_label,label,label_source")?;
+        let mut csv = csv::Writer::from_writer(&mut w);
+        csv.write_record(["id", "path", "human_label", "annotator", "model_prob", "model_label", "label", "label_source"])?;
         for r in &rows {
-            writeln!(
-                w,
-                "{},{},{},{},{},{},{},{}",
-                r.id,
-                csv_field(&r.path),
+            csv.write_record([
+                r.id.to_string().as_str(),
+                &r.path,
                 r.human_label.unwrap_or(""),
-                csv_field(&r.annotator),
-                r.model_prob.map(|p| format!("{p:.6}")).unwrap_or_default(),
+                &r.annotator,
+                &r.model_prob.map(|p| format!("{p:.6}")).unwrap_or_default(),
                 r.model_label.unwrap_or(""),
                 r.label.unwrap_or(""),
-                r.label_source
-            )?;
+                r.label_source,
+            ])?;
         }
+        csv.flush()?;
     }
     w.flush()?;
     let human = rows.iter().filter(|r| r.label_source == "human").count();

@@ -134,17 +134,13 @@ struct Draw {
     random_curve: Vec<f64>,
 }
 
-/// The kind of every image of the truth CSV written by `binann demo-data` (path,label,class).
+/// The kind of every positive image of the truth CSV written by `binann demo-data`
+/// (path,label,class).
 fn read_kinds(path: &Path) -> anyhow::Result<HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(text
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let mut f = line.split(',');
-            let (path, label, class) = (f.next()?, f.next()?, f.next()?);
-            (label == "1").then(|| (path.to_owned(), class.to_owned()))
-        })
+    Ok(crate::simulate::read_truth_rows(path)?
+        .into_iter()
+        .filter(|(_, positive, _)| *positive)
+        .map(|(p, _, class)| (p, class.unwrap_or_else(|| "positive".into())))
         .collect())
 }
 

@@ -3,7 +3,6 @@
 //! writes a trace of every step and a summary.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -55,25 +54,31 @@ pub struct Step {
 
 /// Reads a ground-truth CSV into path → positive?.
 pub fn read_truth(path: &Path) -> anyhow::Result<HashMap<String, bool>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let mut lines = text.lines();
-    let header = lines.next().context("the truth CSV is empty")?;
-    let cols: Vec<&str> = header.split(',').collect();
-    let (Some(pi), Some(li)) = (cols.iter().position(|c| *c == "path"), cols.iter().position(|c| *c == "label")) else {
-        bail!("{}: the header must name the columns path and label, found {header:?}", path.display());
+    Ok(read_truth_rows(path)?.into_iter().map(|(p, positive, _)| (p, positive)).collect())
+}
+
+/// Reads a ground-truth CSV (a header naming the columns path and label, and optionally class)
+/// into (path, positive?, class) rows. Fields may be quoted, so paths may hold commas.
+pub fn read_truth_rows(path: &Path) -> anyhow::Result<Vec<(String, bool, Option<String>)>> {
+    let mut reader = csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers().with_context(|| format!("{}: no header", path.display()))?.clone();
+    let column = |name: &str| headers.iter().position(|c| c == name);
+    let (Some(pi), Some(li)) = (column("path"), column("label")) else {
+        bail!("{}: the header must name the columns path and label, found {:?}", path.display(), headers.iter().collect::<Vec<_>>());
     };
-    let mut truth = HashMap::new();
-    for (n, line) in lines.enumerate() {
-        let f: Vec<&str> = line.split(',').collect();
-        let (Some(p), Some(l)) = (f.get(pi), f.get(li)) else { bail!("{}: line {} has too few columns", path.display(), n + 2) };
-        let positive = match *l {
+    let ci = column("class");
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let record = record.with_context(|| format!("{}: line {}", path.display(), n + 2))?;
+        let (Some(p), Some(l)) = (record.get(pi), record.get(li)) else { bail!("{}: line {} has too few columns", path.display(), n + 2) };
+        let positive = match l {
             "1" | "positive" | "true" => true,
             "0" | "negative" | "false" => false,
             other => bail!("{}: line {}: label {other:?} is not 1/0 or positive/negative", path.display(), n + 2),
         };
-        truth.insert((*p).to_owned(), positive);
+        rows.push((p.to_owned(), positive, ci.and_then(|ci| record.get(ci)).map(str::to_owned)));
     }
-    Ok(truth)
+    Ok(rows)
 }
 
 /// A request with the client's headers, and the token when there is one.
@@ -127,11 +132,18 @@ pub fn simulate(args: &SimulateArgs, truth: &HashMap<String, bool>) -> anyhow::R
 
 /// Writes a trace CSV.
 pub fn write_trace(path: &Path, steps: &[Step]) -> anyhow::Result<()> {
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?);
-    writeln!(w, "step,id,path,truth,prob,time_s")?;
+    let mut w = csv::Writer::from_path(path).with_context(|| format!("creating {}", path.display()))?;
+    w.write_record(["step", "id", "path", "truth", "prob", "time_s"])?;
     for (i, s) in steps.iter().enumerate() {
         let prob = s.prob.map(|p| format!("{p:.6}")).unwrap_or_default();
-        writeln!(w, "{},{},{},{},{prob},{:.3}", i + 1, s.id, s.path, u8::from(s.truth), s.time_s)?;
+        w.write_record([
+            (i + 1).to_string(),
+            s.id.to_string(),
+            s.path.clone(),
+            u8::from(s.truth).to_string(),
+            prob,
+            format!("{:.3}", s.time_s),
+        ])?;
     }
     w.flush()?;
     Ok(())
@@ -170,4 +182,27 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truth_paths_may_hold_commas_and_quotes() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv_path = dir.path().join("truth.csv");
+        let mut w = csv::Writer::from_path(&csv_path).unwrap();
+        w.write_record(["path", "label", "class"]).unwrap();
+        w.write_record(["a,b/IMG \"1\".png", "1", "dress"]).unwrap();
+        w.write_record(["plain.png", "negative", "shirt"]).unwrap();
+        w.flush().unwrap();
+        let rows = read_truth_rows(&csv_path).unwrap();
+        assert_eq!(rows[0], ("a,b/IMG \"1\".png".to_owned(), true, Some("dress".to_owned())));
+        assert_eq!(rows[1], ("plain.png".to_owned(), false, Some("shirt".to_owned())));
+        std::fs::write(&csv_path, "path,label\nx.png,maybe\n").unwrap();
+        assert!(read_truth(&csv_path).unwrap_err().to_string().contains("label \"maybe\""));
+        std::fs::write(&csv_path, "file,label\n").unwrap();
+        assert!(read_truth(&csv_path).unwrap_err().to_string().contains("path and label"));
+    }
 }
