@@ -39,15 +39,8 @@ impl EmbeddingStore {
     /// Loads new or changed chunk files. Unreadable ones are reported and skipped (their images
     /// are embedded again); returns how many files were (re)loaded.
     pub fn refresh(&mut self) -> usize {
-        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
         let mut loaded = 0;
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let is_chunk = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("chunk-") && n.ends_with(".bin"));
-            if !is_chunk {
-                continue;
-            }
-            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+        for (path, modified) in EmbeddingChunk::files(&self.dir) {
             if self.chunks.get(&path).is_some_and(|c| c.modified == modified) {
                 continue;
             }

@@ -81,7 +81,7 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
     let rd = RunDir::open_existing(rundir);
     let (_, manifest) = Manifest::load(&rd.manifest()).context("reading the manifest")?;
     let annotations = AnnotationState::load(&rd.annotations()).context("reading the annotations")?;
-    let merged = binann_selector::merge_predictions(&binann_selector::prediction_files(rd.root()));
+    let merged = binann_core::predictions::merge(&binann_core::predictions::files(rd.root()));
     for p in &merged.problems {
         eprintln!("binann export: warning: {p}");
     }

@@ -32,6 +32,20 @@ impl EmbeddingChunk {
     pub fn path(dir: &Path, shard: u32, shards: u32, index: u32) -> PathBuf {
         dir.join(format!("chunk-{shard}-of-{shards}-{index:06}.bin"))
     }
+    /// Every chunk file in `dir` (the names [`Self::path`] makes), sorted, with its modification
+    /// time (None where the file system gives none): what a reader needs to reload only what
+    /// changed.
+    pub fn files(dir: &Path) -> Vec<(PathBuf, Option<std::time::SystemTime>)> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_str().is_some_and(|n| n.starts_with("chunk-") && n.ends_with(".bin")))
+            .map(|e| (e.path(), e.metadata().and_then(|m| m.modified()).ok()))
+            .collect();
+        files.sort();
+        files
+    }
     /// Loads a chunk file. A chunk whose sizes disagree (values for a different number of rows or
     /// of another width than it says) is refused here: its checksum only proves it is the file
     /// that was written, and reshaping it would abort the reader.

@@ -557,7 +557,7 @@ impl Value {
 }
 
 fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-    ensure!(items.len() % 2 == 0, "odd number of items for a dict");
+    ensure!(items.len().is_multiple_of(2), "odd number of items for a dict");
     let mut items = items.into_iter();
     Ok(std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect())
 }

@@ -84,18 +84,7 @@ impl SketchCache {
     /// from a change of input size, is ignored as the inferrer ignores it). Returns whether
     /// anything changed. Unreadable chunks are skipped with a warning.
     pub fn refresh(&mut self, dir: &Path) -> bool {
-        let mut files: Vec<(PathBuf, Option<SystemTime>)> = std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("chunk-") && n.ends_with(".bin")))
-            .map(|p| {
-                let modified = std::fs::metadata(&p).and_then(|m| m.modified()).ok();
-                (p, modified)
-            })
-            .collect();
-        files.sort();
+        let files = EmbeddingChunk::files(dir);
         let before = self.cache.len();
         self.cache.retain(|path, _| files.iter().any(|(p, _)| p == path));
         let mut changed = self.cache.len() != before;

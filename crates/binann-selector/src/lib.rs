@@ -2,15 +2,11 @@
 //!
 //! - [`Strategy`]: the orderings (most probably positive first by default).
 //! - [`select`]: one strategy applied to merged predictions.
-//! - [`merge_predictions`]: the predictions of every inferrer shard in the run directory.
 //! - [`clusters`]: the visual kinds of the folder, for the order before the first positive and
 //!   for exploring picks that visit every kind.
 
 pub mod clusters;
 
-use std::path::{Path, PathBuf};
-
-use binann_core::predictions::{ModelInfo, Predictions};
 use binann_core::ranking::{SplitMix64, shuffle_key};
 
 /// How the ranking orders images.
@@ -111,59 +107,6 @@ pub fn select(
         }
     }
     idx
-}
-
-/// The prediction files of every shard in `rundir` (`predictions.bin`, `predictions-K-of-N.bin`).
-pub fn prediction_files(rundir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(rundir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("predictions") && n.ends_with(".bin")))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Merged predictions of all shards: ids, probabilities, and the newest model among them.
-#[derive(Debug, Default)]
-pub struct Merged {
-    /// Image ids.
-    pub ids: Vec<u32>,
-    /// Their probabilities.
-    pub probs: Vec<f32>,
-    /// The newest model that contributed.
-    pub model: Option<ModelInfo>,
-    /// Files that could not be read, with the reason (kept out; their last good content is lost
-    /// to this round only).
-    pub problems: Vec<String>,
-}
-
-/// Reads and merges every shard's predictions. An id predicted by two shards keeps the newer.
-pub fn merge_predictions(files: &[PathBuf]) -> Merged {
-    let mut merged = Merged::default();
-    let mut parts: Vec<Predictions> = Vec::new();
-    for f in files {
-        match Predictions::load(f) {
-            Ok((_, p)) => parts.push(p),
-            Err(e) => merged.problems.push(e.to_string()),
-        }
-    }
-    parts.sort_by_key(|p| std::cmp::Reverse(p.model.checkpoint_generation));
-    let mut seen = std::collections::HashSet::new();
-    for p in parts {
-        if merged.model.is_none() {
-            merged.model = Some(p.model.clone());
-        }
-        for (id, prob) in p.ids.iter().zip(&p.probs) {
-            if seen.insert(*id) {
-                merged.ids.push(*id);
-                merged.probs.push(*prob);
-            }
-        }
-    }
-    merged
 }
 
 #[cfg(test)]

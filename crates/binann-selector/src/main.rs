@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use binann_core::cli::CommonArgs;
+use binann_core::predictions;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
 use binann_selector::clusters::{Clusters, SketchCache, cluster_count};
-use binann_selector::{Explore, Strategy, merge_predictions, prediction_files, select};
+use binann_selector::{Explore, Strategy, select};
 use clap::Parser;
 
 /// binann's selector: orders the unlabelled images from the inferrer's predictions and writes the
@@ -80,7 +81,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     loop {
         // Watch before reading, so a file replaced while this round works wakes the next one.
         // New shards may appear: the watch list is rebuilt each round.
-        let mut paths = prediction_files(rundir.root());
+        let mut paths = predictions::files(rundir.root());
         paths.push(rundir.predictions(0, 1));
         let mut watcher = FileWatcher::new(paths, args.common.watch_options());
         // Refit when the embedded images grew by a tenth: a chunk of 4,096 more among 1,000,000
@@ -110,11 +111,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             dirty = true; // the clusters changed: order again
         }
         let cluster_of = |id: u32| cluster_of_id.get(id as usize).copied().filter(|c| *c != u32::MAX);
-        let files = prediction_files(rundir.root());
+        let files = predictions::files(rundir.root());
         let stamps: Vec<_> = files.iter().map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok())).collect();
         if stamps != last_inputs || dirty {
             let started = Instant::now();
-            let merged = if files.is_empty() { Default::default() } else { merge_predictions(&files) };
+            let merged = if files.is_empty() { Default::default() } else { predictions::merge(&files) };
             for p in &merged.problems {
                 tracing::error!("skipping unreadable predictions: {p}");
             }

@@ -110,62 +110,55 @@ fn load_or_scan_manifest(rundir: &RunDir, config: &ServerConfig) -> anyhow::Resu
     Ok(manifest)
 }
 
-/// Reloads the sketches ("more like this") whenever the selector replaces them; a bad file is
-/// reported and the last good one kept.
-fn spawn_sketch_watcher(state: AppState, rundir: RunDir, options: WatchOptions) {
+/// Watches `path` and loads it with `load` whenever it is replaced; each new generation goes to
+/// `apply`. A missing file is waited for; a bad one is reported and the last good one kept.
+fn spawn_reloader<T: 'static>(
+    what: &'static str,
+    path: std::path::PathBuf,
+    options: WatchOptions,
+    load: fn(&std::path::Path) -> Result<(u64, T), binann_core::codec::FileError>,
+    apply: impl Fn(u64, T) + Send + 'static,
+) {
     std::thread::Builder::new()
-        .name("sketch-watcher".into())
+        .name(format!("{what}-watcher"))
         .spawn(move || {
-            let path = rundir.sketches();
             let mut watcher = FileWatcher::new(vec![path.clone()], options);
-            let mut generation = None;
+            let mut last = None;
             loop {
-                match binann_core::sketches::Sketches::load(&path) {
-                    Ok((g, sketches)) if Some(g) != generation => {
-                        generation = Some(g);
-                        let images = sketches.ids.len();
-                        state.lock().sketches = Some(std::sync::Arc::new(sketches));
-                        tracing::info!(generation = g, images, "sketches loaded for \"more like this\"");
+                match load(&path) {
+                    Ok((generation, value)) if Some(generation) != last => {
+                        last = Some(generation);
+                        apply(generation, value);
                     }
                     Ok(_) => {}
                     Err(e) if e.is_not_found() => {}
-                    Err(e) => tracing::error!("keeping the last good sketches: {e}"),
+                    Err(e) => tracing::error!("keeping the last good {what}: {e}"),
                 }
                 while watcher.wait(Duration::from_secs(3600)).is_empty() {}
             }
         })
-        .expect("spawning the sketch watcher");
+        .unwrap_or_else(|e| panic!("spawning the {what} watcher: {e}"));
 }
 
-/// Reloads the ranking whenever the selector replaces it; a bad file is reported and the last
-/// good ranking kept.
-fn spawn_ranking_watcher(state: AppState, rundir: RunDir, options: WatchOptions) {
-    std::thread::Builder::new()
-        .name("ranking-watcher".into())
-        .spawn(move || {
-            let path = rundir.ranking();
-            let mut watcher = FileWatcher::new(vec![path.clone()], options);
-            loop {
-                if watcher.wait(Duration::from_secs(3600)).is_empty() {
-                    continue;
-                }
-                match Ranking::load(&path) {
-                    Ok((generation, ranking)) => {
-                        let mut inner = state.lock();
-                        if generation != inner.queue.generation {
-                            let n = inner.manifest.len();
-                            let done = inner.annotations.counts();
-                            let seen = ranking.predicted + done.annotated() + done.skipped;
-                            inner.coverage.record(std::time::Instant::now(), seen.min(n as u64));
-                            inner.queue.set_ranking(n, generation, ranking);
-                            tracing::info!(generation, "serving a new ranking");
-                        }
-                    }
-                    Err(e) => tracing::error!("keeping the last good ranking: {e}"),
-                }
-            }
-        })
-        .expect("spawning the ranking watcher");
+/// Serves each new ranking the selector writes, and each new set of sketches ("more like this").
+fn spawn_watchers(state: AppState, rundir: RunDir, options: WatchOptions) {
+    let ranking_state = state.clone();
+    spawn_reloader("ranking", rundir.ranking(), options, Ranking::load, move |generation, ranking| {
+        let mut inner = ranking_state.lock();
+        if generation != inner.queue.generation {
+            let n = inner.manifest.len();
+            let done = inner.annotations.counts();
+            let seen = ranking.predicted + done.annotated() + done.skipped;
+            inner.coverage.record(std::time::Instant::now(), seen.min(n as u64));
+            inner.queue.set_ranking(n, generation, ranking);
+            tracing::info!(generation, "serving a new ranking");
+        }
+    });
+    spawn_reloader("sketches", rundir.sketches(), options, binann_core::sketches::Sketches::load, move |generation, sketches| {
+        let images = sketches.ids.len();
+        state.lock().sketches = Some(std::sync::Arc::new(sketches));
+        tracing::info!(generation, images, "sketches loaded for \"more like this\"");
+    });
 }
 
 /// Builds the actix application (routes, limits, error handlers).
@@ -218,8 +211,7 @@ pub fn run(listener: TcpListener, prepared: Prepared, access: Access) -> anyhow:
     let Prepared { state, _lock, rundir, config } = prepared;
     let watch =
         WatchOptions { force_polling: config.force_polling, poll_interval: Duration::from_millis(config.poll_ms), ..Default::default() };
-    spawn_sketch_watcher(state.clone(), rundir.clone(), watch);
-    spawn_ranking_watcher(state.clone(), rundir, watch);
+    spawn_watchers(state.clone(), rundir, watch);
     let web_dir = config.web_dir.clone();
     // The lock lives as long as the server: moved into the app factory's shared data.
     let lock = std::sync::Arc::new(_lock);
