@@ -174,6 +174,30 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             args.out.display(),
             rows.len() - human - model
         );
+        // Beside the rows, what they add up to, with the estimate of the positives the person has
+        // not labelled (see `binann_core::estimate`): `labels.csv` → `labels.csv.summary.json`.
+        let annotations = AnnotationState::load(&RunDir::open_existing(&args.rundir).annotations())?;
+        let left = annotations.positives_left(rows.len() as u64);
+        if let Some(l) = &left {
+            eprintln!(
+                "binann export: about {:.0} positives are still unlabelled (95 %: {:.0}-{:.0}, from {} audit labels); recall so far about {:.1} %",
+                l.estimate,
+                l.low,
+                l.high,
+                l.audits,
+                100.0 * l.recall
+            );
+        }
+        let summary = serde_json::json!({
+            "images": rows.len(),
+            "labelled_by_person": human,
+            "labelled_by_model": model,
+            "unlabelled": rows.len() - human - model,
+            "positives_left": left,
+        });
+        let mut name = args.out.as_os_str().to_owned();
+        name.push(".summary.json");
+        std::fs::write(&name, serde_json::to_string_pretty(&summary)?).with_context(|| format!("writing {}", name.display()))?;
     }
     Ok(())
 }

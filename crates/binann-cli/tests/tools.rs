@@ -32,14 +32,9 @@ fn run_directory(dir: &Path) -> PathBuf {
     let mut w = JournalWriter::open::<Record>(&rd.annotations(), FileKind::Annotations).unwrap().writer;
     for (seq, (id, label)) in [(0, Label::Negative), (1, Label::Negative), (2, Label::Skip), (9, Label::Negative)].into_iter().enumerate() {
         let annotator = ["Ada", "", "Ada", "Lovelace, Ada"][seq].to_owned();
-        let r = Record {
-            audit: None,
-            seq: seq as u64,
-            time_ms: 0,
-            client: "p".into(),
-            annotator,
-            event: Event::Label { id, label, prob: None },
-        };
+        // Image 9's label was an audit pick, drawn from the 8 images then unlabelled.
+        let audit = (id == 9).then_some(binann_core::annotations::AuditPick { unlabelled: 8, found_before: 0 });
+        let r = Record { audit, seq: seq as u64, time_ms: 0, client: "p".into(), annotator, event: Event::Label { id, label, prob: None } };
         w.append_framed(&journal::frame(&r)).unwrap();
     }
     let model = ModelInfo {
@@ -98,6 +93,16 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
     ]));
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 10);
+    // The summary beside it: the counts, and the positives-left estimate from the one audit label
+    // (negative, of 8 unlabelled: none left by the estimate; the interval's 8 × 0.975 is capped at
+    // the 6 images unlabelled now).
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("rest.jsonl.summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["images"], 10);
+    assert_eq!(summary["labelled_by_person"], 3);
+    let left = &summary["positives_left"];
+    assert_eq!((left["audits"].as_u64(), left["estimate"].as_f64(), left["unlabelled"].as_u64()), (Some(1), Some(0.0), Some(6)), "{left}");
+    assert_eq!(left["high"].as_f64(), Some(6.0), "{left}");
     let source = |id: usize| (rows[id]["label"].as_str().map(str::to_owned), rows[id]["label_source"].as_str().unwrap().to_owned());
     assert_eq!(source(8), (Some("positive".into()), "model".into()));
     assert_eq!(source(3), (Some("negative".into()), "model".into()));
