@@ -28,7 +28,7 @@ impl Fleet {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v))).stderr(Stdio::null());
         if name == "binann-server" {
             let mut child = cmd.args(["--port", &self.port.to_string()]).stdout(Stdio::piped()).spawn().unwrap();
-            binann_core::process::server_url(&mut child).unwrap();
+            binann_testkit::server_url(&mut child).unwrap();
             child
         } else {
             cmd.stdout(Stdio::null()).spawn().unwrap()

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use binann_core::annotations::AnnotationState;
 use binann_core::manifest::Manifest;
 use binann_core::predictions::Predictions;
-use binann_core::process::{ChildGroup, server_url};
 use binann_core::ranking::Ranking;
+use binann_testkit::{ChildGroup, server_url};
 use common::{bin, weights};
 
 /// Every tenth image is bright (the positives), the rest dark: a few encoded PNGs written over and

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use binann_core::process::{ChildGroup, server_url};
 use binann_core::ranking::Ranking;
+use binann_testkit::{ChildGroup, server_url};
 use common::{bin, weights, workspace};
 
 #[test]

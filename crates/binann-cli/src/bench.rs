@@ -10,8 +10,8 @@ use binann_core::annotations::{Event, Label, Record};
 use binann_core::codec::FileKind;
 use binann_core::journal::{self, JournalWriter};
 use binann_core::manifest::Manifest;
-use binann_core::process::{ChildGroup, server_url};
 use binann_core::rundir::RunDir;
+use binann_testkit::{ChildGroup, server_url};
 
 /// Options of `binann bench-server`.
 #[derive(Debug, clap::Args)]

@@ -198,7 +198,7 @@ fn simulate_labels_through_the_api_from_the_truth() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let url = binann_core::process::server_url(&mut server).unwrap().replace("//0.0.0.0:", "//127.0.0.1:");
+    let url = binann_testkit::server_url(&mut server).unwrap().replace("//0.0.0.0:", "//127.0.0.1:");
     let trace = tmp.path().join("trace.csv");
     let without_token = binann(&["simulate", "--url", &url, "--truth", truth_csv.to_str().unwrap(), "--labels", "1", "--pace", "0"]);
     assert!(String::from_utf8_lossy(&without_token.stderr).contains("401"), "{without_token:?}");

@@ -15,7 +15,6 @@
 //! - [`predictions`]: the inferrer's probabilities per image.
 //! - [`sketches`]: each embedded image in a few bytes, for "more like this".
 //! - [`watch`]: notify events plus a polling fallback, coalescing bursts.
-//! - [`process`]: child processes killed on drop; the URL a server prints.
 //! - [`inspect`]: any run-directory file rendered as JSON.
 
 pub mod annotations;
@@ -28,7 +27,6 @@ pub mod inspect;
 pub mod journal;
 pub mod manifest;
 pub mod predictions;
-pub mod process;
 pub mod ranking;
 pub mod rundir;
 pub mod sketches;

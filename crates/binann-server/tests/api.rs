@@ -468,7 +468,7 @@ fn a_full_disk_refuses_the_annotation_and_keeps_everything_acknowledged() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let base = binann_core::process::server_url(&mut child).unwrap();
+    let base = binann_testkit::server_url(&mut child).unwrap();
     let c = common::Client { base, name: "full".into(), agent: ureq::AgentBuilder::new().build(), headers: Vec::new() };
     let mut acked = Vec::new();
     let mut refused = None;

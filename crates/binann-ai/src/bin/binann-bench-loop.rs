@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use binann_core::embeddings::{CHUNK, EmbeddingChunk};
 use binann_core::manifest::Manifest;
-use binann_core::process::{ChildGroup, server_url};
 use binann_core::ranking::{Ranking, SplitMix64};
 use binann_core::rundir::RunDir;
+use binann_testkit::{ChildGroup, server_url};
 use clap::Parser;
 
 /// Measures the loop latency of the AI in head mode on a synthetic dataset.

@@ -1,5 +1,8 @@
-//! Child processes of the tools, benchmarks and tests: a group that is killed when dropped, and
-//! the address a freshly started `binann-server` prints.
+//! binann-testkit: child processes for binann's tests and benchmarks, kept out of the libraries
+//! the long-running processes link.
+//!
+//! - [`ChildGroup`]: children killed and reaped when the group is dropped.
+//! - [`server_url`]: the address a freshly started `binann-server` prints.
 
 use std::io::{BufRead, BufReader};
 use std::process::Child;
