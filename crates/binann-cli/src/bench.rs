@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use binann_core::annotations::{Event, Label, Record};
+use binann_core::api::{AnnotationRequest, Image, Stats};
 use binann_core::codec::FileKind;
 use binann_core::journal::{self, JournalWriter};
 use binann_core::manifest::Manifest;
@@ -106,13 +107,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// One next+annotate pair; the id labelled, or None when nothing is left.
 fn pair_id(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<Option<u64>> {
-    let next: serde_json::Value = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", client).call()?.into_json()?;
-    let Some(id) = next[0]["id"].as_u64() else { return Ok(None) };
-    agent
-        .post(&format!("{base}/api/annotations"))
-        .set("X-Client", client)
-        .send_json(serde_json::json!({ "id": id, "label": if id % 10 == 0 { "positive" } else { "negative" } }))?;
-    Ok(Some(id))
+    let next: Vec<Image> = agent.get(&format!("{base}/api/next?count=1")).set("X-Client", client).call()?.into_json()?;
+    let Some(id) = next.first().map(|image| image.id) else { return Ok(None) };
+    let label = if id % 10 == 0 { Label::Positive } else { Label::Negative };
+    agent.post(&format!("{base}/api/annotations")).set("X-Client", client).send_json(AnnotationRequest { id, label })?;
+    Ok(Some(u64::from(id)))
 }
 
 fn pair(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<bool> {
@@ -191,8 +190,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let expected = (args.annotations + 50 + args.pairs + done) as u64;
     drop(running);
     let restarted = start(&server, &dir)?;
-    let stats: serde_json::Value = ureq::get(&format!("{}/api/stats", restarted.base)).call()?.into_json()?;
-    let present = stats["annotated"].as_u64().unwrap_or(0);
+    let stats: Stats = ureq::get(&format!("{}/api/stats", restarted.base)).call()?.into_json()?;
+    let present = stats.annotated;
     println!("  after a restart: {present} annotations present, {expected} acknowledged: {} lost", expected.saturating_sub(present));
     drop(restarted);
 

@@ -221,14 +221,13 @@ fn poll_stats(url: String, start: Instant, stop: Arc<AtomicBool>) -> std::thread
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
         let mut samples = Vec::new();
         while !stop.load(Ordering::Relaxed) {
-            let stats = agent.get(&format!("{url}/api/stats")).call().ok().and_then(|r| r.into_json::<serde_json::Value>().ok());
+            let stats = agent.get(&format!("{url}/api/stats")).call().ok().and_then(|r| r.into_json::<binann_core::api::Stats>().ok());
             if let Some(stats) = stats {
-                let left = &stats["positives_left"];
                 samples.push(Sample {
                     at: start.elapsed().as_secs_f64(),
-                    predicted: stats["model"]["predicted"].as_u64().unwrap_or(0),
-                    positives: stats["positives"].as_u64().unwrap_or(0),
-                    interval: left["low"].as_f64().zip(left["high"].as_f64()),
+                    predicted: stats.model.map_or(0, |m| m.predicted),
+                    positives: stats.positives,
+                    interval: stats.positives_left.map(|l| (l.low, l.high)),
                 });
             }
             std::thread::sleep(Duration::from_secs(1));

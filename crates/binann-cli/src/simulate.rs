@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use binann_core::annotations::Label;
+use binann_core::api::{Acknowledged, AnnotationRequest, Image};
 
 /// Options of `binann simulate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -111,19 +113,21 @@ pub fn simulate(args: &SimulateArgs, truth: &HashMap<String, bool>) -> anyhow::R
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let next: serde_json::Value = authorized(agent.get(&format!("{base}/api/next?count=1")), args)
+        let next: Vec<Image> = authorized(agent.get(&format!("{base}/api/next?count=1")), args)
             .call()
             .with_context(|| format!("asking {base} for the next image"))?
-            .into_json()?;
-        let Some(item) = next.get(0) else { break };
-        let id = item["id"].as_u64().context("no id in /api/next")?;
-        let path = item["path"].as_str().context("no path in /api/next")?.to_owned();
+            .into_json()
+            .context("reading /api/next")?;
+        let Some(Image { id, path, prob, .. }) = next.into_iter().next() else { break };
         let positive = *truth.get(&path).with_context(|| format!("{path} is not in the truth CSV"))?;
-        authorized(agent.post(&format!("{base}/api/annotations")), args)
+        let label = if positive { Label::Positive } else { Label::Negative };
+        let _: Acknowledged = authorized(agent.post(&format!("{base}/api/annotations")), args)
             .set("X-Annotator", &header_safe(&args.annotator))
-            .send_json(serde_json::json!({ "id": id, "label": if positive { "positive" } else { "negative" } }))
-            .with_context(|| format!("labelling image {id}"))?;
-        steps.push(Step { id, path, truth: positive, prob: item["prob"].as_f64(), time_s: started.elapsed().as_secs_f64() });
+            .send_json(AnnotationRequest { id, label })
+            .with_context(|| format!("labelling image {id}"))?
+            .into_json()
+            .context("reading the acknowledgement")?;
+        steps.push(Step { id: u64::from(id), path, truth: positive, prob: prob.map(f64::from), time_s: started.elapsed().as_secs_f64() });
         bar.inc(1);
     }
     bar.finish_and_clear();

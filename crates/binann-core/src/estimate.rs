@@ -17,7 +17,7 @@
 //! says "at most about 3 / n of the unlabelled images", not "none". Measured on simulated runs
 //! (the tests below) it holds the truth in at least 90 % of checks.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One audit label: the image was drawn uniformly from `unlabelled` unlabelled images.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,7 +31,7 @@ pub struct AuditLabel {
 }
 
 /// The estimate of the positives left.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PositivesLeft {
     /// Audit labels used.
     pub audits: usize,

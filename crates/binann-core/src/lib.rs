@@ -1,6 +1,7 @@
 //! binann-core: what every binann process shares. It never links libtorch, so the server can run
 //! where libtorch is absent.
 //!
+//! - [`api`]: the JSON of the server's HTTP API, as types.
 //! - [`codec`]: the fixed header every run-directory file starts with, and the bincode payloads
 //!   behind it (the only module that knows about bincode).
 //! - [`atomic`]: write-to-temp, fsync, rename, fsync-directory.
@@ -18,6 +19,7 @@
 //! - [`inspect`]: any run-directory file rendered as JSON.
 
 pub mod annotations;
+pub mod api;
 pub mod atomic;
 pub mod cli;
 pub mod codec;

@@ -3,6 +3,7 @@
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use binann_core::annotations::{Event, Label, Record};
+use binann_core::api::{Acknowledged, AnnotatorStats, History, HistoryEntry, Image, ModelStats, OnlineAccuracy, Similar, Stats, Undone};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -84,16 +85,12 @@ fn percent_decode(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-fn respond(client: Client, body: serde_json::Value) -> HttpResponse {
+fn respond(client: Client, body: impl serde::Serialize) -> HttpResponse {
     let mut r = HttpResponse::Ok();
     if let Some(c) = client.new_cookie {
         r.cookie(c);
     }
     r.insert_header(("Cache-Control", "no-store")).json(body)
-}
-
-fn image_json(id: u32, path: &str, prob: Option<f32>) -> serde_json::Value {
-    json!({ "id": id, "path": path, "prob": prob, "url": format!("/api/images/{id}") })
 }
 
 /// Query of `/api/next`.
@@ -130,9 +127,7 @@ pub async fn next(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ne
         let mut inner = state.lock();
         let inner = &mut *inner;
         let ids = inner.queue.next(&client.id, count as usize, &inner.annotations, &keep);
-        let items: Vec<_> =
-            ids.iter().map(|&id| image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id))).collect();
-        serde_json::Value::Array(items)
+        ids.iter().map(|&id| Image::new(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id))).collect::<Vec<_>>()
     };
     Ok(respond(client, body))
 }
@@ -222,7 +217,7 @@ pub async fn annotate(
             return Err(ApiError::StorageUnavailable("the first copy of this label could not be saved".into()));
         }
     }
-    Ok(respond(client, json!({ "id": id, "label": label.as_str(), "seq": seq })))
+    Ok(respond(client, Acknowledged { id, label, seq }))
 }
 
 /// Body of `POST /api/similar`.
@@ -279,7 +274,7 @@ pub async fn similar(
         inner.queue.put_first(&client.id, &picked);
         picked
     };
-    Ok(respond(client, json!({ "id": id, "queued": queued })))
+    Ok(respond(client, Similar { id, queued }))
 }
 
 /// `POST /api/undo`: removes this client's last annotation and returns its image.
@@ -304,8 +299,10 @@ pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         }
         inner.queue.reopened(id);
         inner.queue.hand(&client.id, id);
-        let mut body = image_json(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id));
-        body["label"] = json!(undone.map(|e| e.label.as_str()));
+        let body = Undone {
+            image: Image::new(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id)),
+            label: undone.map(|e| e.label),
+        };
         (body, rx)
     };
     durable(rx).await?;
@@ -321,49 +318,49 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
     let (evaluated, correct) = inner.annotations.online_accuracy(None);
     let mut annotators: Vec<_> = inner.annotations.annotator_counts().collect();
     annotators.sort_by(|(a, ca), (b, cb)| (cb.annotated() + cb.skipped).cmp(&(ca.annotated() + ca.skipped)).then(a.cmp(b)));
-    let annotators: Vec<_> = annotators
+    let annotators = annotators
         .into_iter()
-        .map(|(name, c)| {
-            json!({ "name": name, "annotated": c.annotated(), "positives": c.positives, "negatives": c.negatives, "skipped": c.skipped })
+        .map(|(name, c)| AnnotatorStats {
+            name: name.to_owned(),
+            annotated: c.annotated(),
+            positives: c.positives,
+            negatives: c.negatives,
+            skipped: c.skipped,
         })
         .collect();
     let model = inner.queue.source.as_ref().and_then(|r| {
-        r.model.as_ref().map(|m| {
-            json!({
-                "checkpoint_generation": m.checkpoint_generation,
-                "age_s": now.saturating_sub(m.checkpoint_ms) as f64 / 1000.0,
-                "trained_on": m.labels_used,
-                "positives_trained_on": m.positives_used,
-                "mode": m.mode,
-                "backbone": m.backbone,
-                "input_size": m.input_size,
-                "loss": m.loss,
-                "predicted": r.predicted,
-                "predicted_share": if total > 0 { r.predicted as f64 / total as f64 } else { 0.0 },
-                "seen": inner.coverage.seen(),
-                "seen_eta_s": inner.coverage.eta_s(total),
-                "selector": r.selector,
-                "ranking_age_s": now.saturating_sub(r.created_ms) as f64 / 1000.0,
-                "estimated_positive_rate": inner.queue.mean_prob,
-            })
+        r.model.as_ref().map(|m| ModelStats {
+            checkpoint_generation: m.checkpoint_generation,
+            age_s: now.saturating_sub(m.checkpoint_ms) as f64 / 1000.0,
+            trained_on: m.labels_used,
+            positives_trained_on: m.positives_used,
+            mode: m.mode.clone(),
+            backbone: m.backbone.clone(),
+            input_size: m.input_size,
+            loss: m.loss,
+            predicted: r.predicted,
+            predicted_share: if total > 0 { r.predicted as f64 / total as f64 } else { 0.0 },
+            seen: inner.coverage.seen(),
+            seen_eta_s: inner.coverage.eta_s(total),
+            selector: r.selector.clone(),
+            ranking_age_s: now.saturating_sub(r.created_ms) as f64 / 1000.0,
+            estimated_positive_rate: inner.queue.mean_prob,
         })
     });
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({
-        "total": total,
-        "annotated": counts.annotated(),
-        "positives": counts.positives,
-        "negatives": counts.negatives,
-        "skipped": counts.skipped,
-        "remaining": total.saturating_sub(counts.annotated() + counts.skipped),
-        "last_minute": inner.annotations.labels_since(now.saturating_sub(60_000)),
-        "annotators": annotators,
-        "online": if evaluated > 0 {
-            json!({ "evaluated": evaluated, "correct": correct, "accuracy": correct as f64 / evaluated as f64 })
-        } else { serde_json::Value::Null },
-        "model": model,
-        "selector": inner.queue.source.as_ref().map(|r| r.selector.clone()),
-        "positives_left": inner.annotations.positives_left(total),
-    }))
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(Stats {
+        total,
+        annotated: counts.annotated(),
+        positives: counts.positives,
+        negatives: counts.negatives,
+        skipped: counts.skipped,
+        remaining: total.saturating_sub(counts.annotated() + counts.skipped),
+        last_minute: inner.annotations.labels_since(now.saturating_sub(60_000)),
+        annotators,
+        online: (evaluated > 0).then(|| OnlineAccuracy { evaluated, correct, accuracy: correct as f64 / evaluated as f64 }),
+        model,
+        selector: inner.queue.source.as_ref().map(|r| r.selector.clone()),
+        positives_left: inner.annotations.positives_left(total),
+    })
 }
 
 /// Query of `/api/history`.
@@ -379,11 +376,9 @@ pub async fn history(state: web::Data<AppState>, q: web::Query<HistoryQuery>) ->
     let inner = state.lock();
     let all = inner.annotations.history();
     let since = q.since.unwrap_or(0).min(all.len());
-    let labels: Vec<_> = all[since..]
-        .iter()
-        .map(|(id, e)| json!({ "id": id, "seq": e.seq, "label": e.label.as_str(), "prob": e.prob, "time_ms": e.time_ms }))
-        .collect();
-    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(json!({ "total": all.len(), "since": since, "labels": labels }))
+    let labels =
+        all[since..].iter().map(|(id, e)| HistoryEntry { id: *id, seq: e.seq, label: e.label, prob: e.prob, time_ms: e.time_ms }).collect();
+    HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(History { total: all.len(), since, labels })
 }
 
 /// `GET /api/images/{id}`: the bytes of an image in the manifest, and nothing else. The request

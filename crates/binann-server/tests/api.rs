@@ -23,6 +23,8 @@ fn next_annotate_undo_skip_and_stats() {
     let c = server.client("alice");
     let s = c.stats();
     assert_eq!((s["total"].as_u64(), s["annotated"].as_u64(), s["remaining"].as_u64()), (Some(20), Some(0), Some(20)));
+    let typed: binann_core::api::Stats = serde_json::from_value(s.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), s);
 
     let (status, body) = c.get("/api/next?count=3");
     assert_eq!(status, 200);
@@ -32,6 +34,9 @@ fn next_annotate_undo_skip_and_stats() {
     assert!(first["prob"].is_null());
     assert_eq!(first["url"], format!("/api/images/{}", first["id"]));
     let ids: Vec<u64> = items.iter().map(|v| v["id"].as_u64().unwrap()).collect();
+    // The JSON is what binann_core::api says, field for field (the tools read it through it).
+    let typed: Vec<binann_core::api::Image> = serde_json::from_value(body.clone()).unwrap();
+    assert_eq!(serde_json::to_value(&typed).unwrap(), body);
 
     assert_eq!(c.annotate(ids[0], "positive").0, 200);
     // A retried request (its answer lost) is not recorded twice.
