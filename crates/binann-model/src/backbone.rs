@@ -85,7 +85,7 @@ impl Backbone {
             let (decoded_tx, decoded_rx) = std::sync::mpsc::sync_channel::<Vec<EmbedResult>>(0);
             scope.spawn(move || {
                 for chunk in paths.chunks(batch) {
-                    let decoded = chunk.par_iter().map(|path| decode_one(preprocess, path)).collect();
+                    let decoded = decode_batch(preprocess, chunk);
                     if decoded_tx.send(decoded).is_err() {
                         break;
                     }
@@ -99,8 +99,9 @@ impl Backbone {
         results
     }
 
-    /// Runs the network on the successfully decoded images of a batch, keeping errors in place.
-    fn embed_decoded(&self, decoded: Vec<EmbedResult>) -> Vec<EmbedResult> {
+    /// Runs the network on the successfully decoded images of a batch (from [`decode_batch`] with
+    /// this backbone's [`Backbone::preprocess`]), keeping errors in place.
+    pub fn embed_decoded(&self, decoded: Vec<EmbedResult>) -> Vec<EmbedResult> {
         let pixels: Vec<f32> = decoded.iter().filter_map(|r| r.as_ref().ok()).flatten().copied().collect();
         if pixels.is_empty() {
             return decoded;
@@ -120,6 +121,40 @@ impl Backbone {
             }
             Err(reason) => decoded.into_iter().map(|r| r.and_then(|_| Err(format!("embedding failed: {reason}")))).collect(),
         }
+    }
+}
+
+/// Decodes and preprocesses images in parallel (on rayon's pool), one result per path in order.
+/// An unreadable image yields an `Err` naming the file, for that path only.
+pub fn decode_batch(preprocess: Preprocess, paths: &[PathBuf]) -> Vec<EmbedResult> {
+    paths.par_iter().map(|path| decode_one(preprocess, path)).collect()
+}
+
+/// A batch being decoded on other threads (see [`DecodeAhead::start`]) while the caller runs the
+/// network on the previous one.
+#[derive(Debug)]
+pub struct DecodeAhead {
+    paths: Vec<PathBuf>,
+    job: std::thread::JoinHandle<Vec<EmbedResult>>,
+}
+
+impl DecodeAhead {
+    /// Starts decoding `paths` in the background with [`decode_batch`].
+    pub fn start(preprocess: Preprocess, paths: Vec<PathBuf>) -> Self {
+        let owned = paths.clone();
+        let job = std::thread::spawn(move || decode_batch(preprocess, &owned));
+        Self { paths, job }
+    }
+
+    /// The paths being decoded.
+    pub fn paths(&self) -> &[PathBuf] {
+        &self.paths
+    }
+
+    /// Waits for the batch: one result per path, in order.
+    pub fn finish(self) -> Vec<EmbedResult> {
+        let count = self.paths.len();
+        self.job.join().unwrap_or_else(|panic| vec![Err(format!("decoding crashed: {}", panic_message(&panic))); count])
     }
 }
 

@@ -100,3 +100,12 @@ mod tests {
         }
     }
 }
+
+/// Sets the threads this process computes with on the CPU: libtorch's (intra-op) and rayon's,
+/// which decodes images beside the network. Call it before either has started any work (rayon's
+/// pool is built once; later calls leave it as it is).
+pub fn set_threads(threads: usize) {
+    let threads = threads.max(1);
+    tch::set_num_threads(threads as i32);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+}
