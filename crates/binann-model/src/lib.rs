@@ -32,7 +32,7 @@ pub mod preprocess;
 pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use convert::convert_legacy_torch_to_safetensors;
-pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads};
+pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
 pub use finetune::FullModel;
 pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};
 pub use mobilenet::EMBED_DIM;

@@ -33,6 +33,7 @@ const USAGE: &str = "usage: binann-embed-bench [--device D] [--seconds S] [--wei
                      [--images DIR [--size PX] [--batch N] [--preprocess]] | --make-photos SRC OUT COUNT";
 
 fn main() -> Result<()> {
+    binann_model::with_cpu_runtime_env();
     let mut device = DeviceChoice::Auto;
     let mut seconds = 4.0;
     let mut weights = PathBuf::from(DEFAULT_WEIGHTS_PATH);
