@@ -1,6 +1,6 @@
 //! Image decoding and normalisation into the backbone's input layout.
 
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
@@ -124,7 +124,8 @@ pub fn jpeg_reduction(shorter: u32, size: u32) -> Option<u32> {
 /// Decodes a JPEG at the reduced scale [`jpeg_reduction`] picks, with its EXIF orientation
 /// applied. `Ok(None)`: not worth it (small image, or a 12-bit JPEG), decode it in full instead.
 fn decode_jpeg_scaled(path: &Path, size: u32) -> Result<Option<DynamicImage>> {
-    let mut decoder = jpeg_decoder::Decoder::new(BufReader::new(std::fs::File::open(path)?));
+    let bytes = std::fs::read(path)?;
+    let mut decoder = jpeg_decoder::Decoder::new(bytes.as_slice());
     decoder.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
     decoder.read_info()?;
     let info = decoder.info().context("no JPEG frame")?;
