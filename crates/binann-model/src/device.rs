@@ -70,37 +70,6 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_device_strings() {
-        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
-        assert_eq!(" CPU ".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
-        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
-        assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
-        for bad in ["", "cuda:", "cuda:x", "cuda:-1", "tpu", "cpu:0"] {
-            let err = bad.parse::<DeviceChoice>().unwrap_err();
-            assert!(err.to_string().contains("invalid device"), "{bad}: {err}");
-        }
-        for choice in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda(2)] {
-            assert_eq!(choice.to_string().parse::<DeviceChoice>().unwrap(), choice);
-        }
-    }
-
-    #[test]
-    fn resolves_cpu_and_auto() {
-        assert_eq!(resolve_device(DeviceChoice::Cpu).unwrap(), Device::Cpu);
-        let auto = resolve_device(DeviceChoice::Auto).unwrap();
-        assert_eq!(auto.is_cuda(), tch::Cuda::is_available());
-        if !tch::Cuda::is_available() {
-            let err = resolve_device(DeviceChoice::Cuda(0)).unwrap_err();
-            assert!(err.to_string().contains("CUDA is not available"), "{err}");
-        }
-    }
-}
-
 /// Sets the threads this process computes with on the CPU: libtorch's (intra-op) and rayon's,
 /// which decodes images beside the network. Call it before either has started any work (rayon's
 /// pool is built once; later calls leave it as it is).
@@ -142,4 +111,35 @@ pub fn with_cpu_runtime_env() {
     let Ok(exe) = std::env::current_exe() else { return };
     let error = std::process::Command::new(exe).args(std::env::args_os().skip(1)).envs(missing).env(RUNTIME_ENV_MARK, "1").exec();
     eprintln!("binann: cannot restart with the CPU runtime settings ({error}); continuing without them");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_strings() {
+        assert_eq!("auto".parse::<DeviceChoice>().unwrap(), DeviceChoice::Auto);
+        assert_eq!(" CPU ".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cpu);
+        assert_eq!("cuda".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceChoice>().unwrap(), DeviceChoice::Cuda(3));
+        for bad in ["", "cuda:", "cuda:x", "cuda:-1", "tpu", "cpu:0"] {
+            let err = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(err.to_string().contains("invalid device"), "{bad}: {err}");
+        }
+        for choice in [DeviceChoice::Auto, DeviceChoice::Cpu, DeviceChoice::Cuda(2)] {
+            assert_eq!(choice.to_string().parse::<DeviceChoice>().unwrap(), choice);
+        }
+    }
+
+    #[test]
+    fn resolves_cpu_and_auto() {
+        assert_eq!(resolve_device(DeviceChoice::Cpu).unwrap(), Device::Cpu);
+        let auto = resolve_device(DeviceChoice::Auto).unwrap();
+        assert_eq!(auto.is_cuda(), tch::Cuda::is_available());
+        if !tch::Cuda::is_available() {
+            let err = resolve_device(DeviceChoice::Cuda(0)).unwrap_err();
+            assert!(err.to_string().contains("CUDA is not available"), "{err}");
+        }
+    }
 }
