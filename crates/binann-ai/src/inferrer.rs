@@ -18,7 +18,7 @@ use binann_core::predictions::Predictions;
 use binann_core::ranking::{self, Ranking};
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
-use binann_model::{Backbone, FullModel, Head, ModelMeta};
+use binann_model::{Backbone, DecodeAhead, FullModel, Head, ModelMeta};
 use tch::{Device, Tensor};
 
 use crate::options::{Mode, ModelArgs};
@@ -93,6 +93,8 @@ struct Inferrer {
     /// costs a pass over the whole dataset, so it is done once per chunk, not per batch.
     todo: std::collections::VecDeque<u32>,
     todo_for_chunk: Option<u32>,
+    /// The next batch, decoding on the other cores while the network runs on the current one.
+    ahead: Option<(Vec<u32>, DecodeAhead)>,
     /// (checkpoint generation, embedded images) the last predictions were made for.
     predicted_for: Option<(u64, usize)>,
     generation: u64,
@@ -137,16 +139,22 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         next_chunk,
         todo: std::collections::VecDeque::new(),
         todo_for_chunk: None,
+        ahead: None,
         predicted_for: None,
         generation,
     };
+    // With --once (a batch job: deploy/run-shard.sh), predict once the whole shard is embedded
+    // rather than after every batch, which on a large shard would cost more than the embedding.
+    let mut pass_done = false;
     loop {
         let mut watcher = FileWatcher::new(vec![inf.rundir.checkpoint(), inf.rundir.manifest()], watch);
         inf.reload_manifest_if_grown();
         inf.reload_checkpoint_if_new();
         let embedded = inf.store.len() + inf.partial_ids.len();
+        let wait_for_pass = inf.args.common.once && inf.mode == Mode::Head && !pass_done;
         if let Some((_, meta)) = &inf.model
             && inf.predicted_for != Some((meta.generation, embedded))
+            && !wait_for_pass
             && let Err(e) = inf.predict_all()
         {
             tracing::error!("predicting failed (will retry): {e:#}");
@@ -154,6 +162,10 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         if inf.mode == Mode::Head {
             match inf.embed_some() {
                 Ok(true) => continue,
+                Ok(false) if wait_for_pass => {
+                    pass_done = true;
+                    continue;
+                }
                 Ok(false) => {}
                 Err(e) => tracing::error!("embedding failed (will retry): {e:#}"),
             }
@@ -222,7 +234,9 @@ impl Inferrer {
         let n = self.manifest.len();
         let shard = self.args.shard;
         let failed: HashSet<u32> = self.store.failed().collect();
-        let partial: HashSet<u32> = self.partial_ids.iter().chain(self.partial_failed.iter().map(|(id, _)| id)).copied().collect();
+        let ahead = self.ahead.iter().flat_map(|(ids, _)| ids);
+        let partial: HashSet<u32> =
+            self.partial_ids.iter().chain(self.partial_failed.iter().map(|(id, _)| id)).chain(ahead).copied().collect();
         let needed =
             |id: u32| (id as usize) < n && shard.owns(id) && !self.store.contains(id) && !failed.contains(&id) && !partial.contains(&id);
         let mut seen = vec![false; n];
@@ -240,21 +254,35 @@ impl Inferrer {
     }
 
     /// Embeds one batch; writes the chunk when full. Returns false when nothing is left to embed.
+    ///
+    /// Before the network runs on this batch, the next one starts decoding on the other cores
+    /// ([`DecodeAhead`]), so decoding hides behind the network across calls while the loop still
+    /// looks at the checkpoint between batches.
     fn embed_some(&mut self) -> anyhow::Result<bool> {
         if self.todo.is_empty() || self.todo_for_chunk != Some(self.next_chunk) {
             self.todo = self.to_embed().into();
             self.todo_for_chunk = Some(self.next_chunk);
         }
-        if self.todo.is_empty() {
-            self.flush_chunk()?;
-            return Ok(false);
+        let preprocess = self.backbone()?.preprocess();
+        let (ids, decoded) = match self.ahead.take() {
+            Some((ids, job)) => (ids, job.finish()),
+            None => {
+                let ids = self.take_batch(0);
+                if ids.is_empty() {
+                    self.flush_chunk()?;
+                    return Ok(false);
+                }
+                let decoded = binann_model::decode_batch(preprocess, &self.files(&ids));
+                (ids, decoded)
+            }
+        };
+        let next = self.take_batch(ids.len());
+        if !next.is_empty() {
+            let files = self.files(&next);
+            self.ahead = Some((next, DecodeAhead::start(preprocess, files)));
         }
-        let target = self.store.len().clamp(256, CHUNK);
-        let take = self.args.model.batch.max(1).min(target - self.partial_ids.len().min(target - 1));
-        let ids: Vec<u32> = std::iter::from_fn(|| self.todo.pop_front()).take(take).collect();
-        let files: Vec<PathBuf> = ids.iter().map(|id| self.datadir.join(&self.manifest.paths[*id as usize])).collect();
-        let batch = self.args.model.batch;
-        let results = self.backbone()?.embed_paths(&files, batch, |_| {});
+        let results = self.backbone()?.embed_decoded(decoded);
+        let target = self.chunk_target();
         for (id, r) in ids.iter().zip(results) {
             match r {
                 Ok(v) => {
@@ -271,6 +299,26 @@ impl Inferrer {
             self.flush_chunk()?;
         }
         Ok(true)
+    }
+
+    /// Images the chunk being filled should hold: 256, growing with the cache up to [`CHUNK`].
+    fn chunk_target(&self) -> usize {
+        self.store.len().clamp(256, CHUNK)
+    }
+
+    /// Takes the next batch from the to-do list, sized so that the chunk being filled (with
+    /// `coming` more images already on their way) ends at its target.
+    fn take_batch(&mut self, coming: usize) -> Vec<u32> {
+        let target = self.chunk_target();
+        let pending = self.partial_ids.len() + self.partial_failed.len() + coming;
+        // The batch on its way fills the chunk: this one starts the next.
+        let pending = if pending >= target { 0 } else { pending };
+        let take = self.args.model.batch.max(1).min(target - pending);
+        std::iter::from_fn(|| self.todo.pop_front()).take(take).collect()
+    }
+
+    fn files(&self, ids: &[u32]) -> Vec<PathBuf> {
+        ids.iter().map(|id| self.datadir.join(&self.manifest.paths[*id as usize])).collect()
     }
 
     fn flush_chunk(&mut self) -> anyhow::Result<()> {
@@ -350,13 +398,13 @@ impl Inferrer {
                 for batch in todo.chunks(self.args.model.batch.max(1)) {
                     let mut images = Vec::new();
                     let mut batch_ids = Vec::new();
-                    for id in batch {
-                        match preprocess.load_image(&self.datadir.join(&self.manifest.paths[*id as usize])) {
+                    for (id, decoded) in batch.iter().zip(binann_model::decode_batch(preprocess, &self.files(batch))) {
+                        match decoded {
                             Ok(p) => {
                                 images.push(Tensor::from_slice(&p).view([3, s, s]));
                                 batch_ids.push(*id);
                             }
-                            Err(e) => failed.push((*id, format!("{e:#}"))),
+                            Err(e) => failed.push((*id, e)),
                         }
                     }
                     if !images.is_empty() {

@@ -70,6 +70,49 @@ pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
     }
 }
 
+/// Sets the threads this process computes with on the CPU: libtorch's (intra-op) and rayon's,
+/// which decodes images beside the network. Call it before either has started any work (rayon's
+/// pool is built once; later calls leave it as it is).
+pub fn set_threads(threads: usize) {
+    let threads = threads.max(1);
+    tch::set_num_threads(threads as i32);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+}
+
+/// Set in the environment of a process that [`with_cpu_runtime_env`] has started again.
+const RUNTIME_ENV_MARK: &str = "BINANN_RUNTIME_ENV";
+
+/// What libtorch and glibc read once, at start-up, to run the network well on shared CPU cores:
+/// - `OMP_WAIT_POLICY=PASSIVE`: libtorch's OpenMP threads sleep between operations instead of
+///   spinning; spinning beside other busy threads (the decoders, the trainer) on 2 cores made one
+///   embedding pass 4x slower (500 images: 53 s instead of 13 s).
+/// - glibc keeps freed memory for reuse (`trim_threshold` 512 MiB) and serves blocks up to 32 MiB
+///   from it (`mmap_threshold`), instead of giving every activation back to the kernel and taking
+///   it again as fresh zeroed pages: 500 images at 224 px went from 2.2 million page faults and
+///   4.7 s of system time to 68,000 and 0.7 s.
+///
+/// Each is set only where the environment does not set it already.
+const RUNTIME_ENV: [(&str, &str); 2] =
+    [("OMP_WAIT_POLICY", "PASSIVE"), ("GLIBC_TUNABLES", "glibc.malloc.trim_threshold=536870912:glibc.malloc.mmap_threshold=33554432")];
+
+/// Makes sure this process runs with [`RUNTIME_ENV`]: when a variable is missing, starts this
+/// program again in its place (same process id, same arguments) with it set. Call it first thing
+/// in `main`, before any thread or libtorch call. Returns (without doing anything) when the
+/// environment already has them, or when this program cannot be started again.
+pub fn with_cpu_runtime_env() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os(RUNTIME_ENV_MARK).is_some() {
+        return;
+    }
+    let missing: Vec<(&str, &str)> = RUNTIME_ENV.iter().copied().filter(|(k, _)| std::env::var_os(k).is_none()).collect();
+    if missing.is_empty() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let error = std::process::Command::new(exe).args(std::env::args_os().skip(1)).envs(missing).env(RUNTIME_ENV_MARK, "1").exec();
+    eprintln!("binann: cannot restart with the CPU runtime settings ({error}); continuing without them");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

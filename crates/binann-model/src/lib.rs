@@ -9,7 +9,8 @@
 //!   ImageNet normalisation to CHW floats.
 //! - `mobilenet` (private): MobileNetV2 feature layers with torchvision's parameter names.
 //! - [`backbone`]: [`Backbone`], frozen pretrained MobileNetV2 → [`EMBED_DIM`]-d embeddings,
-//!   with [`Backbone::embed_paths`] overlapping decoding and inference.
+//!   with [`Backbone::embed_paths`] overlapping decoding and inference ([`DecodeAhead`] for
+//!   callers that feed it a batch at a time).
 //! - [`head`]: [`Head`], a small MLP (or logistic regression) on embeddings ([`TrainOptions`],
 //!   [`TrainReport`]); the interactive "head" mode.
 //! - [`finetune`]: [`FullModel`], the whole network trained end to end ("finetune" mode, GPU).
@@ -28,10 +29,10 @@ pub mod head;
 mod mobilenet;
 pub mod preprocess;
 
-pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, EmbedResult};
+pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use convert::convert_legacy_torch_to_safetensors;
-pub use device::{DeviceChoice, ParseDeviceError, resolve_device};
+pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
 pub use finetune::FullModel;
 pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};
 pub use mobilenet::EMBED_DIM;

@@ -65,6 +65,7 @@ const META_FILE: &str = "predictor.json";
 type Classifier = Box<dyn Fn(&tch::Tensor) -> tch::Tensor>;
 
 fn main() -> std::process::ExitCode {
+    binann_model::with_cpu_runtime_env();
     binann_ai::init_logging();
     let result = match Cli::parse().command {
         Cmd::Export { rundir, out, threshold, weights } => export(&rundir, &out, threshold, &weights),

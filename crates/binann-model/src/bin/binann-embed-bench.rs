@@ -3,35 +3,71 @@
 //! Prints backbone embedding throughput at 224 and 112 px (random images, batch 16) and the
 //! time to train a head on 2000 random 1280-d embeddings.
 //!
+//! `binann-embed-bench --images DIR [--size PX] [--batch N] [--threads N] [--weights PATH]`
+//!
+//! Embeds every image of DIR (searched recursively) as the inferrer does: decoded on every core,
+//! one batch ahead of the network. Prints the images per second; time the whole process to
+//! compare with another stack (`scripts/bench-peer.sh`). `--preprocess` instead times decoding
+//! and resizing alone, one image at a time on one thread, with and without reduced-scale JPEG
+//! decoding.
+//!
+//! `binann-embed-bench --make-photos SRC OUT COUNT`
+//!
+//! Writes COUNT 12-megapixel (4000×3000) JPEGs to OUT, made from the photos in SRC: each one is a
+//! photo stretched over the frame, shifted and mirrored differently, with sensor-like noise, saved
+//! at quality 92 (3–6 MB, as a phone writes them).
+//!
 //! Random weights are used when the converted weights are absent: speed does not depend on them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use binann_model::{Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, TrainOptions, resolve_device};
+use binann_model::{
+    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, TrainOptions, resolve_device,
+};
 use tch::{Device, Kind, Tensor};
 
 const BATCH: i64 = 16;
+const USAGE: &str = "usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N] \
+                     [--images DIR [--size PX] [--batch N] [--preprocess]] | --make-photos SRC OUT COUNT";
 
 fn main() -> Result<()> {
+    binann_model::with_cpu_runtime_env();
     let mut device = DeviceChoice::Auto;
     let mut seconds = 4.0;
     let mut weights = PathBuf::from(DEFAULT_WEIGHTS_PATH);
+    let mut images: Option<PathBuf> = None;
+    let mut size = 224u32;
+    let mut batch = 32usize;
+    let mut preprocess_only = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
+        let mut value = || args.next().with_context(|| format!("{arg} needs a value; {USAGE}"));
         match arg.as_str() {
             "--device" => device = value()?.parse()?,
             "--seconds" => seconds = value()?.parse().context("--seconds")?,
             "--weights" => weights = value()?.into(),
-            "--threads" => tch::set_num_threads(value()?.parse().context("--threads")?),
-            other => {
-                bail!("unknown argument {other:?}; usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]")
+            "--threads" => binann_model::set_threads(value()?.parse().context("--threads")?),
+            "--images" => images = Some(value()?.into()),
+            "--size" => size = value()?.parse().context("--size")?,
+            "--batch" => batch = value()?.parse().context("--batch")?,
+            "--preprocess" => preprocess_only = true,
+            "--make-photos" => {
+                let (src, out, count) = (PathBuf::from(value()?), PathBuf::from(value()?), value()?.parse().context("COUNT")?);
+                return make_photos(&src, &out, count);
             }
+            other => bail!("unknown argument {other:?}; {USAGE}"),
         }
     }
     let device = resolve_device(device)?;
+    if let Some(dir) = images {
+        let files: Vec<PathBuf> = binann_core::manifest::list_images(&dir)?.iter().map(|r| dir.join(r)).collect();
+        if files.is_empty() {
+            bail!("no images in {}", dir.display());
+        }
+        return if preprocess_only { time_preprocessing(&files, size) } else { embed_folder(&files, size, batch, &weights, device) };
+    }
     println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
     for size in [224u32, 112] {
@@ -53,6 +89,82 @@ fn main() -> Result<()> {
             "head {name}: 2000x{EMBED_DIM}, {} steps in {} ms (train accuracy {:.3})",
             report.steps, report.elapsed_ms, report.accuracy
         );
+    }
+    Ok(())
+}
+
+/// Embeds the files as the inferrer does and prints the rate (no warm-up: the whole job counts).
+fn embed_folder(files: &[PathBuf], size: u32, batch: usize, weights: &Path, device: Device) -> Result<()> {
+    let started = Instant::now();
+    let backbone = if weights.exists() { Backbone::load(weights, size, device)? } else { Backbone::untrained(size, device) };
+    let results = backbone.embed_paths(files, batch, |_| {});
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "embedded {} images at {size} px, batch {batch}, {} libtorch threads, {} decoding threads: {elapsed:.2} s, {:.1} images/s ({failed} unreadable)",
+        files.len(),
+        tch::get_num_threads(),
+        rayon::current_num_threads(),
+        files.len() as f64 / elapsed
+    );
+    Ok(())
+}
+
+/// Decoding and resizing alone, per image, on this thread: with reduced-scale JPEG decoding (what
+/// binann does) and with full decoding (what it did).
+fn time_preprocessing(files: &[PathBuf], size: u32) -> Result<()> {
+    let preprocess = Preprocess { size };
+    let mut per_image = Vec::new();
+    for (name, full) in [("full decode", true), ("scaled decode", false)] {
+        let started = Instant::now();
+        let mut failed = 0;
+        for file in files {
+            let loaded = if full { preprocess.load_image_full(file) } else { preprocess.load_image(file) };
+            failed += usize::from(loaded.is_err());
+        }
+        let ms = started.elapsed().as_secs_f64() * 1000.0 / files.len() as f64;
+        println!("preprocess {} images to {size} px, {name}: {ms:.2} ms per image on one thread ({failed} unreadable)", files.len());
+        per_image.push(ms);
+    }
+    println!("scaled decoding is {:.1}x faster", per_image[0] / per_image[1]);
+    Ok(())
+}
+
+fn make_photos(src: &Path, out: &Path, count: usize) -> Result<()> {
+    let sources: Vec<PathBuf> = binann_core::manifest::list_images(src)?
+        .iter()
+        .map(|r| src.join(r))
+        .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")))
+        .collect();
+    if sources.is_empty() {
+        bail!("no JPEG photos in {}", src.display());
+    }
+    std::fs::create_dir_all(out)?;
+    let (width, height) = (4000u32, 3000u32);
+    let mut seed = 0x2545_f491_u32;
+    for i in 0..count {
+        let source =
+            image::open(&sources[i % sources.len()]).with_context(|| format!("reading {}", sources[i % sources.len()].display()))?;
+        // Stretch a little past the frame so each copy can be shifted differently.
+        let over = 1.0 + 0.05 * (i / sources.len()) as f32;
+        let (w, h) = ((width as f32 * over) as u32, (height as f32 * over) as u32);
+        let mut frame =
+            source.resize_exact(w, h, image::imageops::FilterType::Triangle).crop_imm(w - width, h - height, width, height).into_rgb8();
+        if i % 2 == 1 {
+            image::imageops::flip_horizontal_in_place(&mut frame);
+        }
+        for p in frame.pixels_mut() {
+            for c in p.0.iter_mut() {
+                seed ^= seed << 13;
+                seed ^= seed >> 17;
+                seed ^= seed << 5;
+                *c = (i32::from(*c) + (seed % 9) as i32 - 4).clamp(0, 255) as u8;
+            }
+        }
+        let path = out.join(format!("IMG_{i:04}.jpg"));
+        let file = std::io::BufWriter::new(std::fs::File::create(&path)?);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(file, 92).encode_image(&frame)?;
+        println!("{} ({} KB)", path.display(), std::fs::metadata(&path)?.len() / 1024);
     }
     Ok(())
 }
