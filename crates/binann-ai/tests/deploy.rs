@@ -62,6 +62,7 @@ fn prepared_run(tmp: &Path) -> (PathBuf, Vec<(&'static str, String)>) {
             _ => Label::Negative,
         };
         let r = Record {
+            audit: None,
             seq: u64::from(id),
             time_ms: 0,
             client: "t".into(),
