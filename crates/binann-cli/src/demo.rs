@@ -37,6 +37,9 @@ pub struct DemoArgs {
     /// Seed of the --prevalence draw.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Without --prevalence: skip this many images first (60000: Fashion-MNIST's test split).
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
 }
 
 /// The Fashion-MNIST label numbers that `spec` names as positive (see `--positive`).
@@ -131,7 +134,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         images.extend(pixels.chunks_exact(h * w).map(|c| (c.to_vec(), w as u32, h as u32)));
         labels.extend(l);
     }
-    let chosen = draw(&labels, &positive, args.count, args.prevalence, args.seed)?;
+    if args.skip > 0 && args.prevalence.is_some() {
+        bail!("--skip applies only without --prevalence");
+    }
+    let chosen: Vec<usize> = draw(&labels[args.skip.min(labels.len())..], &positive, args.count, args.prevalence, args.seed)?
+        .into_iter()
+        .map(|i| i + args.skip)
+        .collect();
     std::fs::create_dir_all(&args.out)?;
     if let Some(dir) = args.truth.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;

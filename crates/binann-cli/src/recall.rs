@@ -39,6 +39,9 @@ pub struct RecallArgs {
     /// come, about 10 % per class).
     #[arg(long, default_value_t = 0.01)]
     prevalence: f64,
+    /// With --prevalence 0: skip this many images first (60000: the test split).
+    #[arg(long, default_value_t = 0)]
+    skip: usize,
     /// Draws of the folder (each with its own images and its own run); figures are reported as the
     /// median and the range over the draws.
     #[arg(long, default_value_t = 1)]
@@ -251,6 +254,8 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
             .arg(&truth_csv);
         if args.prevalence > 0.0 {
             demo.args(["--prevalence", &args.prevalence.to_string()]);
+        } else {
+            demo.args(["--skip", &args.skip.to_string()]);
         }
         if !demo.status()?.success() {
             let _ = std::fs::remove_dir_all(&data);
