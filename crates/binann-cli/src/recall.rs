@@ -130,6 +130,9 @@ struct Draw {
     interval_held: usize,
     /// Labels per second the simulated person achieved.
     labels_per_s: f64,
+    /// Seconds from the first label until the model had predicted every image not labelled by
+    /// then (None: not within the run).
+    covered_all_after_s: Option<f64>,
     /// Recall after each label (for the plot).
     #[serde(skip)]
     curve: Vec<f64>,
@@ -216,6 +219,8 @@ struct Sample {
     positives: u64,
     /// The positives-left interval, when there was one.
     interval: Option<(f64, f64)>,
+    /// The model had predicted every image not labelled or skipped.
+    model_covers_rest: bool,
 }
 
 /// Polls `/api/stats` once a second.
@@ -226,9 +231,11 @@ fn poll_stats(url: String, start: Instant, stop: Arc<AtomicBool>) -> std::thread
         while !stop.load(Ordering::Relaxed) {
             let stats = agent.get(&format!("{url}/api/stats")).call().ok().and_then(|r| r.into_json::<binann_core::api::Stats>().ok());
             if let Some(stats) = stats {
+                let predicted = stats.model.as_ref().map_or(0, |m| m.predicted);
                 samples.push(Sample {
                     at: start.elapsed().as_secs_f64(),
-                    predicted: stats.model.map_or(0, |m| m.predicted),
+                    predicted,
+                    model_covers_rest: predicted > 0 && predicted + stats.annotated + stats.skipped >= stats.total,
                     positives: stats.positives,
                     interval: stats.positives_left.map(|l| (l.low, l.high)),
                 });
@@ -335,6 +342,7 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
         with_binann: figures(&shown, truth.len(), &positives_per_kind),
         random_order: figures(&random, truth.len(), &positives_per_kind),
         predicted_share_at_1x,
+        covered_all_after_s: samples.iter().find(|s| s.model_covers_rest).map(|s| s.at),
         interval_checks: checks.len(),
         interval_held: checks.iter().filter(|c| **c).count(),
         labels_per_s: steps.len() as f64 / elapsed.max(1e-9),
