@@ -432,6 +432,10 @@ pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
         if checks > 0 { format!("{held} of {checks} ({:.0} %)", 100.0 * held as f64 / checks as f64) } else { "no checks".into() }
     );
     println!(
+        "| seconds until the model had predicted every image not labelled yet | {} | |",
+        spread(&draws.iter().map(|d| d.covered_all_after_s).collect::<Vec<_>>(), |v| format!("{v:.0}"))
+    );
+    println!(
         "| labels per second achieved | {} | |",
         spread(&draws.iter().map(|d| Some(d.labels_per_s)).collect::<Vec<_>>(), |v| format!("{v:.2}"))
     );
