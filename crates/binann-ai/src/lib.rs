@@ -36,14 +36,6 @@ pub fn wait_for_manifest(rundir: &RunDir, watch: WatchOptions) -> Manifest {
     }
 }
 
-/// Sets up logging to stderr (`RUST_LOG` overrides the level).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 /// The information about a checkpoint that travels with predictions and rankings.
 pub fn model_info(meta: &binann_model::ModelMeta) -> binann_core::predictions::ModelInfo {
     binann_core::predictions::ModelInfo {

@@ -49,22 +49,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    // The tools print their own figures; only warnings go to the log.
+    binann_core::cli::main("binann", "warn", || match Cli::parse().command {
         Command::Inspect { file } => inspect(&file),
         Command::DemoData(args) => demo::run(&args),
         Command::BenchServer(args) => bench::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Simulate(args) => simulate::run(&args),
         Command::BenchRecall(args) => recall::run(&args),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("binann: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    })
 }
 
 fn inspect(file: &std::path::Path) -> anyhow::Result<()> {

@@ -21,7 +21,7 @@ use binann_core::ranking::shuffle_key;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::simulate::{SimulateArgs, Step, cumulative, read_truth, simulate, write_trace};
+use crate::simulate::{SimulateArgs, Step, read_truth, simulate, write_trace};
 
 /// Options of `binann bench-recall`.
 #[derive(Debug, clap::Args)]
@@ -308,7 +308,7 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     // that its labels for 95 % recall are known).
     let mut paths: Vec<&String> = truth.keys().collect();
     paths.sort();
-    paths.sort_by_cached_key(|p| shuffle_key(seed, crc(p)));
+    paths.sort_by_cached_key(|p| shuffle_key(seed, path_hash(p)));
     let random: Vec<Option<&str>> = paths.iter().map(|p| kinds.get(*p).map(String::as_str)).collect();
     let at_1x = steps.get(positives.saturating_sub(1)).map(|s| s.time_s);
     let predicted_share_at_1x =
@@ -333,7 +333,6 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
             })
             .collect()
     };
-    debug_assert_eq!(cumulative(&steps).len(), steps.len());
     Ok(Draw {
         seed,
         images: truth.len(),
@@ -352,7 +351,7 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
 }
 
 /// A stable 32-bit hash of a path (FNV-1a), the key the random order shuffles by.
-fn crc(path: &str) -> u32 {
+fn path_hash(path: &str) -> u32 {
     path.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 

@@ -36,3 +36,20 @@ impl CommonArgs {
         }
     }
 }
+
+/// The `main` of every binann binary: logs to stderr at `default_log` (e.g. "info"; `RUST_LOG`
+/// overrides it), runs `run`, and on an error prints `NAME: error: ...` with its causes and exits
+/// with status 2, so every process fails the same way for launch.sh and for the person reading.
+pub fn main<E: std::fmt::Display>(name: &str, default_log: &str, run: impl FnOnce() -> Result<(), E>) -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| default_log.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: error: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -45,17 +45,7 @@ enum ColdStart {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Args::parse()) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("binann-selector: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    binann_core::cli::main("binann-selector", "info", || run(Args::parse()))
 }
 
 fn run(args: Args) -> anyhow::Result<()> {

@@ -3,18 +3,7 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,actix_server=warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
-    let config = binann_server::ServerConfig::parse();
-    match serve(config) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("binann-server: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    binann_core::cli::main("binann-server", "info,actix_server=warn", || serve(binann_server::ServerConfig::parse()))
 }
 
 #[actix_web::main]

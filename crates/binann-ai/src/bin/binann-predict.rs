@@ -66,18 +66,10 @@ type Classifier = Box<dyn Fn(&tch::Tensor) -> tch::Tensor>;
 
 fn main() -> std::process::ExitCode {
     binann_model::with_cpu_runtime_env();
-    binann_ai::init_logging();
-    let result = match Cli::parse().command {
+    binann_core::cli::main("binann-predict", "info", || match Cli::parse().command {
         Cmd::Export { rundir, out, threshold, weights } => export(&rundir, &out, threshold, &weights),
         Cmd::Apply { predictor, images, out, device, batch } => apply(&predictor, &images, &out, device, batch),
-    };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("binann-predict: error: {e:#}");
-            std::process::ExitCode::from(2)
-        }
-    }
+    })
 }
 
 fn export(rundir: &Path, out: &Path, threshold: f64, weights: &Path) -> anyhow::Result<()> {
