@@ -9,68 +9,26 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use binann_core::annotations::{Event, Label, Record};
-use binann_core::codec::FileKind;
+use binann_core::annotations::Label;
 use binann_core::embeddings::EmbeddingChunk;
-use binann_core::journal::{self, JournalWriter};
 use binann_core::predictions::Predictions;
 use binann_core::rundir::RunDir;
-use common::{bin, weights, workspace};
+use common::{bin, labelled_run, run_ok, weights, workspace};
 
 const SHARDS: u32 = 3;
 const IMAGES: usize = 60;
 const LABELLED: u32 = 12;
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A run directory over 60 Fashion-MNIST images, 12 of them labelled, with a trained checkpoint.
 fn prepared_run(tmp: &Path) -> (PathBuf, Vec<(&'static str, String)>) {
-    let (data, run, truth) = (tmp.join("data"), tmp.join("run"), tmp.join("truth.csv"));
-    run_ok(
-        Command::new(bin("binann"))
-            .args(["demo-data", "--count", &IMAGES.to_string(), "--positive", "shoe"])
-            .arg("--source")
-            .arg(workspace().join(".cache/fashion-mnist"))
-            .arg("--out")
-            .arg(&data)
-            .arg("--truth")
-            .arg(&truth),
-    );
-    let rundir = RunDir::create_or_open(&run).unwrap();
-    let (manifest, _) = binann_core::manifest::Manifest::scan(&data, None).unwrap();
-    manifest.save(&rundir.manifest(), 1).unwrap();
-    let truth_text = std::fs::read_to_string(&truth).unwrap();
-    let positive: HashMap<&str, bool> = truth_text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[0], f[1] == "1")
-        })
-        .collect();
-    let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
-    for id in 0..LABELLED {
-        // Two of each class for sure, then the truth.
-        let label = match id {
-            0 | 1 => Label::Positive,
-            2 | 3 => Label::Negative,
-            _ if positive[manifest.paths[id as usize].as_str()] => Label::Positive,
-            _ => Label::Negative,
-        };
-        let r = Record {
-            audit: None,
-            seq: u64::from(id),
-            time_ms: 0,
-            client: "t".into(),
-            annotator: String::new(),
-            event: Event::Label { id, label, prob: None },
-        };
-        writer.append_framed(&journal::frame(&r)).unwrap();
-    }
+    // Two of each class for sure, then the truth.
+    let (run, _) = labelled_run(tmp, IMAGES, LABELLED, |id, positive| match id {
+        0 | 1 => Label::Positive,
+        2 | 3 => Label::Negative,
+        _ if positive => Label::Positive,
+        _ => Label::Negative,
+    });
+    let rundir = RunDir::open_existing(&run);
     let env = vec![
         ("BINANN_RUNDIR", run.to_str().unwrap().to_owned()),
         ("BINANN_WEIGHTS", weights().to_str().unwrap().to_owned()),

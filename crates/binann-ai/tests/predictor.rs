@@ -5,61 +5,19 @@ mod common;
 
 use std::process::Command;
 
-use binann_core::annotations::{Event, Label, Record};
-use binann_core::codec::FileKind;
-use binann_core::journal::{self, JournalWriter};
+use binann_core::annotations::Label;
 use binann_core::predictions::Predictions;
 use binann_core::rundir::RunDir;
-use common::{bin, weights, workspace};
-
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
+use common::{bin, labelled_run, run_ok, weights};
 
 #[test]
 fn exported_predictor_reproduces_the_inferrer() {
-    let root = workspace();
     let weights = weights();
     let tmp = tempfile::tempdir().unwrap();
-    let (data, run, truth) = (tmp.path().join("data"), tmp.path().join("run"), tmp.path().join("truth.csv"));
-    run_ok(
-        Command::new(bin("binann"))
-            .args(["demo-data", "--count", "80", "--positive", "shoe"])
-            .arg("--source")
-            .arg(root.join(".cache/fashion-mnist"))
-            .arg("--out")
-            .arg(&data)
-            .arg("--truth")
-            .arg(&truth),
-    );
     // A manifest and 40 labels from the ground truth, written as the server would.
-    let rundir = RunDir::create_or_open(&run).unwrap();
-    let (manifest, _) = binann_core::manifest::Manifest::scan(&data, None).unwrap();
-    manifest.save(&rundir.manifest(), 1).unwrap();
-    let truth_text = std::fs::read_to_string(&truth).unwrap();
-    let positive: std::collections::HashMap<&str, bool> = truth_text
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').collect();
-            (f[0], f[1] == "1")
-        })
-        .collect();
-    let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
-    for id in 0..40u32 {
-        let label = if positive[manifest.paths[id as usize].as_str()] { Label::Positive } else { Label::Negative };
-        let r = Record {
-            audit: None,
-            seq: id as u64,
-            time_ms: 0,
-            client: "t".into(),
-            annotator: String::new(),
-            event: Event::Label { id, label, prob: None },
-        };
-        writer.append_framed(&journal::frame(&r)).unwrap();
-    }
+    let (run, manifest) = labelled_run(tmp.path(), 80, 40, |_, positive| if positive { Label::Positive } else { Label::Negative });
+    let data = tmp.path().join("data");
+    let rundir = RunDir::open_existing(&run);
     let env = [
         ("BINANN_RUNDIR", run.to_str().unwrap()),
         ("BINANN_WEIGHTS", weights.to_str().unwrap()),
