@@ -74,11 +74,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut paths = predictions::files(rundir.root());
         paths.push(rundir.predictions(0, 1));
         let mut watcher = FileWatcher::new(paths, args.common.watch_options());
-        // Refit when the embedded images grew by a tenth: a chunk of 4,096 more among 1,000,000
-        // changes the kinds little and would cost a pass over all of them.
         // The visual kinds serve the cold start, the exploring picks and the server's "more like
-        // this" (through the sketch file): kept up to date whatever the strategy.
-        if sketches.refresh(&rundir.embeddings_dir()) && sketches.len() * 10 >= fitted_on * 11 {
+        // this" (through the sketch file): kept up to date whatever the strategy. While the
+        // embedding pass runs, refit when the embedded images grew by a tenth (a chunk of 4,096
+        // more among 1,000,000 changes the kinds little and would cost a pass over all of them);
+        // once no chunk came since the last round, refit for whatever is left, so the images
+        // embedded last get their sketches too.
+        let changed = sketches.refresh(&rundir.embeddings_dir());
+        let grown = sketches.len() * 10 >= fitted_on * 11;
+        if sketches.len() != fitted_on && (!changed || grown) {
             let started = Instant::now();
             let fitted = Clusters::fit(&sketches.values, cluster_count(sketches.len()), 1);
             cluster_of_id = vec![u32::MAX; sketches.ids.iter().map(|id| *id as usize + 1).max().unwrap_or(0)];
