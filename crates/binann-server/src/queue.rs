@@ -119,7 +119,7 @@ impl Queue {
     /// (the images it is showing), which stay reserved for it and are not returned again.
     pub fn next(&mut self, client: &str, count: usize, done: &AnnotationState, keep: &[u32]) -> Vec<u32> {
         let now = Instant::now();
-        self.release(client);
+        self.release(client, keep);
         self.expire(now);
         let mut kept = Vec::with_capacity(keep.len());
         for &id in keep {
@@ -258,11 +258,18 @@ impl Queue {
         }
     }
 
-    fn release(&mut self, client: &str) {
+    /// Releases what `client` holds, except `keep`. A released audit pick stops being one: it
+    /// was given back unlabelled for a reason that has nothing to do with what it shows (a tab
+    /// asking again, a quiet client), whereas keeping it would let the ranking hand it out later
+    /// when it looks positive, and the audit sample would lean towards positives.
+    fn release(&mut self, client: &str, keep: &[u32]) {
         if let Some(slot) = self.clients.remove(client) {
             for id in slot.handed {
                 if self.holder.get(&id).is_some_and(|c| c == client) {
                     self.holder.remove(&id);
+                    if !keep.contains(&id) {
+                        self.audit_pending.remove(&id);
+                    }
                 }
             }
         }
@@ -272,7 +279,7 @@ impl Queue {
         let quiet: Vec<String> =
             self.clients.iter().filter(|(_, s)| now.duration_since(s.last_seen) > self.handout_timeout).map(|(c, _)| c.clone()).collect();
         for c in quiet {
-            self.release(&c);
+            self.release(&c, &[]);
         }
     }
 
@@ -408,6 +415,17 @@ mod tests {
         let mut loaded = vec![0f64; 70];
         loaded[0] = f64::from(draws);
         assert!(loaded.iter().map(|h| (h - expected).powi(2) / expected).sum::<f64>() > 111.1);
+    }
+
+    #[test]
+    fn a_released_audit_pick_is_no_longer_one_a_kept_one_still_is() {
+        let done = AnnotationState::default();
+        let mut q = Queue::with_audits(100, Duration::from_secs(600), 1.0, 5);
+        let handed = q.next("a", 3, &done, &[]);
+        // The tab keeps the first (on screen) and lets the others go.
+        q.next("a", 1, &done, &handed[..1]);
+        assert!(q.take_audit(handed[0]).is_some(), "the kept pick is still an audit pick");
+        assert!(q.take_audit(handed[1]).is_none() && q.take_audit(handed[2]).is_none(), "released picks are not");
     }
 
     #[test]
