@@ -1,6 +1,7 @@
 // Statistics and charts: /api/stats and /api/history, drawn as text and inline SVG.
 import { api } from './api.mjs';
 import { renderDone, renderSession } from './main.mjs';
+import { renderSeedCount } from './seeds.mjs';
 import { maybeRefill } from './stage.mjs';
 import { state } from './state.mjs';
 import { $, ago, duration, num, pct, plural } from './util.mjs';
@@ -93,6 +94,7 @@ function renderStats(s) {
     $('md-net').textContent = `${m.backbone} ${m.input_size}px, ${m.mode}${loss}`;
   }
   $('left-text').textContent = leftText(s.positives_left);
+  renderSeedCount(s.seed_images);
   document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.can_stop));
   $('md-online').textContent = s.online ? `${pct(s.online.accuracy)} of ${num(s.online.evaluated)} labels` : 'no label judged yet';
   renderSession();

@@ -7,6 +7,7 @@
 //   rt       reaction time, attribution   calibrate  measuring the reaction time
 //   grid     the grid view                charts  statistics and charts
 //   keys     the key table (handler, help, README)
+//   seeds    example images dropped on the page
 //   main     labelling, undo, input, start (this file)
 import { claimClientId, conn, opsStorage, sendOp, similar } from './api.mjs';
 import { answer, applySpeed, beforeUndo, loadSpeed, press, setAuto, setAutoPaused, skip as autoSkip, undone } from './auto.mjs';
@@ -14,6 +15,7 @@ import { calibrationPress, cancelCalibration, startCalibration } from './calibra
 import { pollStats, refreshStatsSoon, renderAnnotators } from './charts.mjs';
 import { confirm, loadGridSize, tileIndex, toggle, toggleGrid, undoGrid } from './grid.mjs';
 import { actionFor, renderHelp } from './keys.mjs';
+import { wireSeedDrop } from './seeds.mjs';
 import { advance, forget, makeItem, maybeRefill, notice, prepare, renderEmptyStage, renderMeta, reshow } from './stage.mjs';
 import { KEEP_DECODED, LS_ANNOTATOR, auto, calibration, grid, outbox, session, state } from './state.mjs';
 import { $, clock, num, plural, sleep, store } from './util.mjs';
@@ -397,6 +399,7 @@ async function start() {
   loadGridSize();
   applySpeed(false);
   wireName();
+  wireSeedDrop();
   wireInput();
   setAnnotator(store.get('localStorage', LS_ANNOTATOR), false);
   $('annotator').value = state.annotator;

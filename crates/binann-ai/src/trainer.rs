@@ -4,6 +4,10 @@
 //! inferrer fills (the trainer embeds any labelled image not cached yet itself), and a small head
 //! is trained on them from scratch each round, in milliseconds. Finetune mode (the CUDA default):
 //! the whole network keeps training on the labelled images, an epoch per round.
+//!
+//! Seed images (examples of the positive class from outside the dataset, `RUNDIR/seeds`; see
+//! [`binann_core::seeds`]) are trained on as positives beside the labels, so a model can rank the
+//! folder as soon as the person has given one negative label.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -59,6 +63,9 @@ struct Trainer {
     head: Option<Head>,
     full: Option<FullModel>,
     pixels: HashMap<u32, Tensor>,
+    /// Seed images as the network sees them: embeddings in head mode, pixels in finetune mode.
+    /// An unreadable one is kept as None (reported once, then left out).
+    seeds: HashMap<PathBuf, Option<Tensor>>,
     board: SummaryWriter,
 }
 
@@ -93,11 +100,12 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
         head: None,
         full: None,
         pixels: HashMap::new(),
+        seeds: HashMap::new(),
         board,
     };
     let mut trained_on: Option<u64> = None;
     loop {
-        let mut watcher = FileWatcher::new(vec![t.rundir.annotations(), t.rundir.manifest()], watch);
+        let mut watcher = FileWatcher::new(vec![t.rundir.annotations(), t.rundir.manifest(), t.rundir.seeds_dir()], watch);
         match AnnotationState::load(&t.rundir.annotations()) {
             Ok(state) => {
                 let mut labelled = labelled(&state);
@@ -113,13 +121,14 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
                     tracing::warn!(unknown, images = listed, "leaving out labels of images the manifest does not list");
                     labelled.retain(|(id, _)| (*id as usize) < listed);
                 }
-                let key = fingerprint(&labelled);
+                let seeds = binann_core::seeds::list(&t.rundir.seeds_dir());
+                let key = fingerprint(&labelled, &seeds);
                 let positives = labelled.iter().filter(|(_, y)| *y).count();
                 // Finetune keeps improving on the same labels; head mode has nothing more to learn.
                 let changed = trained_on != Some(key) || t.mode == Mode::Finetune;
-                if changed && positives > 0 && positives < labelled.len() {
+                if changed && positives + seeds.len() > 0 && positives < labelled.len() {
                     let started = Instant::now();
-                    match t.round(&labelled, &state) {
+                    match t.round(&labelled, &seeds, &state) {
                         Ok(()) => trained_on = Some(key),
                         Err(e) => tracing::error!("training round failed (will retry): {e:#}"),
                     }
@@ -130,7 +139,12 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
                         std::thread::sleep(started.elapsed());
                     }
                 } else if changed && trained_on != Some(key) {
-                    tracing::info!(labels = labelled.len(), positives, "waiting for at least one positive and one negative label");
+                    tracing::info!(
+                        labels = labelled.len(),
+                        positives,
+                        seed_images = seeds.len(),
+                        "waiting for at least one positive (or seed image) and one negative label"
+                    );
                     trained_on = Some(key);
                 }
             }
@@ -166,9 +180,10 @@ fn labelled(state: &AnnotationState) -> Vec<(u32, bool)> {
     v
 }
 
-fn fingerprint(labelled: &[(u32, bool)]) -> u64 {
+fn fingerprint(labelled: &[(u32, bool)], seeds: &[PathBuf]) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     labelled.hash(&mut h);
+    seeds.hash(&mut h);
     h.finish()
 }
 
@@ -179,11 +194,14 @@ impl Trainer {
         }
     }
 
-    fn round(&mut self, labelled: &[(u32, bool)], state: &AnnotationState) -> anyhow::Result<()> {
+    fn round(&mut self, labelled: &[(u32, bool)], seeds: &[PathBuf], state: &AnnotationState) -> anyhow::Result<()> {
         let started = Instant::now();
+        self.prepare_seeds(seeds)?;
+        let seeds: Vec<Tensor> =
+            seeds.iter().filter_map(|p| self.seeds.get(p).and_then(Option::as_ref)).map(Tensor::shallow_clone).collect();
         let (loss, accuracy, used, positives) = match self.mode {
-            Mode::Head => self.train_head(labelled)?,
-            Mode::Finetune => self.train_finetune(labelled)?,
+            Mode::Head => self.train_head(labelled, &seeds)?,
+            Mode::Finetune => self.train_finetune(labelled, &seeds)?,
         };
         self.generation += 1;
         let meta = ModelMeta {
@@ -239,7 +257,42 @@ impl Trainer {
         Ok(self.backbone.as_ref().expect("just set"))
     }
 
-    fn train_head(&mut self, labelled: &[(u32, bool)]) -> anyhow::Result<(f32, f32, usize, usize)> {
+    /// Embeds (head mode) or decodes (finetune mode) the seed images not seen before, and forgets
+    /// the ones no longer in the folder.
+    fn prepare_seeds(&mut self, seeds: &[PathBuf]) -> anyhow::Result<()> {
+        self.seeds.retain(|p, _| seeds.contains(p));
+        let new: Vec<PathBuf> = seeds.iter().filter(|p| !self.seeds.contains_key(*p)).cloned().collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let results: Vec<Result<Tensor, String>> = match self.mode {
+            Mode::Head => {
+                let batch = self.args.model.batch;
+                self.backbone()?.embed_paths(&new, batch, |_| {}).into_iter().map(|r| r.map(|v| Tensor::from_slice(&v))).collect()
+            }
+            Mode::Finetune => {
+                let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
+                let s = self.args.model.input_size as i64;
+                new.iter()
+                    .map(|p| preprocess.load_image(p).map(|px| Tensor::from_slice(&px).view([3, s, s])).map_err(|e| e.to_string()))
+                    .collect()
+            }
+        };
+        for (path, r) in new.into_iter().zip(results) {
+            match r {
+                Ok(t) => {
+                    self.seeds.insert(path, Some(t));
+                }
+                Err(e) => {
+                    tracing::warn!("leaving an unreadable seed image out of training: {}: {e}", path.display());
+                    self.seeds.insert(path, None);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn train_head(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, f32, usize, usize)> {
         self.store.refresh();
         let missing: Vec<u32> = labelled
             .iter()
@@ -271,6 +324,10 @@ impl Trainer {
                 ys.push(if *y { 1f32 } else { 0f32 });
             }
         }
+        for seed in seeds {
+            rows.push(seed.shallow_clone());
+            ys.push(1f32);
+        }
         // Embeddings that reached the cache need no private copy any more.
         self.own.retain(|id, _| !self.store.contains(*id));
         let positives = ys.iter().filter(|y| **y > 0.5).count();
@@ -289,7 +346,7 @@ impl Trainer {
         Ok((report.loss, report.accuracy, ys.len(), positives))
     }
 
-    fn train_finetune(&mut self, labelled: &[(u32, bool)]) -> anyhow::Result<(f32, f32, usize, usize)> {
+    fn train_finetune(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, f32, usize, usize)> {
         if self.full.is_none() {
             let path = self.rundir.checkpoint();
             let resumed = FullModel::load(&path, binann_model::BACKBONE_NAME, self.args.model.input_size, self.device).ok();
@@ -314,7 +371,12 @@ impl Trainer {
                 }
             }
         }
-        let usable: Vec<(u32, bool)> = labelled.iter().copied().filter(|(id, _)| self.pixels.contains_key(id)).collect();
+        // Every example as (pixels, positive?): the labelled images, then the seed images.
+        let usable: Vec<(Tensor, bool)> = labelled
+            .iter()
+            .filter_map(|(id, y)| self.pixels.get(id).map(|p| (p.shallow_clone(), *y)))
+            .chain(seeds.iter().map(|p| (p.shallow_clone(), true)))
+            .collect();
         let positives = usable.iter().filter(|(_, y)| *y).count();
         anyhow::ensure!(positives > 0 && positives < usable.len(), "need a readable positive and negative image");
         let model = self.full.as_mut().expect("created above");
@@ -323,7 +385,7 @@ impl Trainer {
         let order: Vec<i64> = Vec::try_from(order)?;
         let (mut loss_sum, mut batches) = (0f32, 0usize);
         for chunk in order.chunks(self.args.model.batch.max(2)) {
-            let images: Vec<Tensor> = chunk.iter().map(|&i| self.pixels[&usable[i as usize].0].shallow_clone()).collect();
+            let images: Vec<Tensor> = chunk.iter().map(|&i| usable[i as usize].0.shallow_clone()).collect();
             let ys: Vec<f32> = chunk.iter().map(|&i| if usable[i as usize].1 { 1.0 } else { 0.0 }).collect();
             loss_sum += model.train_step(&Tensor::stack(&images, 0), &Tensor::from_slice(&ys));
             batches += 1;

@@ -94,6 +94,28 @@ pub struct Stats {
     pub selector: Option<String>,
     /// How many positives are left unlabelled, from the audit picks.
     pub positives_left: Option<PositivesLeft>,
+    /// Seed images: examples of the positive class from outside the dataset, which the model
+    /// learns from beside the labels.
+    pub seed_images: u64,
+}
+
+/// Body of `POST /api/seeds`: one example image of the positive class, from outside the dataset.
+/// JSON (not the raw file) because every request that changes something is JSON (see the
+/// server's `access` module).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedBody {
+    /// The file's bytes, base64 (standard alphabet, padded).
+    pub data: String,
+}
+
+/// Answer to `POST /api/seeds`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SeedAnswer {
+    /// False when the same image had been given before (it is kept once).
+    pub added: bool,
+    /// Seed images in the run directory now.
+    pub seed_images: u64,
 }
 
 /// One annotator's labels in force.

@@ -14,6 +14,7 @@
 //! - [`ranking`]: the order the server hands images out in, and the default order.
 //! - [`embeddings`]: the cache of backbone embeddings, one file per chunk of ids.
 //! - [`predictions`]: the inferrer's probabilities per image.
+//! - [`seeds`]: example images of the positive class given from outside the dataset.
 //! - [`sketches`]: each embedded image in a few bytes, for "more like this".
 //! - [`watch`]: notify events plus a polling fallback, coalescing bursts.
 //! - [`inspect`]: any run-directory file rendered as JSON.
@@ -31,6 +32,7 @@ pub mod manifest;
 pub mod predictions;
 pub mod ranking;
 pub mod rundir;
+pub mod seeds;
 pub mod sketches;
 pub mod watch;
 

@@ -119,6 +119,11 @@ impl RunDir {
     pub fn embeddings_dir(&self) -> PathBuf {
         self.root.join("embeddings")
     }
+    /// Example images of the positive class that are not in the dataset (`--seed-images`, or
+    /// dropped on the page), one file each, named by content; see [`crate::seeds`].
+    pub fn seeds_dir(&self) -> PathBuf {
+        self.root.join("seeds")
+    }
     /// TensorBoard logs.
     pub fn tensorboard_dir(&self) -> PathBuf {
         self.root.join("runs")

@@ -3,7 +3,9 @@
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::{HttpRequest, HttpResponse, web};
 use binann_core::annotations::{Event, Label, Record};
-use binann_core::api::{Acknowledged, AnnotatorStats, History, HistoryEntry, Image, ModelStats, OnlineAccuracy, Similar, Stats, Undone};
+use binann_core::api::{
+    Acknowledged, AnnotatorStats, History, HistoryEntry, Image, ModelStats, OnlineAccuracy, SeedAnswer, SeedBody, Similar, Stats, Undone,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -220,6 +222,46 @@ pub async fn annotate(
     Ok(respond(client, Acknowledged { id, label, seq }))
 }
 
+/// `POST /api/seeds` `{"data": BASE64}`: adds an example image of the positive class from outside
+/// the dataset (a file dropped on the page). It is checked to be a readable image and kept in the
+/// run directory under a name made from its bytes, so nothing the client sends names a file.
+pub async fn add_seed(state: web::Data<AppState>, body: Result<web::Bytes, actix_web::Error>) -> Result<HttpResponse, ApiError> {
+    use base64::Engine;
+    let body = body.map_err(|e| {
+        if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(format!("reading the body: {e}"))
+        }
+    })?;
+    if body.len() > crate::seeds::MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let body: SeedBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(body.data.as_bytes())
+        .map_err(|e| ApiError::BadRequest(format!("data is not base64: {e}")))?;
+    let seeds_dir = state.seeds_dir.clone();
+    // Decoding a large photo takes a while: off the async workers.
+    let added = web::block(move || -> Result<bool, ApiError> {
+        let extension = crate::seeds::check_image(&bytes).map_err(ApiError::NotAnImage)?;
+        match binann_core::seeds::add(&seeds_dir, &bytes, extension) {
+            Ok((_, added)) => Ok(added),
+            Err(binann_core::seeds::SeedError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge),
+            Err(e @ binann_core::seeds::SeedError::TooMany) => Err(ApiError::TooManySeeds(e.to_string())),
+            Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
+        }
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let seed_images = binann_core::seeds::list(&state.seeds_dir).len() as u64;
+    state.lock().seed_images = seed_images;
+    if added {
+        tracing::info!(seed_images, "a seed image was added");
+    }
+    Ok(HttpResponse::Ok().json(SeedAnswer { added, seed_images }))
+}
+
 /// Body of `POST /api/similar`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -360,6 +402,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         model,
         selector: inner.queue.source.as_ref().map(|r| r.selector.clone()),
         positives_left: inner.annotations.positives_left(total),
+        seed_images: inner.seed_images,
     })
 }
 

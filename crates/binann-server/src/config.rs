@@ -31,6 +31,11 @@ pub struct ServerConfig {
     /// (0 to 0.5; 0: no estimate).
     #[arg(long, env = "BINANN_AUDIT_RATE", default_value_t = 0.05, value_parser = audit_rate)]
     pub audit_rate: f64,
+    /// Folder of example images of the positive class that are not in the dataset (searched
+    /// recursively; copied into RUNDIR/seeds at start-up). The model learns from them beside the
+    /// labels, so it can rank before the first positive is found. More can be dropped on the page.
+    #[arg(long, env = "BINANN_SEED_IMAGES")]
+    pub seed_images: Option<PathBuf>,
     /// Watch the run directory by polling only (for network disks shared between machines).
     #[arg(long, env = "BINANN_FORCE_POLLING", default_value_t = false, action = clap::ArgAction::Set)]
     pub force_polling: bool,

@@ -54,6 +54,12 @@ pub enum ApiError {
         /// What the decoder said.
         reason: String,
     },
+    /// A seed image that is not a readable image.
+    #[error("not a readable image: {0}")]
+    NotAnImage(String),
+    /// The run directory already holds the most seed images it keeps.
+    #[error("{0}")]
+    TooManySeeds(String),
     /// The annotation could not be made durable (disk full, read-only run directory...).
     #[error("the annotation was NOT saved: {0}")]
     StorageUnavailable(String),
@@ -94,6 +100,8 @@ impl ApiError {
             Self::NotEmbedded(_) => ("not_embedded", StatusCode::CONFLICT),
             Self::ImageMissing { .. } => ("image_missing", StatusCode::NOT_FOUND),
             Self::ImageUnreadable { .. } => ("image_unreadable", StatusCode::UNPROCESSABLE_ENTITY),
+            Self::NotAnImage(_) => ("not_an_image", StatusCode::UNPROCESSABLE_ENTITY),
+            Self::TooManySeeds(_) => ("too_many_seeds", StatusCode::CONFLICT),
             Self::StorageUnavailable(_) => ("storage_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
             Self::CrossSite(_) => ("cross_site", StatusCode::FORBIDDEN),

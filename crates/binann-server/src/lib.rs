@@ -8,6 +8,8 @@
 //! - [`coverage`]: how much of the folder the AI has seen, and how long the rest will take.
 //! - [`error`]: every API error, with its HTTP status and stable code in one table.
 //! - [`queue`]: which image each client gets next.
+//! - [`seeds`]: example images of the positive class from outside the dataset: checked, then kept
+//!   in the run directory.
 //! - [`state`]: the shared state and the journal writer thread (group commit).
 //! - [`web_assets`]: the page, compiled into the binary.
 
@@ -17,6 +19,7 @@ pub mod config;
 pub mod coverage;
 pub mod error;
 pub mod queue;
+pub mod seeds;
 pub mod state;
 pub mod web_assets;
 
@@ -82,8 +85,21 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
         "ready in {:.2}s",
         started.elapsed().as_secs_f64()
     );
+    if let Some(folder) = &config.seed_images {
+        let imported = seeds::import_folder(folder, &rundir.seeds_dir())?;
+        tracing::info!(
+            new = imported.added,
+            given_before = imported.known,
+            not_images = imported.unreadable.len(),
+            "seed images from {}",
+            folder.display()
+        );
+        for (path, why) in &imported.unreadable {
+            tracing::warn!("leaving out {}: {why}", path.display());
+        }
+    }
     let datadir = config.datadir.clone();
-    let state = AppState::new(manifest, datadir, opened.writer, annotations, queue, rundir.annotations());
+    let state = AppState::new(manifest, datadir, opened.writer, annotations, queue, rundir.annotations(), rundir.seeds_dir());
     Ok(Prepared { state, _lock: lock, rundir, config })
 }
 
@@ -172,6 +188,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/api/next").route(web::get().to(api::next)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/annotations").route(web::post().to(api::annotate)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/similar").route(web::post().to(api::similar)).default_service(web::to(api::method_not_allowed)))
+        .service(
+            web::resource("/api/seeds")
+                // As for annotations: read a little beyond the limit, so a body just over it gets
+                // its clean 413 rather than a connection cut while it is being sent.
+                .app_data(web::PayloadConfig::default().limit(seeds::MAX_BODY_BYTES + READ_LIMIT_BYTES))
+                .route(web::post().to(api::add_seed))
+                .default_service(web::to(api::method_not_allowed)),
+        )
         .service(web::resource("/api/undo").route(web::post().to(api::undo)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/stats").route(web::get().to(api::stats)).default_service(web::to(api::method_not_allowed)))
         .service(web::resource("/api/history").route(web::get().to(api::history)).default_service(web::to(api::method_not_allowed)))

@@ -37,6 +37,8 @@ pub struct Inner {
     /// The selector's sketches of the embedded images, for "more like this" (None until the
     /// selector has written them).
     pub sketches: Option<Arc<binann_core::sketches::Sketches>>,
+    /// Seed images in the run directory (see [`binann_core::seeds`]).
+    pub seed_images: u64,
 }
 
 struct PendingWrite {
@@ -50,6 +52,8 @@ pub struct AppState {
     inner: Arc<Mutex<Inner>>,
     /// The dataset folder images are read from.
     pub datadir: Arc<PathBuf>,
+    /// Where seed images are kept (`RUNDIR/seeds`).
+    pub seeds_dir: Arc<PathBuf>,
 }
 
 impl AppState {
@@ -61,6 +65,7 @@ impl AppState {
         annotations: AnnotationState,
         queue: Queue,
         journal_path: PathBuf,
+        seeds_dir: PathBuf,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(Mutex::new(Inner {
@@ -71,13 +76,14 @@ impl AppState {
             failed_batches: 0,
             coverage: Default::default(),
             sketches: None,
+            seed_images: binann_core::seeds::list(&seeds_dir).len() as u64,
         }));
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer_loop(writer, rx, weak, journal_path))
             .expect("spawning the journal writer thread");
-        Self { inner, datadir: Arc::new(datadir) }
+        Self { inner, datadir: Arc::new(datadir), seeds_dir: Arc::new(seeds_dir) }
     }
 
     /// Locks the state. A handler that panicked while holding the lock left nothing half-done
