@@ -5,7 +5,8 @@
 //! hand-out timeout, so a closed tab never hides images for long.
 //!
 //! A share of the images handed out (the audit rate) are audit picks instead: drawn uniformly at
-//! random from the unlabelled images nobody holds. Their labels are marked in the journal, and
+//! random from all the unlabelled images. A draw that lands on an image already handed out makes
+//! it an audit pick where it is, and this hand-out follows the ranking. Their labels are marked in the journal, and
 //! they estimate how many positives the ranking has not shown yet (see
 //! [`binann_core::estimate`]). The page does not say which images they are.
 
@@ -145,10 +146,13 @@ impl Queue {
         while out.len() < count {
             if self.audit_rate > 0.0
                 && self.rng.next_f64() < self.audit_rate
-                && let Some(id) = self.draw_audit(done, &out)
+                && let Some(id) = self.draw_audit(done)
             {
-                out.push(id);
-                continue;
+                // A pick already out (with this client or another) is labelled where it is.
+                if !self.holder.contains_key(&id) && !out.contains(&id) {
+                    out.push(id);
+                    continue;
+                }
             }
             let Some(id) = self.order[cursor.min(self.order.len())..]
                 .iter()
@@ -170,16 +174,21 @@ impl Queue {
         out
     }
 
-    /// An image drawn uniformly from the unlabelled images nobody holds (and not in `taken`),
-    /// remembered as an audit pick; None when there is none. Rejection sampling: a few tries at
-    /// random ids, then (when nearly everything is labelled) a draw from the full list of
-    /// candidates, which is just as uniform.
-    fn draw_audit(&mut self, done: &AnnotationState, taken: &[u32]) -> Option<u32> {
+    /// An image drawn uniformly from all the unlabelled images, remembered as an audit pick; None
+    /// when there is none. Rejection sampling: a few tries at random ids, then (when nearly
+    /// everything is labelled) a draw from the full list of candidates, which is just as uniform.
+    ///
+    /// Images already handed out (in this request, or held by any client) are drawn too,
+    /// and are then audit picks where they are. Leaving them out would bias the estimate low: the
+    /// images held are the ranking's first, the likeliest positives (5 per page, 16 per grid),
+    /// and a positive among them would be missing from the sample and, once labelled, subtracted
+    /// as "found since" from an estimate that never counted it.
+    fn draw_audit(&mut self, done: &AnnotationState) -> Option<u32> {
         let n = self.order.len() as u64;
         if n == 0 {
             return None;
         }
-        let free = |q: &Self, id: u32| !done.is_done(id) && !q.holder.contains_key(&id) && !taken.contains(&id);
+        let free = |q: &Self, id: u32| !done.is_done(id) && !q.audit_pending.contains_key(&id);
         let mut pick = None;
         for _ in 0..64 {
             let id = (self.rng.next_u64() % n) as u32;
@@ -373,48 +382,54 @@ mod tests {
     }
 
     #[test]
-    fn audit_picks_are_uniform_over_the_unlabelled_images_nobody_holds() {
-        // 100 images: 0..20 labelled, 20..30 held by client b. Client a asks 20,000 times with
-        // every hand-out an audit pick; each draw must be one of the 70 free images, evenly.
+    fn audit_picks_are_uniform_over_all_the_unlabelled_images_held_ones_included() {
+        // 100 images: 0..20 labelled, 20..30 held by client b. 20,000 draws must spread evenly
+        // over the 80 unlabelled images, the held ones included: they are the ranking's first,
+        // the likeliest positives, and leaving them out biased the estimate low.
         let n = 100;
         let mut done = AnnotationState::default();
         for id in 0..20 {
             done.apply(&negative(u64::from(id), id)).unwrap();
         }
         let mut q = Queue::with_audits(n, Duration::from_secs(600), 1.0, 42);
-        q.set_ranking(
-            n,
-            1,
-            Ranking {
-                ids: (20..30).chain(0..20).chain(30..100).collect(),
-                probs: vec![],
-                selector: "x".into(),
-                model: None,
-                predicted: 0,
-                created_ms: 0,
-            },
-        );
         for id in 20..30 {
             q.hand("b", id);
         }
         let mut hits = vec![0u32; n];
         let draws = 20_000;
         for _ in 0..draws {
-            let got = q.next("a", 1, &done, &[]);
-            assert_eq!(got.len(), 1);
-            hits[got[0] as usize] += 1;
-            let pick = q.take_audit(got[0]).expect("every hand-out is an audit pick at rate 1");
+            let id = q.draw_audit(&done).expect("unlabelled images are left");
+            hits[id as usize] += 1;
+            let pick = q.take_audit(id).expect("the draw is remembered");
             assert_eq!((pick.unlabelled, pick.found_before), (80, 0));
         }
-        assert!(hits[..30].iter().all(|h| *h == 0), "a labelled or held image was drawn");
-        // Chi-square with 69 degrees of freedom; 111.1 is its 0.1 % tail.
-        let expected = f64::from(draws) / 70.0;
-        let chi2: f64 = hits[30..].iter().map(|h| (f64::from(*h) - expected).powi(2) / expected).sum();
-        assert!(chi2 < 111.1, "chi-square {chi2:.1}: not uniform");
-        // With a loaded die (always the same image) the same statistic is enormous.
-        let mut loaded = vec![0f64; 70];
-        loaded[0] = f64::from(draws);
-        assert!(loaded.iter().map(|h| (h - expected).powi(2) / expected).sum::<f64>() > 111.1);
+        assert!(hits[..20].iter().all(|h| *h == 0), "a labelled image was drawn");
+        // Chi-square with 79 degrees of freedom; 123.7 is its 0.1 % tail.
+        let expected = f64::from(draws) / 80.0;
+        let chi2: f64 = hits[20..].iter().map(|h| (f64::from(*h) - expected).powi(2) / expected).sum();
+        assert!(chi2 < 123.7, "chi-square {chi2:.1}: not uniform");
+        // Leaving the held images out (the old draw) fails the same test.
+        let mut without_held = hits[20..].to_vec();
+        without_held[..10].iter_mut().for_each(|h| *h = 0);
+        let scale = f64::from(draws) / without_held.iter().sum::<u32>() as f64;
+        assert!(without_held.iter().map(|h| (f64::from(*h) * scale - expected).powi(2) / expected).sum::<f64>() > 123.7);
+    }
+
+    #[test]
+    fn an_audit_pick_drawn_among_held_images_is_labelled_by_its_holder() {
+        let mut done = AnnotationState::default();
+        for id in 0..90 {
+            done.apply(&negative(u64::from(id), id)).unwrap();
+        }
+        // 10 unlabelled images, all held by b: every draw lands on one of b's.
+        let mut q = Queue::with_audits(100, Duration::from_secs(600), 1.0, 3);
+        for id in 90..100 {
+            q.hand("b", id);
+        }
+        assert!(q.next("a", 1, &done, &[]).is_empty(), "a gets none of b's images");
+        let pending: Vec<u32> = (90..100).filter(|id| q.audit_pending.contains_key(id)).collect();
+        assert_eq!(pending.len(), 1, "one draw, one pick");
+        assert!(q.take_audit(pending[0]).is_some(), "b's label of it is the audit label");
     }
 
     #[test]
