@@ -40,6 +40,13 @@ pub struct DemoArgs {
     /// Without --prevalence: skip this many images first (60000: Fashion-MNIST's test split).
     #[arg(long, default_value_t = 0)]
     skip: usize,
+    /// With --prevalence: also write this many more images of each positive kind, none of them in
+    /// --out, into --seed-out (examples to give binann as seed images).
+    #[arg(long, default_value_t = 0, requires = "seed_out")]
+    seed_images: usize,
+    /// Folder for the --seed-images examples (created; must be empty or missing).
+    #[arg(long)]
+    seed_out: Option<PathBuf>,
 }
 
 /// The Fashion-MNIST label numbers that `spec` names as positive (see `--positive`).
@@ -62,13 +69,24 @@ pub fn positive_classes(spec: &str) -> anyhow::Result<Vec<u8>> {
 
 /// Which of `labels` to write: the first `count`, or with a prevalence, `round(p × count)`
 /// positives split evenly over the positive kinds and negatives for the rest, all drawn at random
-/// (seeded) and shuffled together.
-fn draw(labels: &[u8], positive: &[u8], count: usize, prevalence: Option<f64>, seed: u64) -> anyhow::Result<Vec<usize>> {
+/// (seeded) and shuffled together. Also `extra` more positives of each kind that are not among
+/// them (seed images), in kind order.
+fn draw(
+    labels: &[u8],
+    positive: &[u8],
+    count: usize,
+    prevalence: Option<f64>,
+    seed: u64,
+    extra: usize,
+) -> anyhow::Result<(Vec<usize>, Vec<usize>)> {
     let Some(p) = prevalence else {
         if count > labels.len() {
             bail!("asked for {count} images, Fashion-MNIST has {}", labels.len());
         }
-        return Ok((0..count).collect());
+        if extra > 0 {
+            bail!("--seed-images needs --prevalence");
+        }
+        return Ok(((0..count).collect(), Vec::new()));
     };
     if !(p > 0.0 && p < 1.0) {
         bail!("--prevalence must be between 0 and 1 (exclusive), got {p}");
@@ -79,13 +97,15 @@ fn draw(labels: &[u8], positive: &[u8], count: usize, prevalence: Option<f64>, s
     };
     let positives = ((p * count as f64).round() as usize).max(1);
     let mut chosen = Vec::with_capacity(count);
+    let mut seeds = Vec::new();
     for (k, class) in positive.iter().enumerate() {
         let want = positives / positive.len() + usize::from(k < positives % positive.len());
         let pool = shuffled((0..labels.len()).filter(|i| labels[*i] == *class).collect(), 1 + u64::from(*class));
-        if pool.len() < want {
-            bail!("asked for {want} images of {}, Fashion-MNIST has {}", CLASSES[*class as usize], pool.len());
+        if pool.len() < want + extra {
+            bail!("asked for {} images of {}, Fashion-MNIST has {}", want + extra, CLASSES[*class as usize], pool.len());
         }
         chosen.extend_from_slice(&pool[..want]);
+        seeds.extend_from_slice(&pool[want..want + extra]);
     }
     let negatives = shuffled((0..labels.len()).filter(|i| !positive.contains(&labels[*i])).collect(), 100);
     let want = count - positives.min(count);
@@ -93,7 +113,7 @@ fn draw(labels: &[u8], positive: &[u8], count: usize, prevalence: Option<f64>, s
         bail!("asked for {want} negative images, Fashion-MNIST has {}", negatives.len());
     }
     chosen.extend_from_slice(&negatives[..want]);
-    Ok(shuffled(chosen, 200))
+    Ok((shuffled(chosen, 200), seeds))
 }
 
 fn read_idx(path: &Path, expected_magic: u32) -> anyhow::Result<(Vec<u32>, Vec<u8>)> {
@@ -137,10 +157,24 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     if args.skip > 0 && args.prevalence.is_some() {
         bail!("--skip applies only without --prevalence");
     }
-    let chosen: Vec<usize> = draw(&labels[args.skip.min(labels.len())..], &positive, args.count, args.prevalence, args.seed)?
-        .into_iter()
-        .map(|i| i + args.skip)
-        .collect();
+    let (chosen, seeds) =
+        draw(&labels[args.skip.min(labels.len())..], &positive, args.count, args.prevalence, args.seed, args.seed_images)?;
+    let chosen: Vec<usize> = chosen.into_iter().map(|i| i + args.skip).collect();
+    if let Some(dir) = &args.seed_out {
+        if dir.exists() && std::fs::read_dir(dir)?.next().is_some() {
+            bail!("{} exists and is not empty; choose another folder or remove it", dir.display());
+        }
+        std::fs::create_dir_all(dir)?;
+        for (j, i) in seeds.iter().enumerate() {
+            let (pixels, w, h) = &images[*i];
+            let path = dir.join(format!("{}-{j:03}.png", CLASSES[labels[*i] as usize]));
+            image::GrayImage::from_raw(*w, *h, pixels.clone())
+                .context("image size mismatch")?
+                .save(&path)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        println!("wrote {} seed images (not in {}) to {}", seeds.len(), args.out.display(), dir.display());
+    }
     std::fs::create_dir_all(&args.out)?;
     if let Some(dir) = args.truth.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -198,8 +232,11 @@ mod tests {
     fn prevalence_draws_that_share_split_over_the_kinds() {
         // 10 classes of 1,000 images each, in class order (as Fashion-MNIST is not).
         let labels: Vec<u8> = (0..10_000).map(|i| (i / 1000) as u8).collect();
-        let chosen = draw(&labels, &[1, 9], 2000, Some(0.01), 3).unwrap();
+        let (chosen, seeds) = draw(&labels, &[1, 9], 2000, Some(0.01), 3, 4).unwrap();
         assert_eq!(chosen.len(), 2000);
+        // Four seed images of each kind, none of them in the folder.
+        assert_eq!(seeds.iter().map(|i| labels[*i]).collect::<Vec<_>>(), [1, 1, 1, 1, 9, 9, 9, 9]);
+        assert!(seeds.iter().all(|s| !chosen.contains(s)), "a seed image is in the folder");
         let count = |class: u8| chosen.iter().filter(|i| labels[**i] == class).count();
         assert_eq!((count(1), count(9)), (10, 10));
         let mut unique = chosen.clone();
@@ -209,9 +246,10 @@ mod tests {
         // Shuffled: the positives are not bunched at the start.
         let first_positive = chosen.iter().position(|i| [1, 9].contains(&labels[*i])).unwrap();
         assert!(first_positive > 10, "{first_positive}");
-        assert_eq!(chosen, draw(&labels, &[1, 9], 2000, Some(0.01), 3).unwrap());
-        assert_ne!(chosen, draw(&labels, &[1, 9], 2000, Some(0.01), 4).unwrap());
-        assert!(draw(&labels, &[1], 2000, Some(0.9), 3).unwrap_err().to_string().contains("trouser"));
-        assert_eq!(draw(&labels, &[1], 50, None, 3).unwrap(), (0..50).collect::<Vec<_>>());
+        assert_eq!(chosen, draw(&labels, &[1, 9], 2000, Some(0.01), 3, 0).unwrap().0, "seed images change nothing in the folder");
+        assert_ne!(chosen, draw(&labels, &[1, 9], 2000, Some(0.01), 4, 0).unwrap().0);
+        assert!(draw(&labels, &[1], 2000, Some(0.9), 3, 0).unwrap_err().to_string().contains("trouser"));
+        assert!(draw(&labels, &[1], 2000, Some(0.01), 3, 990).unwrap_err().to_string().contains("trouser"));
+        assert_eq!(draw(&labels, &[1], 50, None, 3, 0).unwrap().0, (0..50).collect::<Vec<_>>());
     }
 }

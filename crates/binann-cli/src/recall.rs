@@ -56,6 +56,10 @@ pub struct RecallArgs {
     /// knows the page does).
     #[arg(long, default_value_t = 0.0)]
     read: f64,
+    /// Give binann this many example images of each positive kind, from outside the folder, as
+    /// seed images (`BINANN_SEED_IMAGES`), as a person who has a few examples would.
+    #[arg(long, default_value_t = 0)]
+    seed_images: usize,
     /// Folder for the datasets, runs, traces, recall.json and recall.svg.
     #[arg(long, default_value = "bench-out/recall")]
     out: PathBuf,
@@ -173,11 +177,15 @@ impl Drop for Launched {
     }
 }
 
-fn launch(root: &Path, data: &Path, rundir: &Path, log: &Path) -> anyhow::Result<(String, Launched)> {
+fn launch(root: &Path, data: &Path, rundir: &Path, seed_images: Option<&Path>, log: &Path) -> anyhow::Result<(String, Launched)> {
     use std::os::unix::process::CommandExt;
     let port = free_port()?;
     let log_file = std::fs::File::create(log)?;
-    let child = Command::new("bash")
+    let mut launch = Command::new("bash");
+    if let Some(seeds) = seed_images {
+        launch.env("BINANN_SEED_IMAGES", seeds);
+    }
+    let child = launch
         .arg(root.join("launch.sh"))
         .args(["127.0.0.1", &port.to_string(), "true"])
         .arg(data)
@@ -261,6 +269,9 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
             .arg(&truth_csv);
         if args.prevalence > 0.0 {
             demo.args(["--prevalence", &args.prevalence.to_string()]);
+            if args.seed_images > 0 {
+                demo.args(["--seed-images", &args.seed_images.to_string()]).arg("--seed-out").arg(dir.join("seed-images"));
+            }
         } else {
             demo.args(["--skip", &args.skip.to_string()]);
         }
@@ -278,7 +289,13 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     let positives = kinds.len();
     let labels = args.labels.unwrap_or(3 * positives).min(truth.len());
 
-    let (url, launched) = launch(root, &data, &dir.join("run"), &dir.join("launch.log"))?;
+    let seed_images = (args.seed_images > 0).then(|| dir.join("seed-images"));
+    if let Some(seeds) = &seed_images
+        && !seeds.is_dir()
+    {
+        bail!("{} is missing: remove {} to draw the folder again with its seed images", seeds.display(), data.display());
+    }
+    let (url, launched) = launch(root, &data, &dir.join("run"), seed_images.as_deref(), &dir.join("launch.log"))?;
     if args.read > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(args.read));
     }
