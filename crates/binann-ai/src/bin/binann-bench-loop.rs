@@ -60,8 +60,11 @@ fn ranking_labels(path: &Path) -> Option<u64> {
     Ranking::load(path).ok()?.1.model.map(|m| m.labels_used)
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+fn main() -> std::process::ExitCode {
+    binann_core::cli::main("binann-bench-loop", "warn", || run(Args::parse()))
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
     let bin_dir: PathBuf = std::env::current_exe()?.parent().expect("in a folder").to_owned();
     println!("binann-bench-loop: head mode, embeddings cached, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
     for &n in &args.images {
