@@ -144,8 +144,8 @@ mod tests {
         let ids: Vec<u32> = (0..1000).collect();
         let probs: Vec<f32> = ids.iter().map(|&i| if i < 500 { 0.5 + i as f32 / 1000.0 } else { (i - 500) as f32 / 1700.0 }).collect();
         let cluster = |id: u32| Some(u32::from(id >= 500));
-        let plain = select(&ids, &probs, Strategy::Mix, 0.0, Explore::Clusters, 3, &cluster);
-        assert!(plain[..500].iter().all(|&i| i < 500), "without exploring, kind 1 waits for kind 0");
+        let without_exploring = select(&ids, &probs, Strategy::Mix, 0.0, Explore::Clusters, 3, &cluster);
+        assert!(without_exploring[..500].iter().all(|&i| i < 500), "without exploring, kind 1 waits for kind 0");
         let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &cluster);
         let first_of_kind_1 = mix.iter().position(|&i| i >= 500).unwrap();
         assert!(first_of_kind_1 < 30, "kind 1 first shown at {first_of_kind_1}");

@@ -9,8 +9,8 @@ use binann_core::api::{
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::app_state::{AppState, durable};
 use crate::error::ApiError;
-use crate::state::{AppState, durable};
 
 /// Name of the cookie that identifies a browser tab's client.
 pub const CLIENT_COOKIE: &str = "binann_client";
@@ -128,8 +128,8 @@ pub async fn next(req: HttpRequest, state: web::Data<AppState>, q: web::Query<Ne
     let body = {
         let mut inner = state.lock();
         let inner = &mut *inner;
-        let ids = inner.queue.next(&client.id, count as usize, &inner.annotations, &keep);
-        ids.iter().map(|&id| Image::new(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id))).collect::<Vec<_>>()
+        let ids = inner.handouts.next(&client.id, count as usize, &inner.annotations, &keep);
+        ids.iter().map(|&id| Image::new(id, inner.manifest.path(id).unwrap_or_default(), inner.handouts.prob(id))).collect::<Vec<_>>()
     };
     Ok(respond(client, body))
 }
@@ -182,7 +182,7 @@ pub async fn annotate(
     // not record it twice, or one undo would remove only the copy. Nor may it be acknowledged
     // before the original is on disk: wait for everything queued so far, then check that the
     // original is still in force (a failed write rebuilds the state without it).
-    let is_retry = |inner: &crate::state::Inner| {
+    let is_retry = |inner: &crate::app_state::Inner| {
         inner
             .annotations
             .undo_target(&client.id)
@@ -201,11 +201,11 @@ pub async fn annotate(
                     time_ms: binann_core::now_ms(),
                     client: client.id.clone(),
                     annotator,
-                    event: Event::Label { id, label, prob: inner.queue.prob(id) },
-                    audit: inner.queue.take_audit(id),
+                    event: Event::Label { id, label, prob: inner.handouts.prob(id) },
+                    audit: inner.handouts.take_audit(id),
                 };
                 let rx = inner.commit(&record)?;
-                inner.queue.labelled(id);
+                inner.handouts.labelled(id);
                 (record.seq, rx, None)
             }
         }
@@ -310,10 +310,10 @@ pub async fn similar(
         let inner = &mut *inner;
         let picked: Vec<u32> = candidates
             .into_iter()
-            .filter(|c| !inner.annotations.is_done(*c) && !inner.queue.held_by_other(*c, &client.id))
+            .filter(|c| !inner.annotations.is_done(*c) && !inner.handouts.held_by_other(*c, &client.id))
             .take(count as usize)
             .collect();
-        inner.queue.put_first(&client.id, &picked);
+        inner.handouts.put_first(&client.id, &picked);
         picked
     };
     Ok(respond(client, Similar { id, queued }))
@@ -337,12 +337,12 @@ pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         };
         let rx = inner.commit(&record)?;
         if let Some(pick) = inner.annotations.audit_pick(of_seq) {
-            inner.queue.restore_audit(id, pick);
+            inner.handouts.restore_audit(id, pick);
         }
-        inner.queue.reopened(id);
-        inner.queue.hand(&client.id, id);
+        inner.handouts.reopened(id);
+        inner.handouts.hold(&client.id, id);
         let body = Undone {
-            image: Image::new(id, inner.manifest.path(id).unwrap_or_default(), inner.queue.prob(id)),
+            image: Image::new(id, inner.manifest.path(id).unwrap_or_default(), inner.handouts.prob(id)),
             label: undone.map(|e| e.label),
         };
         (body, rx)
@@ -370,7 +370,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
             skipped: c.skipped,
         })
         .collect();
-    let model = inner.queue.source.as_ref().and_then(|r| {
+    let model = inner.handouts.source.as_ref().and_then(|r| {
         r.model.as_ref().map(|m| ModelStats {
             checkpoint_generation: m.checkpoint_generation,
             age_s: now.saturating_sub(m.checkpoint_ms) as f64 / 1000.0,
@@ -386,7 +386,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
             seen_eta_s: inner.coverage.eta_s(total),
             selector: r.selector.clone(),
             ranking_age_s: now.saturating_sub(r.created_ms) as f64 / 1000.0,
-            estimated_positive_rate: inner.queue.mean_prob,
+            estimated_positive_rate: inner.handouts.mean_prob,
         })
     });
     HttpResponse::Ok().insert_header(("Cache-Control", "no-store")).json(Stats {
@@ -400,7 +400,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         annotators,
         online: (evaluated > 0).then(|| OnlineAccuracy { evaluated, correct, accuracy: correct as f64 / evaluated as f64 }),
         model,
-        selector: inner.queue.source.as_ref().map(|r| r.selector.clone()),
+        selector: inner.handouts.source.as_ref().map(|r| r.selector.clone()),
         positives_left: inner.annotations.positives_left(total),
         seed_images: inner.seed_images,
     })

@@ -7,20 +7,20 @@
 //! - [`api`]: the request handlers.
 //! - [`coverage`]: how much of the folder the AI has seen, and how long the rest will take.
 //! - [`error`]: every API error, with its HTTP status and stable code in one table.
-//! - [`queue`]: which image each client gets next.
+//! - [`handout`]: which image each client gets next, and which images each client holds.
 //! - [`seeds`]: example images of the positive class from outside the dataset: checked, then kept
 //!   in the run directory.
-//! - [`state`]: the shared state and the journal writer thread (group commit).
+//! - [`app_state`]: the shared state and the journal writer thread (group commit).
 //! - [`web_assets`]: the page, compiled into the binary.
 
 pub mod access;
 pub mod api;
+pub mod app_state;
 pub mod config;
 pub mod coverage;
 pub mod error;
-pub mod queue;
+pub mod handout;
 pub mod seeds;
-pub mod state;
 pub mod web_assets;
 
 use std::net::{SocketAddr, TcpListener};
@@ -37,10 +37,10 @@ use binann_core::rundir::RunDir;
 use binann_core::watch::{FileWatcher, WatchOptions};
 
 pub use access::Access;
+use app_state::AppState;
 pub use config::ServerConfig;
 use error::ApiError;
-use queue::Queue;
-use state::AppState;
+use handout::Handouts;
 
 /// Largest request body accepted (annotations are tiny).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -70,10 +70,10 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
     let annotations = AnnotationState::replay(&opened.records)
         .with_context(|| format!("replaying {} (nothing was changed)", rundir.annotations().display()))?;
     // The audit picks' seed differs per start: they need to be uniform, not repeatable.
-    let mut queue =
-        Queue::with_audits(manifest.len(), Duration::from_secs(config.handout_timeout_secs), config.audit_rate, binann_core::now_ms());
+    let mut handouts =
+        Handouts::with_audits(manifest.len(), Duration::from_secs(config.handout_timeout_secs), config.audit_rate, binann_core::now_ms());
     match Ranking::load(&rundir.ranking()) {
-        Ok((generation, ranking)) => queue.set_ranking(manifest.len(), generation, ranking),
+        Ok((generation, ranking)) => handouts.set_ranking(manifest.len(), generation, ranking),
         Err(e) if e.is_not_found() => tracing::info!("no ranking yet: serving the default order"),
         Err(e) => tracing::error!("ignoring an unreadable ranking, serving the default order until a good one appears: {e}"),
     }
@@ -99,7 +99,7 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
         }
     }
     let datadir = config.datadir.clone();
-    let state = AppState::new(manifest, datadir, opened.writer, annotations, queue, rundir.annotations(), rundir.seeds_dir());
+    let state = AppState::new(manifest, datadir, opened.writer, annotations, handouts, rundir.annotations(), rundir.seeds_dir());
     Ok(Prepared { state, _lock: lock, rundir, config })
 }
 
@@ -161,12 +161,12 @@ fn spawn_watchers(state: AppState, rundir: RunDir, options: WatchOptions) {
     let ranking_state = state.clone();
     spawn_reloader("ranking", rundir.ranking(), options, Ranking::load, move |generation, ranking| {
         let mut inner = ranking_state.lock();
-        if generation != inner.queue.generation {
+        if generation != inner.handouts.generation {
             let n = inner.manifest.len();
             let done = inner.annotations.counts();
             let seen = ranking.predicted + done.annotated() + done.skipped;
             inner.coverage.record(std::time::Instant::now(), seen.min(n as u64));
-            inner.queue.set_ranking(n, generation, ranking);
+            inner.handouts.set_ranking(n, generation, ranking);
             tracing::info!(generation, "serving a new ranking");
         }
     });

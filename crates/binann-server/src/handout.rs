@@ -1,4 +1,4 @@
-//! The hand-out queue: which image each client sees next.
+//! The hand-outs: which image each client sees next, and which images each client holds.
 //!
 //! Images go out in ranking order, skipping those labelled or skipped and those handed to another
 //! client. A client's hand-out is released when it asks again, or after it has been quiet for the
@@ -24,7 +24,7 @@ struct ClientSlot {
 
 /// The ranking currently served, and who holds which image.
 #[derive(Debug)]
-pub struct Queue {
+pub struct Handouts {
     order: Vec<u32>,
     position: Vec<u32>,
     prob: Vec<f32>,
@@ -48,7 +48,7 @@ pub struct Queue {
     rng: SplitMix64,
 }
 
-impl Queue {
+impl Handouts {
     /// A queue over `n` images in the default (seeded shuffle) order, with no audit picks.
     pub fn new(n: usize, handout_timeout: Duration) -> Self {
         Self::with_audits(n, handout_timeout, 0.0, 0)
@@ -230,7 +230,7 @@ impl Queue {
         front.retain(|id| !ids.contains(id));
         front.splice(0..0, ids.iter().copied());
         for &id in ids {
-            self.hand(client, id);
+            self.hold(client, id);
         }
     }
 
@@ -240,7 +240,7 @@ impl Queue {
     }
 
     /// Marks `id` as held by `client` (the image an undo shows again).
-    pub fn hand(&mut self, client: &str, id: u32) {
+    pub fn hold(&mut self, client: &str, id: u32) {
         if let Some(other) = self.holder.insert(id, client.to_owned())
             && let Some(slot) = self.clients.get_mut(&other)
         {
@@ -310,7 +310,7 @@ mod tests {
 
     #[test]
     fn two_clients_never_share_and_release_on_ask() {
-        let mut q = Queue::new(10, Duration::from_secs(60));
+        let mut q = Handouts::new(10, Duration::from_secs(60));
         let mut done = AnnotationState::default();
         let a = q.next("a", 3, &done, &[]);
         let b = q.next("b", 3, &done, &[]);
@@ -329,7 +329,7 @@ mod tests {
         assert_eq!(&a2[..2], &a[1..]);
         assert!(a2.iter().all(|id| !b.contains(id) && *id != a[0]));
         // A quiet client's hand-out expires.
-        let mut q = Queue::new(4, Duration::from_millis(0));
+        let mut q = Handouts::new(4, Duration::from_millis(0));
         let fresh = AnnotationState::default();
         let a = q.next("a", 4, &fresh, &[]);
         std::thread::sleep(Duration::from_millis(5));
@@ -341,7 +341,7 @@ mod tests {
     #[test]
     fn the_image_on_screen_stays_with_its_client_when_the_ranking_changes() {
         let done = AnnotationState::default();
-        let mut q = Queue::new(6, Duration::from_secs(60));
+        let mut q = Handouts::new(6, Duration::from_secs(60));
         let ranking =
             |ids: Vec<u32>| Ranking { probs: vec![0.5; ids.len()], ids, selector: "x".into(), model: None, predicted: 6, created_ms: 0 };
         q.set_ranking(6, 1, ranking(vec![0, 1, 2, 3, 4, 5]));
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn ranking_order_then_the_rest() {
-        let mut q = Queue::new(5, Duration::from_secs(60));
+        let mut q = Handouts::new(5, Duration::from_secs(60));
         let ranking = Ranking { ids: vec![3, 1], probs: vec![0.9, 0.8], selector: "x".into(), model: None, predicted: 2, created_ms: 0 };
         q.set_ranking(5, 1, ranking);
         let got = q.next("a", 5, &AnnotationState::default(), &[]);
@@ -391,9 +391,9 @@ mod tests {
         for id in 0..20 {
             done.apply(&negative(u64::from(id), id)).unwrap();
         }
-        let mut q = Queue::with_audits(n, Duration::from_secs(600), 1.0, 42);
+        let mut q = Handouts::with_audits(n, Duration::from_secs(600), 1.0, 42);
         for id in 20..30 {
-            q.hand("b", id);
+            q.hold("b", id);
         }
         let mut hits = vec![0u32; n];
         let draws = 20_000;
@@ -422,9 +422,9 @@ mod tests {
             done.apply(&negative(u64::from(id), id)).unwrap();
         }
         // 10 unlabelled images, all held by b: every draw lands on one of b's.
-        let mut q = Queue::with_audits(100, Duration::from_secs(600), 1.0, 3);
+        let mut q = Handouts::with_audits(100, Duration::from_secs(600), 1.0, 3);
         for id in 90..100 {
-            q.hand("b", id);
+            q.hold("b", id);
         }
         assert!(q.next("a", 1, &done, &[]).is_empty(), "a gets none of b's images");
         let pending: Vec<u32> = (90..100).filter(|id| q.audit_pending.contains_key(id)).collect();
@@ -435,7 +435,7 @@ mod tests {
     #[test]
     fn a_released_audit_pick_is_no_longer_one_a_kept_one_still_is() {
         let done = AnnotationState::default();
-        let mut q = Queue::with_audits(100, Duration::from_secs(600), 1.0, 5);
+        let mut q = Handouts::with_audits(100, Duration::from_secs(600), 1.0, 5);
         let handed = q.next("a", 3, &done, &[]);
         // The tab keeps the first (on screen) and lets the others go.
         q.next("a", 1, &done, &handed[..1]);
@@ -447,7 +447,7 @@ mod tests {
     fn audit_picks_come_at_the_audit_rate_and_only_once_each() {
         let n = 5000;
         let mut done = AnnotationState::default();
-        let mut q = Queue::with_audits(n, Duration::from_secs(600), 0.05, 7);
+        let mut q = Handouts::with_audits(n, Duration::from_secs(600), 0.05, 7);
         let (mut audits, mut seen) = (0, std::collections::HashSet::new());
         for seq in 0..2000u64 {
             let id = q.next("a", 1, &done, &[])[0];
@@ -459,13 +459,13 @@ mod tests {
         // 2,000 hand-outs at 5 %: 100 expected; 99.9 % of draws fall within 70..=132.
         assert!((70..=132).contains(&audits), "{audits} audit picks in 2,000 hand-outs");
         // Without audits, the ranking order exactly.
-        let mut plain = Queue::new(10, Duration::from_secs(600));
-        assert_eq!(plain.next("a", 10, &AnnotationState::default(), &[]), ranking::default_order(10, ranking::DEFAULT_ORDER_SEED));
+        let mut without_audits = Handouts::new(10, Duration::from_secs(600));
+        assert_eq!(without_audits.next("a", 10, &AnnotationState::default(), &[]), ranking::default_order(10, ranking::DEFAULT_ORDER_SEED));
     }
 
     #[test]
     fn more_like_this_comes_next_for_its_client_only() {
-        let mut q = Queue::new(20, Duration::from_secs(600));
+        let mut q = Handouts::new(20, Duration::from_secs(600));
         let mut done = AnnotationState::default();
         let order = ranking::default_order(20, ranking::DEFAULT_ORDER_SEED);
         let shown = q.next("a", 1, &done, &[]);

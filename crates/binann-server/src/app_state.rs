@@ -17,7 +17,7 @@ use binann_core::manifest::Manifest;
 use tokio::sync::oneshot;
 
 use crate::error::ApiError;
-use crate::queue::Queue;
+use crate::handout::Handouts;
 
 /// Everything behind the server's one lock.
 #[derive(Debug)]
@@ -27,7 +27,7 @@ pub struct Inner {
     /// Every annotation in force.
     pub annotations: AnnotationState,
     /// Who gets which image next.
-    pub queue: Queue,
+    pub handouts: Handouts,
     /// Journal appends waiting for the writer thread.
     writes: mpsc::Sender<PendingWrite>,
     /// Batches the writer failed to save (each time, the state was rebuilt from the journal).
@@ -63,7 +63,7 @@ impl AppState {
         datadir: PathBuf,
         writer: JournalWriter,
         annotations: AnnotationState,
-        queue: Queue,
+        handouts: Handouts,
         journal_path: PathBuf,
         seeds_dir: PathBuf,
     ) -> Self {
@@ -71,7 +71,7 @@ impl AppState {
         let inner = Arc::new(Mutex::new(Inner {
             manifest: Arc::new(manifest),
             annotations,
-            queue,
+            handouts,
             writes: tx,
             failed_batches: 0,
             coverage: Default::default(),
