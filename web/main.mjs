@@ -380,6 +380,7 @@ function wireInput() {
 window.binannDebug = {
   current: () => (state.current ? state.current.id : null),
   queued: () => state.queue.map((it) => it.id),
+  decoded: () => state.queue.filter((it) => it.ok === true).map((it) => it.id), // queued and ready to paint
   pending: () => outbox.pending,
   clientId: () => conn.clientId,
   annotator: () => state.annotator,

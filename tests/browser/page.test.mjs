@@ -104,6 +104,46 @@ async function statsWhere(srv, pred, what) {
   }, { what });
 }
 
+/**
+ * Waits for `n` more answers to the page's own stats poll (every 2 s: STATS_MS in web/charts.mjs).
+ * A witness that time passed on the page's clock, for tests that check a timer of the page did
+ * not fire: at most one of the answers is an early refresh after labels were saved, so `n`
+ * answers span at least (n - 2) × 2 s.
+ */
+async function statsPolls(page, n) {
+  let answered = 0;
+  const count = (r) => { if (new URL(r.url()).pathname === '/api/stats') answered++; };
+  page.on('response', count);
+  try {
+    await waitFor(() => answered >= n, { timeout: 3000 * n, what: `${n} stats polls` });
+  } finally {
+    page.off('response', count);
+  }
+}
+
+/** Waits until the first `n` queued images are decoded: they can be shown without the server. */
+async function decodedAhead(page, n) {
+  await waitFor(() => page.evaluate((k) => {
+    const decoded = window.binannDebug.decoded();
+    const head = window.binannDebug.queued().slice(0, k);
+    return head.length === k && head.every((id) => decoded.includes(id));
+  }, n), { what: `the next ${n} images decoded` });
+}
+
+/**
+ * Presses `key`; returns the id of the image on screen when the page got the key, read by a
+ * listener that runs before the page's own (a timer cannot change the image in between).
+ */
+async function pressOn(page, key) {
+  await page.evaluate(() => window.addEventListener('keydown', (e) => {
+    window.binannTestAtKey = { key: e.key, id: window.binannDebug.current() };
+  }, { capture: true, once: true }));
+  await page.keyboard.press(key);
+  const at = await page.evaluate(() => window.binannTestAtKey);
+  assert.equal(at.key, key);
+  return at.id;
+}
+
 /** Presses `key` on the image shown and waits for the next one; returns the labelled id. */
 async function labelOne(page, key) {
   const id = await waitShown(page);
@@ -181,13 +221,20 @@ test('AUTO labels negatives as time passes; F or Space in time makes a positive;
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-auto.png') });
 
   // M pauses: nothing more is labelled (once the images already passed by are decided).
-  await page.keyboard.press('m');
+  const pausedOn = await pressOn(page, 'm');
   await waitFor(() => page.evaluate(() => window.binannDebug.auto().pending.length === 0), { what: 'the passed images decided' });
   await settled(page);
   const paused = await srv.stats();
-  await page.waitForTimeout(1000);
-  assert.equal((await srv.stats()).annotated, paused.annotated, 'labelled while paused');
   assert.equal(paused.positives, 0);
+  // Paused for three answers to the stats poll (>= 2 s: ten images at 5/s, their windows closed):
+  // a running countdown would have moved on from the image and labelled it negative by then. S
+  // then skips the image on screen: it must be the one shown when M was pressed, and once the skip
+  // is saved (labels are sent in order) the server must have no other new label.
+  await statsPolls(page, 3);
+  assert.equal(await labelOne(page, 's'), pausedOn, 'AUTO moved on while paused');
+  await settled(page);
+  const skipped = await statsWhere(srv, (s) => s.skipped === 1, 'the skip after the pause');
+  assert.equal(skipped.annotated, paused.annotated, 'labelled while paused');
 
   // Slow down, resume, and press F then Space while the image is on screen, a reaction time after
   // it appeared: positives, and the next image comes at once.
@@ -195,25 +242,33 @@ test('AUTO labels negatives as time passes; F or Space in time makes a positive;
   await page.keyboard.press('m');
   for (const key of ['f', ' ']) {
     const id = await waitShown(page);
-    await page.waitForTimeout(500);
+    await page.waitForTimeout(500); // a person's reaction time
     await page.keyboard.press(key);
     await waitFor(async () => (await page.evaluate(() => window.binannDebug.current())) !== id, { what: `the image after ${key}` });
   }
   await statsWhere(srv, (s) => s.positives === 2, 'two positives in AUTO');
   const before = await srv.stats();
   const j = await waitShown(page);
-  await page.waitForTimeout(500);
+  await page.waitForTimeout(500); // a person's reaction time
   await page.keyboard.press('j');
   await statsWhere(srv, (s) => s.negatives >= before.negatives + 1, 'J in AUTO');
   const hist = await srv.api('/api/history?since=0');
   assert.equal(hist.labels.find((l) => l.id === j)?.label, 'negative');
-  // Off again: time passes, nothing is labelled.
-  await page.keyboard.press('a');
-  await settled(page);
-  const off = await srv.stats();
-  await page.waitForTimeout(2500);
-  assert.equal((await srv.stats()).annotated, off.annotated, 'labelled with AUTO off');
+  // Off again: time passes, nothing is labelled (once the images passed by are decided).
+  const offOn = await pressOn(page, 'a');
   assert.equal(await page.isVisible('#countdown'), false);
+  await waitFor(() => page.evaluate(() => window.binannDebug.auto().pending.length === 0), { what: 'the passed images decided' });
+  await settled(page);
+  const offHist = (await srv.api('/api/history?since=0')).labels.map((l) => [l.id, l.label]);
+  // Off for four answers to the stats poll (>= 4 s: a countdown of 2 s at 0.5/s and its window
+  // would have run out): then J, now a manual key, labels the image on screen. It must be the one
+  // shown when AUTO went off, and once it is saved (labels are sent in order) it must be the only
+  // new label.
+  await statsPolls(page, 4);
+  assert.equal(await labelOne(page, 'j'), offOn, 'the image moved on with AUTO off');
+  await settled(page);
+  const afterHist = (await srv.api('/api/history?since=0')).labels.map((l) => [l.id, l.label]);
+  assert.deepEqual(afterHist, [...offHist, [offOn, 'negative']], 'labelled with AUTO off');
 });
 
 test('contrast and brightness filter the image and persist; keys still label from a slider', async (t) => {
@@ -502,7 +557,8 @@ test('server down: a banner, labels kept, undo of unsent labels, all delivered a
   const [a, b] = [await labelOne(page, 'f'), await labelOne(page, 'j')];
   await settled(page);
   await statsWhere(srv, (s) => s.annotated === 2, 'two labels before the crash');
-  await page.waitForTimeout(300); // let the prefetched images finish decoding
+  // c, d, e and the one after them are shown while the server is down: decoded before it goes.
+  await decodedAhead(page, 4);
 
   await srv.stop('SIGKILL');
   const [c, d, e] = [await labelOne(page, 'f'), await labelOne(page, 'j'), await labelOne(page, 'f')];
@@ -545,7 +601,7 @@ test('keypress to next image painted: latency over 30 keypresses; screenshots', 
   const srv = await serverFor(t, { tiny: 40, big: true });
   const page = await open(t, await contextFor(t), srv);
   await waitShown(page);
-  await page.waitForTimeout(300);
+  await decodedAhead(page, 4); // the prefetch has caught up: the first keypresses measure what later ones do
   const keys = 'jjfjjjfjsjjfjjjjfjjjfjjjjfjjjf';
   for (const k of keys) {
     await labelOne(page, k);
@@ -562,13 +618,13 @@ test('keypress to next image painted: latency over 30 keypresses; screenshots', 
   assert.ok(median < 250, line);
 
   await waitFor(async () => (await page.textContent('#st-annotated')) === `${keys.length - 1} / 41`, { what: 'stats on the page' });
-  await page.waitForTimeout(2200); // one more stats poll for the charts
+  await page.waitForTimeout(2200); // one more stats poll for the charts (screenshots only, nothing is asserted)
   await page.screenshot({ path: path.join(ARTIFACTS, 'page.png') });
   await page.setViewportSize({ width: 1024, height: 600 });
-  await page.waitForTimeout(200);
+  await page.waitForTimeout(200); // the layout settles before the screenshot (nothing is asserted)
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-small.png') });
   await page.setViewportSize({ width: 600, height: 900 });
-  await page.waitForTimeout(200);
+  await page.waitForTimeout(200); // as above
   await page.screenshot({ path: path.join(ARTIFACTS, 'page-narrow.png'), fullPage: true });
 });
 
@@ -580,19 +636,21 @@ test('the annotator name: kept in this browser, sent with every label, listed pe
     if (req.url().endsWith('/api/annotations')) sent.push(req.headers()['x-annotator'] ?? null);
   });
   const page = await open(t, ctx, srv);
-  await waitShown(page);
-  // Letters that are keys (f, j, s), non-ASCII, and markup that must stay text.
+  const first = await waitShown(page);
+  // Letters that are keys (f, j, s, g), non-ASCII, and markup that must stay text.
   const name = 'Zoë Ångström <b>fjs</b>';
   await page.click('#annotator');
   await page.keyboard.type(name);
   await page.keyboard.press('Enter');
   assert.notEqual(await page.evaluate(() => document.activeElement && document.activeElement.id), 'annotator', 'Enter hands the keys back');
-  await page.waitForTimeout(300);
-  const quiet = await srv.stats();
-  assert.equal(quiet.annotated + quiet.skipped, 0, 'typing the name labelled images');
+  // Typing labelled nothing: F after it labels the image shown before it, and once that label is
+  // saved (labels are sent in order), any label the typed f, j or s gave is saved too.
+  assert.equal(await labelOne(page, 'f'), first, 'typing the name moved on from the first image');
+  await settled(page);
+  const quiet = await statsWhere(srv, (x) => x.annotated + x.skipped >= 1, 'the label after the name');
+  assert.deepEqual([quiet.annotated, quiet.positives, quiet.skipped], [1, 1, 0], 'typing the name labelled images');
   assert.equal(await page.evaluate(() => window.binannDebug.annotator()), name);
 
-  await labelOne(page, 'f');
   await labelOne(page, 'j');
   await settled(page);
   let s = await statsWhere(srv, (x) => x.annotated === 2, 'two labels');
