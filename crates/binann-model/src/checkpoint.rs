@@ -147,7 +147,7 @@ pub(crate) fn require(path: &Path, meta: &ModelMeta, mode: &'static str, compati
 pub(crate) fn require_meta(path: &Path, wanted: &[(&'static str, String, String)]) -> Result<()> {
     match wanted.iter().find(|(_, in_meta, in_model)| in_meta != in_model) {
         Some((field, in_meta, in_model)) => {
-            Err(Error::MetaMismatch { path: path.to_owned(), field: *field, in_meta: in_meta.clone(), in_model: in_model.clone() })
+            Err(Error::MetaMismatch { path: path.to_owned(), field, in_meta: in_meta.clone(), in_model: in_model.clone() })
         }
         None => Ok(()),
     }
