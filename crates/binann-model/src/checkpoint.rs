@@ -269,7 +269,9 @@ pub(crate) mod tests {
         use super::*;
 
         fn arb_meta() -> impl Strategy<Value = ModelMeta> {
-            (".{0,12}", any::<u32>(), ".{0,8}", any::<u64>(), any::<u64>(), any::<u64>(), any::<f32>(), any::<u64>()).prop_map(
+            // any::<f32>() leaves out NaN and the infinities, which a diverged training produces.
+            let loss = prop_oneof![any::<f32>(), Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY)];
+            (".{0,12}", any::<u32>(), ".{0,8}", any::<u64>(), any::<u64>(), any::<u64>(), loss, any::<u64>()).prop_map(
                 |(backbone, input_size, mode, generation, labels_used, positives, loss, created_ms)| ModelMeta {
                     backbone,
                     input_size,
@@ -283,11 +285,12 @@ pub(crate) mod tests {
             )
         }
 
-        /// Up to four uniquely named f32 tensors of up to 3 dimensions (some empty), any bits.
+        /// Up to four uniquely named f32 tensors of up to 3 dimensions (some empty), any bits
+        /// (NaNs with payloads included).
         fn arb_tensors() -> impl Strategy<Value = Vec<(String, Vec<i64>, Vec<f32>)>> {
             let tensor = prop::collection::vec(0i64..4, 0..=3).prop_flat_map(|shape| {
                 let n = shape.iter().product::<i64>() as usize;
-                (Just(shape), prop::collection::vec(any::<f32>(), n))
+                (Just(shape), prop::collection::vec(any::<u32>().prop_map(f32::from_bits), n))
             });
             prop::collection::btree_map("[a-z][a-z0-9._]{0,10}", tensor, 0..4)
                 .prop_map(|m| m.into_iter().map(|(name, (shape, values))| (name, shape, values)).collect())
