@@ -248,7 +248,7 @@ impl Inferrer {
                 FullModel::load(&path, binann_model::BACKBONE_NAME, size, self.device).map(|(f, m)| (Model::Full(Box::new(f)), m))
             }
         };
-        match loaded.and_then(|(model, meta)| {
+        match loaded.map_err(anyhow::Error::from).and_then(|(model, meta)| {
             binann_model::check_compatible(&meta, binann_model::BACKBONE_NAME, size)?;
             anyhow::ensure!(
                 meta.mode == self.mode.name(),
@@ -340,7 +340,7 @@ impl Inferrer {
                 }
                 Err(e) => {
                     tracing::warn!("skipping an unreadable image: {e}");
-                    self.partial_failed.push((*id, e));
+                    self.partial_failed.push((*id, e.to_string()));
                 }
             }
         }
@@ -453,7 +453,7 @@ impl Inferrer {
                                 images.push(Tensor::from_slice(&p).view([3, s, s]));
                                 batch_ids.push(*id);
                             }
-                            Err(e) => failed.push((*id, e)),
+                            Err(e) => failed.push((*id, e.to_string())),
                         }
                     }
                     if !images.is_empty() {

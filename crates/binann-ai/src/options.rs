@@ -137,7 +137,7 @@ impl ModelArgs {
 
     /// Loads the backbone, with an error that says how to get the weights.
     pub fn load_backbone(&self, device: tch::Device) -> anyhow::Result<binann_model::Backbone> {
-        binann_model::Backbone::load(&self.weights, self.input_size, device)
+        Ok(binann_model::Backbone::load(&self.weights, self.input_size, device)?)
     }
 }
 

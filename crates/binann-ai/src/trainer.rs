@@ -310,7 +310,7 @@ impl Trainer {
                     }
                     Err(e) => {
                         tracing::warn!("leaving an unreadable image out of training: {e}");
-                        self.unreadable.insert(*id, e);
+                        self.unreadable.insert(*id, e.to_string());
                     }
                 }
             }
@@ -365,7 +365,7 @@ impl Trainer {
                         self.pixels.insert(*id, Tensor::from_slice(&p).view([3, s, s]));
                     }
                     Err(e) => {
-                        tracing::warn!("leaving an unreadable image out of training: {e:#}");
+                        tracing::warn!("leaving an unreadable image out of training: {e}");
                         self.unreadable.insert(*id, e.to_string());
                     }
                 }

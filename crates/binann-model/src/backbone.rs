@@ -2,11 +2,12 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use anyhow::{Context, Result, bail};
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::error::{Error, ImageError, Result};
 use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 use crate::preprocess::Preprocess;
 
@@ -15,8 +16,9 @@ pub const BACKBONE_NAME: &str = "mobilenet_v2";
 /// Where `scripts/fetch-weights.sh` puts the converted ImageNet weights, relative to the repo root.
 pub const DEFAULT_WEIGHTS_PATH: &str = ".cache/weights/mobilenet_v2.safetensors";
 
-/// Outcome of embedding one image: its embedding, or why it could not be read (naming the file).
-pub type EmbedResult = Result<Vec<f32>, String>;
+/// Outcome of embedding one image: its embedding, or why not: [`Error::Image`] (naming the file)
+/// when it could not be decoded, [`Error::Embedding`] when the network failed on its batch.
+pub type EmbedResult = Result<Vec<f32>, Error>;
 
 /// MobileNetV2 features plus global average pooling, in eval mode, without gradients.
 ///
@@ -122,15 +124,19 @@ impl Backbone {
         let embedded = catch_unwind(AssertUnwindSafe(|| {
             let input = Tensor::from_slice(&pixels).view([count, 3, side, side]);
             let output = self.embed_batch(&input).to_device(Device::Cpu).to_kind(Kind::Float);
-            Vec::<f32>::try_from(output.flatten(0, -1)).map_err(|e| e.to_string())
+            Ok(Vec::<f32>::try_from(output.flatten(0, -1))?)
         }))
-        .unwrap_or_else(|panic| Err(panic_message(&panic)));
+        .unwrap_or_else(|panic| Err(Error::Panicked { what: "the network", message: panic_message(&panic) }));
         match embedded {
             Ok(values) => {
                 let mut rows = values.chunks_exact(EMBED_DIM).map(<[f32]>::to_vec);
                 decoded.into_iter().map(|r| r.map(|_| rows.next().expect("one embedding per decoded image"))).collect()
             }
-            Err(reason) => decoded.into_iter().map(|r| r.and_then(|_| Err(format!("embedding failed: {reason}")))).collect(),
+            // One cause for the whole batch, shared by each of its images.
+            Err(reason) => {
+                let reason = Arc::new(reason);
+                decoded.into_iter().map(|r| r.and_then(|_| Err(Error::Embedding(Arc::clone(&reason))))).collect()
+            }
         }
     }
 }
@@ -182,17 +188,19 @@ impl DecodeAhead {
     /// Waits for the batch: one result per path, in order.
     pub fn finish(self) -> Vec<EmbedResult> {
         let count = self.paths.len();
-        self.job.join().unwrap_or_else(|panic| vec![Err(format!("decoding crashed: {}", panic_message(&panic))); count])
+        self.job.join().unwrap_or_else(|panic| {
+            let message = panic_message(&panic);
+            (0..count).map(|_| Err(Error::Panicked { what: "decoding", message: message.clone() })).collect()
+        })
     }
 }
 
-/// Decodes one image, turning errors and decoder panics into a message naming the file.
+/// Decodes one image, turning decoder panics into an [`Error::Image`] naming the file.
 fn decode_one(preprocess: Preprocess, path: &Path) -> EmbedResult {
     // Image decoders have been known to panic on hostile input; one bad file must not take
     // the whole batch (or the server) down.
     catch_unwind(|| preprocess.load_image(path))
-        .unwrap_or_else(|panic| Err(anyhow::anyhow!("decoder crashed on {}: {}", path.display(), panic_message(&panic))))
-        .map_err(|e| format!("{e:#}"))
+        .unwrap_or_else(|panic| Err(Error::Image { path: path.to_owned(), source: ImageError::Crashed(panic_message(&panic)) }))
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -212,21 +220,12 @@ pub(crate) fn calibration_noise(input_size: u32, device: Device) -> Tensor {
 /// Loads converted torchvision weights into the `features.*` variables of `vs`.
 pub(crate) fn load_features_weights(vs: &mut nn::VarStore, weights: &Path) -> Result<()> {
     if !weights.exists() {
-        bail!(
-            "backbone weights {} not found: run `bash scripts/fetch-weights.sh` (or `bash scripts/setup.sh`) \
-             from the repository root to download and convert them",
-            weights.display()
-        );
+        return Err(Error::WeightsMissing { path: weights.to_owned() });
     }
-    let missing = vs.load_partial(weights).with_context(|| format!("loading backbone weights {}", weights.display()))?;
+    let missing = vs.load_partial(weights).map_err(|source| Error::WeightsUnreadable { path: weights.to_owned(), source })?;
     let missing: Vec<_> = missing.into_iter().filter(|name| name.starts_with("features.")).collect();
-    if !missing.is_empty() {
-        bail!(
-            "backbone weights {} lack {} variable(s), e.g. {}: not a MobileNetV2 state_dict?",
-            weights.display(),
-            missing.len(),
-            missing[0]
-        );
+    match missing.first() {
+        Some(example) => Err(Error::WeightsIncomplete { path: weights.to_owned(), missing: missing.len(), example: example.clone() }),
+        None => Ok(()),
     }
-    Ok(())
 }

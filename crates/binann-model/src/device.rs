@@ -3,8 +3,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use anyhow::{Result, bail};
 use tch::Device;
+
+use crate::error::{Error, Result};
 
 /// The user's device request, as given on a command line or in a config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,21 +50,19 @@ impl fmt::Display for DeviceChoice {
     }
 }
 
-/// Turns a [`DeviceChoice`] into a libtorch device, checking that a requested GPU exists.
+/// Turns a [`DeviceChoice`] into a libtorch device, checking that a requested GPU exists
+/// ([`Error::CudaUnavailable`], [`Error::NoSuchCudaDevice`]).
 pub fn resolve_device(choice: DeviceChoice) -> Result<Device> {
     match choice {
         DeviceChoice::Cpu => Ok(Device::Cpu),
         DeviceChoice::Auto => Ok(Device::cuda_if_available()),
         DeviceChoice::Cuda(ordinal) => {
             if !tch::Cuda::is_available() {
-                bail!(
-                    "device cuda:{ordinal} requested, but CUDA is not available (no GPU, no driver, \
-                     or libtorch was built for CPU only); use --device cpu or auto"
-                );
+                return Err(Error::CudaUnavailable { ordinal });
             }
-            let count = tch::Cuda::device_count() as usize;
-            if ordinal >= count {
-                bail!("device cuda:{ordinal} requested, but only {count} CUDA device(s) are visible");
+            let visible = tch::Cuda::device_count() as usize;
+            if ordinal >= visible {
+                return Err(Error::NoSuchCudaDevice { ordinal, visible });
             }
             Ok(Device::Cuda(ordinal))
         }
@@ -137,9 +136,12 @@ mod tests {
         assert_eq!(resolve_device(DeviceChoice::Cpu).unwrap(), Device::Cpu);
         let auto = resolve_device(DeviceChoice::Auto).unwrap();
         assert_eq!(auto.is_cuda(), tch::Cuda::is_available());
-        if !tch::Cuda::is_available() {
-            let err = resolve_device(DeviceChoice::Cuda(0)).unwrap_err();
-            assert!(err.to_string().contains("CUDA is not available"), "{err}");
+        let beyond = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+        let err = resolve_device(DeviceChoice::Cuda(beyond)).unwrap_err();
+        if tch::Cuda::is_available() {
+            assert!(matches!(err, Error::NoSuchCudaDevice { ordinal, visible } if ordinal == beyond && visible == beyond), "{err}");
+        } else {
+            assert!(matches!(err, Error::CudaUnavailable { ordinal: 0 }), "{err}");
         }
     }
 }

@@ -5,12 +5,12 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::backbone::{BACKBONE_NAME, calibration_noise, load_features_weights};
-use crate::checkpoint::{MODE_FINETUNE, ModelMeta, check_compatible, fill_var_store, read_checkpoint, write_checkpoint};
+use crate::checkpoint::{MODE_FINETUNE, ModelMeta, fill_var_store, read_checkpoint, require, require_meta, write_checkpoint};
+use crate::error::{Error, Result};
 use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 
 /// AdamW learning rate for all parameters. Small so the pretrained features survive; the head
@@ -137,22 +137,30 @@ impl FullModel {
     }
 
     /// Saves all weights and `meta` atomically; `meta` must describe this model (mode
-    /// [`MODE_FINETUNE`], backbone [`BACKBONE_NAME`], this input size).
+    /// [`MODE_FINETUNE`], backbone [`BACKBONE_NAME`], this input size), else
+    /// [`Error::MetaMismatch`].
     pub fn save(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
-        ensure!(meta.mode == MODE_FINETUNE, "FullModel::save needs meta.mode {MODE_FINETUNE:?}, got {:?}", meta.mode);
-        check_compatible(meta, BACKBONE_NAME, self.input_size).context("FullModel::save: meta does not describe this model")?;
+        require_meta(
+            path,
+            &[
+                ("mode", meta.mode.clone(), MODE_FINETUNE.to_owned()),
+                ("backbone", meta.backbone.clone(), BACKBONE_NAME.to_owned()),
+                ("input_size", meta.input_size.to_string(), self.input_size.to_string()),
+            ],
+        )?;
         let mut tensors: Vec<_> = self.vs.variables().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         write_checkpoint(path, &tensors, meta)
     }
 
     /// Loads a model saved by [`FullModel::save`], refusing one trained for another backbone,
-    /// input size or mode.
+    /// input size or mode ([`Error::Checkpoint`]), and a backbone this crate does not implement.
     pub fn load(path: &Path, backbone: &str, input_size: u32, device: Device) -> Result<(FullModel, ModelMeta)> {
         let (tensors, meta) = read_checkpoint(path, device)?;
-        ensure!(meta.mode == MODE_FINETUNE, "checkpoint {} is a {:?} model, not a {MODE_FINETUNE:?} model", path.display(), meta.mode);
-        check_compatible(&meta, backbone, input_size).with_context(|| format!("checkpoint {}", path.display()))?;
-        ensure!(backbone == BACKBONE_NAME, "backbone {backbone:?} is not supported; only {BACKBONE_NAME:?} is");
+        require(path, &meta, MODE_FINETUNE, Some((backbone, input_size)))?;
+        if backbone != BACKBONE_NAME {
+            return Err(Error::UnsupportedBackbone(backbone.to_owned()));
+        }
         let model = Self::uninitialised(input_size, device);
         fill_var_store(&model.vs, &tensors, path)?;
         Ok((model, meta))

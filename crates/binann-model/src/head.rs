@@ -3,11 +3,11 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, ensure};
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::checkpoint::{MODE_HEAD, ModelMeta, read_checkpoint, write_checkpoint};
+use crate::checkpoint::{MODE_HEAD, ModelMeta, read_checkpoint, require, require_meta, write_checkpoint};
+use crate::error::Result;
 use crate::mobilenet::EMBED_DIM;
 
 /// Hyper-parameters of [`Head::train`].
@@ -190,9 +190,10 @@ impl Head {
         tch::no_grad(|| self.logits_of_standardized(&self.standardize(x)).sigmoid())
     }
 
-    /// Saves weights and `meta` (whose mode must be [`MODE_HEAD`]) atomically to `path`.
+    /// Saves weights and `meta` (whose mode must be [`MODE_HEAD`], else
+    /// [`crate::Error::MetaMismatch`]) atomically to `path`.
     pub fn save(&self, path: &Path, meta: &ModelMeta) -> Result<()> {
-        ensure!(meta.mode == MODE_HEAD, "Head::save needs meta.mode {MODE_HEAD:?}, got {:?}", meta.mode);
+        require_meta(path, &[("mode", meta.mode.clone(), MODE_HEAD.to_owned())])?;
         let mut tensors: Vec<_> = self.vs.variables().into_iter().collect();
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         write_checkpoint(path, &tensors, meta)
@@ -201,10 +202,10 @@ impl Head {
     /// Loads a head saved by [`Head::save`]; check the meta with [`crate::check_compatible`].
     pub fn load(path: &Path, device: Device) -> Result<(Head, ModelMeta)> {
         let (tensors, meta) = read_checkpoint(path, device)?;
-        ensure!(meta.mode == MODE_HEAD, "checkpoint {} is a {:?} model, not a {MODE_HEAD:?} model", path.display(), meta.mode);
-        let hidden = tensors.get("hidden.weight").map_or(0, |w| w.size()[0] as usize);
+        require(path, &meta, MODE_HEAD, None)?;
+        let hidden = tensors.get("hidden.weight").map_or(0, |w| w.size().first().copied().unwrap_or(0) as usize);
         let head = Head::with_hidden(device, hidden);
-        crate::checkpoint::fill_var_store(&head.vs, &tensors, path).with_context(|| format!("restoring head from {}", path.display()))?;
+        crate::checkpoint::fill_var_store(&head.vs, &tensors, path)?;
         Ok((head, meta))
     }
 }

@@ -1,9 +1,9 @@
 //! Neural-network side of binann: image embeddings, the classifier trained on the user's labels,
-//! checkpoints, and the one-off conversion of the pretrained weights.
+//! and checkpoints. (The one-off conversion of the pretrained weights is `binann-weights`.)
 //!
 //! Module map:
-//! - [`convert`]: legacy (non-zip) `torch.save` pickle → safetensors, in pure Rust
-//!   ([`convert_legacy_torch_to_safetensors`]); used by `scripts/fetch-weights.sh`.
+//! - [`error`]: [`Error`], the one error type of the crate, and what it carries ([`CheckpointError`],
+//!   [`Mismatch`], [`ImageError`]).
 //! - [`device`]: [`DeviceChoice`] (`auto`/`cpu`/`cuda[:N]`) and [`resolve_device`].
 //! - [`preprocess`]: [`Preprocess`], decoding with decompression-bomb limits, RGB, resize,
 //!   ImageNet normalisation to CHW floats.
@@ -16,14 +16,14 @@
 //! - [`finetune`]: [`FullModel`], the whole network trained end to end ("finetune" mode, GPU).
 //! - [`checkpoint`]: [`ModelMeta`], [`check_compatible`], atomic safetensors checkpoints.
 //!
-//! Binaries: `binann-convert-weights SRC DST` and `binann-embed-bench` (throughput figures).
+//! Binary: `binann-embed-bench` (throughput figures).
 //!
 //! Everything runs on libtorch through `tch`; `scripts/setup.sh` installs it (README: "libtorch and the GPU box").
 
 pub mod backbone;
 pub mod checkpoint;
-pub mod convert;
 pub mod device;
+pub mod error;
 pub mod finetune;
 pub mod head;
 mod mobilenet;
@@ -31,8 +31,8 @@ pub mod preprocess;
 
 pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
-pub use convert::convert_legacy_torch_to_safetensors;
 pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
+pub use error::{CheckpointError, Error, ImageError, Mismatch};
 pub use finetune::FullModel;
 pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};
 pub use mobilenet::EMBED_DIM;

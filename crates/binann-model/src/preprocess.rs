@@ -3,10 +3,11 @@
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result, ensure};
 use image::imageops::FilterType;
 use image::metadata::Orientation;
 use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, RgbImage};
+
+use crate::error::{Error, ImageError, Result};
 
 /// ImageNet channel means, which the pretrained backbone expects inputs normalised by.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -28,21 +29,21 @@ impl Preprocess {
     /// Decodes `path`, converts it to RGB (grey replicated, transparency composited onto white),
     /// resizes it to `size×size` and normalises it with ImageNet statistics.
     ///
-    /// Returns `3 * size * size` values in CHW order. Errors name the file.
+    /// Returns `3 * size * size` values in CHW order, or [`Error::Image`] naming the file.
     ///
     /// A JPEG whose shorter side is at least twice `size` is decoded at a reduced scale (1/2, 1/4
     /// or 1/8, the largest that keeps the shorter side at least `size`): the DCT does the
     /// shrinking, so a 12-megapixel photo costs a fraction of a full decode. Any trouble with
     /// that decoder falls back to the full one.
     pub fn load_image(&self, path: &Path) -> Result<Vec<f32>> {
-        let image = self.decode(path).with_context(|| format!("cannot decode image {}", path.display()))?;
+        let image = self.decode(path)?;
         Ok(self.normalize(&self.resize(image)))
     }
 
     /// Like [`Preprocess::load_image`] but always decoding in full (for comparisons: tests and
     /// benchmarks).
     pub fn load_image_full(&self, path: &Path) -> Result<Vec<f32>> {
-        let image = decode(path).with_context(|| format!("cannot decode image {}", path.display()))?;
+        let image = decode(path).map_err(|source| Error::Image { path: path.to_owned(), source })?;
         Ok(self.normalize(&self.resize(image)))
     }
 
@@ -51,11 +52,11 @@ impl Preprocess {
     /// (EXIF orientation applied).
     pub fn decode(&self, path: &Path) -> Result<DynamicImage> {
         if is_jpeg(path)
-            && let Ok(Some(image)) = decode_jpeg_scaled(path, self.size)
+            && let Some(image) = decode_jpeg_scaled(path, self.size)
         {
             return Ok(image);
         }
-        decode(path)
+        decode(path).map_err(|source| Error::Image { path: path.to_owned(), source })
     }
 
     /// Like [`Preprocess::load_image`] for an already decoded image.
@@ -85,7 +86,7 @@ impl Preprocess {
     }
 }
 
-fn decode(path: &Path) -> Result<DynamicImage> {
+fn decode(path: &Path) -> Result<DynamicImage, ImageError> {
     let mut reader = ImageReader::open(path)?.with_guessed_format()?;
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
@@ -95,12 +96,9 @@ fn decode(path: &Path) -> Result<DynamicImage> {
     let mut decoder = reader.into_decoder()?;
     let (width, height) = decoder.dimensions();
     // Not every decoder enforces max_alloc itself; the output buffer size is known up front.
-    ensure!(
-        decoder.total_bytes() <= MAX_DECODE_BYTES,
-        "{width}x{height} image needs {} MiB, over the {} MiB limit",
-        decoder.total_bytes() >> 20,
-        MAX_DECODE_BYTES >> 20
-    );
+    if decoder.total_bytes() > MAX_DECODE_BYTES {
+        return Err(ImageError::TooLarge { width, height, bytes: decoder.total_bytes() });
+    }
     // Phone photos are stored sideways with an EXIF rotation; apply it like viewers do.
     let orientation = decoder.orientation()?;
     let mut image = DynamicImage::from_decoder(decoder)?;
@@ -122,36 +120,37 @@ pub fn jpeg_reduction(shorter: u32, size: u32) -> Option<u32> {
 }
 
 /// Decodes a JPEG at the reduced scale [`jpeg_reduction`] picks, with its EXIF orientation
-/// applied. `Ok(None)`: not worth it (small image, or a 12-bit JPEG), decode it in full instead.
-fn decode_jpeg_scaled(path: &Path, size: u32) -> Result<Option<DynamicImage>> {
-    let bytes = std::fs::read(path)?;
+/// applied. `None`: not worth it (small image, or a 12-bit JPEG), or any trouble at all (over
+/// the limits, corrupt, an unexpected scale): the full decoder then decodes it, or says why not.
+fn decode_jpeg_scaled(path: &Path, size: u32) -> Option<DynamicImage> {
+    let bytes = std::fs::read(path).ok()?;
     let mut decoder = jpeg_decoder::Decoder::new(bytes.as_slice());
     decoder.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
-    decoder.read_info()?;
-    let info = decoder.info().context("no JPEG frame")?;
+    decoder.read_info().ok()?;
+    let info = decoder.info()?;
     let (width, height) = (u32::from(info.width), u32::from(info.height));
-    ensure!(width <= MAX_IMAGE_SIDE && height <= MAX_IMAGE_SIDE, "{width}x{height} image is over the side limit");
-    let Some(factor) = jpeg_reduction(width.min(height), size) else { return Ok(None) };
-    if info.pixel_format == jpeg_decoder::PixelFormat::L16 {
-        return Ok(None);
+    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || info.pixel_format == jpeg_decoder::PixelFormat::L16 {
+        return None;
     }
+    let factor = jpeg_reduction(width.min(height), size)?;
     // jpeg-decoder picks the smallest scale reaching the requested size on either side; asking
     // for exactly the scaled size of both sides makes that the one chosen here.
     let (want_w, want_h) = (width.div_ceil(factor), height.div_ceil(factor));
-    let (out_w, out_h) = decoder.scale(want_w as u16, want_h as u16)?;
-    ensure!((u32::from(out_w), u32::from(out_h)) == (want_w, want_h), "unexpected scaled size {out_w}x{out_h}");
-    let pixels = decoder.decode()?;
+    let (out_w, out_h) = decoder.scale(want_w as u16, want_h as u16).ok()?;
+    if (u32::from(out_w), u32::from(out_h)) != (want_w, want_h) {
+        return None;
+    }
+    let pixels = decoder.decode().ok()?;
     let (w, h) = (u32::from(out_w), u32::from(out_h));
-    let image = match info.pixel_format {
-        jpeg_decoder::PixelFormat::L8 => DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, pixels).context("short grey JPEG output")?),
-        jpeg_decoder::PixelFormat::RGB24 => DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels).context("short RGB JPEG output")?),
-        jpeg_decoder::PixelFormat::CMYK32 => DynamicImage::ImageRgb8(cmyk_to_rgb(w, h, &pixels).context("short CMYK JPEG output")?),
-        jpeg_decoder::PixelFormat::L16 => return Ok(None),
+    let mut image = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => DynamicImage::ImageLuma8(GrayImage::from_raw(w, h, pixels)?),
+        jpeg_decoder::PixelFormat::RGB24 => DynamicImage::ImageRgb8(RgbImage::from_raw(w, h, pixels)?),
+        jpeg_decoder::PixelFormat::CMYK32 => DynamicImage::ImageRgb8(cmyk_to_rgb(w, h, &pixels)?),
+        jpeg_decoder::PixelFormat::L16 => return None,
     };
     let orientation = decoder.exif_data().and_then(Orientation::from_exif_chunk).unwrap_or(Orientation::NoTransforms);
-    let mut image = image;
     image.apply_orientation(orientation);
-    Ok(Some(image))
+    Some(image)
 }
 
 /// jpeg-decoder's CMYK output (Adobe's inverted convention already undone) to RGB, as the image
@@ -276,10 +275,15 @@ mod tests {
         bytes.extend_from_slice(b"garbage that is not a jpeg body");
         std::fs::write(&path, bytes).unwrap();
         let err = Preprocess { size: 8 }.load_image(&path).unwrap_err();
-        assert!(format!("{err:#}").contains("broken.jpg"), "{err:#}");
+        assert!(matches!(&err, Error::Image { path: p, source: ImageError::Decode(_) } if *p == path), "{err}");
+        assert!(err.to_string().contains("broken.jpg"), "{err}");
 
-        let missing = Preprocess { size: 8 }.load_image(&dir.path().join("absent.png")).unwrap_err();
-        assert!(format!("{missing:#}").contains("absent.png"), "{missing:#}");
+        let absent = dir.path().join("absent.png");
+        let missing = Preprocess { size: 8 }.load_image(&absent).unwrap_err();
+        assert!(
+            matches!(&missing, Error::Image { path: p, source: ImageError::Io(e) } if *p == absent && e.kind() == std::io::ErrorKind::NotFound),
+            "{missing}"
+        );
     }
 
     #[test]
@@ -294,9 +298,15 @@ mod tests {
         let crc = crc32fast::hash(&png[12..29]);
         png[29..33].copy_from_slice(&crc.to_be_bytes());
         std::fs::write(&path, png).unwrap();
-        let err = format!("{:#}", Preprocess { size: 8 }.load_image(&path).unwrap_err());
-        assert!(err.contains("bomb.png"), "{err}");
-        assert!(err.to_lowercase().contains("limit"), "{err}");
+        let err = Preprocess { size: 8 }.load_image(&path).unwrap_err();
+        // The image crate's own limits catch the side; binann's byte limit catches what they miss.
+        assert!(
+            matches!(
+                &err,
+                Error::Image { path: p, source: ImageError::Decode(image::ImageError::Limits(_)) | ImageError::TooLarge { .. } } if *p == path
+            ),
+            "{err:?}"
+        );
     }
 
     use image::ImageEncoder;

@@ -139,27 +139,72 @@ fn mismatched_checkpoints_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let head_path = dir.path().join("head.safetensors");
     let head = Head::new(Device::Cpu);
-    assert!(head.save(&head_path, &meta(MODE_FINETUNE)).is_err(), "mode must match the model");
+    let err = head.save(&head_path, &meta(MODE_FINETUNE)).unwrap_err();
+    assert!(matches!(&err, Error::MetaMismatch { field: "mode", in_meta, .. } if in_meta == MODE_FINETUNE), "{err}");
     head.save(&head_path, &meta(MODE_HEAD)).unwrap();
 
-    let err = format!("{:#}", FullModel::load(&head_path, BACKBONE_NAME, 112, Device::Cpu).unwrap_err());
-    assert!(err.contains("head.safetensors") && err.contains("not a \"finetune\""), "{err}");
+    let err = FullModel::load(&head_path, BACKBONE_NAME, 112, Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checkpoint { path, source: CheckpointError::WrongMode { found, expected: MODE_FINETUNE } }
+            if *path == head_path && found == MODE_HEAD),
+        "{err}"
+    );
 
     let (_, head_meta) = Head::load(&head_path, Device::Cpu).unwrap();
     let err = check_compatible(&head_meta, BACKBONE_NAME, 224).unwrap_err();
-    assert!(err.to_string().contains("112"), "{err}");
+    assert!(matches!(err, Error::Incompatible(Mismatch::InputSize { trained: 112, in_use: 224 })), "{err}");
 
     let model = FullModel::untrained(32, Device::Cpu);
     let full_path = dir.path().join("full.safetensors");
     let full_meta = ModelMeta { input_size: 32, ..meta(MODE_FINETUNE) };
-    assert!(model.save(&full_path, &meta(MODE_FINETUNE)).is_err(), "meta input size 112 ≠ model's 32");
+    let err = model.save(&full_path, &meta(MODE_FINETUNE)).unwrap_err();
+    assert!(
+        matches!(&err, Error::MetaMismatch { field: "input_size", in_meta, in_model, .. } if in_meta == "112" && in_model == "32"),
+        "{err}"
+    );
+    let other_backbone = ModelMeta { backbone: "resnet18".into(), ..full_meta.clone() };
+    let err = model.save(&full_path, &other_backbone).unwrap_err();
+    assert!(matches!(&err, Error::MetaMismatch { field: "backbone", .. }), "{err}");
+    assert!(!full_path.exists(), "a refused save writes nothing");
     model.save(&full_path, &full_meta).unwrap();
-    let err = format!("{:#}", FullModel::load(&full_path, BACKBONE_NAME, 64, Device::Cpu).unwrap_err());
-    assert!(err.contains("full.safetensors") && err.contains("input size 32"), "{err}");
-    let err = format!("{:#}", FullModel::load(&full_path, "resnet18", 32, Device::Cpu).unwrap_err());
-    assert!(err.contains("resnet18"), "{err}");
-    let err = format!("{:#}", Head::load(&full_path, Device::Cpu).unwrap_err());
-    assert!(err.contains("not a \"head\""), "{err}");
+    let err = FullModel::load(&full_path, BACKBONE_NAME, 64, Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checkpoint { path, source: CheckpointError::Incompatible(Mismatch::InputSize { trained: 32, in_use: 64 }) }
+            if *path == full_path),
+        "{err}"
+    );
+    let err = FullModel::load(&full_path, "resnet18", 32, Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checkpoint { source: CheckpointError::Incompatible(Mismatch::Backbone { in_use, .. }), .. } if in_use == "resnet18"),
+        "{err}"
+    );
+    let err = Head::load(&full_path, Device::Cpu).unwrap_err();
+    assert!(matches!(&err, Error::Checkpoint { source: CheckpointError::WrongMode { expected: MODE_HEAD, .. }, .. }), "{err}");
+
+    // A head checkpoint whose hidden layer has another width than its output layer expects.
+    let wrong = dir.path().join("wrong-shape.safetensors");
+    let zeros = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, Device::Cpu));
+    let dim = EMBED_DIM as i64;
+    let mut tensors: Vec<(String, Tensor)> = vec![
+        ("input.mean".into(), zeros(&[dim])),
+        ("input.std".into(), zeros(&[dim])),
+        ("hidden.weight".into(), zeros(&[16, dim])),
+        ("hidden.bias".into(), zeros(&[16])),
+        ("output.weight".into(), zeros(&[1, 8])),
+        ("output.bias".into(), zeros(&[1])),
+    ];
+    crate::checkpoint::write_checkpoint(&wrong, &tensors, &meta(MODE_HEAD)).unwrap();
+    let err = Head::load(&wrong, Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::Checkpoint { source: CheckpointError::Shape { name, found, expected }, .. }
+            if name == "output.weight" && *found == [1, 8] && *expected == [1, 16]),
+        "{err}"
+    );
+    tensors.retain(|(name, _)| !name.starts_with("output."));
+    tensors.push(("output.weight".into(), zeros(&[1, 16])));
+    crate::checkpoint::write_checkpoint(&wrong, &tensors, &meta(MODE_HEAD)).unwrap();
+    let err = Head::load(&wrong, Device::Cpu).unwrap_err();
+    assert!(matches!(&err, Error::Checkpoint { source: CheckpointError::MissingVariable { name }, .. } if name == "output.bias"), "{err}");
 }
 
 fn write_test_images(dir: &Path) -> Vec<PathBuf> {
@@ -189,8 +234,9 @@ fn embed_paths_keeps_order_and_isolates_bad_files() {
     assert_eq!(progress, [2, 4, 5]);
     assert_eq!(results.len(), 5);
     let err = results[1].as_ref().unwrap_err();
-    assert!(err.contains("corrupt.png"), "{err}");
-    assert!(results[4].as_ref().unwrap_err().contains("missing.jpg"));
+    assert!(matches!(err, Error::Image { path, source: ImageError::Decode(_) } if *path == paths[1]), "{err}");
+    let err = results[4].as_ref().unwrap_err();
+    assert!(matches!(err, Error::Image { path, source: ImageError::Io(_) } if *path == paths[4]), "{err}");
 
     // Each result is the embedding of its own image: compare with embedding each image alone.
     // (Batched and single convolutions round differently, so equality is only approximate.)
@@ -219,8 +265,29 @@ fn embed_paths_keeps_order_and_isolates_bad_files() {
 fn missing_weights_error_says_how_to_fetch_them() {
     let _rng = crate::seeded_rng(8);
     let err = Backbone::load(Path::new("/nonexistent/w.safetensors"), 224, Device::Cpu).unwrap_err();
-    let msg = err.to_string();
-    assert!(msg.contains("/nonexistent/w.safetensors") && msg.contains("scripts/fetch-weights.sh"), "{msg}");
+    assert!(matches!(&err, Error::WeightsMissing { path } if path == Path::new("/nonexistent/w.safetensors")), "{err}");
+    // The message is what a person sees first: it must say how to get them.
+    assert!(err.to_string().contains("scripts/fetch-weights.sh"), "{err}");
+}
+
+#[test]
+fn weights_that_are_no_mobilenet_are_refused() {
+    let _rng = crate::seeded_rng(14);
+    let dir = tempfile::tempdir().unwrap();
+    let not_weights = dir.path().join("notes.safetensors");
+    std::fs::write(&not_weights, b"not a safetensors file").unwrap();
+    let err = Backbone::load(&not_weights, 64, Device::Cpu).unwrap_err();
+    assert!(matches!(&err, Error::WeightsUnreadable { path, .. } if *path == not_weights), "{err}");
+
+    // A valid safetensors file holding another network's variables: all 52 conv weights and
+    // 52 x 4 batch-norm tensors of the features are missing.
+    let other = dir.path().join("other.safetensors");
+    Tensor::write_safetensors(&[("classifier.1.weight", Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)))], &other).unwrap();
+    let err = Backbone::load(&other, 64, Device::Cpu).unwrap_err();
+    assert!(
+        matches!(&err, Error::WeightsIncomplete { path, missing: 260, example } if *path == other && example.starts_with("features.")),
+        "{err}"
+    );
 }
 
 /// Four 32 px images, bright ones positive and dark ones negative, with noise.

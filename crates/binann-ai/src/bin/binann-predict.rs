@@ -132,7 +132,7 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     let files: Vec<PathBuf> = rel.iter().map(|r| images.join(r)).collect();
     let bar = binann_ai::progress_bar(files.len() as u64, "predicting");
     // Head mode: embeddings, then the head. Finetune mode: the whole network on the pixels.
-    let (results, classify): (Vec<Result<Vec<f32>, String>>, Classifier) = if finetuned {
+    let (results, classify): (Vec<binann_model::EmbedResult>, Classifier) = if finetuned {
         let size = description["input_size"].as_u64().context("no input_size")? as u32;
         let (model, _) = FullModel::load(&predictor.join(MODEL_FILE), binann_model::BACKBONE_NAME, size, device)?;
         let preprocess = binann_model::Preprocess { size };
@@ -140,7 +140,7 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
             .iter()
             .map(|f| {
                 bar.inc(1);
-                preprocess.load_image(f).map_err(|e| format!("{e:#}"))
+                preprocess.load_image(f)
             })
             .collect();
         let s = i64::from(size);
@@ -175,7 +175,7 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
             (Ok(_), Some(p)) => writeln!(w, "{path},{p:.6},{},", if f64::from(p) >= threshold { "positive" } else { "negative" })?,
             (Err(e), _) => {
                 failed += 1;
-                writeln!(w, "{path},,,\"{}\"", e.replace('"', "'"))?
+                writeln!(w, "{path},,,\"{}\"", e.to_string().replace('"', "'"))?
             }
             (Ok(_), None) => bail!("internal error: no probability for {r}"),
         }

@@ -22,57 +22,81 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use binann_model::{
     Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, TrainOptions, resolve_device,
 };
+use clap::Parser;
 use tch::{Device, Kind, Tensor};
 
-const BATCH: i64 = 16;
-const USAGE: &str = "usage: binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N] \
-                     [--images DIR [--size PX] [--batch N] [--preprocess]] | --make-photos SRC OUT COUNT";
+/// Whatever a benchmark run fails on (the library's errors, the image crate's, I/O), for the
+/// shared `main` to print.
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-fn main() -> Result<()> {
+const BATCH: i64 = 16;
+
+/// Backbone embedding and head training throughput (random tensors), or embedding a folder of
+/// images as the inferrer does.
+#[derive(Debug, Parser)]
+#[command(name = "binann-embed-bench")]
+struct Cli {
+    /// Where libtorch runs: auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Seconds to time each input size (random tensors only).
+    #[arg(long, default_value_t = 4.0)]
+    seconds: f64,
+    /// Converted backbone weights; random weights are used when the file is absent.
+    #[arg(long, default_value = DEFAULT_WEIGHTS_PATH)]
+    weights: PathBuf,
+    /// Threads for libtorch and for decoding (default: libtorch's and rayon's own choice).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Embed every image under DIR (searched recursively) instead of random tensors.
+    #[arg(long, value_name = "DIR")]
+    images: Option<PathBuf>,
+    /// Network input side in pixels (with --images).
+    #[arg(long, value_name = "PX", default_value_t = 224)]
+    size: u32,
+    /// Images per batch (with --images).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    batch: usize,
+    /// With --images: time decoding and resizing alone, one image at a time on one thread, with
+    /// and without reduced-scale JPEG decoding.
+    #[arg(long)]
+    preprocess: bool,
+    /// Write COUNT 12-megapixel JPEGs to OUT made from the photos in SRC, and do nothing else.
+    #[arg(long, num_args = 3, value_names = ["SRC", "OUT", "COUNT"])]
+    make_photos: Option<Vec<String>>,
+}
+
+fn main() -> std::process::ExitCode {
     binann_model::with_cpu_runtime_env();
-    let mut device = DeviceChoice::Auto;
-    let mut seconds = 4.0;
-    let mut weights = PathBuf::from(DEFAULT_WEIGHTS_PATH);
-    let mut images: Option<PathBuf> = None;
-    let mut size = 224u32;
-    let mut batch = 32usize;
-    let mut preprocess_only = false;
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{arg} needs a value; {USAGE}"));
-        match arg.as_str() {
-            "--device" => device = value()?.parse()?,
-            "--seconds" => seconds = value()?.parse().context("--seconds")?,
-            "--weights" => weights = value()?.into(),
-            "--threads" => binann_model::set_threads(value()?.parse().context("--threads")?),
-            "--images" => images = Some(value()?.into()),
-            "--size" => size = value()?.parse().context("--size")?,
-            "--batch" => batch = value()?.parse().context("--batch")?,
-            "--preprocess" => preprocess_only = true,
-            "--make-photos" => {
-                let (src, out, count) = (PathBuf::from(value()?), PathBuf::from(value()?), value()?.parse().context("COUNT")?);
-                return make_photos(&src, &out, count);
-            }
-            other => bail!("unknown argument {other:?}; {USAGE}"),
-        }
+    binann_core::cli::main("binann-embed-bench", "warn", || run(Cli::parse()))
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(threads) = cli.threads {
+        binann_model::set_threads(threads);
     }
-    let device = resolve_device(device)?;
-    if let Some(dir) = images {
+    if let Some([src, out, count]) = cli.make_photos.as_deref() {
+        let count = count.parse().map_err(|e| format!("--make-photos COUNT {count:?}: {e}"))?;
+        return make_photos(Path::new(src), Path::new(out), count);
+    }
+    let device = resolve_device(cli.device)?;
+    let weights = cli.weights;
+    if let Some(dir) = cli.images {
         let files: Vec<PathBuf> = binann_core::manifest::list_images(&dir)?.iter().map(|r| dir.join(r)).collect();
         if files.is_empty() {
-            bail!("no images in {}", dir.display());
+            return Err(format!("no images in {}", dir.display()).into());
         }
-        return if preprocess_only { time_preprocessing(&files, size) } else { embed_folder(&files, size, batch, &weights, device) };
+        let (size, batch) = (cli.size, cli.batch);
+        return if cli.preprocess { time_preprocessing(&files, size) } else { embed_folder(&files, size, batch, &weights, device) };
     }
     println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
     for size in [224u32, 112] {
         let backbone = if weights.exists() { Backbone::load(&weights, size, device)? } else { Backbone::untrained(size, device) };
-        let rate = embed_rate(&backbone, Duration::from_secs_f64(seconds));
+        let rate = embed_rate(&backbone, Duration::from_secs_f64(cli.seconds));
         println!("embed {size:>3} px: {rate:7.1} images/s");
     }
 
@@ -137,14 +161,14 @@ fn make_photos(src: &Path, out: &Path, count: usize) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")))
         .collect();
     if sources.is_empty() {
-        bail!("no JPEG photos in {}", src.display());
+        return Err(format!("no JPEG photos in {}", src.display()).into());
     }
     std::fs::create_dir_all(out)?;
     let (width, height) = (4000u32, 3000u32);
     let mut seed = 0x2545_f491_u32;
     for i in 0..count {
-        let source =
-            image::open(&sources[i % sources.len()]).with_context(|| format!("reading {}", sources[i % sources.len()].display()))?;
+        let source_path = &sources[i % sources.len()];
+        let source = image::open(source_path).map_err(|e| format!("reading {}: {e}", source_path.display()))?;
         // Stretch a little past the frame so each copy can be shifted differently.
         let over = 1.0 + 0.05 * (i / sources.len()) as f32;
         let (w, h) = ((width as f32 * over) as u32, (height as f32 * over) as u32);

@@ -15,11 +15,28 @@
 //! understood; anything else is reported as an error rather than guessed at.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek};
+use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail, ensure};
 use safetensors::Dtype;
+
+use crate::error::{Error, ParseError, PickleError};
+
+type Result<T, E = ParseError> = std::result::Result<T, E>;
+
+/// Returns a [`PickleError::Malformed`] with a formatted message.
+macro_rules! malformed {
+    ($($arg:tt)*) => {
+        return Err(PickleError::Malformed(format!($($arg)*)).into())
+    };
+}
+
+/// Returns a [`PickleError::Unsupported`] with a formatted message.
+macro_rules! unsupported {
+    ($($arg:tt)*) => {
+        return Err(PickleError::Unsupported(format!($($arg)*)).into())
+    };
+}
 
 /// `torch.serialization.MAGIC_NUMBER`.
 const LEGACY_MAGIC: u128 = 0x1950a86a20f9469cfc6c;
@@ -33,81 +50,95 @@ const MAX_STORAGE_BYTES: u64 = 8 << 30;
 /// Tensors nested in sub-dicts are named with dot-joined keys; non-tensor values are skipped.
 /// Views (storage offsets, non-contiguous strides, storage views) are materialised as contiguous
 /// copies. The output is written atomically. Returns the number of tensors written.
-pub fn convert_legacy_torch_to_safetensors(src: &Path, dst: &Path) -> Result<usize> {
-    let bytes = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
-    let tensors = read_legacy_state_dict(&bytes).with_context(|| format!("parsing legacy torch file {}", src.display()))?;
+pub fn convert_legacy_torch_to_safetensors(src: &Path, dst: &Path) -> Result<usize, Error> {
+    let bytes = std::fs::read(src).map_err(|source| Error::Io { path: src.to_owned(), source })?;
+    let tensors = read_legacy_state_dict(&bytes).map_err(|source| Error::Parse { path: src.to_owned(), source })?;
+    let serialize_error = |source| Error::Serialize { path: dst.to_owned(), source };
     let views = tensors
         .iter()
         .map(|t| safetensors::tensor::TensorView::new(t.dtype, t.shape.clone(), &t.data).map(|view| (t.name.clone(), view)))
         .collect::<Result<Vec<_>, _>>()
-        .context("building safetensors views")?;
+        .map_err(serialize_error)?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let serialized = safetensors::tensor::serialize(views, Some(metadata)).context("serializing safetensors")?;
+    let serialized = safetensors::tensor::serialize(views, Some(metadata)).map_err(serialize_error)?;
     binann_core::atomic::write_atomic(dst, &serialized)?;
     Ok(tensors.len())
 }
 
 /// One tensor read from a legacy file, already made contiguous.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct NamedTensor {
+pub struct NamedTensor {
+    /// Dot-joined state_dict key, e.g. `features.0.0.weight`.
     pub name: String,
+    /// Element type.
     pub dtype: Dtype,
+    /// Size per dimension (empty for a 0-dim tensor).
     pub shape: Vec<usize>,
     /// Contiguous little-endian elements.
     pub data: Vec<u8>,
 }
 
-/// Parses a whole legacy torch file and returns its tensors in pickle order.
-pub(crate) fn read_legacy_state_dict(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
+/// Parses a whole legacy torch file and returns its tensors in pickle order. Any byte string
+/// gives a result or an error, never a panic, and allocates at most what the file's own
+/// storages hold (each at most 8 GiB).
+pub fn read_legacy_state_dict(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
     if bytes.starts_with(b"PK\x03\x04") {
-        bail!("this is a zip-format torch file (torch >= 1.6); only the legacy format is supported");
+        return Err(ParseError::ZipFormat);
     }
     let mut cursor = std::io::Cursor::new(bytes);
+    let mut load = |section| Unpickler::new(&mut cursor).load().map_err(|source| ParseError::Pickle { section, source });
 
-    let magic = Unpickler::new(&mut cursor).load().context("reading the magic number")?;
-    ensure!(magic.as_u128() == Some(LEGACY_MAGIC), "not a legacy torch file (bad magic number {magic:?})");
-    let protocol = Unpickler::new(&mut cursor).load().context("reading the protocol version")?;
-    ensure!(matches!(protocol, Value::Int(LEGACY_PROTOCOL_VERSION)), "unsupported legacy protocol version {protocol:?}");
-    let sys_info = Unpickler::new(&mut cursor).load().context("reading the system info")?;
+    let magic = load("the magic number")?;
+    if magic.as_u128() != Some(LEGACY_MAGIC) {
+        return Err(ParseError::BadMagic(format!("{magic:?}")));
+    }
+    let protocol = load("the protocol version")?;
+    if !matches!(protocol, Value::Int(LEGACY_PROTOCOL_VERSION)) {
+        return Err(ParseError::UnsupportedVersion(format!("{protocol:?}")));
+    }
+    let sys_info = load("the system info")?;
     if let Some(Value::Bool(false)) = sys_info.dict_get("little_endian") {
-        bail!("big-endian torch files are not supported");
+        return Err(ParseError::BigEndian);
     }
 
-    let root = Unpickler::new(&mut cursor).load().context("reading the pickled object")?;
+    let root = load("the pickled object")?;
     let mut tensor_refs = Vec::new();
     collect_tensors(&root, "", &mut tensor_refs);
-    ensure!(!tensor_refs.is_empty(), "the file holds no tensors");
+    if tensor_refs.is_empty() {
+        return Err(ParseError::NoTensors);
+    }
 
-    let keys = Unpickler::new(&mut cursor).load().context("reading the storage key list")?;
-    let Value::List(keys) = keys else { bail!("storage key list is not a list: {keys:?}") };
+    let keys = load("the storage key list")?;
+    let Value::List(keys) = keys else { return Err(ParseError::StorageKeys(format!("not a list: {keys:?}"))) };
 
     let dtype_of_key: HashMap<&str, Dtype> = tensor_refs.iter().map(|(_, t)| (t.storage.root_key.as_str(), t.storage.dtype)).collect();
     let mut storages: HashMap<String, Vec<u8>> = HashMap::with_capacity(keys.len());
     for key in &keys {
-        let Value::Str(key) = key else { bail!("storage key is not a string: {key:?}") };
+        let Value::Str(key) = key else { return Err(ParseError::StorageKeys(format!("a key is not a string: {key:?}"))) };
         // Storages only referenced by non-tensor objects would have an unknown element size;
         // torch never writes those for state_dicts.
-        let dtype = *dtype_of_key.get(key.as_str()).with_context(|| format!("storage {key} is not used by any tensor"))?;
+        let dtype = *dtype_of_key.get(key.as_str()).ok_or_else(|| ParseError::UnusedStorage { key: key.clone() })?;
         let mut count = [0u8; 8];
-        cursor.read_exact(&mut count).with_context(|| format!("storage {key}: truncated header"))?;
+        cursor.read_exact(&mut count).map_err(|_| ParseError::StorageTruncated { key: key.clone(), expected_bytes: None })?;
         let nbytes = u64::from_le_bytes(count)
             .checked_mul(element_size(dtype) as u64)
             .filter(|&n| n <= MAX_STORAGE_BYTES)
-            .with_context(|| format!("storage {key}: implausible size"))?;
+            .ok_or_else(|| ParseError::StorageTooLarge { key: key.clone() })?;
         let start = cursor.position() as usize;
         let data = bytes
             .get(start..start + nbytes as usize)
-            .with_context(|| format!("storage {key}: truncated data ({nbytes} bytes expected)"))?;
-        cursor.seek(std::io::SeekFrom::Current(nbytes as i64))?;
+            .ok_or_else(|| ParseError::StorageTruncated { key: key.clone(), expected_bytes: Some(nbytes) })?;
+        cursor.set_position((start + nbytes as usize) as u64);
         storages.insert(key.clone(), data.to_vec());
     }
 
     tensor_refs
         .into_iter()
         .map(|(name, t)| {
-            let storage =
-                storages.get(&t.storage.root_key).with_context(|| format!("{name}: storage {} has no data", t.storage.root_key))?;
-            let data = t.gather(storage).with_context(|| format!("tensor {name}"))?;
+            let Some(storage) = storages.get(&t.storage.root_key) else {
+                return Err(ParseError::MissingStorage { tensor: name, key: t.storage.root_key });
+            };
+            let data = t.gather(storage).map_err(|problem| ParseError::BadTensor { tensor: name.clone(), problem })?;
             Ok(NamedTensor { name, dtype: t.storage.dtype, shape: t.shape, data })
         })
         .collect()
@@ -153,15 +184,28 @@ struct TensorRef {
 
 impl TensorRef {
     /// Copies this (possibly strided) tensor out of its root storage into contiguous bytes.
-    fn gather(&self, storage: &[u8]) -> Result<Vec<u8>> {
+    /// Fails with a message when the sizes and strides reach past the storage, overflow, or
+    /// describe more than [`MAX_STORAGE_BYTES`] (zero strides can repeat one element forever).
+    fn gather(&self, storage: &[u8]) -> Result<Vec<u8>, String> {
         let elem = element_size(self.storage.dtype);
-        let numel: usize = self.shape.iter().product();
+        let too_large = || format!("sizes {:?} with strides {:?} describe an implausible tensor", self.shape, self.stride);
+        let numel = self.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d)).ok_or_else(too_large)?;
         if numel == 0 {
             return Ok(Vec::new());
         }
-        let base = self.storage.view_offset + self.offset;
-        let last = base + self.shape.iter().zip(&self.stride).map(|(&n, &s)| (n - 1) * s).sum::<usize>();
-        ensure!((last + 1) * elem <= storage.len(), "reads element {last} of a storage holding {}", storage.len() / elem);
+        if numel.checked_mul(elem).is_none_or(|bytes| bytes as u64 > MAX_STORAGE_BYTES) {
+            return Err(too_large());
+        }
+        let base = self.storage.view_offset.checked_add(self.offset).ok_or_else(too_large)?;
+        let last = self
+            .shape
+            .iter()
+            .zip(&self.stride)
+            .try_fold(base, |at, (&n, &s)| at.checked_add((n - 1).checked_mul(s)?))
+            .ok_or_else(too_large)?;
+        if last.checked_add(1).and_then(|n| n.checked_mul(elem)).is_none_or(|end| end > storage.len()) {
+            return Err(format!("reads element {last} of a storage holding {}", storage.len() / elem));
+        }
         if self.is_contiguous() {
             return Ok(storage[base * elem..(base + numel) * elem].to_vec());
         }
@@ -231,17 +275,17 @@ impl Value {
         }
     }
 
-    fn as_usize(&self) -> Result<usize> {
+    fn as_usize(&self) -> Result<usize, PickleError> {
         match self {
-            Value::Int(i) => usize::try_from(*i).with_context(|| format!("negative size {i}")),
-            other => bail!("expected an integer, found {other:?}"),
+            Value::Int(i) => usize::try_from(*i).map_err(|_| PickleError::Malformed(format!("negative size {i}"))),
+            other => malformed!("expected an integer, found {other:?}"),
         }
     }
 
-    fn as_usize_tuple(&self) -> Result<Vec<usize>> {
+    fn as_usize_tuple(&self) -> Result<Vec<usize>, PickleError> {
         match self {
             Value::Tuple(items) | Value::List(items) => items.iter().map(Value::as_usize).collect(),
-            other => bail!("expected a tuple of integers, found {other:?}"),
+            other => malformed!("expected a tuple of integers, found {other:?}"),
         }
     }
 
@@ -272,13 +316,15 @@ impl<'a, R: Read> Unpickler<'a, R> {
         Self { reader, stack: Vec::new(), memo: HashMap::new() }
     }
 
-    fn load(mut self) -> Result<Value> {
+    fn load(mut self) -> Result<Value, PickleError> {
         loop {
             let opcode = self.read_u8()?;
             match opcode {
                 0x80 => {
                     let protocol = self.read_u8()?;
-                    ensure!(protocol <= 5, "unsupported pickle protocol {protocol}");
+                    if protocol > 5 {
+                        unsupported!("pickle protocol {protocol}");
+                    }
                 }
                 0x95 => {
                     self.read_bytes(8)?; // FRAME: framing is irrelevant when reading it all
@@ -307,7 +353,9 @@ impl<'a, R: Read> Unpickler<'a, R> {
                 }
                 0x8b => {
                     let len = u32::from_le_bytes(self.read_array()?) as usize;
-                    ensure!(len <= 1 << 16, "LONG4 of {len} bytes");
+                    if len > 1 << 16 {
+                        unsupported!("LONG4 of {len} bytes");
+                    }
                     let bytes = self.read_bytes(len)?;
                     self.push(decode_long(bytes));
                 }
@@ -364,7 +412,7 @@ impl<'a, R: Read> Unpickler<'a, R> {
                 }
                 0x85..=0x87 => {
                     let n = (opcode - 0x84) as usize;
-                    let mut items = (0..n).map(|_| self.pop_value()).collect::<Result<Vec<_>>>()?;
+                    let mut items = (0..n).map(|_| self.pop_value()).collect::<Result<Vec<_>, _>>()?;
                     items.reverse();
                     self.push(Value::Tuple(items));
                 }
@@ -415,7 +463,7 @@ impl<'a, R: Read> Unpickler<'a, R> {
                     let name = self.pop_value()?;
                     let module = self.pop_value()?;
                     let (Value::Str(module), Value::Str(name)) = (module, name) else {
-                        bail!("STACK_GLOBAL with non-string operands");
+                        malformed!("STACK_GLOBAL with non-string operands");
                     };
                     self.push(Value::Global { module, name });
                 }
@@ -436,7 +484,9 @@ impl<'a, R: Read> Unpickler<'a, R> {
                     self.push(storage);
                 }
                 b'0' => {
-                    self.stack.pop().context("POP on an empty stack")?;
+                    if self.stack.pop().is_none() {
+                        malformed!("POP on an empty stack");
+                    }
                 }
                 b'1' => {
                     self.pop_to_mark()?;
@@ -445,7 +495,7 @@ impl<'a, R: Read> Unpickler<'a, R> {
                     let top = self.top_mut()?.clone();
                     self.push(top);
                 }
-                other => bail!("unsupported pickle opcode 0x{other:02x}"),
+                other => unsupported!("pickle opcode 0x{other:02x}"),
             }
         }
     }
@@ -454,23 +504,25 @@ impl<'a, R: Read> Unpickler<'a, R> {
         self.stack.push(StackItem::Value(value));
     }
 
-    fn pop_value(&mut self) -> Result<Value> {
+    fn pop_value(&mut self) -> Result<Value, PickleError> {
         match self.stack.pop() {
             Some(StackItem::Value(v)) => Ok(v),
-            Some(StackItem::Mark) => bail!("unexpected MARK on the pickle stack"),
-            None => bail!("pickle stack underflow"),
+            Some(StackItem::Mark) => malformed!("unexpected MARK on the pickle stack"),
+            None => malformed!("pickle stack underflow"),
         }
     }
 
-    fn top_mut(&mut self) -> Result<&mut Value> {
+    fn top_mut(&mut self) -> Result<&mut Value, PickleError> {
         match self.stack.last_mut() {
             Some(StackItem::Value(v)) => Ok(v),
-            _ => bail!("pickle stack has no value on top"),
+            _ => malformed!("pickle stack has no value on top"),
         }
     }
 
-    fn pop_to_mark(&mut self) -> Result<Vec<Value>> {
-        let mark = self.stack.iter().rposition(|item| matches!(item, StackItem::Mark)).context("no MARK on the pickle stack")?;
+    fn pop_to_mark(&mut self) -> Result<Vec<Value>, PickleError> {
+        let Some(mark) = self.stack.iter().rposition(|item| matches!(item, StackItem::Mark)) else {
+            malformed!("no MARK on the pickle stack");
+        };
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
         Ok(items
@@ -482,64 +534,73 @@ impl<'a, R: Read> Unpickler<'a, R> {
             .collect())
     }
 
-    fn memoize(&mut self, index: u32) -> Result<()> {
+    fn memoize(&mut self, index: u32) -> Result<(), PickleError> {
         let top = self.top_mut()?.clone();
         self.memo.insert(index, top);
         Ok(())
     }
 
-    fn push_memo(&mut self, index: u32) -> Result<()> {
-        let value = self.memo.get(&index).with_context(|| format!("memo {index} unset"))?.clone();
+    fn push_memo(&mut self, index: u32) -> Result<(), PickleError> {
+        let Some(value) = self.memo.get(&index).cloned() else { malformed!("memo {index} unset") };
         self.push(value);
         Ok(())
     }
 
-    fn read_u8(&mut self) -> Result<u8> {
+    fn read_u8(&mut self) -> Result<u8, PickleError> {
         Ok(self.read_array::<1>()?[0])
     }
 
-    fn read_array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    fn read_array<const N: usize>(&mut self) -> Result<[u8; N], PickleError> {
         let mut buf = [0u8; N];
-        self.reader.read_exact(&mut buf).context("truncated pickle")?;
+        self.reader.read_exact(&mut buf).map_err(|_| PickleError::Truncated)?;
         Ok(buf)
     }
 
-    fn read_bytes(&mut self, len: usize) -> Result<Vec<u8>> {
-        ensure!(len <= 1 << 30, "pickle item of {len} bytes");
-        let mut buf = vec![0u8; len];
-        self.reader.read_exact(&mut buf).context("truncated pickle")?;
+    /// Reads `len` bytes, allocating only as much as is actually there: a corrupt length must
+    /// not reserve a gigabyte before finding the file is shorter.
+    fn read_bytes(&mut self, len: usize) -> Result<Vec<u8>, PickleError> {
+        if len > 1 << 30 {
+            unsupported!("pickle item of {len} bytes");
+        }
+        let mut buf = Vec::new();
+        (&mut *self.reader).take(len as u64).read_to_end(&mut buf).map_err(|_| PickleError::Truncated)?;
+        if buf.len() < len {
+            return Err(PickleError::Truncated);
+        }
         Ok(buf)
     }
 
-    fn read_string(&mut self, len: usize) -> Result<String> {
-        String::from_utf8(self.read_bytes(len)?).context("invalid UTF-8 in pickle string")
+    fn read_string(&mut self, len: usize) -> Result<String, PickleError> {
+        String::from_utf8(self.read_bytes(len)?).map_err(|_| PickleError::Malformed("invalid UTF-8 in pickle string".into()))
     }
 
-    fn read_line(&mut self) -> Result<String> {
+    fn read_line(&mut self) -> Result<String, PickleError> {
         let mut line = Vec::new();
         loop {
             match self.read_u8()? {
                 b'\n' => break,
                 byte => line.push(byte),
             }
-            ensure!(line.len() <= 1024, "overlong GLOBAL name");
+            if line.len() > 1024 {
+                malformed!("overlong GLOBAL name");
+            }
         }
-        String::from_utf8(line).context("invalid UTF-8 in GLOBAL name")
+        String::from_utf8(line).map_err(|_| PickleError::Malformed("invalid UTF-8 in GLOBAL name".into()))
     }
 }
 
 impl Value {
-    fn list_extend(&mut self, items: Vec<Value>) -> Result<()> {
+    fn list_extend(&mut self, items: Vec<Value>) -> Result<(), PickleError> {
         match self {
             Value::List(list) => list.extend(items),
             // Appending to something we did not model (e.g. a custom class) is harmless.
             Value::Opaque => {}
-            other => bail!("APPEND to a non-list {other:?}"),
+            other => malformed!("APPEND to a non-list {other:?}"),
         }
         Ok(())
     }
 
-    fn dict_extend(&mut self, items: Vec<(Value, Value)>) -> Result<()> {
+    fn dict_extend(&mut self, items: Vec<(Value, Value)>) -> Result<(), PickleError> {
         match self {
             Value::Dict(dict) => {
                 for (key, value) in items {
@@ -550,14 +611,16 @@ impl Value {
                 }
             }
             Value::Opaque => {}
-            other => bail!("SETITEM on a non-dict {other:?}"),
+            other => malformed!("SETITEM on a non-dict {other:?}"),
         }
         Ok(())
     }
 }
 
-fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>> {
-    ensure!(items.len().is_multiple_of(2), "odd number of items for a dict");
+fn pairs(items: Vec<Value>) -> Result<Vec<(Value, Value)>, PickleError> {
+    if !items.len().is_multiple_of(2) {
+        malformed!("odd number of items for a dict");
+    }
     let mut items = items.into_iter();
     Ok(std::iter::from_fn(|| Some((items.next()?, items.next()?))).collect())
 }
@@ -574,44 +637,51 @@ fn decode_long(bytes: Vec<u8>) -> Value {
 }
 
 /// Applies REDUCE: the handful of callables a state_dict uses; everything else is opaque.
-fn call(callable: Value, args: Value) -> Result<Value> {
+fn call(callable: Value, args: Value) -> Result<Value, PickleError> {
     let Value::Global { module, name } = &callable else {
         return Ok(Value::Opaque);
     };
-    let Value::Tuple(args) = args else { bail!("REDUCE arguments are not a tuple") };
+    let Value::Tuple(args) = args else { malformed!("REDUCE arguments are not a tuple") };
     Ok(match (module.as_str(), name.as_str()) {
         ("collections", "OrderedDict") => Value::Dict(Vec::new()),
         ("torch._utils", "_rebuild_tensor_v2" | "_rebuild_tensor") => {
-            ensure!(args.len() >= 4, "{name} with {} arguments", args.len());
+            if args.len() < 4 {
+                malformed!("{name} with {} arguments", args.len());
+            }
             let Value::Storage(storage) = &args[0] else {
-                bail!("{name}: first argument is not a storage: {:?}", args[0]);
+                malformed!("{name}: first argument is not a storage: {:?}", args[0]);
             };
             let shape = args[2].as_usize_tuple()?;
             let stride = args[3].as_usize_tuple()?;
-            ensure!(shape.len() == stride.len(), "{name}: size and stride ranks differ");
+            if shape.len() != stride.len() {
+                malformed!("{name}: size and stride ranks differ");
+            }
             Value::Tensor(TensorRef { storage: storage.clone(), offset: args[1].as_usize()?, shape, stride })
         }
         // nn.Parameter wrapping a tensor: the tensor is what matters.
         ("torch._utils", "_rebuild_parameter" | "_rebuild_parameter_with_state") => {
-            args.into_iter().next().context("_rebuild_parameter without arguments")?
+            let Some(tensor) = args.into_iter().next() else { malformed!("_rebuild_parameter without arguments") };
+            tensor
         }
         _ => Value::Opaque,
     })
 }
 
 /// Resolves a BINPERSID: `("storage", storage_type, root_key, location, numel, view_metadata)`.
-fn persistent_load(pid: Value) -> Result<Value> {
-    let Value::Tuple(items) = pid else { bail!("persistent id is not a tuple: {pid:?}") };
-    ensure!(items.len() >= 5 && items[0] == Value::Str("storage".into()), "unsupported persistent id {items:?}");
+fn persistent_load(pid: Value) -> Result<Value, PickleError> {
+    let Value::Tuple(items) = pid else { malformed!("persistent id is not a tuple: {pid:?}") };
+    if items.len() < 5 || items[0] != Value::Str("storage".into()) {
+        unsupported!("persistent id {items:?}");
+    }
     let Value::Global { name: type_name, .. } = &items[1] else {
-        bail!("storage type is not a class: {:?}", items[1]);
+        malformed!("storage type is not a class: {:?}", items[1]);
     };
     let dtype = storage_dtype(type_name)?;
-    let Value::Str(root_key) = &items[2] else { bail!("storage key is not a string") };
+    let Value::Str(root_key) = &items[2] else { malformed!("storage key is not a string") };
     let view_offset = match items.get(5) {
         None | Some(Value::None) => 0,
         Some(Value::Tuple(view)) if view.len() == 3 => view[1].as_usize()?,
-        Some(other) => bail!("unsupported storage view metadata {other:?}"),
+        Some(other) => unsupported!("storage view metadata {other:?}"),
     };
     Ok(Value::Storage(StorageRef { dtype, root_key: root_key.clone(), view_offset }))
 }
@@ -621,7 +691,7 @@ fn element_size(dtype: Dtype) -> usize {
     dtype.bitsize().div_ceil(8)
 }
 
-fn storage_dtype(type_name: &str) -> Result<Dtype> {
+fn storage_dtype(type_name: &str) -> Result<Dtype, PickleError> {
     Ok(match type_name {
         "FloatStorage" => Dtype::F32,
         "DoubleStorage" => Dtype::F64,
@@ -633,7 +703,7 @@ fn storage_dtype(type_name: &str) -> Result<Dtype> {
         "CharStorage" => Dtype::I8,
         "ByteStorage" => Dtype::U8,
         "BoolStorage" => Dtype::BOOL,
-        other => bail!("unsupported storage type torch.{other}"),
+        other => unsupported!("storage type torch.{other}"),
     })
 }
 
@@ -774,24 +844,44 @@ pub(crate) mod tests {
         std::fs::write(&src, tiny_legacy_file()).unwrap();
         assert_eq!(convert_legacy_torch_to_safetensors(&src, &dst).unwrap(), 4);
 
-        let loaded: HashMap<_, _> = tch::Tensor::read_safetensors(&dst).unwrap().into_iter().collect();
-        let transposed = &loaded["a.transposed"];
-        assert_eq!(transposed.size(), [3, 2]);
-        let expected = tch::Tensor::from_slice(&[0f32, 1., 2., 3., 4., 5.]).view([2, 3]).tr();
-        assert!(transposed.equal(&expected));
-        assert_eq!(loaded["b.count"].int64_value(&[]), 42);
-        assert_eq!(Vec::<f32>::try_from(&loaded["b.tail"]).unwrap(), [13., 14., 15.]);
+        let bytes = std::fs::read(&dst).unwrap();
+        let loaded = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let transposed = loaded.tensor("a.transposed").unwrap();
+        assert_eq!((transposed.dtype(), transposed.shape()), (Dtype::F32, &[3usize, 2][..]));
+        assert_eq!(as_f32(transposed.data()), [0., 3., 1., 4., 2., 5.]);
+        let count = loaded.tensor("b.count").unwrap();
+        assert_eq!((count.dtype(), count.shape(), count.data()), (Dtype::I64, &[][..], &42i64.to_le_bytes()[..]));
+        assert_eq!(as_f32(loaded.tensor("b.tail").unwrap().data()), [13., 14., 15.]);
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(header.metadata().as_ref().and_then(|m| m.get("format")).map(String::as_str), Some("pt"));
     }
 
     #[test]
     fn rejects_truncated_and_foreign_files() {
         let file = tiny_legacy_file();
         let truncated = read_legacy_state_dict(&file[..file.len() - 3]).unwrap_err();
-        assert!(format!("{truncated:#}").contains("truncated"), "{truncated:#}");
+        assert!(matches!(&truncated, ParseError::StorageTruncated { key, expected_bytes: Some(8) } if key == "C"), "{truncated}");
         let zip = read_legacy_state_dict(b"PK\x03\x04rest").unwrap_err();
-        assert!(zip.to_string().contains("zip-format"));
+        assert!(matches!(zip, ParseError::ZipFormat), "{zip}");
         let garbage = read_legacy_state_dict(b"\x80\x02K\x05.").unwrap_err();
-        assert!(garbage.to_string().contains("magic"), "{garbage:#}");
+        assert!(matches!(&garbage, ParseError::BadMagic(found) if found == "Int(5)"), "{garbage}");
+        let cut_pickle = read_legacy_state_dict(&file[..20]).unwrap_err();
+        assert!(matches!(cut_pickle, ParseError::Pickle { source: PickleError::Truncated, .. }), "{cut_pickle}");
+    }
+
+    #[test]
+    fn conversion_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent.pth");
+        let err = convert_legacy_torch_to_safetensors(&missing, &dir.path().join("out.safetensors")).unwrap_err();
+        assert!(matches!(&err, Error::Io { path, source } if *path == missing && source.kind() == std::io::ErrorKind::NotFound), "{err}");
+
+        let zip = dir.path().join("new.pth");
+        std::fs::write(&zip, b"PK\x03\x04rest").unwrap();
+        let out = dir.path().join("new.safetensors");
+        let err = convert_legacy_torch_to_safetensors(&zip, &out).unwrap_err();
+        assert!(matches!(&err, Error::Parse { path, source: ParseError::ZipFormat } if *path == zip), "{err}");
+        assert!(!out.exists(), "nothing is written for a file that does not parse");
     }
 
     #[test]
@@ -804,5 +894,65 @@ pub(crate) mod tests {
         };
         assert!(t.gather(&[0u8; 24]).is_err());
         assert_eq!(t.gather(&[0u8; 28]).unwrap().len(), 24);
+    }
+
+    #[test]
+    fn overflowing_or_endless_views_are_an_error() {
+        let storage = StorageRef { dtype: Dtype::F32, root_key: "k".into(), view_offset: 0 };
+        let view = |offset, shape: Vec<usize>, stride: Vec<usize>| TensorRef { storage: storage.clone(), offset, shape, stride };
+        // Sizes whose product overflows, strides that reach past usize, offsets at the limit.
+        assert!(view(0, vec![usize::MAX, 2], vec![1, 1]).gather(&[0u8; 16]).is_err());
+        assert!(view(0, vec![2, 2], vec![usize::MAX, 1]).gather(&[0u8; 16]).is_err());
+        assert!(view(usize::MAX, vec![1], vec![1]).gather(&[0u8; 16]).is_err());
+        // A zero stride repeats one element: 2^40 of them would be 4 TiB out of 4 bytes.
+        assert!(view(0, vec![1 << 40], vec![0]).gather(&[0u8; 4]).is_err());
+        assert_eq!(view(0, vec![3], vec![0]).gather(&1f32.to_le_bytes()).unwrap(), [1f32.to_le_bytes(); 3].concat());
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn arbitrary_bytes_are_refused_without_panicking(bytes in prop::collection::vec(any::<u8>(), 0..1024)) {
+                prop_assert!(read_legacy_state_dict(&bytes).is_err());
+            }
+
+            #[test]
+            fn arbitrary_bytes_after_a_valid_header_are_refused(tail in prop::collection::vec(any::<u8>(), 0..1024)) {
+                // Past the three header pickles, so the bytes reach the state_dict parser.
+                let mut file = legacy_header();
+                file.extend(tail);
+                prop_assert!(read_legacy_state_dict(&file).is_err());
+            }
+
+            #[test]
+            fn every_truncation_of_a_real_file_is_refused(cut in 0usize..100_000) {
+                let file = tiny_legacy_file();
+                let cut = cut % file.len();
+                let err = read_legacy_state_dict(&file[..cut]).unwrap_err();
+                // Cut inside a pickle or inside the storages: either way it says so.
+                prop_assert!(
+                    matches!(err, ParseError::Pickle { source: PickleError::Truncated, .. } | ParseError::StorageTruncated { .. }),
+                    "cut at {}: {}", cut, err
+                );
+            }
+
+            #[test]
+            fn corrupted_bytes_of_a_real_file_never_panic(at in 0usize..100_000, byte in any::<u8>()) {
+                // Any one byte replaced: an error, or tensors within the file's own data.
+                let mut file = tiny_legacy_file();
+                let at = at % file.len();
+                file[at] = byte;
+                if let Ok(tensors) = read_legacy_state_dict(&file) {
+                    let bytes: usize = tensors.iter().map(|t| t.data.len()).sum();
+                    prop_assert!(bytes <= 4 * file.len(), "{} bytes of tensors from a {}-byte file", bytes, file.len());
+                }
+            }
+        }
     }
 }
