@@ -268,7 +268,11 @@ impl Trainer {
         let results: Vec<Result<Tensor, String>> = match self.mode {
             Mode::Head => {
                 let batch = self.args.model.batch;
-                self.backbone()?.embed_paths(&new, batch, |_| {}).into_iter().map(|r| r.map(|v| Tensor::from_slice(&v))).collect()
+                self.backbone()?
+                    .embed_paths(&new, batch, |_| {})
+                    .into_iter()
+                    .map(|r| r.map(|v| Tensor::from_slice(&v)).map_err(|e| e.to_string()))
+                    .collect()
             }
             Mode::Finetune => {
                 let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
