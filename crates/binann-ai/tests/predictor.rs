@@ -119,15 +119,18 @@ fn a_finetuned_model_exports_and_predicts_the_same() {
     }
     std::fs::write(images.join("05-broken.png"), b"not a png").unwrap();
 
-    // Train: a few AdamW steps on the ten images, until bright and dark are told apart.
+    // Train: AdamW steps on the ten images until bright and dark are told apart.
     let preprocess = binann_model::Preprocess { size: SIZE };
     let s = i64::from(SIZE);
     let pixels: Vec<tch::Tensor> =
         names.iter().map(|(n, _)| tch::Tensor::from_slice(&preprocess.load_image(&images.join(n)).unwrap()).view([3, s, s])).collect();
     let batch = tch::Tensor::stack(&pixels, 0);
     let ys = tch::Tensor::from_slice(&names.iter().map(|(_, b)| if *b { 1f32 } else { 0f32 }).collect::<Vec<_>>());
+    // Dropout and the random flips draw from libtorch's global RNG: seeded, every run trains alike.
+    // The trainer's learning rate: at 1e-3 one run in six wrecked the backbone's features, so
+    // that every image gave the same prediction.
+    tch::manual_seed(13);
     let mut model = binann_model::FullModel::new(&weights(), SIZE, tch::Device::Cpu).unwrap();
-    model.set_learning_rate(1e-3);
     let predict = |model: &binann_model::FullModel| -> Vec<f32> { Vec::try_from(model.predict(&batch)).unwrap() };
     let untrained = predict(&model);
     assert!(untrained.iter().all(|p| *p == 0.5), "the zero head says ½ everywhere before training: {untrained:?}");
@@ -142,7 +145,7 @@ fn a_finetuned_model_exports_and_predicts_the_same() {
         if lowest_bright > highest_dark + 0.2 {
             break p;
         }
-        assert!(steps < 60, "bright and dark images not told apart after {steps} steps: {p:?}");
+        assert!(steps < 100, "bright and dark images not told apart after {steps} steps: {p:?}");
     };
     println!("trained in {steps} steps: {expected:?}");
     let spread = expected.iter().fold(0f32, |m, p| m.max(*p)) - expected.iter().fold(1f32, |m, p| m.min(*p));
