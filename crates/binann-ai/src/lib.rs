@@ -5,9 +5,12 @@
 //!   every unlabelled image, writing the predictions.
 //! - [`store`]: the embedding cache (chunk files in `RUNDIR/embeddings`) as both see it.
 //! - [`options`]: the model options both share.
+//! - [`predictor`]: `predictor.json`, the description of a predictor folder exported by
+//!   `binann-predict`.
 
 pub mod inferrer;
 pub mod options;
+pub mod predictor;
 pub mod store;
 pub mod trainer;
 

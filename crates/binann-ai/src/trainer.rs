@@ -199,7 +199,7 @@ impl Trainer {
         self.prepare_seeds(seeds)?;
         let seeds: Vec<Tensor> =
             seeds.iter().filter_map(|p| self.seeds.get(p).and_then(Option::as_ref)).map(Tensor::shallow_clone).collect();
-        let (loss, accuracy, used, positives) = match self.mode {
+        let (loss, accuracy, used, positives): (f32, Option<f32>, usize, usize) = match self.mode {
             Mode::Head => self.train_head(labelled, &seeds)?,
             Mode::Finetune => self.train_finetune(labelled, &seeds)?,
         };
@@ -221,8 +221,8 @@ impl Trainer {
         }
         let step = self.generation as usize;
         self.board.add_scalar("train/loss", loss, step);
-        // Finetune mode measures no training accuracy (NaN): nothing rather than NaN in the chart.
-        if accuracy.is_finite() {
+        // Finetune mode measures no training accuracy: nothing in the chart or the log rather than NaN.
+        if let Some(accuracy) = accuracy {
             self.board.add_scalar("train/accuracy", accuracy, step);
         }
         self.board.add_scalar("labels/total", used as f32, step);
@@ -296,7 +296,9 @@ impl Trainer {
         Ok(())
     }
 
-    fn train_head(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, f32, usize, usize)> {
+    /// Returns the loss, the training accuracy, the examples used (labels and seed images) and
+    /// the positives among them.
+    fn train_head(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, Option<f32>, usize, usize)> {
         self.store.refresh();
         let missing: Vec<u32> = labelled
             .iter()
@@ -347,10 +349,11 @@ impl Trainer {
         };
         let report = head.train(&x, &y, &TrainOptions { steps, ..TrainOptions::default() });
         self.head = Some(head);
-        Ok((report.loss, report.accuracy, ys.len(), positives))
+        Ok((report.loss, Some(report.accuracy), ys.len(), positives))
     }
 
-    fn train_finetune(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, f32, usize, usize)> {
+    /// As [`Trainer::train_head`]; no training accuracy (the batches' predictions are not kept).
+    fn train_finetune(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, Option<f32>, usize, usize)> {
         if self.full.is_none() {
             let path = self.rundir.checkpoint();
             let resumed = FullModel::load(&path, binann_model::BACKBONE_NAME, self.args.model.input_size, self.device).ok();
@@ -394,6 +397,6 @@ impl Trainer {
             loss_sum += model.train_step(&Tensor::stack(&images, 0), &Tensor::from_slice(&ys));
             batches += 1;
         }
-        Ok((loss_sum / batches.max(1) as f32, f32::NAN, usable.len(), positives))
+        Ok((loss_sum / batches.max(1) as f32, None, usable.len(), positives))
     }
 }

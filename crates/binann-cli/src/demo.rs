@@ -1,6 +1,10 @@
 //! Demo data: Fashion-MNIST (real product photos, 28×28 grayscale) written out as PNG files, with
 //! the ground truth in a CSV that binann itself never reads (it is for the simulated annotator and
 //! the benchmarks).
+//!
+//! The IDX reader ([`read_idx_from`], [`split_from`]) checks every claim the downloaded files make
+//! (magic, dimensions, counts, classes) before relying on it: a damaged or forged file is an error,
+//! never a panic or an allocation of the size its header claims.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -116,24 +120,133 @@ fn draw(
     Ok((shuffled(chosen, 200), seeds))
 }
 
-fn read_idx(path: &Path, expected_magic: u32) -> anyhow::Result<(Vec<u32>, Vec<u8>)> {
+/// IDX magic numbers (unsigned bytes; 3 dimensions: images, 1: labels).
+const IDX_IMAGES: u32 = 0x0803;
+const IDX_LABELS: u32 = 0x0801;
+/// The most data bytes an IDX file may claim. Fashion-MNIST's largest file holds 47 MB; the bound
+/// turns forged dimensions into an error before anything is read, and below it the data buffer
+/// grows only with the bytes actually present (never reserved from the header's claim).
+pub const MAX_IDX_BYTES: u64 = 1 << 30;
+
+/// Why an IDX file (or a pair of them) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IdxError {
+    /// Reading or decompressing failed.
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+    /// Another kind of IDX file, or not one at all.
+    #[error("not an IDX file of the expected kind (magic {found:#x}, expected {expected:#x})")]
+    Magic {
+        /// The first four bytes, big-endian.
+        found: u32,
+        /// What was expected.
+        expected: u32,
+    },
+    /// The file ends before its header or its data does.
+    #[error("truncated: {what} needs {needed} bytes, there are {found}")]
+    Truncated {
+        /// Which part.
+        what: &'static str,
+        /// Bytes it needs.
+        needed: u64,
+        /// Bytes there were.
+        found: u64,
+    },
+    /// Dimensions whose product is larger than [`MAX_IDX_BYTES`] (or than any number).
+    #[error("dimensions {0:?} claim more than {MAX_IDX_BYTES} bytes")]
+    TooLarge(Vec<u32>),
+    /// Images and labels that do not fit together.
+    #[error("{0}")]
+    Mismatch(String),
+}
+
+/// An IDX file of unsigned bytes: its dimensions and its data (the product of the dimensions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idx {
+    /// Dimensions, outermost first.
+    pub dims: Vec<u32>,
+    /// The data, row-major.
+    pub data: Vec<u8>,
+}
+
+/// Reads an (uncompressed) IDX stream whose magic must be `expected_magic`. Bytes after the data
+/// are ignored.
+pub fn read_idx_from(mut reader: impl Read, expected_magic: u32) -> Result<Idx, IdxError> {
+    let mut read_exact = |buf: &mut [u8], what: &'static str, needed: u64| {
+        let mut got = 0;
+        while got < buf.len() {
+            match reader.read(&mut buf[got..]) {
+                Ok(0) => return Err(IdxError::Truncated { what, needed, found: needed - (buf.len() - got) as u64 }),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    };
+    let mut word = [0u8; 4];
+    read_exact(&mut word, "the magic number", 4)?;
+    let magic = u32::from_be_bytes(word);
+    if magic != expected_magic {
+        return Err(IdxError::Magic { found: magic, expected: expected_magic });
+    }
+    let rank = (magic & 0xff) as usize;
+    let mut header = vec![0u8; 4 * rank];
+    let needed = 4 + header.len() as u64;
+    read_exact(&mut header, "the dimensions", needed)?;
+    let dims: Vec<u32> = header.chunks_exact(4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes"))).collect();
+    let len = dims.iter().try_fold(1u64, |n, d| n.checked_mul(u64::from(*d))).filter(|n| *n <= MAX_IDX_BYTES);
+    let Some(len) = len else { return Err(IdxError::TooLarge(dims)) };
+    let mut data = Vec::new();
+    reader.take(len).read_to_end(&mut data)?;
+    if (data.len() as u64) < len {
+        return Err(IdxError::Truncated { what: "the data", needed: len, found: data.len() as u64 });
+    }
+    Ok(Idx { dims, data })
+}
+
+/// Reads a gzip-compressed IDX file (as Fashion-MNIST is distributed).
+fn read_idx(path: &Path, expected_magic: u32) -> anyhow::Result<Idx> {
     let file =
         std::fs::File::open(path).with_context(|| format!("opening {} (run scripts/setup.sh to fetch Fashion-MNIST)", path.display()))?;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(file).read_to_end(&mut bytes).with_context(|| format!("decompressing {}", path.display()))?;
-    let word = |i: usize| -> anyhow::Result<u32> {
-        let b = bytes.get(i * 4..i * 4 + 4).with_context(|| format!("{} is truncated", path.display()))?;
-        Ok(u32::from_be_bytes(b.try_into().expect("4 bytes")))
+    read_idx_from(flate2::read::GzDecoder::new(file), expected_magic).with_context(|| format!("reading {}", path.display()))
+}
+
+/// One split of Fashion-MNIST: each image (pixels, width, height) with its class.
+#[derive(Debug)]
+pub struct Split {
+    /// Grayscale pixels, width, height.
+    pub images: Vec<(Vec<u8>, u32, u32)>,
+    /// The class of each image, an index into [`CLASSES`].
+    pub labels: Vec<u8>,
+}
+
+/// Pairs an images file with its labels file, checking everything the writing relies on: images
+/// of at least one pixel, as many labels as images, every label a known class.
+pub fn split_from(images: Idx, labels: Idx) -> Result<Split, IdxError> {
+    let (&[count, h, w], &[classes]) = (images.dims.as_slice(), labels.dims.as_slice()) else {
+        return Err(IdxError::Mismatch(format!("images of dimensions {:?} with labels of {:?}", images.dims, labels.dims)));
     };
-    let magic = word(0)?;
-    if magic != expected_magic {
-        bail!("{}: not an IDX file of the expected kind (magic {magic:#x}, expected {expected_magic:#x})", path.display());
+    if h == 0 || w == 0 {
+        return Err(IdxError::Mismatch(format!("images of {w}x{h} pixels")));
     }
-    let dims: Vec<u32> = (1..=(magic & 0xff) as usize).map(word).collect::<anyhow::Result<_>>()?;
-    let start = 4 * (1 + dims.len());
-    let len: usize = dims.iter().map(|d| *d as usize).product();
-    let data = bytes.get(start..start + len).with_context(|| format!("{} is truncated", path.display()))?.to_vec();
-    Ok((dims, data))
+    if classes != count {
+        return Err(IdxError::Mismatch(format!("{count} images but {classes} labels")));
+    }
+    // What a file gives always fits its dimensions (see read_idx_from); an Idx built otherwise may not.
+    let side = h as usize * w as usize;
+    if u64::from(count).checked_mul(side as u64) != Some(images.data.len() as u64) || labels.data.len() != classes as usize {
+        return Err(IdxError::Mismatch(format!(
+            "{} bytes of images and {} labels for {count} images",
+            images.data.len(),
+            labels.data.len()
+        )));
+    }
+    if let Some(bad) = labels.data.iter().find(|l| usize::from(**l) >= CLASSES.len()) {
+        return Err(IdxError::Mismatch(format!("label {bad} is not one of the {} classes", CLASSES.len())));
+    }
+    let images = images.data.chunks_exact(side).map(|c| (c.to_vec(), w, h)).collect();
+    Ok(Split { images, labels: labels.data })
 }
 
 /// Writes the demo dataset.
@@ -148,11 +261,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let mut images = Vec::new();
     let mut labels = Vec::new();
     for split in ["train", "t10k"] {
-        let (dims, pixels) = read_idx(&args.source.join(format!("{split}-images-idx3-ubyte.gz")), 0x0803)?;
-        let (_, l) = read_idx(&args.source.join(format!("{split}-labels-idx1-ubyte.gz")), 0x0801)?;
-        let (h, w) = (dims[1] as usize, dims[2] as usize);
-        images.extend(pixels.chunks_exact(h * w).map(|c| (c.to_vec(), w as u32, h as u32)));
-        labels.extend(l);
+        let pixels = read_idx(&args.source.join(format!("{split}-images-idx3-ubyte.gz")), IDX_IMAGES)?;
+        let classes = read_idx(&args.source.join(format!("{split}-labels-idx1-ubyte.gz")), IDX_LABELS)?;
+        let split = split_from(pixels, classes).with_context(|| format!("Fashion-MNIST's {split} split"))?;
+        images.extend(split.images);
+        labels.extend(split.labels);
     }
     if args.skip > 0 && args.prevalence.is_some() {
         bail!("--skip applies only without --prevalence");
@@ -251,5 +364,158 @@ mod tests {
         assert!(draw(&labels, &[1], 2000, Some(0.9), 3, 0).unwrap_err().to_string().contains("trouser"));
         assert!(draw(&labels, &[1], 2000, Some(0.01), 3, 990).unwrap_err().to_string().contains("trouser"));
         assert_eq!(draw(&labels, &[1], 50, None, 3, 0).unwrap().0, (0..50).collect::<Vec<_>>());
+    }
+
+    /// The IDX encoding of `dims` and `data` (magic with `rank` dimensions of unsigned bytes).
+    fn idx_bytes(rank: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
+        let mut out = (0x0800 | rank).to_be_bytes().to_vec();
+        for d in dims {
+            out.extend_from_slice(&d.to_be_bytes());
+        }
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Small images files: 0..6 images of 0..5 x 0..5 pixels, their bytes, and a label per image.
+    fn small_split() -> impl Strategy<Value = (Vec<u32>, Vec<u8>, Vec<u8>)> {
+        (0u32..6, 0u32..5, 0u32..5).prop_flat_map(|(n, h, w)| {
+            let dims = vec![n, h, w];
+            (Just(dims), proptest::collection::vec(any::<u8>(), (n * h * w) as usize), proptest::collection::vec(0u8..10, n as usize))
+        })
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// Any bytes: an error or a file whose data is what its dimensions say, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200), magic in prop::sample::select(vec![IDX_IMAGES, IDX_LABELS])) {
+            if let Ok(idx) = read_idx_from(bytes.as_slice(), magic) {
+                let len: u64 = idx.dims.iter().map(|d| u64::from(*d)).product();
+                prop_assert_eq!(idx.data.len() as u64, len);
+                prop_assert!(idx.data.len() <= bytes.len());
+            }
+        }
+
+        /// Any bytes with the right magic in front (so the dimensions are read): the same.
+        #[test]
+        fn arbitrary_headers_never_panic(tail in proptest::collection::vec(any::<u8>(), 0..64), images in any::<bool>()) {
+            let magic = if images { IDX_IMAGES } else { IDX_LABELS };
+            let mut bytes = magic.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&tail);
+            match read_idx_from(bytes.as_slice(), magic) {
+                Ok(idx) => prop_assert_eq!(idx.dims.len(), if images { 3 } else { 1 }),
+                Err(IdxError::Truncated { .. } | IdxError::TooLarge(_)) => {}
+                Err(e) => prop_assert!(false, "unexpected error {e}"),
+            }
+        }
+
+        /// Forged dimensions over a few bytes of data: refused (too large, or truncated) without
+        /// reading or reserving what they claim. A claim beyond the bound is refused outright.
+        #[test]
+        fn forged_dimensions_are_an_error(dims in proptest::array::uniform3(any::<u32>()), data in proptest::collection::vec(any::<u8>(), 0..32)) {
+            let claimed = dims.iter().try_fold(1u64, |n, d| n.checked_mul(u64::from(*d)));
+            prop_assume!(claimed.is_none_or(|c| c > data.len() as u64));
+            let started = std::time::Instant::now();
+            match read_idx_from(idx_bytes(3, &dims, &data).as_slice(), IDX_IMAGES) {
+                Err(IdxError::TooLarge(d)) => prop_assert!(claimed.is_none_or(|c| c > MAX_IDX_BYTES) && d == dims),
+                Err(IdxError::Truncated { needed, found, .. }) => prop_assert!(needed == claimed.unwrap() && found == data.len() as u64),
+                other => prop_assert!(false, "{dims:?} over {} bytes: {other:?}", data.len()),
+            }
+            prop_assert!(started.elapsed() < std::time::Duration::from_secs(1), "a forged claim took {:?}", started.elapsed());
+        }
+
+        /// A well-formed file (with anything after its data) reads back, and every cut of it short
+        /// of the data's end is a truncation error; gzip-compressed, the same.
+        #[test]
+        fn well_formed_files_round_trip_and_cuts_are_truncated(
+            (dims, data, labels) in small_split(),
+            trailing in proptest::collection::vec(any::<u8>(), 0..8),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut bytes = idx_bytes(3, &dims, &data);
+            let full = bytes.len();
+            bytes.extend_from_slice(&trailing);
+            let idx = read_idx_from(bytes.as_slice(), IDX_IMAGES).unwrap();
+            prop_assert_eq!(&idx, &Idx { dims: dims.clone(), data: data.clone() });
+            let cut = cut.index(full);
+            let short = read_idx_from(&bytes[..cut], IDX_IMAGES);
+            prop_assert!(matches!(short, Err(IdxError::Truncated { .. })), "cut at {cut} of {full}: {short:?}");
+
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("images.gz");
+            std::fs::write(&path, gzip(&bytes)).unwrap();
+            prop_assert_eq!(read_idx(&path, IDX_IMAGES).unwrap(), idx.clone());
+            std::fs::write(&path, gzip(&bytes[..cut])).unwrap();
+            prop_assert!(read_idx(&path, IDX_IMAGES).is_err());
+
+            let split = split_from(idx, Idx { dims: vec![dims[0]], data: labels.clone() });
+            if dims[1] == 0 || dims[2] == 0 {
+                prop_assert!(split.is_err());
+            } else {
+                let split = split.unwrap();
+                prop_assert_eq!(split.images.len(), labels.len());
+                prop_assert!(split.images.iter().all(|(p, w, h)| p.len() == (w * h) as usize && (*w, *h) == (dims[2], dims[1])));
+            }
+        }
+
+        /// Images and labels that do not fit together (counts, unknown classes, shapes) are an
+        /// error, not an index out of bounds while writing.
+        #[test]
+        fn mismatched_splits_are_an_error(
+            (dims, data, _) in small_split(),
+            labels in proptest::collection::vec(any::<u8>(), 0..8),
+            label_dims in proptest::collection::vec(0u32..8, 0..3),
+        ) {
+            let images = Idx { dims: dims.clone(), data };
+            let labels = Idx { dims: label_dims.clone(), data: labels };
+            let fits = label_dims.len() == 1 && label_dims[0] == dims[0] && labels.data.len() == dims[0] as usize
+                && labels.data.iter().all(|l| *l < 10) && dims[1] > 0 && dims[2] > 0;
+            prop_assume!(!fits);
+            prop_assert!(split_from(images, labels).is_err());
+        }
+
+        /// Corrupt compressed files (any bytes, or a real file with a flipped bit) are an error or
+        /// a well-formed result, never a panic.
+        #[test]
+        fn corrupt_gzip_never_panics(junk in proptest::collection::vec(any::<u8>(), 0..200), (dims, data, _) in small_split(), flip in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let tmp = tempfile::tempdir().unwrap();
+            let path = tmp.path().join("x.gz");
+            std::fs::write(&path, &junk).unwrap();
+            let _ = read_idx(&path, IDX_IMAGES);
+            let mut gz = gzip(&idx_bytes(3, &dims, &data));
+            let at = flip.index(gz.len());
+            gz[at] ^= 1 << bit;
+            std::fs::write(&path, &gz).unwrap();
+            if let Ok(idx) = read_idx(&path, IDX_IMAGES) {
+                prop_assert_eq!(idx.data.len() as u64, idx.dims.iter().map(|d| u64::from(*d)).product::<u64>());
+            }
+        }
+    }
+
+    #[test]
+    fn the_real_fashion_mnist_files_read() {
+        let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.cache/fashion-mnist");
+        assert!(source.exists(), "run `bash scripts/setup.sh` first (Fashion-MNIST in .cache/)");
+        let images = read_idx(&source.join("t10k-images-idx3-ubyte.gz"), IDX_IMAGES).unwrap();
+        let labels = read_idx(&source.join("t10k-labels-idx1-ubyte.gz"), IDX_LABELS).unwrap();
+        assert_eq!((images.dims.as_slice(), labels.dims.as_slice()), (&[10_000, 28, 28][..], &[10_000][..]));
+        let split = split_from(images, labels).unwrap();
+        assert_eq!(split.images.len(), 10_000);
+        // Each class is a tenth of the test split.
+        assert_eq!(split.labels.iter().filter(|l| **l == 7).count(), 1_000);
+        assert!(matches!(
+            read_idx(&source.join("t10k-labels-idx1-ubyte.gz"), IDX_IMAGES).unwrap_err().downcast::<IdxError>(),
+            Ok(IdxError::Magic { found: 0x0801, expected: 0x0803 })
+        ));
     }
 }

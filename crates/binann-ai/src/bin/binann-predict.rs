@@ -5,9 +5,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use binann_ai::predictor::{
+    self, BACKBONE_FILE, HEAD_FILE, MODEL_FILE, Normalisation, PredictorDescription, PredictorFiles, PredictorMode,
+};
 use binann_model::{Backbone, FullModel, Head, ModelMeta};
 use clap::{Parser, Subcommand};
-use serde_json::json;
 
 /// Exports binann's model as a self-contained predictor, and applies one to a folder of images.
 #[derive(Debug, Parser)]
@@ -56,11 +58,6 @@ enum Cmd {
     },
 }
 
-const HEAD_FILE: &str = "head.safetensors";
-const BACKBONE_FILE: &str = "backbone.safetensors";
-const MODEL_FILE: &str = "model.safetensors";
-const META_FILE: &str = "predictor.json";
-
 /// Turns a batch of embeddings or pixels into probabilities.
 type Classifier = Box<dyn Fn(&tch::Tensor) -> tch::Tensor>;
 
@@ -83,31 +80,35 @@ fn export(rundir: &Path, out: &Path, threshold: f64, weights: &Path) -> anyhow::
         bail!("{} exists and is not empty", out.display());
     }
     std::fs::create_dir_all(out)?;
-    let files = if meta.mode == binann_model::MODE_HEAD {
+    let (mode, files) = if meta.mode == binann_model::MODE_HEAD {
         // A frozen backbone plus the trained head.
         std::fs::copy(&checkpoint, out.join(HEAD_FILE)).with_context(|| format!("copying {}", checkpoint.display()))?;
         std::fs::copy(weights, out.join(BACKBONE_FILE)).with_context(|| format!("copying the backbone weights {}", weights.display()))?;
-        json!({ "backbone_weights": BACKBONE_FILE, "head_weights": HEAD_FILE })
+        let files =
+            PredictorFiles { backbone_weights: Some(BACKBONE_FILE.into()), head_weights: Some(HEAD_FILE.into()), model_weights: None };
+        (PredictorMode::Head, files)
     } else {
         // The whole fine-tuned network is in the checkpoint.
         std::fs::copy(&checkpoint, out.join(MODEL_FILE)).with_context(|| format!("copying {}", checkpoint.display()))?;
-        json!({ "model_weights": MODEL_FILE })
+        (PredictorMode::Finetune, PredictorFiles { model_weights: Some(MODEL_FILE.into()), ..PredictorFiles::default() })
     };
-    let description = json!({
-        "format": "binann-predictor",
-        "version": 1,
-        "backbone": meta.backbone,
-        "files": files,
-        "mode": meta.mode,
-        "input_size": meta.input_size,
-        "normalisation": { "mean": binann_model::preprocess::IMAGENET_MEAN, "std": binann_model::preprocess::IMAGENET_STD, "color": "RGB, grayscale replicated" },
-        "threshold": threshold,
-        "labels_used": meta.labels_used,
-        "positives": meta.positives,
-        "checkpoint_generation": meta.generation,
-        "trained_ms": meta.created_ms,
-    });
-    std::fs::write(out.join(META_FILE), serde_json::to_string_pretty(&description)?)?;
+    let description = PredictorDescription {
+        format: predictor::FORMAT.into(),
+        version: predictor::VERSION,
+        backbone: meta.backbone.clone(),
+        files,
+        mode,
+        input_size: meta.input_size,
+        normalisation: Normalisation::imagenet(),
+        threshold,
+        labels_used: meta.labels_used,
+        positives: meta.positives,
+        checkpoint_generation: meta.generation,
+        trained_ms: meta.created_ms,
+    };
+    // What apply would refuse is refused here, before anyone copies the folder away.
+    description.check()?;
+    std::fs::write(out.join(predictor::FILE_NAME), description.to_json())?;
     eprintln!(
         "binann-predict: exported the model trained on {} labels ({} positive) to {}",
         meta.labels_used,
@@ -118,23 +119,18 @@ fn export(rundir: &Path, out: &Path, threshold: f64, weights: &Path) -> anyhow::
 }
 
 fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::DeviceChoice, batch: usize) -> anyhow::Result<()> {
-    let description: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(predictor.join(META_FILE))
-            .with_context(|| format!("{} is not a binann predictor folder", predictor.display()))?,
-    )?;
-    if description["format"] != "binann-predictor" {
-        bail!("{} is not a binann predictor", predictor.join(META_FILE).display());
-    }
-    let threshold = description["threshold"].as_f64().context("no threshold")?;
+    let description = PredictorDescription::load(predictor)?;
+    let threshold = description.threshold;
     let device = binann_model::resolve_device(device)?;
-    let finetuned = description["mode"] == binann_model::MODE_FINETUNE;
+    let finetuned = description.mode == PredictorMode::Finetune;
+    let file = |name: &Option<String>| predictor.join(name.as_deref().expect("checked: the mode's files are named"));
     let rel = binann_core::manifest::list_images(images)?;
     let files: Vec<PathBuf> = rel.iter().map(|r| images.join(r)).collect();
     let bar = binann_ai::progress_bar(files.len() as u64, "predicting");
     // Head mode: embeddings, then the head. Finetune mode: the whole network on the pixels.
     let (results, classify): (Vec<binann_model::EmbedResult>, Classifier) = if finetuned {
-        let size = description["input_size"].as_u64().context("no input_size")? as u32;
-        let (model, _) = FullModel::load(&predictor.join(MODEL_FILE), binann_model::BACKBONE_NAME, size, device)?;
+        let size = description.input_size;
+        let (model, _) = FullModel::load(&file(&description.files.model_weights), binann_model::BACKBONE_NAME, size, device)?;
         let preprocess = binann_model::Preprocess { size };
         let pixels = files
             .iter()
@@ -146,19 +142,13 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
         let s = i64::from(size);
         (pixels, Box::new(move |x: &tch::Tensor| model.predict(&x.view([-1, 3, s, s]))))
     } else {
-        let (head, meta): (Head, ModelMeta) = Head::load(&predictor.join(HEAD_FILE), device)?;
-        let backbone = Backbone::load(&predictor.join(BACKBONE_FILE), meta.input_size, device)?;
+        let (head, meta): (Head, ModelMeta) = Head::load(&file(&description.files.head_weights), device)?;
+        let backbone = Backbone::load(&file(&description.files.backbone_weights), meta.input_size, device)?;
         let embeddings = backbone.embed_paths(&files, batch, |done| bar.set_position(done as u64));
         let dim = binann_model::EMBED_DIM as i64;
         (embeddings, Box::new(move |x: &tch::Tensor| head.predict(&x.view([-1, dim]))))
     };
     bar.finish_and_clear();
-    let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
-        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
-    } else {
-        Box::new(std::io::BufWriter::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?))
-    };
-    writeln!(w, "path,prob,label,error")?;
     let ok: Vec<(usize, Vec<f32>)> = results.iter().enumerate().filter_map(|(i, r)| r.as_ref().ok().map(|v| (i, v.clone()))).collect();
     let mut probs = vec![None; files.len()];
     for chunk in ok.chunks(if finetuned { batch.max(1) } else { 4096 }) {
@@ -168,14 +158,25 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
             probs[*i] = Some(p);
         }
     }
+    let sink: Box<dyn Write> = if out.as_os_str() == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(out).with_context(|| format!("creating {}", out.display()))?)
+    };
+    // The csv crate quotes what needs it: folder and file names may hold commas, quotes and line
+    // breaks, and error messages quote paths.
+    let mut w = csv::Writer::from_writer(sink);
+    w.write_record(["path", "prob", "label", "error"])?;
     let mut failed = 0;
     for (i, r) in rel.iter().enumerate() {
-        let path = if r.contains([',', '"']) { format!("\"{}\"", r.replace('"', "\"\"")) } else { r.clone() };
         match (&results[i], probs[i]) {
-            (Ok(_), Some(p)) => writeln!(w, "{path},{p:.6},{},", if f64::from(p) >= threshold { "positive" } else { "negative" })?,
+            (Ok(_), Some(p)) => {
+                let label = if f64::from(p) >= threshold { "positive" } else { "negative" };
+                w.write_record([r.as_str(), &format!("{p:.6}"), label, ""])?;
+            }
             (Err(e), _) => {
                 failed += 1;
-                writeln!(w, "{path},,,\"{}\"", e.to_string().replace('"', "'"))?
+                w.write_record([r.as_str(), "", "", &e.to_string()])?;
             }
             (Ok(_), None) => bail!("internal error: no probability for {r}"),
         }
