@@ -19,11 +19,11 @@ use binann_core::predictions::Predictions;
 use binann_core::ranking::{self, Ranking};
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
-use binann_model::{Backbone, DecodeAhead, FullModel, Head, ModelMeta};
+use binann_model::{Backbone, DecodeAhead, FinetuneModel, Head, ModelMeta};
 use tch::{Device, Tensor};
 
-use crate::options::{Mode, ModelArgs};
-use crate::store::EmbeddingStore;
+use crate::embedding_cache::EmbeddingCache;
+use crate::model_args::{Mode, ModelArgs};
 
 /// Which part of the dataset an inferrer covers: images whose id modulo N is K.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,7 +72,7 @@ pub struct InferrerArgs {
 
 enum Model {
     Head(Head),
-    Full(Box<FullModel>),
+    Finetune(Box<FinetuneModel>),
 }
 
 struct Inferrer {
@@ -82,7 +82,8 @@ struct Inferrer {
     mode: Mode,
     datadir: PathBuf,
     manifest: Manifest,
-    store: EmbeddingStore,
+    /// The embedding cache (chunk files in `RUNDIR/embeddings`).
+    cache: EmbeddingCache,
     backbone: Option<Backbone>,
     model: Option<(Model, ModelMeta)>,
     /// Embeddings of the chunk being filled (not yet written).
@@ -111,8 +112,8 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
     let manifest = crate::wait_for_manifest(&rundir, watch);
     let datadir = args.model.datadir.clone().unwrap_or_else(|| PathBuf::from(&manifest.datadir));
     args.model.choose_input_size(&manifest, &datadir, &rundir.checkpoint());
-    let mut store = EmbeddingStore::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
-    store.refresh();
+    let mut cache = EmbeddingCache::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
+    cache.refresh();
     let next_chunk = (0..).find(|i| !EmbeddingChunk::path(&rundir.embeddings_dir(), shard.index, shard.count, *i).exists()).unwrap_or(0);
     let generation = Predictions::load(&rundir.predictions(shard.index, shard.count)).map_or(0, |(g, _)| g);
     tracing::info!(
@@ -121,7 +122,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         shard = format!("{}/{}", shard.index, shard.count),
         images = manifest.len(),
         input_size = args.model.input_size,
-        cached = store.len(),
+        cached = cache.len(),
         "inferrer started"
     );
     let mut inf = Inferrer {
@@ -131,7 +132,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         mode,
         datadir,
         manifest,
-        store,
+        cache,
         backbone: None,
         model: None,
         partial_ids: Vec::new(),
@@ -158,7 +159,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
             };
         // With --once (a batch job: deploy/run-shard.sh), predict once the whole shard is
         // embedded: predicting along the way would only be overwritten.
-        let embedded = inf.store.len() + inf.partial_ids.len();
+        let embedded = inf.cache.len() + inf.partial_ids.len();
         if let Some((_, meta)) = &inf.model
             && !(inf.args.common.once && embedding)
             && inf.schedule.due(meta.generation, embedded, embedding, Instant::now())
@@ -245,7 +246,7 @@ impl Inferrer {
         let loaded = match self.mode {
             Mode::Head => Head::load(&path, Device::Cpu).map(|(h, m)| (Model::Head(h), m)),
             Mode::Finetune => {
-                FullModel::load(&path, binann_model::BACKBONE_NAME, size, self.device).map(|(f, m)| (Model::Full(Box::new(f)), m))
+                FinetuneModel::load(&path, binann_model::BACKBONE_NAME, size, self.device).map(|(f, m)| (Model::Finetune(Box::new(f)), m))
             }
         };
         match loaded.map_err(anyhow::Error::from).and_then(|(model, meta)| {
@@ -282,12 +283,12 @@ impl Inferrer {
     fn to_embed(&self) -> Vec<u32> {
         let n = self.manifest.len();
         let shard = self.args.shard;
-        let failed: HashSet<u32> = self.store.failed().collect();
+        let failed: HashSet<u32> = self.cache.failed().collect();
         let ahead = self.ahead.iter().flat_map(|(ids, _)| ids);
         let partial: HashSet<u32> =
             self.partial_ids.iter().chain(self.partial_failed.iter().map(|(id, _)| id)).chain(ahead).copied().collect();
         let needed =
-            |id: u32| (id as usize) < n && shard.owns(id) && !self.store.contains(id) && !failed.contains(&id) && !partial.contains(&id);
+            |id: u32| (id as usize) < n && shard.owns(id) && !self.cache.contains(id) && !failed.contains(&id) && !partial.contains(&id);
         let mut seen = vec![false; n];
         let mut out = Vec::new();
         let ranked = Ranking::load(&self.rundir.ranking()).map(|(_, r)| r.ids).unwrap_or_default();
@@ -352,7 +353,7 @@ impl Inferrer {
 
     /// Images the chunk being filled should hold: 256, growing with the cache up to [`CHUNK`].
     fn chunk_target(&self) -> usize {
-        self.store.len().clamp(256, CHUNK)
+        self.cache.len().clamp(256, CHUNK)
     }
 
     /// Takes the next batch from the to-do list, sized so that the chunk being filled (with
@@ -395,10 +396,10 @@ impl Inferrer {
         chunk.save(&path).context("writing an embedding chunk")?;
         self.next_chunk += 1;
         let images = chunk.ids.len();
-        self.store.add_written(path, chunk);
+        self.cache.add_written(path, chunk);
         tracing::info!(
             images,
-            embedded = self.store.len(),
+            embedded = self.cache.len(),
             total = self.manifest.len(),
             "embedding chunk written in {:.0} ms",
             started.elapsed().as_secs_f64() * 1000.0
@@ -417,7 +418,7 @@ impl Inferrer {
         let mut failed: Vec<(u32, String)> = self.partial_failed.clone();
         match model {
             Model::Head(head) => {
-                for chunk in self.store.chunks() {
+                for chunk in self.cache.chunks() {
                     let p: Vec<f32> = Vec::try_from(head.predict(&chunk.values).to_device(Device::Cpu))?;
                     for (row, id) in chunk.ids.iter().enumerate() {
                         if wanted(*id) && !chunk.failed.contains(id) {
@@ -439,7 +440,7 @@ impl Inferrer {
                     }
                 }
             }
-            Model::Full(full) => {
+            Model::Finetune(model) => {
                 let todo: Vec<u32> = (0..self.manifest.len() as u32).filter(|id| wanted(*id)).collect();
                 let bar = crate::progress_bar(todo.len() as u64, "predicting");
                 let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
@@ -457,7 +458,7 @@ impl Inferrer {
                         }
                     }
                     if !images.is_empty() {
-                        let p: Vec<f32> = Vec::try_from(full.predict(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
+                        let p: Vec<f32> = Vec::try_from(model.predict(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
                         ids.extend(batch_ids);
                         probs.extend(p);
                     }
@@ -476,7 +477,7 @@ impl Inferrer {
         };
         self.generation += 1;
         predictions.save(&self.rundir.predictions(shard.index, shard.count), self.generation)?;
-        let embedded = self.store.len() + self.partial_ids.len();
+        let embedded = self.cache.len() + self.partial_ids.len();
         self.schedule.record(meta.generation, embedded, started, Instant::now());
         tracing::info!(
             checkpoint = meta.generation,

@@ -3,15 +3,15 @@
 //! - [`trainer`]: watches the annotations, trains on every label, writes the checkpoint.
 //! - [`inferrer`]: watches the checkpoint, embeds every image once (head mode) and predicts
 //!   every unlabelled image, writing the predictions.
-//! - [`store`]: the embedding cache (chunk files in `RUNDIR/embeddings`) as both see it.
-//! - [`options`]: the model options both share.
+//! - [`embedding_cache`]: the embedding cache (chunk files in `RUNDIR/embeddings`) as both see it.
+//! - [`model_args`]: the model options both share.
 //! - [`predictor`]: `predictor.json`, the description of a predictor folder exported by
 //!   `binann-predict`.
 
+pub mod embedding_cache;
 pub mod inferrer;
-pub mod options;
+pub mod model_args;
 pub mod predictor;
-pub mod store;
 pub mod trainer;
 
 use std::time::Duration;

@@ -19,12 +19,12 @@ use binann_core::annotations::{AnnotationState, Label};
 use binann_core::cli::CommonArgs;
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
-use binann_model::{Backbone, FullModel, Head, ModelMeta, TrainOptions};
+use binann_model::{Backbone, FinetuneModel, Head, ModelMeta, TrainOptions};
 use tch::{Device, Kind, Tensor};
 use tensorboard_rs::summary_writer::SummaryWriter;
 
-use crate::options::{Mode, ModelArgs};
-use crate::store::EmbeddingStore;
+use crate::embedding_cache::EmbeddingCache;
+use crate::model_args::{Mode, ModelArgs};
 
 /// binann's trainer: trains on the annotations and writes the checkpoint, forever.
 #[derive(Debug, clap::Parser)]
@@ -55,13 +55,14 @@ struct Trainer {
     datadir: PathBuf,
     paths: Vec<String>,
     generation: u64,
-    store: EmbeddingStore,
+    /// The embedding cache (chunk files in `RUNDIR/embeddings`).
+    cache: EmbeddingCache,
     /// Embeddings this process computed for labelled images the cache did not hold yet.
     own: HashMap<u32, Tensor>,
     unreadable: HashMap<u32, String>,
     backbone: Option<Backbone>,
     head: Option<Head>,
-    full: Option<FullModel>,
+    finetune_model: Option<FinetuneModel>,
     pixels: HashMap<u32, Tensor>,
     /// Seed images as the network sees them: embeddings in head mode, pixels in finetune mode.
     /// An unreadable one is kept as None (reported once, then left out).
@@ -83,7 +84,7 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
     args.model.choose_input_size(&manifest, &datadir, &rundir.checkpoint());
     let generation = existing_generation(&rundir);
     tracing::info!(?device, mode = mode.name(), input_size = args.model.input_size, generation, "trainer started");
-    let store = EmbeddingStore::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
+    let cache = EmbeddingCache::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
     let board = SummaryWriter::new(rundir.tensorboard_dir());
     let mut t = Trainer {
         args,
@@ -93,12 +94,12 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
         datadir,
         paths: manifest.paths,
         generation,
-        store,
+        cache,
         own: HashMap::new(),
         unreadable: HashMap::new(),
         backbone: None,
         head: None,
-        full: None,
+        finetune_model: None,
         pixels: HashMap::new(),
         seeds: HashMap::new(),
         board,
@@ -217,7 +218,7 @@ impl Trainer {
         let path = self.rundir.checkpoint();
         match self.mode {
             Mode::Head => self.head.as_ref().context("no head")?.save(&path, &meta)?,
-            Mode::Finetune => self.full.as_ref().context("no model")?.save(&path, &meta)?,
+            Mode::Finetune => self.finetune_model.as_ref().context("no model")?.save(&path, &meta)?,
         }
         let step = self.generation as usize;
         self.board.add_scalar("train/loss", loss, step);
@@ -299,11 +300,11 @@ impl Trainer {
     /// Returns the loss, the training accuracy, the examples used (labels and seed images) and
     /// the positives among them.
     fn train_head(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, Option<f32>, usize, usize)> {
-        self.store.refresh();
+        self.cache.refresh();
         let missing: Vec<u32> = labelled
             .iter()
             .map(|(id, _)| *id)
-            .filter(|id| !self.store.contains(*id) && !self.own.contains_key(id) && !self.unreadable.contains_key(id))
+            .filter(|id| !self.cache.contains(*id) && !self.own.contains_key(id) && !self.unreadable.contains_key(id))
             .collect();
         if !missing.is_empty() {
             let files: Vec<PathBuf> = missing.iter().map(|id| self.datadir.join(&self.paths[*id as usize])).collect();
@@ -324,7 +325,7 @@ impl Trainer {
         let mut rows = Vec::with_capacity(labelled.len());
         let mut ys = Vec::with_capacity(labelled.len());
         for (id, y) in labelled {
-            let row = self.store.get(*id).or_else(|| self.own.get(id).map(Tensor::shallow_clone));
+            let row = self.cache.get(*id).or_else(|| self.own.get(id).map(Tensor::shallow_clone));
             if let Some(row) = row {
                 rows.push(row);
                 ys.push(if *y { 1f32 } else { 0f32 });
@@ -335,7 +336,7 @@ impl Trainer {
             ys.push(1f32);
         }
         // Embeddings that reached the cache need no private copy any more.
-        self.own.retain(|id, _| !self.store.contains(*id));
+        self.own.retain(|id, _| !self.cache.contains(*id));
         let positives = ys.iter().filter(|y| **y > 0.5).count();
         anyhow::ensure!(positives > 0 && positives < ys.len(), "need a readable positive and negative image");
         let x = Tensor::stack(&rows, 0).to_device(self.device);
@@ -354,12 +355,12 @@ impl Trainer {
 
     /// As [`Trainer::train_head`]; no training accuracy (the batches' predictions are not kept).
     fn train_finetune(&mut self, labelled: &[(u32, bool)], seeds: &[Tensor]) -> anyhow::Result<(f32, Option<f32>, usize, usize)> {
-        if self.full.is_none() {
+        if self.finetune_model.is_none() {
             let path = self.rundir.checkpoint();
-            let resumed = FullModel::load(&path, binann_model::BACKBONE_NAME, self.args.model.input_size, self.device).ok();
-            self.full = Some(match resumed {
+            let resumed = FinetuneModel::load(&path, binann_model::BACKBONE_NAME, self.args.model.input_size, self.device).ok();
+            self.finetune_model = Some(match resumed {
                 Some((model, _)) => model,
-                None => FullModel::new(&self.args.model.weights, self.args.model.input_size, self.device)?,
+                None => FinetuneModel::new(&self.args.model.weights, self.args.model.input_size, self.device)?,
             });
         }
         let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
@@ -386,7 +387,7 @@ impl Trainer {
             .collect();
         let positives = usable.iter().filter(|(_, y)| *y).count();
         anyhow::ensure!(positives > 0 && positives < usable.len(), "need a readable positive and negative image");
-        let model = self.full.as_mut().expect("created above");
+        let model = self.finetune_model.as_mut().expect("created above");
         model.set_pos_weight((usable.len() - positives) as f32 / positives as f32);
         let order = Tensor::randperm(usable.len() as i64, (Kind::Int64, Device::Cpu));
         let order: Vec<i64> = Vec::try_from(order)?;

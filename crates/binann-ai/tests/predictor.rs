@@ -130,8 +130,8 @@ fn a_finetuned_model_exports_and_predicts_the_same() {
     // The trainer's learning rate: at 1e-3 one run in six wrecked the backbone's features, so
     // that every image gave the same prediction.
     tch::manual_seed(13);
-    let mut model = binann_model::FullModel::new(&weights(), SIZE, tch::Device::Cpu).unwrap();
-    let predict = |model: &binann_model::FullModel| -> Vec<f32> { Vec::try_from(model.predict(&batch)).unwrap() };
+    let mut model = binann_model::FinetuneModel::new(&weights(), SIZE, tch::Device::Cpu).unwrap();
+    let predict = |model: &binann_model::FinetuneModel| -> Vec<f32> { Vec::try_from(model.predict(&batch)).unwrap() };
     let untrained = predict(&model);
     assert!(untrained.iter().all(|p| *p == 0.5), "the zero head says ½ everywhere before training: {untrained:?}");
     let mut steps = 0;

@@ -15,7 +15,7 @@ const META_KEY: &str = "binann";
 
 /// Checkpoint mode of a frozen backbone plus a small [`crate::Head`] on its embeddings.
 pub const MODE_HEAD: &str = "head";
-/// Checkpoint mode of a whole network trained end to end ([`crate::FullModel`]).
+/// Checkpoint mode of a whole network trained end to end ([`crate::FinetuneModel`]).
 pub const MODE_FINETUNE: &str = "finetune";
 
 /// What a checkpoint was trained with and on; stored as JSON inside the checkpoint file.

@@ -32,7 +32,7 @@ pub(crate) fn random_horizontal_flip(batch: &Tensor) -> Tensor {
 ///
 /// Batch-norm layers keep their pretrained running statistics (they run in eval mode even while
 /// training): the small, label-driven batches seen here would make batch statistics noisy.
-pub struct FullModel {
+pub struct FinetuneModel {
     vs: nn::VarStore,
     features: MobileNetV2Features,
     head: nn::Linear,
@@ -41,9 +41,9 @@ pub struct FullModel {
     pos_weight: f32,
 }
 
-impl std::fmt::Debug for FullModel {
+impl std::fmt::Debug for FinetuneModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FullModel")
+        f.debug_struct("FinetuneModel")
             .field("device", &self.vs.device())
             .field("input_size", &self.input_size)
             .field("pos_weight", &self.pos_weight)
@@ -51,7 +51,7 @@ impl std::fmt::Debug for FullModel {
     }
 }
 
-impl FullModel {
+impl FinetuneModel {
     /// Starts from the ImageNet backbone weights at `weights` and a fresh head.
     pub fn new(weights: &Path, input_size: u32, device: Device) -> Result<Self> {
         let mut model = Self::uninitialised(input_size, device);
@@ -153,9 +153,9 @@ impl FullModel {
         write_checkpoint(path, &tensors, meta)
     }
 
-    /// Loads a model saved by [`FullModel::save`], refusing one trained for another backbone,
+    /// Loads a model saved by [`FinetuneModel::save`], refusing one trained for another backbone,
     /// input size or mode ([`Error::Checkpoint`]), and a backbone this crate does not implement.
-    pub fn load(path: &Path, backbone: &str, input_size: u32, device: Device) -> Result<(FullModel, ModelMeta)> {
+    pub fn load(path: &Path, backbone: &str, input_size: u32, device: Device) -> Result<(FinetuneModel, ModelMeta)> {
         let (tensors, meta) = read_checkpoint(path, device)?;
         require(path, &meta, MODE_FINETUNE, Some((backbone, input_size)))?;
         if backbone != BACKBONE_NAME {

@@ -13,7 +13,7 @@
 //!   callers that feed it a batch at a time).
 //! - [`head`]: [`Head`], a small MLP (or logistic regression) on embeddings ([`TrainOptions`],
 //!   [`TrainReport`]); the interactive "head" mode.
-//! - [`finetune`]: [`FullModel`], the whole network trained end to end ("finetune" mode, GPU).
+//! - [`finetune`]: [`FinetuneModel`], the whole network trained end to end ("finetune" mode, GPU).
 //! - [`checkpoint`]: [`ModelMeta`], [`check_compatible`], atomic safetensors checkpoints.
 //!
 //! Binary: `binann-embed-bench` (throughput figures).
@@ -33,7 +33,7 @@ pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, E
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
 pub use error::{CheckpointError, Error, ImageError, Mismatch};
-pub use finetune::FullModel;
+pub use finetune::FinetuneModel;
 pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};
 pub use mobilenet::EMBED_DIM;
 pub use preprocess::Preprocess;

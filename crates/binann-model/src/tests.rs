@@ -143,7 +143,7 @@ fn mismatched_checkpoints_are_refused() {
     assert!(matches!(&err, Error::MetaMismatch { field: "mode", in_meta, .. } if in_meta == MODE_FINETUNE), "{err}");
     head.save(&head_path, &meta(MODE_HEAD)).unwrap();
 
-    let err = FullModel::load(&head_path, BACKBONE_NAME, 112, Device::Cpu).unwrap_err();
+    let err = FinetuneModel::load(&head_path, BACKBONE_NAME, 112, Device::Cpu).unwrap_err();
     assert!(
         matches!(&err, Error::Checkpoint { path, source: CheckpointError::WrongMode { found, expected: MODE_FINETUNE } }
             if *path == head_path && found == MODE_HEAD),
@@ -154,7 +154,7 @@ fn mismatched_checkpoints_are_refused() {
     let err = check_compatible(&head_meta, BACKBONE_NAME, 224).unwrap_err();
     assert!(matches!(err, Error::Incompatible(Mismatch::InputSize { trained: 112, in_use: 224 })), "{err}");
 
-    let model = FullModel::untrained(32, Device::Cpu);
+    let model = FinetuneModel::untrained(32, Device::Cpu);
     let full_path = dir.path().join("full.safetensors");
     let full_meta = ModelMeta { input_size: 32, ..meta(MODE_FINETUNE) };
     let err = model.save(&full_path, &meta(MODE_FINETUNE)).unwrap_err();
@@ -167,13 +167,13 @@ fn mismatched_checkpoints_are_refused() {
     assert!(matches!(&err, Error::MetaMismatch { field: "backbone", .. }), "{err}");
     assert!(!full_path.exists(), "a refused save writes nothing");
     model.save(&full_path, &full_meta).unwrap();
-    let err = FullModel::load(&full_path, BACKBONE_NAME, 64, Device::Cpu).unwrap_err();
+    let err = FinetuneModel::load(&full_path, BACKBONE_NAME, 64, Device::Cpu).unwrap_err();
     assert!(
         matches!(&err, Error::Checkpoint { path, source: CheckpointError::Incompatible(Mismatch::InputSize { trained: 32, in_use: 64 }) }
             if *path == full_path),
         "{err}"
     );
-    let err = FullModel::load(&full_path, "resnet18", 32, Device::Cpu).unwrap_err();
+    let err = FinetuneModel::load(&full_path, "resnet18", 32, Device::Cpu).unwrap_err();
     assert!(
         matches!(&err, Error::Checkpoint { source: CheckpointError::Incompatible(Mismatch::Backbone { in_use, .. }), .. } if in_use == "resnet18"),
         "{err}"
@@ -297,14 +297,14 @@ fn bright_and_dark_batch() -> (Tensor, Tensor) {
     (brightness + 0.3 * Tensor::randn([4, 3, 32, 32], (Kind::Float, Device::Cpu)), labels)
 }
 
-fn snapshot(model: &FullModel, name: &str) -> Tensor {
+fn snapshot(model: &FinetuneModel, name: &str) -> Tensor {
     model.variables()[name].copy()
 }
 
 #[test]
 fn full_model_steps_train_everything_but_batch_norm_statistics() {
     let _rng = crate::seeded_rng(9);
-    let mut model = FullModel::untrained(32, Device::Cpu);
+    let mut model = FinetuneModel::untrained(32, Device::Cpu);
     let (images, labels) = bright_and_dark_batch();
     let watched = ["features.0.0.weight", "features.18.1.weight", "head.weight", "features.18.1.running_mean"];
     let before: Vec<_> = watched.iter().map(|name| snapshot(&model, name)).collect();
@@ -324,7 +324,7 @@ fn full_model_steps_train_everything_but_batch_norm_statistics() {
     let path = dir.path().join("full.safetensors");
     let full_meta = ModelMeta { input_size: 32, ..meta(MODE_FINETUNE) };
     model.save(&path, &full_meta).unwrap();
-    let (loaded, loaded_meta) = FullModel::load(&path, BACKBONE_NAME, 32, Device::Cpu).unwrap();
+    let (loaded, loaded_meta) = FinetuneModel::load(&path, BACKBONE_NAME, 32, Device::Cpu).unwrap();
     assert_eq!(loaded_meta, full_meta);
     assert!(loaded.predict(&images).equal(&probabilities));
 }
@@ -369,9 +369,9 @@ fn real_weights_load_into_tch_mobilenet_with_no_missing_variable() {
 fn real_weights_fine_tune_a_tiny_batch() {
     let _rng = crate::seeded_rng(12);
     let weights = real_weights();
-    let mut model = FullModel::new(&weights, 32, Device::Cpu).unwrap();
+    let mut model = FinetuneModel::new(&weights, 32, Device::Cpu).unwrap();
     let (images, labels) = bright_and_dark_batch();
-    let batch_loss = |model: &FullModel| {
+    let batch_loss = |model: &FinetuneModel| {
         let p = model.predict(&images);
         p.binary_cross_entropy::<Tensor>(&labels, None, tch::Reduction::Mean).double_value(&[])
     };

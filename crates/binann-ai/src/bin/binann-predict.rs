@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use binann_ai::predictor::{
     self, BACKBONE_FILE, HEAD_FILE, MODEL_FILE, Normalisation, PredictorDescription, PredictorFiles, PredictorMode,
 };
-use binann_model::{Backbone, FullModel, Head, ModelMeta};
+use binann_model::{Backbone, FinetuneModel, Head, ModelMeta};
 use clap::{Parser, Subcommand};
 
 /// Exports binann's model as a self-contained predictor, and applies one to a folder of images.
@@ -130,7 +130,7 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     // Head mode: embeddings, then the head. Finetune mode: the whole network on the pixels.
     let (results, classify): (Vec<binann_model::EmbedResult>, Classifier) = if finetuned {
         let size = description.input_size;
-        let (model, _) = FullModel::load(&file(&description.files.model_weights), binann_model::BACKBONE_NAME, size, device)?;
+        let (model, _) = FinetuneModel::load(&file(&description.files.model_weights), binann_model::BACKBONE_NAME, size, device)?;
         let preprocess = binann_model::Preprocess { size };
         let pixels = files
             .iter()

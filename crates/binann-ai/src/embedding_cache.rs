@@ -22,7 +22,7 @@ pub struct LoadedChunk {
 
 /// Every embedding chunk of the run directory that matches the model in use.
 #[derive(Debug)]
-pub struct EmbeddingStore {
+pub struct EmbeddingCache {
     dir: PathBuf,
     model_key: String,
     chunks: HashMap<PathBuf, LoadedChunk>,
@@ -30,7 +30,7 @@ pub struct EmbeddingStore {
     index: HashMap<u32, (PathBuf, usize)>,
 }
 
-impl EmbeddingStore {
+impl EmbeddingCache {
     /// An empty store over `dir`; call [`refresh`](Self::refresh) to load.
     pub fn new(dir: &Path, model_key: &str) -> Self {
         Self { dir: dir.to_owned(), model_key: model_key.to_owned(), chunks: HashMap::new(), index: HashMap::new() }
