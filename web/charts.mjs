@@ -155,7 +155,7 @@ function scaleFns(xmax, ymax) {
   return [(x) => (PAD.l + (x / xmax) * w).toFixed(1), (y) => (PAD.t + h - (y / ymax) * h).toFixed(1)];
 }
 
-function thin(points, max = 300) {
+function downsample(points, max = 300) {
   if (points.length <= max) return points;
   const step = points.length / max;
   const out = [];
@@ -210,7 +210,7 @@ function drawCharts() {
     const yl = [[0, '0'], [ymax, num(Math.round(ymax))]];
     let body = axes(n, ymax, sx, sy, yl.slice(1), 'labels given');
     body += `<path class="line random" d="M${sx(0)},${sy(0)} L${sx(n)},${sy(n * rate)}"/>`;
-    body += `<path class="line found" d="${pathOf(thin(points), sx, sy)}"/>`;
+    body += `<path class="line found" d="${pathOf(downsample(points), sx, sy)}"/>`;
     box.innerHTML = svg(`Positives found: ${pos} in ${n} labels; a random order would give about ${(n * rate).toFixed(0)}`, body);
     const gain = n * rate > 0 ? ` (${(pos / (n * rate)).toFixed(1)}×)` : '';
     $('chart-discovery-cap').innerHTML = `<span class="key found"></span>${num(pos)} positives found in ${num(n)} labels; <span class="key random"></span>random order ≈ ${num(Math.round(n * rate))}${gain}${est !== null ? ', rate estimated by the model' : ''}.`;
@@ -235,7 +235,7 @@ function drawCharts() {
   } else {
     const [sx, sy] = scaleFns(n, 1);
     let body = axes(n, 1, sx, sy, [[0.5, '50%'], [1, '100%']], 'labels given');
-    body += `<path class="line acc" d="${pathOf(thin(points), sx, sy)}"/>`;
+    body += `<path class="line acc" d="${pathOf(downsample(points), sx, sy)}"/>`;
     const last = points[points.length - 1][1];
     abox.innerHTML = svg(`Rolling accuracy ${pct(last)}`, body);
     const overall = s && s.online ? `; ${pct(s.online.accuracy)} over all ${num(s.online.evaluated)}` : '';

@@ -412,7 +412,7 @@ async function start() {
   for (const item of outbox.restore()) state.done.add(item.id);
   if (outbox.pending) notice(`Sending ${plural(outbox.pending, 'label')} kept from before the reload.`);
   outbox.persist();
-  outbox.pump();
+  outbox.sendAll();
   maybeRefill(true);
   pollStats();
 }

@@ -43,7 +43,7 @@ export class Outbox {
     this.on = on;
     this.ops = []; // {uid, kind: 'label'|'undo', id, label, annotator, item, group, target, show, status, maybeApplied}
     this.stack = []; // {uid, item, label, group, status: 'queued'|'sent'|'acked'|'failed'}
-    this.pumping = false; // a pump() loop is running
+    this.sending = false; // a sendAll() loop is running
     this.backoff = BACKOFF_MIN_MS;
     this.hadTrouble = false; // some op had to be retried since the outbox last drained
     this.seq = 0;
@@ -73,7 +73,7 @@ export class Outbox {
     this.stack.push(entry);
     while (this.stack.length > STACK_MAX) this.stack.shift();
     this.persist();
-    this.pump();
+    this.sendAll();
     return entry;
   }
 
@@ -97,7 +97,7 @@ export class Outbox {
     if (!entries.length) {
       this.ops.push({ uid: `u${this.seq++}`, kind: 'undo', id: null, show: true, status: 'queued' });
       this.persist();
-      this.pump();
+      this.sendAll();
       return [];
     }
     this.stack.length -= entries.length;
@@ -111,7 +111,7 @@ export class Outbox {
       }
     }
     this.persist();
-    this.pump();
+    this.sendAll();
     return entries;
   }
 
@@ -149,9 +149,9 @@ export class Outbox {
   }
 
   /** Sends the ops one at a time, in order; retries what failed for a passing reason. */
-  async pump() {
-    if (this.pumping) return;
-    this.pumping = true;
+  async sendAll() {
+    if (this.sending) return;
+    this.sending = true;
     try {
       while (this.ops.length) {
         const op = this.ops[0];
@@ -193,7 +193,7 @@ export class Outbox {
         }
       }
     } finally {
-      this.pumping = false;
+      this.sending = false;
       const hadTrouble = this.hadTrouble;
       this.hadTrouble = false;
       this.on.drained?.(hadTrouble);

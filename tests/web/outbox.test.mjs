@@ -39,7 +39,7 @@ function setup({ stored = null } = {}) {
 
 const item = (id) => ({ id, path: `p${id}`, prob: null, url: `/api/images/${id}` });
 const drained = (box) => new Promise((resolve) => {
-  const wait = () => (box.pumping || box.pending ? setTimeout(wait, 1) : resolve());
+  const wait = () => (box.sending || box.pending ? setTimeout(wait, 1) : resolve());
   wait();
 });
 
@@ -149,7 +149,7 @@ test('a reload restores unacknowledged ops in doubt, and sends them again', asyn
   // The first was tried before the reload (it may have reached the server), the second never was.
   assert.deepEqual(second.box.ops.map((op) => op.maybeApplied), [true, false]);
   assert.deepEqual(second.box.ops.map((op) => [op.annotator, op.group]), [['Zoë', 'g'], ['Zoë', 'g']]);
-  second.box.pump();
+  second.box.sendAll();
   await drained(second.box);
   assert.deepEqual(second.server.labels, [[5, 'positive'], [6, 'negative']]);
   // Undo after the reload still takes the group back, through the server.
