@@ -73,8 +73,8 @@ pub enum ModeChoice {
     Finetune,
 }
 
-/// The mode actually used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The mode actually used. Its name (the option's spelling) is what checkpoints store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Frozen backbone + head.
     Head,
@@ -142,11 +142,23 @@ impl ModelArgs {
 }
 
 impl Mode {
-    /// The name stored in checkpoints.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Head => binann_model::MODE_HEAD,
-            Self::Finetune => binann_model::MODE_FINETUNE,
+    /// The name stored in checkpoints: the option's spelling, which binann-model's
+    /// `MODE_HEAD`/`MODE_FINETUNE` also spell (a test checks).
+    pub fn name(self) -> String {
+        binann_core::cli::value_name(&self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_spelled_as_the_option_and_the_checkpoints_spell_them() {
+        assert_eq!(Mode::Head.name(), binann_model::MODE_HEAD);
+        assert_eq!(Mode::Finetune.name(), binann_model::MODE_FINETUNE);
+        for (choice, mode) in [(ModeChoice::Head, Mode::Head), (ModeChoice::Finetune, Mode::Finetune)] {
+            assert_eq!(binann_core::cli::value_name(&choice), mode.name());
         }
     }
 }

@@ -208,7 +208,7 @@ impl Trainer {
         let meta = ModelMeta {
             backbone: binann_model::BACKBONE_NAME.to_owned(),
             input_size: self.args.model.input_size,
-            mode: self.mode.name().to_owned(),
+            mode: self.mode.name(),
             generation: self.generation,
             labels_used: used as u64,
             positives: positives as u64,

@@ -44,16 +44,16 @@ pub struct Row {
     /// Path relative to the dataset folder.
     pub path: String,
     /// The person's label: positive, negative, skip, or empty.
-    pub human_label: Option<&'static str>,
+    pub human_label: Option<Label>,
     /// The name of the person who gave `human_label` (empty when there is none, or when they gave
     /// no name).
     pub annotator: String,
     /// The model's probability, if it predicted this image.
     pub model_prob: Option<f32>,
     /// The model's label at the threshold.
-    pub model_label: Option<&'static str>,
+    pub model_label: Option<Label>,
     /// The label to use: the human's if any, else (when labelling the rest, and confident) the model's.
-    pub label: Option<&'static str>,
+    pub label: Option<Label>,
     /// Where `label` came from: human, model, or none.
     pub label_source: &'static str,
 }
@@ -98,15 +98,15 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
         let human = effective.map(|e| e.label);
         let annotator = effective.map(|e| annotations.annotator_name(e.annotator).to_owned()).unwrap_or_default();
         let model_prob = prob[id as usize];
-        let model_label = model_prob.map(|p| if f64::from(p) >= args.threshold { "positive" } else { "negative" });
+        let model_label = model_prob.map(|p| if f64::from(p) >= args.threshold { Label::Positive } else { Label::Negative });
         let (label, label_source) = match human {
             Some(Label::Skip) | None => {
                 let confident = model_prob.and_then(|p| {
                     let p = f64::from(p);
                     if p >= positive_above {
-                        Some("positive")
+                        Some(Label::Positive)
                     } else if is_negative(p) {
-                        Some("negative")
+                        Some(Label::Negative)
                     } else {
                         None
                     }
@@ -116,12 +116,12 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
                     _ => (None, "none"),
                 }
             }
-            Some(l) => (Some(l.as_str()), "human"),
+            Some(l) => (Some(l), "human"),
         };
         out.push(Row {
             id,
             path: path.clone(),
-            human_label: human.map(Label::as_str),
+            human_label: human,
             annotator,
             model_prob,
             model_label,
@@ -154,11 +154,11 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
             csv.write_record([
                 r.id.to_string().as_str(),
                 &r.path,
-                r.human_label.unwrap_or(""),
+                &r.human_label.map(|l| l.to_string()).unwrap_or_default(),
                 &r.annotator,
                 &r.model_prob.map(|p| format!("{p:.6}")).unwrap_or_default(),
-                r.model_label.unwrap_or(""),
-                r.label.unwrap_or(""),
+                &r.model_label.map(|l| l.to_string()).unwrap_or_default(),
+                &r.label.map(|l| l.to_string()).unwrap_or_default(),
                 r.label_source,
             ])?;
         }

@@ -17,7 +17,7 @@ use crate::codec::{self, DecodeError, FileError, FileKind};
 use crate::journal::{self, JournalRecord};
 
 /// What a person said about an image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Label {
     /// The image belongs to the (rare) positive class.
@@ -29,22 +29,15 @@ pub enum Label {
 }
 
 impl Label {
-    /// Parses the API's spelling.
+    /// Parses the API's spelling ("positive", "negative", "skip": the same as in every file).
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "positive" => Some(Self::Positive),
-            "negative" => Some(Self::Negative),
-            "skip" => Some(Self::Skip),
-            _ => None,
-        }
+        crate::cli::parse_value(s)
     }
-    /// The API's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Positive => "positive",
-            Self::Negative => "negative",
-            Self::Skip => "skip",
-        }
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::cli::value_name(self))
     }
 }
 
@@ -421,6 +414,19 @@ impl AnnotationState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_label_is_spelled_the_same_in_the_api_and_in_every_file() {
+        use clap::ValueEnum;
+        for l in Label::value_variants() {
+            let json = serde_json::to_string(l).unwrap();
+            assert_eq!(json, format!("\"{l}\""), "serde and the API spell {l:?} apart");
+            assert_eq!(Label::parse(&l.to_string()), Some(*l));
+        }
+        assert_eq!(Label::Positive.to_string(), "positive");
+        assert_eq!(Label::parse("Positive"), None, "exactly the spelling, no other case");
+        assert_eq!(Label::parse("pos"), None);
+    }
 
     fn label(seq: u64, client: &str, id: u32, l: Label) -> Record {
         Record {

@@ -37,6 +37,18 @@ impl CommonArgs {
     }
 }
 
+/// The spelling of an option value: clap's name for the variant (its kebab-case). Enums that are
+/// also options, in files or in the API spell themselves through this and [`parse_value`], so
+/// there is no second table of names to fall out of step.
+pub fn value_name<T: clap::ValueEnum>(value: &T) -> String {
+    value.to_possible_value().map(|v| v.get_name().to_owned()).unwrap_or_default()
+}
+
+/// The variant spelled `s` (see [`value_name`]), exactly: no other case, no aliases.
+pub fn parse_value<T: clap::ValueEnum>(s: &str) -> Option<T> {
+    T::from_str(s, false).ok()
+}
+
 /// The `main` of every binann binary: logs to stderr at `default_log` (e.g. "info"; `RUST_LOG`
 /// overrides it), runs `run`, and on an error prints `NAME: error: ...` with its causes and exits
 /// with status 2, so every process fails the same way for launch.sh and for the person reading.

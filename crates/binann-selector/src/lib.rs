@@ -26,15 +26,9 @@ pub enum Strategy {
 }
 
 impl Strategy {
-    /// The name shown in the page and the ranking file.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::MaxProbability => "max-probability",
-            Self::Entropy => "entropy",
-            Self::MinProbability => "min-probability",
-            Self::Random => "random",
-            Self::Mix => "mix",
-        }
+    /// The name shown in the page and the ranking file: the option's spelling.
+    pub fn name(self) -> String {
+        binann_core::cli::value_name(&self)
     }
 }
 

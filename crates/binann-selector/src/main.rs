@@ -122,7 +122,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                     Ranking {
                         ids: order.iter().map(|&i| merged.ids[i]).collect(),
                         probs: order.iter().map(|&i| merged.probs[i]).collect(),
-                        selector: args.strategy.name().to_owned(),
+                        selector: args.strategy.name(),
                         model: merged.model.clone(),
                         predicted: merged.ids.len() as u64,
                         created_ms: binann_core::now_ms(),

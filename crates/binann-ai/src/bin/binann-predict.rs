@@ -1,6 +1,7 @@
 //! `binann-predict`: take the model with you. `export` writes a self-contained predictor folder
 //! from a run directory; `apply` runs an exported predictor on any folder of images.
 
+use binann_core::annotations::Label;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -171,8 +172,8 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     for (i, r) in rel.iter().enumerate() {
         match (&results[i], probs[i]) {
             (Ok(_), Some(p)) => {
-                let label = if f64::from(p) >= threshold { "positive" } else { "negative" };
-                w.write_record([r.as_str(), &format!("{p:.6}"), label, ""])?;
+                let label = if f64::from(p) >= threshold { Label::Positive } else { Label::Negative };
+                w.write_record([r.as_str(), &format!("{p:.6}"), &label.to_string(), ""])?;
             }
             (Err(e), _) => {
                 failed += 1;
