@@ -151,14 +151,10 @@ fn parse_id(v: &serde_json::Value) -> Result<u64, ApiError> {
     }
 }
 
-/// `POST /api/annotations`: answers only once the annotation is durable.
-pub async fn annotate(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    body: Result<web::Bytes, actix_web::Error>,
-) -> Result<HttpResponse, ApiError> {
-    // The body is read whole (up to READ_LIMIT) before it is judged, so an oversized one gets its
-    // 413 answer instead of a connection closed under the client's feet.
+/// A JSON body of at most `max` bytes. The route reads a little more than `max` (see
+/// `READ_LIMIT_BYTES`) before the body is judged, so a body just over the limit gets its 413
+/// answer instead of a connection closed under the client's feet.
+fn json_body<T: serde::de::DeserializeOwned>(body: Result<web::Bytes, actix_web::Error>, max: usize) -> Result<T, ApiError> {
     let body = body.map_err(|e| {
         if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge
@@ -166,10 +162,19 @@ pub async fn annotate(
             ApiError::BadRequest(format!("reading the body: {e}"))
         }
     })?;
-    if body.len() > crate::MAX_BODY_BYTES {
+    if body.len() > max {
         return Err(ApiError::PayloadTooLarge);
     }
-    let body: AnnotateBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))
+}
+
+/// `POST /api/annotations`: answers only once the annotation is durable.
+pub async fn annotate(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<web::Bytes, actix_web::Error>,
+) -> Result<HttpResponse, ApiError> {
+    let body: AnnotateBody = json_body(body, crate::MAX_BODY_BYTES)?;
     let client = client_of(&req)?;
     let annotator = annotator_of(&req)?;
     let label = Label::parse(&body.label).ok_or_else(|| ApiError::InvalidLabel(body.label.clone()))?;
@@ -227,17 +232,7 @@ pub async fn annotate(
 /// run directory under a name made from its bytes, so nothing the client sends names a file.
 pub async fn add_seed(state: web::Data<AppState>, body: Result<web::Bytes, actix_web::Error>) -> Result<HttpResponse, ApiError> {
     use base64::Engine;
-    let body = body.map_err(|e| {
-        if e.as_response_error().status_code() == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge
-        } else {
-            ApiError::BadRequest(format!("reading the body: {e}"))
-        }
-    })?;
-    if body.len() > crate::seeds::MAX_BODY_BYTES {
-        return Err(ApiError::PayloadTooLarge);
-    }
-    let body: SeedBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(format!("malformed JSON body: {e}")))?;
+    let body: SeedBody = json_body(body, crate::seeds::MAX_BODY_BYTES)?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(body.data.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("data is not base64: {e}")))?;
