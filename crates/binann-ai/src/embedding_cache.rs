@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use binann_core::RunDirFile;
 use binann_core::embeddings::EmbeddingChunk;
 use tch::Tensor;
 
@@ -44,7 +45,7 @@ impl EmbeddingCache {
             if self.chunks.get(&path).is_some_and(|c| c.modified == modified) {
                 continue;
             }
-            match EmbeddingChunk::load(&path) {
+            match EmbeddingChunk::load(&path).map(|(_, chunk)| chunk) {
                 Ok(chunk) if chunk.model == self.model_key && chunk.dim as usize != binann_model::EMBED_DIM => tracing::error!(
                     "ignoring {}: its embeddings have {} values, the backbone makes {}; its images will be embedded again",
                     path.display(),

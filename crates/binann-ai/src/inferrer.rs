@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use binann_core::RunDirFile;
 use binann_core::annotations::AnnotationState;
 use binann_core::cli::CommonArgs;
 use binann_core::embeddings::{CHUNK, EmbeddingChunk};
@@ -393,7 +394,7 @@ impl Inferrer {
         };
         let shard = self.args.shard;
         let path = EmbeddingChunk::path(&self.rundir.embeddings_dir(), shard.index, shard.count, self.next_chunk);
-        chunk.save(&path).context("writing an embedding chunk")?;
+        chunk.save(&path, 1).context("writing an embedding chunk")?;
         self.next_chunk += 1;
         let images = chunk.ids.len();
         self.cache.add_written(path, chunk);

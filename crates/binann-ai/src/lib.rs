@@ -16,6 +16,7 @@ pub mod trainer;
 
 use std::time::Duration;
 
+use binann_core::RunDirFile;
 use binann_core::manifest::Manifest;
 use binann_core::rundir::RunDir;
 use binann_core::watch::{FileWatcher, WatchOptions};

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use binann_core::RunDirFile;
 use binann_core::annotations::{AnnotationState, Label};
 use binann_core::cli::CommonArgs;
 use binann_core::rundir::RunDir;

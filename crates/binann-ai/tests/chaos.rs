@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use binann_core::RunDirFile;
 use binann_core::annotations::{AnnotationState, Label};
 use binann_core::ranking::{Ranking, SplitMix64};
 use common::{bin, weights, workspace};

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use binann_core::RunDirFile;
 use binann_core::annotations::Label;
 use binann_core::embeddings::EmbeddingChunk;
 use binann_core::predictions::Predictions;
@@ -63,7 +64,7 @@ fn assert_covered_once(run: &Path, env: &[(&'static str, String)]) {
     let rundir = RunDir::open_existing(run);
     let mut embedded: HashMap<u32, u32> = HashMap::new();
     for entry in std::fs::read_dir(rundir.embeddings_dir()).unwrap() {
-        let chunk = EmbeddingChunk::load(&entry.unwrap().path()).unwrap();
+        let chunk = EmbeddingChunk::load(&entry.unwrap().path()).unwrap().1;
         assert!(chunk.failed.is_empty(), "no image failed: {:?}", chunk.failed);
         for id in chunk.ids {
             *embedded.entry(id).or_default() += 1;

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use binann_core::RunDirFile;
 use binann_core::manifest::Manifest;
 use binann_core::predictions::Predictions;
 use binann_core::ranking::Ranking;

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use binann_core::RunDirFile;
 use binann_core::annotations::AnnotationState;
 use binann_core::manifest::Manifest;
 use binann_core::predictions::Predictions;

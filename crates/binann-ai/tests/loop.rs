@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use binann_core::RunDirFile;
 use binann_core::ranking::Ranking;
 use binann_testkit::{ChildGroup, server_url};
 use common::{bin, weights, workspace};

@@ -5,6 +5,7 @@ mod common;
 
 use std::process::Command;
 
+use binann_core::RunDirFile;
 use binann_core::annotations::Label;
 use binann_core::predictions::Predictions;
 use binann_core::rundir::RunDir;

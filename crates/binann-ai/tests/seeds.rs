@@ -8,6 +8,7 @@ mod common;
 
 use std::process::Command;
 
+use binann_core::RunDirFile;
 use binann_core::annotations::Label;
 use binann_core::ranking::Ranking;
 use common::{bin, labelled_run, run_ok, weights, workspace};

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use binann_core::RunDirFile;
 use binann_core::annotations::{Event, Label, Record};
 use binann_core::api::{AnnotationRequest, Image, Stats};
 use binann_core::codec::FileKind;

@@ -6,6 +6,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use binann_core::RunDirFile;
 use binann_core::annotations::{AnnotationState, Label};
 use binann_core::manifest::Manifest;
 use binann_core::rundir::RunDir;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use binann_core::RunDirFile;
 use binann_core::annotations::{Event, Label, Record};
 use binann_core::codec::FileKind;
 use binann_core::journal::{self, JournalWriter};

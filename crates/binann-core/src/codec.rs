@@ -306,6 +306,34 @@ pub fn decode_file<T: DeserializeOwned>(bytes: &[u8], kind: FileKind) -> Result<
     Ok((header, decode_value(payload)?))
 }
 
+/// A run-directory file of one kind: a header naming [`Self::KIND`], then the value in bincode.
+/// Implementing it (the kind, and what makes a decoded value whole) is all a new file kind needs
+/// to be loaded, checked and saved like every other; the journal, appended record by record, is
+/// the one file that is not one.
+pub trait RunDirFile: Serialize + DeserializeOwned {
+    /// The kind its header names; a file of another kind is refused.
+    const KIND: FileKind;
+
+    /// What a decoded value must satisfy beyond decoding (sizes that must agree). The checksum
+    /// only proves the file is the one written; a value that fails this is refused with the
+    /// message, never used.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Loads and checks the file: its generation and its value.
+    fn load(path: &Path) -> Result<(u64, Self), FileError> {
+        let (header, value): (Header, Self) = read_file(path, Self::KIND)?;
+        value.validate().map_err(|message| FileError::decode(path, DecodeError::Payload(message)))?;
+        Ok((header.generation, value))
+    }
+
+    /// Writes the file atomically, as `generation`.
+    fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
+        write_file(path, Self::KIND, generation, self)
+    }
+}
+
 /// Reads and decodes a whole file.
 pub fn read_file<T: DeserializeOwned>(path: &Path, kind: FileKind) -> Result<(Header, T), FileError> {
     let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, FileError, FileKind};
+use crate::codec::{self, FileKind};
 
 /// Most images per chunk file.
 pub const CHUNK: usize = 4096;
@@ -25,6 +25,25 @@ pub struct EmbeddingChunk {
     pub values: Vec<u8>,
     /// Images that could not be read, with the reason.
     pub failed: Vec<(u32, String)>,
+}
+
+impl codec::RunDirFile for EmbeddingChunk {
+    const KIND: FileKind = FileKind::Embeddings;
+
+    /// A chunk whose sizes disagree (values for a different number of rows or of another width
+    /// than it says) is refused: reshaping it would abort the reader.
+    fn validate(&self) -> Result<(), String> {
+        let expected = (self.ids.len() as u64) * u64::from(self.dim) * 4;
+        if self.values.len() as u64 != expected {
+            return Err(format!(
+                "{} ids of {} values need {expected} bytes of values, the chunk holds {}",
+                self.ids.len(),
+                self.dim,
+                self.values.len()
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl EmbeddingChunk {
@@ -46,27 +65,6 @@ impl EmbeddingChunk {
         files.sort();
         files
     }
-    /// Loads a chunk file. A chunk whose sizes disagree (values for a different number of rows or
-    /// of another width than it says) is refused here: its checksum only proves it is the file
-    /// that was written, and reshaping it would abort the reader.
-    pub fn load(path: &Path) -> Result<Self, FileError> {
-        let (_, chunk): (_, Self) = codec::read_file(path, FileKind::Embeddings)?;
-        let expected = (chunk.ids.len() as u64) * u64::from(chunk.dim) * 4;
-        if chunk.values.len() as u64 != expected {
-            let message = format!(
-                "{} ids of {} values need {expected} bytes of values, the chunk holds {}",
-                chunk.ids.len(),
-                chunk.dim,
-                chunk.values.len()
-            );
-            return Err(FileError::decode(path, codec::DecodeError::Payload(message)));
-        }
-        Ok(chunk)
-    }
-    /// Atomically writes a chunk file.
-    pub fn save(&self, path: &Path) -> Result<(), FileError> {
-        codec::write_file(path, FileKind::Embeddings, 1, self)
-    }
     /// All values as f32 (row-major, `ids.len()` rows of `dim`).
     pub fn floats(&self) -> Vec<f32> {
         self.values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()
@@ -80,6 +78,7 @@ impl EmbeddingChunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::{FileError, RunDirFile};
 
     #[test]
     fn a_chunk_whose_sizes_disagree_is_an_error_not_a_crash() {
@@ -87,11 +86,11 @@ mod tests {
         let good =
             EmbeddingChunk { ids: vec![1, 2, 3], dim: 4, model: "m".into(), values: EmbeddingChunk::pack(&[0.5; 12]), failed: vec![] };
         let path = EmbeddingChunk::path(dir.path(), 0, 1, 0);
-        good.save(&path).unwrap();
-        assert_eq!(EmbeddingChunk::load(&path).unwrap(), good);
+        good.save(&path, 1).unwrap();
+        assert_eq!(EmbeddingChunk::load(&path).unwrap().1, good);
         // Checksummed and well-formed, but 10 values for 3 rows of 4.
         let short = EmbeddingChunk { values: EmbeddingChunk::pack(&[0.5; 10]), ..good.clone() };
-        short.save(&path).unwrap();
+        short.save(&path, 1).unwrap();
         let err = EmbeddingChunk::load(&path).unwrap_err();
         assert!(matches!(&err, FileError::Decode { source: codec::DecodeError::Payload(m), .. } if m.contains("48 bytes")), "{err}");
     }

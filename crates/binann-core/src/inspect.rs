@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::annotations::Record;
+use crate::codec::RunDirFile;
 use crate::codec::{self, DecodeError, FileError, FileKind, HEADER_LEN};
 use crate::manifest::Manifest;
 use crate::predictions::Predictions;

@@ -3,7 +3,8 @@
 //!
 //! - [`api`]: the JSON of the server's HTTP API, as types.
 //! - [`codec`]: the fixed header every run-directory file starts with, and the bincode payloads
-//!   behind it (the only module that knows about bincode).
+//!   behind it (the only module that knows about bincode); [`RunDirFile`], the load, check and
+//!   save that every file kind shares.
 //! - [`atomic`]: write-to-temp, fsync, rename, fsync-directory.
 //! - [`cli`]: the options every long-running process shares.
 //! - [`rundir`]: the paths inside a run directory, its marker file, and single-writer locks.
@@ -36,7 +37,7 @@ pub mod seeds;
 pub mod sketches;
 pub mod watch;
 
-pub use codec::{FileError, FileKind, Header};
+pub use codec::{FileError, FileKind, Header, RunDirFile};
 
 /// Milliseconds since the Unix epoch; the timestamp unit in every run-directory file.
 pub fn now_ms() -> u64 {

@@ -131,14 +131,14 @@ impl Manifest {
     pub fn file_path(&self, datadir: &Path, id: u32) -> Option<PathBuf> {
         self.path(id).map(|rel| datadir.join(rel))
     }
+}
 
-    /// Loads a manifest file.
-    pub fn load(path: &Path) -> Result<(u64, Manifest), FileError> {
-        codec::read_file(path, FileKind::Manifest).map(|(h, m)| (h.generation, m))
-    }
+impl codec::RunDirFile for Manifest {
+    const KIND: FileKind = FileKind::Manifest;
 
-    /// Atomically writes a manifest file, after checking that it reads back.
-    pub fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
+    /// Atomically writes a manifest file, after checking that it reads back: image ids cannot be
+    /// regenerated, so an encoding bug must stop the first start, not a later one.
+    fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
         codec::write_file_verified(path, FileKind::Manifest, generation, self)
     }
 }

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, FileError, FileKind};
+use crate::codec::RunDirFile;
+use crate::codec::{self, FileKind};
 
 /// What a checkpoint is, as far as the other processes and the page need to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,15 +46,8 @@ pub struct Predictions {
     pub created_ms: u64,
 }
 
-impl Predictions {
-    /// Loads a predictions file.
-    pub fn load(path: &Path) -> Result<(u64, Self), FileError> {
-        codec::read_file(path, FileKind::Predictions).map(|(h, p)| (h.generation, p))
-    }
-    /// Atomically writes a predictions file.
-    pub fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
-        codec::write_file(path, FileKind::Predictions, generation, self)
-    }
+impl codec::RunDirFile for Predictions {
+    const KIND: FileKind = FileKind::Predictions;
 }
 
 /// True for the file name of a shard's predictions: `predictions.bin` or `predictions-K-of-N.bin`

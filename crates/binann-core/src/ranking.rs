@@ -1,10 +1,8 @@
 //! The ranking: the order in which the server hands images out, with each image's probability.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, FileError, FileKind};
+use crate::codec::{self, FileKind};
 use crate::predictions::ModelInfo;
 
 /// The order the server serves images in.
@@ -24,15 +22,8 @@ pub struct Ranking {
     pub created_ms: u64,
 }
 
-impl Ranking {
-    /// Loads a ranking file.
-    pub fn load(path: &Path) -> Result<(u64, Self), FileError> {
-        codec::read_file(path, FileKind::Ranking).map(|(h, r)| (h.generation, r))
-    }
-    /// Atomically writes a ranking file.
-    pub fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
-        codec::write_file(path, FileKind::Ranking, generation, self)
-    }
+impl codec::RunDirFile for Ranking {
+    const KIND: FileKind = FileKind::Ranking;
 }
 
 /// Seed of [`default_order`] as every process uses it (the server hands images out in this order

@@ -6,11 +6,9 @@
 //! one signed byte each with one scale for the file. 1,000,000 images take 32 MB; a brute-force
 //! search over them is a few tens of milliseconds.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{self, DecodeError, FileError, FileKind};
+use crate::codec::{self, FileKind};
 
 /// Values per sketch.
 pub const SKETCH_DIM: usize = 32;
@@ -29,6 +27,24 @@ pub struct Sketches {
     pub model: String,
 }
 
+impl codec::RunDirFile for Sketches {
+    const KIND: FileKind = FileKind::Sketches;
+
+    /// One whose sizes disagree is refused.
+    fn validate(&self) -> Result<(), String> {
+        if self.values.len() != self.ids.len() * SKETCH_DIM || !(self.scale.is_finite() && self.scale > 0.0) {
+            return Err(format!(
+                "{} ids need {} values, the file holds {} (scale {})",
+                self.ids.len(),
+                self.ids.len() * SKETCH_DIM,
+                self.values.len(),
+                self.scale
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Sketches {
     /// Quantises `rows` (SKETCH_DIM f32 values per id) into a file's content.
     pub fn quantise(ids: Vec<u32>, rows: &[f32], model: String) -> Self {
@@ -36,27 +52,6 @@ impl Sketches {
         let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
         let values = rows.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8).collect();
         Self { ids, values, scale, model }
-    }
-
-    /// Loads a sketch file; one whose sizes disagree is refused.
-    pub fn load(path: &Path) -> Result<(u64, Self), FileError> {
-        let (header, s): (_, Self) = codec::read_file(path, FileKind::Sketches)?;
-        if s.values.len() != s.ids.len() * SKETCH_DIM || !(s.scale.is_finite() && s.scale > 0.0) {
-            let message = format!(
-                "{} ids need {} values, the file holds {} (scale {})",
-                s.ids.len(),
-                s.ids.len() * SKETCH_DIM,
-                s.values.len(),
-                s.scale
-            );
-            return Err(FileError::decode(path, DecodeError::Payload(message)));
-        }
-        Ok((header.generation, s))
-    }
-
-    /// Atomically writes a sketch file.
-    pub fn save(&self, path: &Path, generation: u64) -> Result<(), FileError> {
-        codec::write_file(path, FileKind::Sketches, generation, self)
     }
 
     fn row(&self, i: usize) -> &[u8] {
@@ -92,6 +87,7 @@ impl Sketches {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::codec::RunDirFile;
 
     #[test]
     fn nearest_returns_the_true_neighbours_in_order() {

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use binann_core::RunDirFile;
 use binann_core::manifest::Manifest;
 use binann_core::ranking::{DEFAULT_ORDER_SEED, default_order};
 use binann_selector::clusters::{Clusters, SketchCache, cluster_count};

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use binann_core::RunDirFile;
 use binann_core::embeddings::EmbeddingChunk;
 use binann_core::ranking::SplitMix64;
 
@@ -92,7 +93,7 @@ impl SketchCache {
             if self.cache.get(path).is_some_and(|(m, ..)| m == modified) {
                 continue;
             }
-            match EmbeddingChunk::load(path) {
+            match EmbeddingChunk::load(path).map(|(_, chunk)| chunk) {
                 Ok(chunk) => {
                     let sketch = Self::project(&chunk.ids, &chunk.floats(), chunk.dim as usize);
                     self.cache.insert(path.clone(), (*modified, chunk.model, chunk.ids, sketch));
@@ -354,11 +355,11 @@ mod tests {
         };
         let mut sketches = SketchCache::default();
         assert!(!sketches.refresh(dir.path()));
-        chunk(vec![0, 1, 2], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 0)).unwrap();
+        chunk(vec![0, 1, 2], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 0), 1).unwrap();
         assert!(sketches.refresh(dir.path()));
         assert_eq!(sketches.ids, [0, 1, 2]);
         assert!(!sketches.refresh(dir.path()), "nothing changed");
-        chunk(vec![3, 4], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 1)).unwrap();
+        chunk(vec![3, 4], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 1), 1).unwrap();
         std::fs::write(dir.path().join("chunk-0-of-1-000002.bin"), b"not a chunk").unwrap();
         assert!(sketches.refresh(dir.path()));
         assert_eq!(sketches.ids, [0, 1, 2, 3, 4]);

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use binann_core::RunDirFile;
 use binann_core::cli::CommonArgs;
 use binann_core::predictions;
 use binann_core::ranking::Ranking;

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use binann_core::RunDirFile;
 use binann_core::annotations::{AnnotationState, Record};
 use binann_core::codec::FileKind;
 use binann_core::journal::JournalWriter;

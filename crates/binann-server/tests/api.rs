@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
+use binann_core::RunDirFile;
 use binann_core::annotations::Record;
 use binann_core::codec::FileKind;
 use common::{code, make_dataset, start_server, try_start_server};

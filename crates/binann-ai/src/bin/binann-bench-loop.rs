@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use binann_core::RunDirFile;
 use binann_core::embeddings::{CHUNK, EmbeddingChunk};
 use binann_core::manifest::Manifest;
 use binann_core::ranking::{Ranking, SplitMix64};
@@ -51,7 +52,7 @@ fn synthetic(dir: &Path, n: usize) -> anyhow::Result<()> {
             values: EmbeddingChunk::pack(&values),
             failed: Vec::new(),
         };
-        chunk.save(&EmbeddingChunk::path(&rundir.embeddings_dir(), 0, 1, index as u32))?;
+        chunk.save(&EmbeddingChunk::path(&rundir.embeddings_dir(), 0, 1, index as u32), 1)?;
     }
     Ok(())
 }
