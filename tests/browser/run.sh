@@ -24,4 +24,4 @@ node --test --test-reporter=dot "$root/tests/web/"
 mkdir -p "$here/artifacts"
 echo "== browser tests"
 cd "$here"
-exec node --test-reporter=spec --test-concurrency=1 "$@" page.test.mjs seeds.test.mjs
+exec node --test --test-reporter=spec --test-concurrency=1 "$@" page.test.mjs seeds.test.mjs
