@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use binann_core::manifest::is_image_name;
+use binann_core::manifest::{ScanError, is_image_name, list_images};
 use binann_core::seeds::{MAX_SEED_BYTES, SeedError};
 
 /// Largest `POST /api/seeds` body: a seed image of [`MAX_SEED_BYTES`] in base64, plus the JSON
@@ -37,34 +37,40 @@ pub struct Imported {
 /// Copies every image under `folder` (recursively) into `seeds_dir`. A missing folder, or one
 /// without a single readable image, is an error: the person asked for examples and would get none.
 pub fn import_folder(folder: &Path, seeds_dir: &Path) -> anyhow::Result<Imported> {
-    anyhow::ensure!(folder.is_dir(), "--seed-images {}: no such folder", folder.display());
+    let none_readable = |unreadable: usize| {
+        anyhow::anyhow!(
+            "--seed-images {}: no readable image in it ({unreadable} files with an image's name could not be read)",
+            folder.display()
+        )
+    };
+    // The same listing as the dataset's (recursive, sorted, symlinks not followed), with what
+    // went wrong said of --seed-images rather than of the dataset.
+    let names = match list_images(folder) {
+        Ok(names) => names,
+        Err(ScanError::Missing(_) | ScanError::NotADirectory(_)) => anyhow::bail!("--seed-images {}: no such folder", folder.display()),
+        Err(ScanError::Empty { .. }) => return Err(none_readable(0)),
+        Err(e) => return Err(e).with_context(|| format!("reading the seed images in {}", folder.display())),
+    };
     let mut imported = Imported::default();
-    for entry in walkdir::WalkDir::new(folder).sort_by_file_name() {
-        let entry = entry.with_context(|| format!("reading the seed images in {}", folder.display()))?;
-        if !entry.file_type().is_file() || !entry.file_name().to_str().is_some_and(is_image_name) {
-            continue;
-        }
-        let path = entry.path();
-        let bytes = std::fs::read(path).with_context(|| format!("reading the seed image {}", path.display()))?;
+    for name in names {
+        let path = folder.join(name);
+        let bytes = std::fs::read(&path).with_context(|| format!("reading the seed image {}", path.display()))?;
         let extension = match check_image(&bytes) {
             Ok(extension) => extension,
             Err(why) => {
-                imported.unreadable.push((path.to_owned(), why));
+                imported.unreadable.push((path, why));
                 continue;
             }
         };
         match binann_core::seeds::add(seeds_dir, &bytes, extension) {
             Ok((_, true)) => imported.added += 1,
             Ok((_, false)) => imported.known += 1,
-            Err(e @ SeedError::TooLarge { .. }) => imported.unreadable.push((path.to_owned(), e.to_string())),
+            Err(e @ SeedError::TooLarge { .. }) => imported.unreadable.push((path, e.to_string())),
             Err(e) => return Err(e).with_context(|| format!("keeping the seed image {}", path.display())),
         }
     }
-    anyhow::ensure!(
-        imported.added + imported.known > 0,
-        "--seed-images {}: no readable image in it ({} files with an image's name could not be read)",
-        folder.display(),
-        imported.unreadable.len()
-    );
+    if imported.added + imported.known == 0 {
+        return Err(none_readable(imported.unreadable.len()));
+    }
     Ok(imported)
 }
