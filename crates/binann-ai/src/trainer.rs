@@ -41,6 +41,9 @@ pub struct TrainerArgs {
     /// from the previous head (labels were added) takes a quarter of them.
     #[arg(long, env = "BINANN_HEAD_STEPS", default_value_t = 200)]
     pub head_steps: usize,
+    /// Hidden units of the head in head mode; 0 makes it a logistic regression.
+    #[arg(long, env = "BINANN_HEAD_HIDDEN", default_value_t = binann_model::DEFAULT_HIDDEN_UNITS)]
+    pub head_hidden: usize,
     /// libtorch threads of the trainer on the CPU. A head round needs one core at most (about 0.1 s
     /// at 1,000 labels, 0.35 s at 10,000), and the inferrer's embedding pass, the most valuable work
     /// until it is complete, needs the others.
@@ -347,7 +350,7 @@ impl Trainer {
         // labels or 10,000 (minibatches); reading the journal and stacking the rows still grow.
         let (mut head, steps) = match self.head.take() {
             Some(head) => (head, (self.args.head_steps / 4).max(1)),
-            None => (Head::new(self.device), self.args.head_steps),
+            None => (Head::with_hidden(self.device, self.args.head_hidden), self.args.head_steps),
         };
         let report = head.train(&x, &y, &TrainOptions { steps, ..TrainOptions::default() });
         self.head = Some(head);

@@ -43,6 +43,8 @@ fn exported_predictor_reproduces_the_inferrer() {
         ("BINANN_INPUT_SIZE", "64"),
         ("BINANN_DEVICE", "cpu"),
         ("OMP_WAIT_POLICY", "PASSIVE"),
+        // The default mix puts exploring picks between the most probable: check the merge alone.
+        ("BINANN_SELECTOR", "max-probability"),
     ];
     for shard in ["0/2", "1/2"] {
         run_ok(Command::new(bin("binann-inferrer")).args(["--once", "--shard", shard]).envs(env2));
@@ -88,6 +90,33 @@ fn exported_predictor_reproduces_the_inferrer() {
     for (id, p) in predictions.ids.iter().zip(&predictions.probs) {
         let q = applied[&manifest.paths[*id as usize]];
         assert!((p - q).abs() < 1e-4, "image {id}: inferrer {p}, exported predictor {q}");
+    }
+}
+
+/// `BINANN_HEAD_HIDDEN` shapes the head the trainer writes: 0 is a logistic regression (no hidden
+/// layer), the default an MLP of `DEFAULT_HIDDEN_UNITS`; both load and separate the labels.
+#[test]
+fn the_trainer_builds_the_head_asked_for() {
+    let weights = weights();
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, _) = labelled_run(tmp.path(), 60, 30, |_, positive| if positive { Label::Positive } else { Label::Negative });
+    for (hidden, expected) in [(Some("0"), 0), (None, binann_model::DEFAULT_HIDDEN_UNITS)] {
+        let _ = std::fs::remove_file(run.join("checkpoint.safetensors"));
+        let mut trainer = Command::new(bin("binann-trainer"));
+        trainer.arg("--once").envs([
+            ("BINANN_RUNDIR", run.to_str().unwrap()),
+            ("BINANN_WEIGHTS", weights.to_str().unwrap()),
+            ("BINANN_INPUT_SIZE", "64"),
+            ("BINANN_DEVICE", "cpu"),
+            ("OMP_WAIT_POLICY", "PASSIVE"),
+        ]);
+        if let Some(h) = hidden {
+            trainer.env("BINANN_HEAD_HIDDEN", h);
+        }
+        run_ok(&mut trainer);
+        let (head, meta) = binann_model::Head::load(&run.join("checkpoint.safetensors"), tch::Device::Cpu).unwrap();
+        assert_eq!(head.hidden_units(), expected, "BINANN_HEAD_HIDDEN={hidden:?}");
+        assert_eq!(meta.labels_used, 30);
     }
 }
 

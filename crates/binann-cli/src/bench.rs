@@ -209,7 +209,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             0.0,
             binann_selector::Explore::Entropy,
             1,
-            &|_| None,
+            &binann_selector::Kinds::NONE,
         );
         let ranking = binann_core::ranking::Ranking {
             ids: order.iter().map(|&i| ids[i]).collect(),

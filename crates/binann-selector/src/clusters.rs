@@ -280,6 +280,44 @@ pub fn round_robin(groups: &[Option<u32>], key: impl Fn(usize) -> f32) -> Vec<us
     out
 }
 
+/// The exploring picks' order: in turns, one image of every cluster, the clusters with the fewest
+/// labelled images first (then the smallest, the most unusual); within a cluster, its most typical
+/// images (nearest the centre) first. `members[i]` is the cluster and centre distance of the i-th
+/// unlabelled image (None: not clustered, last); `sizes` counts every image of a cluster, so a
+/// cluster's labelled images are its size less its unlabelled members. The images the person
+/// labelled least resemble come first: that is where an unseen kind of positive is likeliest.
+pub fn least_labelled_first(members: &[Option<(u32, f32)>], sizes: &[usize]) -> Vec<usize> {
+    let mut unlabelled: HashMap<u32, Vec<usize>> = HashMap::new();
+    let mut loose = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        match m {
+            Some((c, _)) => unlabelled.entry(*c).or_default().push(i),
+            None => loose.push(i),
+        }
+    }
+    let distance = |i: usize| members[i].map_or(f32::INFINITY, |(_, d)| d);
+    let mut lists: Vec<(usize, usize, u32, Vec<usize>)> = unlabelled
+        .into_iter()
+        .map(|(c, mut m)| {
+            m.sort_by(|&a, &b| distance(a).total_cmp(&distance(b)).then(a.cmp(&b)));
+            let size = sizes.get(c as usize).copied().unwrap_or(m.len()).max(m.len());
+            (size - m.len(), size, c, m)
+        })
+        .collect();
+    lists.sort_by_key(|(labelled, size, c, _)| (*labelled, *size, *c));
+    let longest = lists.iter().map(|l| l.3.len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(members.len());
+    for turn in 0..longest {
+        for (.., m) in &lists {
+            if let Some(&i) = m.get(turn) {
+                out.push(i);
+            }
+        }
+    }
+    out.extend(loose);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,6 +32,20 @@ impl Strategy {
     }
 }
 
+/// The visual kinds of the folder as [`select`] sees them (see [`clusters`]).
+pub struct Kinds<'a> {
+    /// An image's cluster and its squared distance to the cluster's centre; None for an image
+    /// not clustered yet.
+    pub of: &'a dyn Fn(u32) -> Option<(u32, f32)>,
+    /// Images per cluster, labelled or not.
+    pub sizes: &'a [usize],
+}
+
+impl Kinds<'_> {
+    /// No visual kinds known.
+    pub const NONE: Kinds<'static> = Kinds { of: &|_| None, sizes: &[] };
+}
+
 /// What the exploring picks of [`Strategy::Mix`] are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Explore {
@@ -39,23 +53,17 @@ pub enum Explore {
     Entropy,
     /// Uniformly random.
     Random,
-    /// The most probable image of each visual kind in turn (clusters of the embeddings, smallest
-    /// first): a second kind of positive is found while the first is still being labelled.
+    /// The most typical image (nearest its cluster's centre) of the visual kinds labelled least so
+    /// far, smallest first: a second kind of positive is found while the first is still being
+    /// labelled, as the order before the first positive found the first.
     Clusters,
 }
 
 /// Orders `(id, prob)` pairs by `strategy`. `explore` is the share of exploring picks for Mix;
-/// `seed` makes random choices repeatable. `cluster_of` gives an id's visual kind for
-/// [`Explore::Clusters`] (None everywhere: the exploring picks are by entropy instead).
-pub fn select(
-    ids: &[u32],
-    probs: &[f32],
-    strategy: Strategy,
-    explore: f64,
-    explore_with: Explore,
-    seed: u64,
-    cluster_of: &dyn Fn(u32) -> Option<u32>,
-) -> Vec<usize> {
+/// `seed` makes random choices repeatable. `kinds` tells the visual kinds for
+/// [`Explore::Clusters`] (none known: the exploring picks are by entropy instead). The `ids` are
+/// the unlabelled images: a kind's labelled images are those of its size not among them.
+pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, explore_with: Explore, seed: u64, kinds: &Kinds) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..ids.len()).collect();
     let by_prob_desc = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(ids[a].cmp(&ids[b])));
     let by_entropy =
@@ -74,17 +82,22 @@ pub fn select(
                 Explore::Entropy => by_entropy(&mut other),
                 Explore::Random => shuffle(&mut other),
                 Explore::Clusters => {
-                    let groups: Vec<Option<u32>> = ids.iter().map(|id| cluster_of(*id)).collect();
-                    if groups.iter().all(Option::is_none) {
+                    let members: Vec<Option<(u32, f32)>> = ids.iter().map(|id| (kinds.of)(*id)).collect();
+                    if members.iter().all(Option::is_none) {
                         by_entropy(&mut other)
                     } else {
-                        other = clusters::round_robin(&groups, |i| -probs[i]);
+                        other = clusters::least_labelled_first(&members, kinds.sizes);
                     }
                 }
             }
             let mut taken = vec![false; ids.len()];
             let mut out = Vec::with_capacity(ids.len());
             let (mut a, mut b) = (0, 0);
+            // Each place is an exploring pick with probability `explore`, drawn anew for every
+            // ranking (`seed` is its generation). The server hands out from the top of a ranking
+            // that is rewritten after nearly every label, so places spaced evenly (every fifth)
+            // would almost never be reached; a fresh draw makes the top an exploring pick at the
+            // share asked for.
             let mut rng = SplitMix64(seed);
             while out.len() < ids.len() {
                 let pick_other = rng.next_f64() < explore;
@@ -111,7 +124,7 @@ mod tests {
     fn strategies_order_as_named() {
         let ids = [10, 11, 12, 13, 14];
         let probs = [0.15, 0.9, 0.5, 0.6, 0.0];
-        let order = |s| select(&ids, &probs, s, 0.0, Explore::Random, 1, &|_| None).iter().map(|&i| ids[i]).collect::<Vec<_>>();
+        let order = |s| select(&ids, &probs, s, 0.0, Explore::Random, 1, &Kinds::NONE).iter().map(|&i| ids[i]).collect::<Vec<_>>();
         assert_eq!(order(Strategy::MaxProbability), [11, 13, 12, 10, 14]);
         assert_eq!(order(Strategy::MinProbability), [14, 10, 12, 13, 11]);
         assert_eq!(order(Strategy::Entropy), [12, 13, 10, 11, 14]);
@@ -123,7 +136,7 @@ mod tests {
         assert_eq!(order(Strategy::Mix), order(Strategy::MaxProbability));
         let ids: Vec<u32> = (0..1000).collect();
         let probs: Vec<f32> = ids.iter().map(|i| *i as f32 / 1000.0).collect();
-        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 7, &|_| None);
+        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 7, &Kinds::NONE);
         let mut sorted = mix.clone();
         sorted.sort();
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
@@ -132,20 +145,46 @@ mod tests {
     }
 
     #[test]
-    fn exploring_by_clusters_visits_a_second_kind_early() {
-        // Kind 0 (ids 0..500) has high probabilities; kind 1 (ids 500..1000) has lower ones, and
-        // its best (id 999, 0.3) is far down the max-probability order.
+    fn the_top_of_each_ranking_explores_at_the_share() {
+        // The server hands out the top of a ranking that is rewritten after nearly every label:
+        // across generations, the first place must be an exploring pick at about the share.
+        let ids: Vec<u32> = (0..100).collect();
+        let probs: Vec<f32> = ids.iter().map(|i| 1.0 - *i as f32 / 100.0).collect();
+        let exploring_tops = (1..=1000u64)
+            .filter(|generation| {
+                let order = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, *generation, &Kinds::NONE);
+                order[0] != 0 // not the most probable image
+            })
+            .count();
+        assert!((150..=250).contains(&exploring_tops), "{exploring_tops} of 1000 rankings start with an exploring pick");
+    }
+
+    #[test]
+    fn exploring_by_clusters_visits_the_kinds_labelled_least() {
+        // Kind 0 (ids 0..500) has high probabilities. Kinds 1 and 2 (ids 500..750, 750..1000) have
+        // low ones; 100 images of kind 1 are labelled already (its size is 350), none of kind 2.
+        // Kind 2's most typical image is 900 (nearest its centre), kind 0's is 100.
         let ids: Vec<u32> = (0..1000).collect();
         let probs: Vec<f32> = ids.iter().map(|&i| if i < 500 { 0.5 + i as f32 / 1000.0 } else { (i - 500) as f32 / 1700.0 }).collect();
-        let cluster = |id: u32| Some(u32::from(id >= 500));
-        let without_exploring = select(&ids, &probs, Strategy::Mix, 0.0, Explore::Clusters, 3, &cluster);
-        assert!(without_exploring[..500].iter().all(|&i| i < 500), "without exploring, kind 1 waits for kind 0");
-        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &cluster);
-        let first_of_kind_1 = mix.iter().position(|&i| i >= 500).unwrap();
-        assert!(first_of_kind_1 < 30, "kind 1 first shown at {first_of_kind_1}");
-        assert_eq!(mix[first_of_kind_1], 999, "kind 1 by its most probable image");
+        let of = |id: u32| {
+            let kind = (id / 250).saturating_sub(1).min(2);
+            Some((kind, (id as f32 - if kind == 0 { 100.0 } else { 900.0 }).abs()))
+        };
+        let sizes = [500, 350, 250];
+        let kinds = Kinds { of: &of, sizes: &sizes };
+        let without_exploring = select(&ids, &probs, Strategy::Mix, 0.0, Explore::Clusters, 3, &kinds);
+        assert!(without_exploring[..500].iter().all(|&i| i < 500), "without exploring, the other kinds wait for kind 0");
+        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &kinds);
+        // The exploring picks, in order: kind 2's most typical image, then kind 0's (no label
+        // either, but larger; its most probable images are exploiting picks), then kind 1's (100
+        // labelled).
+        let exploring: Vec<usize> = mix.iter().copied().filter(|i| !(400..500).contains(i)).take(3).collect();
+        assert_eq!(exploring[0], 900, "the unlabelled kind first, by its most typical image");
+        assert_eq!(exploring[1], 100, "then the next least labelled kind");
+        assert!((500..750).contains(&exploring[2]), "the kind with labels last, got {}", exploring[2]);
+        assert!(mix[..20].contains(&900), "an exploring pick among the first 20");
         // Without clusters known, the exploring picks fall back to entropy.
-        let fallback = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &|_| None);
-        assert_eq!(fallback, select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 3, &|_| None));
+        let fallback = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &Kinds::NONE);
+        assert_eq!(fallback, select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 3, &Kinds::NONE));
     }
 }

@@ -20,10 +20,11 @@ use clap::Parser;
 struct Args {
     #[command(flatten)]
     common: CommonArgs,
-    /// How to order the images.
+    /// How to order the images once the model knows a positive.
     #[arg(long, env = "BINANN_SELECTOR", value_enum, default_value = "max-probability")]
     strategy: Strategy,
-    /// Share of exploring picks in the `mix` strategy (0 to 1).
+    /// Share of exploring picks in the `mix` strategy (0 to 1): each place of a ranking, the top
+    /// included, is one with this probability.
     #[arg(long, env = "BINANN_EXPLORE", default_value_t = 0.1)]
     explore: f64,
     /// What the exploring picks of `mix` are.
@@ -64,7 +65,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut last_inputs = Vec::new();
     let mut sketches = SketchCache::default();
     let mut clusters: Option<Clusters> = None;
-    let mut cluster_of_id: Vec<u32> = Vec::new();
+    // Each embedded image's cluster and squared distance to its centre (u32::MAX: none yet).
+    let mut kind_of_id: Vec<(u32, f32)> = Vec::new();
     let mut fitted_on = 0usize;
     let mut sketch_generation = binann_core::sketches::Sketches::load(&rundir.sketches()).map_or(0, |(g, _)| g);
     let mut dirty = true;
@@ -86,9 +88,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         if sketches.len() != fitted_on && (!changed || grown) {
             let started = Instant::now();
             let fitted = Clusters::fit(&sketches.values, cluster_count(sketches.len()), 1);
-            cluster_of_id = vec![u32::MAX; sketches.ids.iter().map(|id| *id as usize + 1).max().unwrap_or(0)];
-            for (id, c) in sketches.ids.iter().zip(&fitted.assignment) {
-                cluster_of_id[*id as usize] = *c;
+            kind_of_id = vec![(u32::MAX, 0.0); sketches.ids.iter().map(|id| *id as usize + 1).max().unwrap_or(0)];
+            for (row, id) in sketches.ids.iter().enumerate() {
+                kind_of_id[*id as usize] = (fitted.assignment[row], fitted.distance[row]);
             }
             tracing::info!(
                 images = sketches.len(),
@@ -105,7 +107,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
             dirty = true; // the clusters changed: order again
         }
-        let cluster_of = |id: u32| cluster_of_id.get(id as usize).copied().filter(|c| *c != u32::MAX);
+        let kind_of = |id: u32| kind_of_id.get(id as usize).copied().filter(|(c, _)| *c != u32::MAX);
+        let kinds = binann_selector::Kinds { of: &kind_of, sizes: clusters.as_ref().map_or(&[][..], |c| &c.sizes) };
         let files = predictions::files(rundir.root());
         let stamps: Vec<_> = files.iter().map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok())).collect();
         if stamps != last_inputs || dirty {
@@ -118,8 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             cold = !knows_a_positive;
             let ranking = if knows_a_positive || args.strategy == Strategy::Random {
                 merged.model.is_some().then(|| {
-                    let order =
-                        select(&merged.ids, &merged.probs, args.strategy, args.explore, args.explore_with, generation + 1, &cluster_of);
+                    let order = select(&merged.ids, &merged.probs, args.strategy, args.explore, args.explore_with, generation + 1, &kinds);
                     Ranking {
                         ids: order.iter().map(|&i| merged.ids[i]).collect(),
                         probs: order.iter().map(|&i| merged.probs[i]).collect(),
