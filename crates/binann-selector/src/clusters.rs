@@ -252,6 +252,27 @@ impl Clusters {
 /// images come early); within a group, items by `key` ascending (ties by index). Items of no group
 /// come last, by `key`.
 pub fn round_robin(groups: &[Option<u32>], key: impl Fn(usize) -> f32) -> Vec<usize> {
+    in_turns(groups, key, |_, members| (members, 0))
+}
+
+/// The exploring picks' order: in turns, one image of every cluster, the clusters with the fewest
+/// labelled images first (then the smallest, the most unusual); within a cluster, its most typical
+/// images (nearest the centre) first. `members[i]` is the cluster and centre distance of the i-th
+/// unlabelled image (None: not clustered, last); `sizes` counts every image of a cluster, so a
+/// cluster's labelled images are its size less its unlabelled members. The images the person
+/// labelled least resemble come first: that is where an unseen kind of positive is likeliest.
+pub fn least_labelled_first(members: &[Option<(u32, f32)>], sizes: &[usize]) -> Vec<usize> {
+    let groups: Vec<Option<u32>> = members.iter().map(|m| m.map(|(c, _)| c)).collect();
+    let distance = |i: usize| members[i].map_or(f32::INFINITY, |(_, d)| d);
+    in_turns(&groups, distance, |c, unlabelled| {
+        let size = sizes.get(c as usize).copied().unwrap_or(unlabelled).max(unlabelled);
+        (size - unlabelled, size)
+    })
+}
+
+/// Items in turns, the groups ordered by `group_order(group, its item count)` (ties by group),
+/// each group's items by `key` ascending (ties by index); items of no group last, by `key`.
+fn in_turns(groups: &[Option<u32>], key: impl Fn(usize) -> f32, group_order: impl Fn(u32, usize) -> (usize, usize)) -> Vec<usize> {
     let mut members: HashMap<u32, Vec<usize>> = HashMap::new();
     let mut loose = Vec::new();
     for (i, g) in groups.iter().enumerate() {
@@ -265,7 +286,7 @@ pub fn round_robin(groups: &[Option<u32>], key: impl Fn(usize) -> f32) -> Vec<us
     for (_, m) in &mut lists {
         by_key(m);
     }
-    lists.sort_by_key(|(g, m)| (m.len(), *g));
+    lists.sort_by_key(|(g, m)| (group_order(*g, m.len()), *g));
     let longest = lists.iter().map(|(_, m)| m.len()).max().unwrap_or(0);
     let mut out = Vec::with_capacity(groups.len());
     for turn in 0..longest {
@@ -276,44 +297,6 @@ pub fn round_robin(groups: &[Option<u32>], key: impl Fn(usize) -> f32) -> Vec<us
         }
     }
     by_key(&mut loose);
-    out.extend(loose);
-    out
-}
-
-/// The exploring picks' order: in turns, one image of every cluster, the clusters with the fewest
-/// labelled images first (then the smallest, the most unusual); within a cluster, its most typical
-/// images (nearest the centre) first. `members[i]` is the cluster and centre distance of the i-th
-/// unlabelled image (None: not clustered, last); `sizes` counts every image of a cluster, so a
-/// cluster's labelled images are its size less its unlabelled members. The images the person
-/// labelled least resemble come first: that is where an unseen kind of positive is likeliest.
-pub fn least_labelled_first(members: &[Option<(u32, f32)>], sizes: &[usize]) -> Vec<usize> {
-    let mut unlabelled: HashMap<u32, Vec<usize>> = HashMap::new();
-    let mut loose = Vec::new();
-    for (i, m) in members.iter().enumerate() {
-        match m {
-            Some((c, _)) => unlabelled.entry(*c).or_default().push(i),
-            None => loose.push(i),
-        }
-    }
-    let distance = |i: usize| members[i].map_or(f32::INFINITY, |(_, d)| d);
-    let mut lists: Vec<(usize, usize, u32, Vec<usize>)> = unlabelled
-        .into_iter()
-        .map(|(c, mut m)| {
-            m.sort_by(|&a, &b| distance(a).total_cmp(&distance(b)).then(a.cmp(&b)));
-            let size = sizes.get(c as usize).copied().unwrap_or(m.len()).max(m.len());
-            (size - m.len(), size, c, m)
-        })
-        .collect();
-    lists.sort_by_key(|(labelled, size, c, _)| (*labelled, *size, *c));
-    let longest = lists.iter().map(|l| l.3.len()).max().unwrap_or(0);
-    let mut out = Vec::with_capacity(members.len());
-    for turn in 0..longest {
-        for (.., m) in &lists {
-            if let Some(&i) = m.get(turn) {
-                out.push(i);
-            }
-        }
-    }
     out.extend(loose);
     out
 }
