@@ -11,6 +11,17 @@ use binann_core::predictions::Predictions;
 use binann_core::rundir::RunDir;
 use common::{bin, labelled_run, run_ok, weights};
 
+/// The AI processes' environment for `run`: the CPU at a 64 px input.
+fn cpu_env(run: &std::path::Path, weights: &std::path::Path) -> [(&'static str, String); 5] {
+    [
+        ("BINANN_RUNDIR", run.display().to_string()),
+        ("BINANN_WEIGHTS", weights.display().to_string()),
+        ("BINANN_INPUT_SIZE", "64".to_owned()),
+        ("BINANN_DEVICE", "cpu".to_owned()),
+        ("OMP_WAIT_POLICY", "PASSIVE".to_owned()),
+    ]
+}
+
 #[test]
 fn exported_predictor_reproduces_the_inferrer() {
     let weights = weights();
@@ -19,15 +30,9 @@ fn exported_predictor_reproduces_the_inferrer() {
     let (run, manifest) = labelled_run(tmp.path(), 80, 40, |_, positive| if positive { Label::Positive } else { Label::Negative });
     let data = tmp.path().join("data");
     let rundir = RunDir::open_existing(&run);
-    let env = [
-        ("BINANN_RUNDIR", run.to_str().unwrap()),
-        ("BINANN_WEIGHTS", weights.to_str().unwrap()),
-        ("BINANN_INPUT_SIZE", "64"),
-        ("BINANN_DEVICE", "cpu"),
-        ("OMP_WAIT_POLICY", "PASSIVE"),
-    ];
-    run_ok(Command::new(bin("binann-trainer")).arg("--once").envs(env));
-    run_ok(Command::new(bin("binann-inferrer")).arg("--once").envs(env));
+    let env = cpu_env(&run, &weights);
+    run_ok(Command::new(bin("binann-trainer")).arg("--once").envs(env.clone()));
+    run_ok(Command::new(bin("binann-inferrer")).arg("--once").envs(env.clone()));
     let (_, predictions) = Predictions::load(&rundir.predictions(0, 1)).unwrap();
     assert_eq!(predictions.ids.len(), 40, "every unlabelled image is predicted");
 
@@ -37,19 +42,12 @@ fn exported_predictor_reproduces_the_inferrer() {
     for f in ["BINANN-RUNDIR", "manifest.bin", "annotations.journal", "checkpoint.safetensors"] {
         std::fs::copy(run.join(f), sharded.join(f)).unwrap();
     }
-    let env2 = [
-        ("BINANN_RUNDIR", sharded.to_str().unwrap()),
-        ("BINANN_WEIGHTS", weights.to_str().unwrap()),
-        ("BINANN_INPUT_SIZE", "64"),
-        ("BINANN_DEVICE", "cpu"),
-        ("OMP_WAIT_POLICY", "PASSIVE"),
-        // The default mix puts exploring picks between the most probable: check the merge alone.
-        ("BINANN_SELECTOR", "max-probability"),
-    ];
+    // Max-probability whatever the default strategy: the order checked below is the merge alone.
+    let env2: Vec<_> = cpu_env(&sharded, &weights).into_iter().chain([("BINANN_SELECTOR", "max-probability".to_owned())]).collect();
     for shard in ["0/2", "1/2"] {
-        run_ok(Command::new(bin("binann-inferrer")).args(["--once", "--shard", shard]).envs(env2));
+        run_ok(Command::new(bin("binann-inferrer")).args(["--once", "--shard", shard]).envs(env2.clone()));
     }
-    run_ok(Command::new(bin("binann-selector")).arg("--once").envs(env2));
+    run_ok(Command::new(bin("binann-selector")).arg("--once").envs(env2.clone()));
     let (_, ranking) = binann_core::ranking::Ranking::load(&sharded.join("ranking.bin")).unwrap();
     assert_eq!(ranking.predicted, 40);
     let one: std::collections::HashMap<u32, f32> = predictions.ids.iter().copied().zip(predictions.probs.iter().copied()).collect();
@@ -65,11 +63,11 @@ fn exported_predictor_reproduces_the_inferrer() {
         .arg(&run)
         .arg("--out")
         .arg(&exported)
-        .envs(env)
+        .envs(env.clone())
         .output()
         .unwrap();
     assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("between 0 and 1"));
-    run_ok(Command::new(bin("binann-predict")).arg("export").arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env));
+    run_ok(Command::new(bin("binann-predict")).arg("export").arg("--rundir").arg(&run).arg("--out").arg(&exported).envs(env.clone()));
     let description: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(exported.join("predictor.json")).unwrap()).unwrap();
     assert_eq!((description["input_size"].as_u64(), description["labels_used"].as_u64()), (Some(64), Some(40)));
     // The predictor is self-contained: move it away from the run directory first.
@@ -103,13 +101,7 @@ fn the_trainer_builds_the_head_asked_for() {
     for (hidden, expected) in [(Some("0"), 0), (None, binann_model::DEFAULT_HIDDEN_UNITS)] {
         let _ = std::fs::remove_file(run.join("checkpoint.safetensors"));
         let mut trainer = Command::new(bin("binann-trainer"));
-        trainer.arg("--once").envs([
-            ("BINANN_RUNDIR", run.to_str().unwrap()),
-            ("BINANN_WEIGHTS", weights.to_str().unwrap()),
-            ("BINANN_INPUT_SIZE", "64"),
-            ("BINANN_DEVICE", "cpu"),
-            ("OMP_WAIT_POLICY", "PASSIVE"),
-        ]);
+        trainer.arg("--once").envs(cpu_env(&run, &weights));
         if let Some(h) = hidden {
             trainer.env("BINANN_HEAD_HIDDEN", h);
         }
