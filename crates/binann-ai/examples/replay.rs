@@ -91,10 +91,12 @@ fn main() -> anyhow::Result<()> {
                 };
                 let opts = TrainOptions { steps, weight_decay: env("WD", 1e-2), learning_rate: env("LR", 3e-3), ..TrainOptions::default() };
                 h.train(&xl, &Tensor::from_slice(&y), &opts);
-                let probs: Vec<f32> = Vec::<f32>::try_from(h.predict(&xt).to_kind(Kind::Float)).unwrap();
+                // Ranked by the logit, as the loop does: it still orders what the probability rounds to 0.
+                let logits: Vec<f32> = Vec::<f32>::try_from(h.logits(&xt).to_kind(Kind::Float)).unwrap();
                 head = Some(h);
                 let unl: Vec<u32> = (0..n as u32).filter(|id| !done[*id as usize]).collect();
-                let p: Vec<f32> = unl.iter().map(|id| probs[*id as usize]).collect();
+                let l: Vec<f32> = unl.iter().map(|id| logits[*id as usize]).collect();
+                let p: Vec<f32> = l.iter().map(|l| binann_core::predictions::probability(*l)).collect();
                 for (i, id) in unl.iter().enumerate() {
                     shown[*id as usize] = p[i];
                 }
@@ -111,7 +113,7 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                 }
-                let order = rank(&policy, &unl, &p, &clusters, &done, seq.len() as u64);
+                let order = rank(&policy, &unl, &l, &p, &clusters, &done, seq.len() as u64);
                 let mut picked: Vec<u32> = front.into_iter().take(every).collect();
                 for i in order {
                     if picked.len() >= every {
@@ -170,10 +172,10 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Orders the unlabelled images (indices into `p`).
-fn rank(policy: &str, unl: &[u32], p: &[f32], clusters: &Clusters, done: &[bool], round: u64) -> Vec<usize> {
+/// Orders the unlabelled images (indices into their logits `l` and probabilities `p`).
+fn rank(policy: &str, unl: &[u32], l: &[f32], p: &[f32], clusters: &Clusters, done: &[bool], round: u64) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..p.len()).collect();
-    idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+    idx.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
     let parts: Vec<&str> = policy.split(':').collect();
     match parts[0] {
         "max" => idx,
@@ -182,7 +184,7 @@ fn rank(policy: &str, unl: &[u32], p: &[f32], clusters: &Clusters, done: &[bool]
             let of = |id: u32| Some((clusters.assignment[id as usize], clusters.distance[id as usize]));
             let kinds = binann_selector::Kinds { of: &of, sizes: &clusters.sizes };
             let share: f64 = parts[1].parse().unwrap();
-            binann_selector::select(unl, p, binann_selector::Strategy::Mix, share, binann_selector::Explore::Clusters, round, &kinds)
+            binann_selector::select(unl, l, binann_selector::Strategy::Mix, share, binann_selector::Explore::Clusters, round, &kinds)
         }
         // Every `1/share`-th pick explores: the top image of the least-labelled cluster; below the
         // threshold, every pick does.

@@ -415,16 +415,16 @@ impl Inferrer {
         let shard = self.args.shard;
         let wanted = |id: u32| shard.owns(id) && !labelled.is_done(id);
         let mut ids = Vec::new();
-        let mut probs = Vec::new();
+        let mut logits = Vec::new();
         let mut failed: Vec<(u32, String)> = self.partial_failed.clone();
         match model {
             Model::Head(head) => {
                 for chunk in self.cache.chunks() {
-                    let p: Vec<f32> = Vec::try_from(head.predict(&chunk.values).to_device(Device::Cpu))?;
+                    let l: Vec<f32> = Vec::try_from(head.logits(&chunk.values).to_device(Device::Cpu))?;
                     for (row, id) in chunk.ids.iter().enumerate() {
                         if wanted(*id) && !chunk.failed.contains(id) {
                             ids.push(*id);
-                            probs.push(p[row]);
+                            logits.push(l[row]);
                         }
                     }
                     failed.extend(chunk.failed.iter().map(|id| (*id, "unreadable image".to_owned())));
@@ -432,11 +432,11 @@ impl Inferrer {
                 if !self.partial_rows.is_empty() {
                     let x = Tensor::from_slice(&self.partial_rows.concat())
                         .view([self.partial_rows.len() as i64, binann_model::EMBED_DIM as i64]);
-                    let p: Vec<f32> = Vec::try_from(head.predict(&x).to_device(Device::Cpu))?;
-                    for (id, prob) in self.partial_ids.iter().zip(p) {
+                    let l: Vec<f32> = Vec::try_from(head.logits(&x).to_device(Device::Cpu))?;
+                    for (id, logit) in self.partial_ids.iter().zip(l) {
                         if wanted(*id) {
                             ids.push(*id);
-                            probs.push(prob);
+                            logits.push(logit);
                         }
                     }
                 }
@@ -459,9 +459,9 @@ impl Inferrer {
                         }
                     }
                     if !images.is_empty() {
-                        let p: Vec<f32> = Vec::try_from(model.predict(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
+                        let l: Vec<f32> = Vec::try_from(model.predict_logits(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
                         ids.extend(batch_ids);
-                        probs.extend(p);
+                        logits.extend(l);
                     }
                     bar.inc(batch.len() as u64);
                 }
@@ -472,7 +472,7 @@ impl Inferrer {
             model: crate::model_info(meta),
             shard: (shard.index, shard.count),
             ids,
-            probs,
+            logits,
             failed,
             created_ms: binann_core::now_ms(),
         };

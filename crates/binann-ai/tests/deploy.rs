@@ -78,8 +78,8 @@ fn assert_covered_once(run: &Path, env: &[(&'static str, String)]) {
         let (_, p) = Predictions::load(&rundir.predictions(k, SHARDS)).unwrap();
         assert_eq!(p.shard, (k, SHARDS));
         assert!(p.failed.is_empty(), "shard {k}: {:?}", p.failed);
-        assert_eq!(p.ids.len(), p.probs.len());
-        assert!(p.probs.iter().all(|p| (0.0..=1.0).contains(p)), "shard {k}: probabilities");
+        assert_eq!(p.ids.len(), p.logits.len());
+        assert!(p.logits.iter().all(|l| l.is_finite()), "shard {k}: logits");
         for id in p.ids {
             assert_eq!(id % SHARDS, k, "shard {k} predicted image {id}, which is not its own");
             *predicted.entry(id).or_default() += 1;

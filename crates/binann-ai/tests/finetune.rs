@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use binann_core::RunDirFile;
 use binann_core::manifest::Manifest;
-use binann_core::predictions::Predictions;
+use binann_core::predictions::{Predictions, probability};
 use binann_core::ranking::Ranking;
 use binann_testkit::{ChildGroup, server_url};
 use common::{bin, weights};
@@ -114,15 +114,30 @@ fn finetune_mode_learns_to_separate_two_kinds_end_to_end() {
             && r.predicted == unlabelled as u64
         {
             let mean = |positive: bool| {
-                let ps: Vec<f32> =
-                    p.ids.iter().zip(&p.probs).filter(|(id, _)| is_positive(index_of(**id)) == positive).map(|(_, q)| *q).collect();
+                let ps: Vec<f32> = p
+                    .ids
+                    .iter()
+                    .zip(p.logits.iter().map(|l| probability(*l)))
+                    .filter(|(id, _)| is_positive(index_of(**id)) == positive)
+                    .map(|(_, q)| q)
+                    .collect();
                 ps.iter().sum::<f32>() / ps.len() as f32
             };
             let gap = mean(true) - mean(false);
-            let lowest_positive =
-                p.ids.iter().zip(&p.probs).filter(|(id, _)| is_positive(index_of(**id))).map(|(_, q)| *q).fold(1.0, f32::min);
-            let highest_negative =
-                p.ids.iter().zip(&p.probs).filter(|(id, _)| !is_positive(index_of(**id))).map(|(_, q)| *q).fold(0.0, f32::max);
+            let lowest_positive = p
+                .ids
+                .iter()
+                .zip(p.logits.iter().map(|l| probability(*l)))
+                .filter(|(id, _)| is_positive(index_of(**id)))
+                .map(|(_, q)| q)
+                .fold(1.0, f32::min);
+            let highest_negative = p
+                .ids
+                .iter()
+                .zip(p.logits.iter().map(|l| probability(*l)))
+                .filter(|(id, _)| !is_positive(index_of(**id)))
+                .map(|(_, q)| q)
+                .fold(0.0, f32::max);
             if gap > MARGIN && lowest_positive > highest_negative {
                 break (meta, p, r, gap);
             }
@@ -141,7 +156,8 @@ fn finetune_mode_learns_to_separate_two_kinds_end_to_end() {
     println!("finetune: generation {} separates the kinds by {gap:.3} after {:.1} s", meta.generation, started.elapsed().as_secs_f64());
 
     assert!(meta.loss.is_finite(), "checkpoint loss {}", meta.loss);
-    assert!(predictions.probs.iter().chain(&ranking.probs).all(|p| (0.0..=1.0).contains(p)), "a probability outside 0..1 (or NaN)");
+    assert!(predictions.logits.iter().all(|l| !l.is_nan()), "a NaN logit");
+    assert!(ranking.probs.iter().all(|p| (0.0..=1.0).contains(p)), "a probability outside 0..1 (or NaN)");
     assert!(predictions.failed.is_empty(), "{:?}", predictions.failed);
     assert!(predictions.model.loss.is_finite() && ranking.model.as_ref().is_some_and(|m| m.loss.is_finite()));
     let mut ids: Vec<u32> = ranking.ids.clone();

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use binann_core::RunDirFile;
 use binann_core::annotations::Label;
-use binann_core::predictions::Predictions;
+use binann_core::predictions::{Predictions, probability};
 use binann_core::rundir::RunDir;
 use common::{bin, labelled_run, run_ok, weights};
 
@@ -50,7 +50,8 @@ fn exported_predictor_reproduces_the_inferrer() {
     run_ok(Command::new(bin("binann-selector")).arg("--once").envs(env2.clone()));
     let (_, ranking) = binann_core::ranking::Ranking::load(&sharded.join("ranking.bin")).unwrap();
     assert_eq!(ranking.predicted, 40);
-    let one: std::collections::HashMap<u32, f32> = predictions.ids.iter().copied().zip(predictions.probs.iter().copied()).collect();
+    let one: std::collections::HashMap<u32, f32> =
+        predictions.ids.iter().copied().zip(predictions.logits.iter().map(|l| probability(*l))).collect();
     for (id, p) in ranking.ids.iter().zip(&ranking.probs) {
         assert!((one[id] - p).abs() < 1e-4, "image {id}: one inferrer {}, shards {p}", one[id]);
     }
@@ -85,7 +86,8 @@ fn exported_predictor_reproduces_the_inferrer() {
         })
         .collect();
     assert_eq!(applied.len(), 80);
-    for (id, p) in predictions.ids.iter().zip(&predictions.probs) {
+    for (id, logit) in predictions.ids.iter().zip(&predictions.logits) {
+        let p = probability(*logit);
         let q = applied[&manifest.paths[*id as usize]];
         assert!((p - q).abs() < 1e-4, "image {id}: inferrer {p}, exported predictor {q}");
     }

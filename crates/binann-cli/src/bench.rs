@@ -200,11 +200,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         // The selector's work at this scale: order n predictions and write the ranking.
         let mut rng = binann_core::ranking::SplitMix64(7);
         let ids: Vec<u32> = (0..n as u32).collect();
-        let probs: Vec<f32> = ids.iter().map(|_| rng.next_f64() as f32).collect();
+        let logits: Vec<f32> = ids.iter().map(|_| rng.next_f64() as f32 * 20.0 - 10.0).collect();
         let started = Instant::now();
         let order = binann_selector::select(
             &ids,
-            &probs,
+            &logits,
             binann_selector::Strategy::MaxProbability,
             0.0,
             binann_selector::Explore::Entropy,
@@ -213,7 +213,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         );
         let ranking = binann_core::ranking::Ranking {
             ids: order.iter().map(|&i| ids[i]).collect(),
-            probs: order.iter().map(|&i| probs[i]).collect(),
+            probs: order.iter().map(|&i| binann_core::predictions::probability(logits[i])).collect(),
             selector: "max-probability".into(),
             model: None,
             predicted: n as u64,

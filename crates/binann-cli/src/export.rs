@@ -87,9 +87,9 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
         eprintln!("binann export: warning: {p}");
     }
     let mut prob = vec![None; manifest.len()];
-    for (id, p) in merged.ids.iter().zip(&merged.probs) {
+    for (id, logit) in merged.ids.iter().zip(&merged.logits) {
         if let Some(slot) = prob.get_mut(*id as usize) {
-            *slot = Some(*p);
+            *slot = Some(binann_core::predictions::probability(*logit));
         }
     }
     let mut out = Vec::with_capacity(manifest.len());

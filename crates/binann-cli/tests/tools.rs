@@ -51,8 +51,9 @@ fn run_directory(dir: &Path) -> PathBuf {
     // Two shards, as two inferrers would write them.
     for shard in 0..2u32 {
         let ids: Vec<u32> = (0..10).filter(|i| i % 2 == shard).collect();
-        let probs = ids.iter().map(|i| *i as f32 / 10.0).collect();
-        Predictions { model: model.clone(), shard: (shard, 2), ids, probs, failed: vec![], created_ms: 0 }
+        // The logit of probability id/10.
+        let logits = ids.iter().map(|i| (*i as f32 / (10 - i) as f32).ln()).collect();
+        Predictions { model: model.clone(), shard: (shard, 2), ids, logits, failed: vec![], created_ms: 0 }
             .save(&rd.predictions(shard, 2), 1)
             .unwrap();
     }

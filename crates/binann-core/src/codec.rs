@@ -21,7 +21,10 @@ pub const MAGIC: [u8; 8] = *b"BINANN\0\x1a";
 ///   upgraded by its writer when it is next opened (see [`crate::journal::JournalRecord`]).
 /// - 3: journal records say whether the label was for an audit pick (see [`crate::estimate`]).
 ///   Again only the journal changed, and older journals are read and upgraded the same way.
-pub const FORMAT_VERSION: u16 = 3;
+/// - 4: predictions hold logits, not probabilities (see [`crate::predictions::Predictions`]). An
+///   older predictions file is refused ([`DecodeError::OlderVersion`]) until its inferrer
+///   rewrites it; every other kind decodes as before.
+pub const FORMAT_VERSION: u16 = 4;
 /// Size of [`Header`] on disk.
 pub const HEADER_LEN: usize = 40;
 
@@ -106,6 +109,16 @@ pub enum DecodeError {
     NewerVersion {
         /// Version in the file.
         found: u16,
+    },
+    /// Written by an older binann, in a layout whose values mean something else now.
+    #[error(
+        "format version {found} is older than this binann reads for this kind of file ({oldest}); the process that writes it replaces it"
+    )]
+    OlderVersion {
+        /// Version in the file.
+        found: u16,
+        /// The oldest version read.
+        oldest: u16,
     },
     /// An unknown kind number.
     #[error("unknown file kind {0}")]
@@ -314,6 +327,10 @@ pub trait RunDirFile: Serialize + DeserializeOwned {
     /// The kind its header names; a file of another kind is refused.
     const KIND: FileKind;
 
+    /// The oldest format version whose values mean what this build's do; an older file is
+    /// refused with [`DecodeError::OlderVersion`].
+    const OLDEST_VERSION: u16 = 1;
+
     /// What a decoded value must satisfy beyond decoding (sizes that must agree). The checksum
     /// only proves the file is the one written; a value that fails this is refused with the
     /// message, never used.
@@ -324,6 +341,9 @@ pub trait RunDirFile: Serialize + DeserializeOwned {
     /// Loads and checks the file: its generation and its value.
     fn load(path: &Path) -> Result<(u64, Self), FileError> {
         let (header, value): (Header, Self) = read_file(path, Self::KIND)?;
+        if header.version < Self::OLDEST_VERSION {
+            return Err(FileError::decode(path, DecodeError::OlderVersion { found: header.version, oldest: Self::OLDEST_VERSION }));
+        }
         value.validate().map_err(|message| FileError::decode(path, DecodeError::Payload(message)))?;
         Ok((header.generation, value))
     }

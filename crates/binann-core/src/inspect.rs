@@ -60,13 +60,16 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
         }
         FileKind::Predictions => {
             let (_, p): (_, Predictions) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            if header.version < Predictions::OLDEST_VERSION {
+                return Err(dec(codec::DecodeError::OlderVersion { found: header.version, oldest: Predictions::OLDEST_VERSION }).into());
+            }
             writeln!(
                 out,
                 "{}",
                 json!({ "entries": p.ids.len(), "shard": p.shard, "model": p.model, "failed": p.failed, "created_ms": p.created_ms })
             )?;
-            for (id, prob) in p.ids.iter().zip(&p.probs) {
-                writeln!(out, "{}", json!({ "id": id, "prob": prob }))?;
+            for (id, logit) in p.ids.iter().zip(&p.logits) {
+                writeln!(out, "{}", json!({ "id": id, "logit": logit, "prob": crate::predictions::probability(*logit) }))?;
             }
         }
         FileKind::Embeddings => {

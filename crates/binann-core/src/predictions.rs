@@ -1,5 +1,10 @@
-//! The inferrer's output: a probability for each unlabelled image, tagged with the checkpoint
+//! The inferrer's output: the model's logit for each unlabelled image, tagged with the checkpoint
 //! that produced it; one file per inferrer shard ([`files`]), read together with [`merge`].
+//!
+//! Logits, not probabilities: a head trained round after round on labels it separates grows its
+//! logits past ±100, where an `f32` probability is exactly 0 or 1 for most of the folder and a
+//! ranking by it is ties. The logit keeps the model's order; [`probability`] gives the
+//! probability the page and the export show.
 
 use std::path::{Path, PathBuf};
 
@@ -29,7 +34,12 @@ pub struct ModelInfo {
     pub loss: f32,
 }
 
-/// Probabilities for (a shard of) the unlabelled images.
+/// The probability of a logit (the logistic function).
+pub fn probability(logit: f32) -> f32 {
+    1.0 / (1.0 + (-logit).exp())
+}
+
+/// Logits for (a shard of) the unlabelled images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Predictions {
     /// The model that produced them.
@@ -38,8 +48,9 @@ pub struct Predictions {
     pub shard: (u32, u32),
     /// Image ids.
     pub ids: Vec<u32>,
-    /// Probability that each image in `ids` is positive.
-    pub probs: Vec<f32>,
+    /// The model's logit that each image in `ids` is positive ([`probability`] makes it a
+    /// probability).
+    pub logits: Vec<f32>,
     /// Images of this shard that could not be read (corrupt), with the reason.
     pub failed: Vec<(u32, String)>,
     /// When the predictions were finished (ms since the epoch).
@@ -48,6 +59,15 @@ pub struct Predictions {
 
 impl codec::RunDirFile for Predictions {
     const KIND: FileKind = FileKind::Predictions;
+    /// Version 3 and older held probabilities.
+    const OLDEST_VERSION: u16 = 4;
+
+    fn validate(&self) -> Result<(), String> {
+        if self.ids.len() != self.logits.len() {
+            return Err(format!("{} ids but {} logits", self.ids.len(), self.logits.len()));
+        }
+        Ok(())
+    }
 }
 
 /// True for the file name of a shard's predictions: `predictions.bin` or `predictions-K-of-N.bin`
@@ -69,13 +89,13 @@ pub fn files(rundir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Merged predictions of all shards: ids, probabilities, and the newest model among them.
+/// Merged predictions of all shards: ids, logits, and the newest model among them.
 #[derive(Debug, Default)]
 pub struct Merged {
     /// Image ids.
     pub ids: Vec<u32>,
-    /// Their probabilities.
-    pub probs: Vec<f32>,
+    /// Their logits.
+    pub logits: Vec<f32>,
     /// The newest model that contributed.
     pub model: Option<ModelInfo>,
     /// Files that could not be read, with the reason (kept out; their last good content is lost
@@ -99,12 +119,78 @@ pub fn merge(files: &[PathBuf]) -> Merged {
         if merged.model.is_none() {
             merged.model = Some(p.model.clone());
         }
-        for (id, prob) in p.ids.iter().zip(&p.probs) {
+        for (id, logit) in p.ids.iter().zip(&p.logits) {
             if seen.insert(*id) {
                 merged.ids.push(*id);
-                merged.probs.push(*prob);
+                merged.logits.push(*logit);
             }
         }
     }
     merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{DecodeError, FileError, HEADER_LEN, Header, encode_header, encode_value};
+
+    fn predictions(ids: Vec<u32>, logits: Vec<f32>) -> Predictions {
+        let model = ModelInfo {
+            checkpoint_generation: 1,
+            checkpoint_ms: 0,
+            labels_used: 2,
+            positives_used: 1,
+            mode: "head".into(),
+            backbone: "mobilenet_v2".into(),
+            input_size: 64,
+            loss: 0.1,
+        };
+        Predictions { model, shard: (0, 1), ids, logits, failed: vec![], created_ms: 0 }
+    }
+
+    /// A version-3 file held probabilities in the place the logits are now: read as logits they
+    /// would all mean ½–¾, so it is refused (and left out of a merge) until the inferrer rewrites it.
+    #[test]
+    fn predictions_from_before_logits_are_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predictions.bin");
+        let payload = encode_value(&predictions(vec![1, 2], vec![0.9, 0.1]));
+        let header = Header {
+            version: 3,
+            kind: FileKind::Predictions,
+            generation: 1,
+            payload_len: payload.len() as u64,
+            payload_crc: crc32fast::hash(&payload),
+        };
+        let mut bytes = encode_header(&header).to_vec();
+        assert_eq!(bytes.len(), HEADER_LEN);
+        bytes.extend(payload);
+        std::fs::write(&path, bytes).unwrap();
+        match Predictions::load(&path) {
+            Err(FileError::Decode { source: DecodeError::OlderVersion { found: 3, oldest: 4 }, .. }) => {}
+            other => panic!("expected OlderVersion, got {other:?}"),
+        }
+        let merged = merge(&[path.clone()]);
+        assert!(merged.ids.is_empty() && merged.problems.len() == 1, "{merged:?}");
+        // Written by this build, the same values load, as logits.
+        predictions(vec![1, 2], vec![0.9, 0.1]).save(&path, 2).unwrap();
+        let merged = merge(&[path]);
+        assert_eq!((merged.ids, merged.logits), (vec![1, 2], vec![0.9, 0.1]));
+    }
+
+    #[test]
+    fn ids_and_logits_must_pair_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("predictions.bin");
+        predictions(vec![1, 2, 3], vec![0.0]).save(&path, 1).unwrap();
+        assert!(Predictions::load(&path).unwrap_err().to_string().contains("3 ids but 1 logits"));
+    }
+
+    #[test]
+    fn probability_is_the_logistic_function() {
+        assert_eq!(probability(0.0), 0.5);
+        assert!((probability(2.0) - 0.880_797).abs() < 1e-6);
+        assert_eq!(probability(-200.0), 0.0);
+        assert_eq!(probability(200.0), 1.0);
+    }
 }

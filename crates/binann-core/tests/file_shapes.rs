@@ -126,7 +126,7 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
                 model: model_info(shape),
                 shard: (0, 1),
                 ids: (0..n).map(|i| id(shape, i)).collect(),
-                probs: (0..n).map(prob).collect(),
+                logits: (0..n).map(prob).collect(),
                 failed: failed(shape),
                 created_ms: 0,
             };

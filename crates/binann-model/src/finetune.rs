@@ -128,7 +128,13 @@ impl FinetuneModel {
 
     /// Probability of the positive class for each image of the batch (N, on the model's device).
     pub fn predict(&self, batch: &Tensor) -> Tensor {
-        tch::no_grad(|| self.logits(&batch.to_kind(Kind::Float), false).sigmoid())
+        self.predict_logits(batch).sigmoid()
+    }
+
+    /// The logit of [`FinetuneModel::predict`], which still orders images whose probability
+    /// rounds to exactly 0 or 1.
+    pub fn predict_logits(&self, batch: &Tensor) -> Tensor {
+        tch::no_grad(|| self.logits(&batch.to_kind(Kind::Float), false))
     }
 
     /// The backbone's pooled embeddings (N×[`EMBED_DIM`]) under the current fine-tuned weights.

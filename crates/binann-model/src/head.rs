@@ -187,7 +187,13 @@ impl Head {
     /// Probability of the positive class for each row of `x` (N×[`EMBED_DIM`]), as an N tensor
     /// on the head's device.
     pub fn predict(&self, x: &Tensor) -> Tensor {
-        tch::no_grad(|| self.logits_of_standardized(&self.standardize(x)).sigmoid())
+        self.logits(x).sigmoid()
+    }
+
+    /// The logit of [`Head::predict`]: it still orders the rows where the probability has
+    /// rounded to exactly 0 or 1.
+    pub fn logits(&self, x: &Tensor) -> Tensor {
+        tch::no_grad(|| self.logits_of_standardized(&self.standardize(x)))
     }
 
     /// Saves weights and `meta` (whose mode must be [`MODE_HEAD`], else

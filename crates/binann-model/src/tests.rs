@@ -91,6 +91,34 @@ fn full_batch_training_also_learns() {
     assert!(report.accuracy > 0.95, "{report:?}");
 }
 
+/// The trainer continues one head over hundreds of rounds, and on labels it separates the logits
+/// keep growing (seen in the loop: a loss of 1e-44) until most probabilities are exactly 0 or 1
+/// in `f32`. The logits still order those rows, which is why the inferrer stores them.
+#[test]
+fn logits_order_what_saturated_probabilities_cannot() {
+    let _rng = crate::seeded_rng(8);
+    let (x, y) = separable(400);
+    let (x_test, y_test) = separable(400);
+    let mut head = Head::new(Device::Cpu);
+    for _ in 0..20 {
+        head.train(&x, &y, &TrainOptions { steps: 50, learning_rate: 3e-2, ..TrainOptions::default() });
+    }
+    let (probabilities, logits) = (head.predict(&x_test), head.logits(&x_test));
+    assert!(accuracy(&probabilities, &y_test) > 0.9, "held-out accuracy {}", accuracy(&probabilities, &y_test));
+    let saturated = probabilities.eq(0.0).logical_or(&probabilities.eq(1.0));
+    let count = saturated.sum(Kind::Int64).int64_value(&[]);
+    assert!(count >= 100, "only {count} of 400 probabilities are exactly 0 or 1");
+    let distinct = |t: &Tensor| {
+        let mut v = Vec::<f32>::try_from(t.masked_select(&saturated)).unwrap();
+        v.sort_by(f32::total_cmp);
+        v.dedup();
+        v.len() as i64
+    };
+    assert!(distinct(&probabilities) <= 2, "the saturated probabilities are 0 and 1");
+    assert!(distinct(&logits) > count * 9 / 10, "{} distinct logits among {count} saturated rows", distinct(&logits));
+    assert!(logits.sigmoid().equal(&probabilities), "the probability is the logistic function of the logit");
+}
+
 #[test]
 fn pos_weight_recovers_the_rare_class() {
     let _rng = crate::seeded_rng(4);

@@ -59,19 +59,28 @@ pub enum Explore {
     Clusters,
 }
 
-/// Orders `(id, prob)` pairs by `strategy`. `explore` is the share of exploring picks for Mix;
+/// Orders `(id, logit)` pairs by `strategy` (the model's logits, not probabilities: they order
+/// what a confident model's probabilities round to exactly 0 or 1). `explore` is the share of exploring picks for Mix;
 /// `seed` makes random choices repeatable. `kinds` tells the visual kinds for
 /// [`Explore::Clusters`] (none known: the exploring picks are by entropy instead). The `ids` are
 /// the unlabelled images: a kind's labelled images are those of its size not among them.
-pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, explore_with: Explore, seed: u64, kinds: &Kinds) -> Vec<usize> {
+pub fn select(
+    ids: &[u32],
+    logits: &[f32],
+    strategy: Strategy,
+    explore: f64,
+    explore_with: Explore,
+    seed: u64,
+    kinds: &Kinds,
+) -> Vec<usize> {
     let mut idx: Vec<usize> = (0..ids.len()).collect();
-    let by_prob_desc = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(ids[a].cmp(&ids[b])));
-    let by_entropy =
-        |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| (probs[a] - 0.5).abs().total_cmp(&(probs[b] - 0.5).abs()).then(ids[a].cmp(&ids[b])));
+    let by_prob_desc = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(ids[a].cmp(&ids[b])));
+    // Nearest probability ½ is nearest logit 0.
+    let by_entropy = |idx: &mut Vec<usize>| idx.sort_by(|&a, &b| logits[a].abs().total_cmp(&logits[b].abs()).then(ids[a].cmp(&ids[b])));
     let shuffle = |idx: &mut Vec<usize>| idx.sort_by_cached_key(|&i| shuffle_key(seed, ids[i]));
     match strategy {
         Strategy::MaxProbability => by_prob_desc(&mut idx),
-        Strategy::MinProbability => idx.sort_by(|&a, &b| probs[a].total_cmp(&probs[b]).then(ids[a].cmp(&ids[b]))),
+        Strategy::MinProbability => idx.sort_by(|&a, &b| logits[a].total_cmp(&logits[b]).then(ids[a].cmp(&ids[b]))),
         Strategy::Entropy => by_entropy(&mut idx),
         Strategy::Random => shuffle(&mut idx),
         Strategy::Mix => {
@@ -120,11 +129,16 @@ pub fn select(ids: &[u32], probs: &[f32], strategy: Strategy, explore: f64, expl
 mod tests {
     use super::*;
 
+    /// The logits of probabilities, as the inferrer stores them.
+    fn logits(probs: &[f32]) -> Vec<f32> {
+        probs.iter().map(|p| (p / (1.0 - p)).ln()).collect()
+    }
+
     #[test]
     fn strategies_order_as_named() {
         let ids = [10, 11, 12, 13, 14];
         let probs = [0.15, 0.9, 0.5, 0.6, 0.0];
-        let order = |s| select(&ids, &probs, s, 0.0, Explore::Random, 1, &Kinds::NONE).iter().map(|&i| ids[i]).collect::<Vec<_>>();
+        let order = |s| select(&ids, &logits(&probs), s, 0.0, Explore::Random, 1, &Kinds::NONE).iter().map(|&i| ids[i]).collect::<Vec<_>>();
         assert_eq!(order(Strategy::MaxProbability), [11, 13, 12, 10, 14]);
         assert_eq!(order(Strategy::MinProbability), [14, 10, 12, 13, 11]);
         assert_eq!(order(Strategy::Entropy), [12, 13, 10, 11, 14]);
@@ -136,7 +150,7 @@ mod tests {
         assert_eq!(order(Strategy::Mix), order(Strategy::MaxProbability));
         let ids: Vec<u32> = (0..1000).collect();
         let probs: Vec<f32> = ids.iter().map(|i| *i as f32 / 1000.0).collect();
-        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 7, &Kinds::NONE);
+        let mix = select(&ids, &logits(&probs), Strategy::Mix, 0.2, Explore::Entropy, 7, &Kinds::NONE);
         let mut sorted = mix.clone();
         sorted.sort();
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
@@ -152,7 +166,7 @@ mod tests {
         let probs: Vec<f32> = ids.iter().map(|i| 1.0 - *i as f32 / 100.0).collect();
         let exploring_tops = (1..=1000u64)
             .filter(|generation| {
-                let order = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, *generation, &Kinds::NONE);
+                let order = select(&ids, &logits(&probs), Strategy::Mix, 0.2, Explore::Entropy, *generation, &Kinds::NONE);
                 order[0] != 0 // not the most probable image
             })
             .count();
@@ -172,9 +186,9 @@ mod tests {
         };
         let sizes = [500, 350, 250];
         let kinds = Kinds { of: &of, sizes: &sizes };
-        let without_exploring = select(&ids, &probs, Strategy::Mix, 0.0, Explore::Clusters, 3, &kinds);
+        let without_exploring = select(&ids, &logits(&probs), Strategy::Mix, 0.0, Explore::Clusters, 3, &kinds);
         assert!(without_exploring[..500].iter().all(|&i| i < 500), "without exploring, the other kinds wait for kind 0");
-        let mix = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &kinds);
+        let mix = select(&ids, &logits(&probs), Strategy::Mix, 0.2, Explore::Clusters, 3, &kinds);
         // The exploring picks, in order: kind 2's most typical image, then kind 0's (no label
         // either, but larger; its most probable images are exploiting picks), then kind 1's (100
         // labelled).
@@ -184,7 +198,7 @@ mod tests {
         assert!((500..750).contains(&exploring[2]), "the kind with labels last, got {}", exploring[2]);
         assert!(mix[..20].contains(&900), "an exploring pick among the first 20");
         // Without clusters known, the exploring picks fall back to entropy.
-        let fallback = select(&ids, &probs, Strategy::Mix, 0.2, Explore::Clusters, 3, &Kinds::NONE);
-        assert_eq!(fallback, select(&ids, &probs, Strategy::Mix, 0.2, Explore::Entropy, 3, &Kinds::NONE));
+        let fallback = select(&ids, &logits(&probs), Strategy::Mix, 0.2, Explore::Clusters, 3, &Kinds::NONE);
+        assert_eq!(fallback, select(&ids, &logits(&probs), Strategy::Mix, 0.2, Explore::Entropy, 3, &Kinds::NONE));
     }
 }

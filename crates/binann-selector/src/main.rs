@@ -121,10 +121,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             cold = !knows_a_positive;
             let ranking = if knows_a_positive || args.strategy == Strategy::Random {
                 merged.model.is_some().then(|| {
-                    let order = select(&merged.ids, &merged.probs, args.strategy, args.explore, args.explore_with, generation + 1, &kinds);
+                    let order = select(&merged.ids, &merged.logits, args.strategy, args.explore, args.explore_with, generation + 1, &kinds);
                     Ranking {
                         ids: order.iter().map(|&i| merged.ids[i]).collect(),
-                        probs: order.iter().map(|&i| merged.probs[i]).collect(),
+                        probs: order.iter().map(|&i| predictions::probability(merged.logits[i])).collect(),
                         selector: args.strategy.name(),
                         model: merged.model.clone(),
                         predicted: merged.ids.len() as u64,
