@@ -1,7 +1,8 @@
 //! Replays the labelling loop offline on a finished run's embeddings, without the processes, the
 //! HTTP API or any latency: the diverse cold start (one image of each cluster in turn) until the
-//! first positive, then a head retrained every `EVERY` labels, every unlabelled image predicted,
-//! and the next `EVERY` images taken from the top of the ordering `POLICY` makes. It compares
+//! first positive, then a head retrained every `EVERY` labels, every unlabelled image predicted
+//! (ranked by logit, as the loop does), and the next `EVERY` images taken from the top of the
+//! ordering `POLICY` makes. It compares
 //! orderings in seconds where `bench-recall` takes minutes, and shows what the loop would reach
 //! with no latency and the whole folder embedded.
 //!
@@ -18,6 +19,8 @@
 //!     from the least-labelled cluster.
 //! - The environment tunes the head: `HIDDEN` units (0: logistic regression), `STEPS` and
 //!   `CONT_STEPS` (a fresh and a continued round), `WD`, `LR`, `FRESH=1` (a fresh head every round).
+//! - `KNN=SHARE` takes that share of the picks by nearest-neighbour evidence (cosine to the nearest
+//!   labelled positive less cosine to the nearest labelled negative).
 //! - `SNOW=K` puts the K nearest neighbours of every positive the model did not expect (shown
 //!   below 0.5) first. `REPEATS=N` runs each draw with N training seeds.
 //!
@@ -113,7 +116,39 @@ fn main() -> anyhow::Result<()> {
                         }
                     }
                 }
-                let order = rank(&policy, &unl, &l, &p, &clusters, &done, seq.len() as u64);
+                let mut order = rank(&policy, &unl, &l, &p, &clusters, &done, seq.len() as u64);
+                // `KNN=SHARE`: that share of the picks by nearest-neighbour evidence, the cosine to
+                // the nearest labelled positive less that to the nearest labelled negative.
+                let knn_share = env("KNN", 0.0);
+                if knn_share > 0.0 {
+                    let pos: Vec<i64> = seq.iter().filter(|id| kind[**id as usize].is_some()).map(|id| *id as i64).collect();
+                    let neg: Vec<i64> = seq.iter().filter(|id| kind[**id as usize].is_none()).map(|id| *id as i64).collect();
+                    let u = unit.index_select(0, &Tensor::from_slice(&unl.iter().map(|i| *i as i64).collect::<Vec<_>>()));
+                    let near = |ids: &[i64]| u.matmul(&unit.index_select(0, &Tensor::from_slice(ids)).tr()).amax([1i64], false);
+                    let evidence: Vec<f32> = Vec::try_from(near(&pos) - near(&neg)).unwrap();
+                    let mut by_evidence: Vec<usize> = (0..unl.len()).collect();
+                    by_evidence.sort_by(|&a, &b| evidence[b].total_cmp(&evidence[a]));
+                    let mut taken = vec![false; unl.len()];
+                    let mut mixed = Vec::with_capacity(unl.len());
+                    let (mut a, mut b) = (0, 0);
+                    let mut credit = 0.0;
+                    while mixed.len() < unl.len() {
+                        credit += knn_share;
+                        let from_knn = credit >= 1.0;
+                        if from_knn {
+                            credit -= 1.0;
+                        }
+                        let (list, cursor) = if from_knn { (&by_evidence, &mut b) } else { (&order, &mut a) };
+                        while *cursor < list.len() && taken[list[*cursor]] {
+                            *cursor += 1;
+                        }
+                        if let Some(&i) = list.get(*cursor) {
+                            taken[i] = true;
+                            mixed.push(i);
+                        }
+                    }
+                    order = mixed;
+                }
                 let mut picked: Vec<u32> = front.into_iter().take(every).collect();
                 for i in order {
                     if picked.len() >= every {
