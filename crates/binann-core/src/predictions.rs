@@ -170,7 +170,7 @@ mod tests {
             Err(FileError::Decode { source: DecodeError::OlderVersion { found: 3, oldest: 4 }, .. }) => {}
             other => panic!("expected OlderVersion, got {other:?}"),
         }
-        let merged = merge(&[path.clone()]);
+        let merged = merge(std::slice::from_ref(&path));
         assert!(merged.ids.is_empty() && merged.problems.len() == 1, "{merged:?}");
         // Written by this build, the same values load, as logits.
         predictions(vec![1, 2], vec![0.9, 0.1]).save(&path, 2).unwrap();
