@@ -93,6 +93,42 @@ fn exported_predictor_reproduces_the_inferrer() {
     }
 }
 
+/// A head continued round after round on labels it separates grows its logits past ±100 (seen in
+/// the loop: a loss of 1e-44), where every `f32` probability is exactly 0. The selector must still
+/// hand the images out in the model's order, which only the logits keep: ordered by probability
+/// (before format 4) they were ties, handed out by id.
+#[test]
+fn the_selector_ranks_by_logit_where_probabilities_are_all_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, manifest) = labelled_run(tmp.path(), 80, 40, |_, positive| if positive { Label::Positive } else { Label::Negative });
+    let state = binann_core::annotations::AnnotationState::load(&run.join("annotations.journal")).unwrap();
+    let ids: Vec<u32> = (0..manifest.len() as u32).filter(|id| !state.is_done(*id)).collect();
+    assert_eq!(ids.len(), 40);
+    // Logits from -200 to -239, in an order unrelated to the ids.
+    let logits: Vec<f32> = ids.iter().map(|id| -200.0 - ((id * 17) % 40) as f32).collect();
+    let model = binann_core::predictions::ModelInfo {
+        checkpoint_generation: 9,
+        checkpoint_ms: 0,
+        labels_used: 40,
+        positives_used: 20,
+        mode: "head".into(),
+        backbone: "mobilenet_v2".into(),
+        input_size: 64,
+        loss: 1e-44,
+    };
+    Predictions { model, shard: (0, 1), ids: ids.clone(), logits: logits.clone(), failed: vec![], created_ms: 0 }
+        .save(&RunDir::open_existing(&run).predictions(0, 1), 1)
+        .unwrap();
+    run_ok(Command::new(bin("binann-selector")).arg("--once").env("BINANN_RUNDIR", &run).env("BINANN_SELECTOR", "max-probability"));
+    let (_, ranking) = binann_core::ranking::Ranking::load(&run.join("ranking.bin")).unwrap();
+    assert!(ranking.probs.iter().all(|p| *p == 0.0), "every probability rounds to 0: {:?}", ranking.probs);
+    let mut by_logit: Vec<(f32, u32)> = logits.into_iter().zip(ids.iter().copied()).collect();
+    by_logit.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let expected: Vec<u32> = by_logit.iter().map(|(_, id)| *id).collect();
+    assert_ne!(expected, ids, "the logits' order must differ from the ids' for this test to show anything");
+    assert_eq!(ranking.ids, expected, "the ranking follows the logits");
+}
+
 /// `BINANN_HEAD_HIDDEN` shapes the head the trainer writes: 0 is a logistic regression (no hidden
 /// layer), the default an MLP of `DEFAULT_HIDDEN_UNITS`; both load and separate the labels.
 #[test]
