@@ -113,31 +113,17 @@ fn finetune_mode_learns_to_separate_two_kinds_end_to_end() {
             && p.ids.len() == unlabelled
             && r.predicted == unlabelled as u64
         {
+            let probs: Vec<f32> = p.logits.iter().map(|l| probability(*l)).collect();
             let mean = |positive: bool| {
-                let ps: Vec<f32> = p
-                    .ids
-                    .iter()
-                    .zip(p.logits.iter().map(|l| probability(*l)))
-                    .filter(|(id, _)| is_positive(index_of(**id)) == positive)
-                    .map(|(_, q)| q)
-                    .collect();
+                let ps: Vec<f32> =
+                    p.ids.iter().zip(&probs).filter(|(id, _)| is_positive(index_of(**id)) == positive).map(|(_, q)| *q).collect();
                 ps.iter().sum::<f32>() / ps.len() as f32
             };
             let gap = mean(true) - mean(false);
-            let lowest_positive = p
-                .ids
-                .iter()
-                .zip(p.logits.iter().map(|l| probability(*l)))
-                .filter(|(id, _)| is_positive(index_of(**id)))
-                .map(|(_, q)| q)
-                .fold(1.0, f32::min);
-            let highest_negative = p
-                .ids
-                .iter()
-                .zip(p.logits.iter().map(|l| probability(*l)))
-                .filter(|(id, _)| !is_positive(index_of(**id)))
-                .map(|(_, q)| q)
-                .fold(0.0, f32::max);
+            let lowest_positive =
+                p.ids.iter().zip(&probs).filter(|(id, _)| is_positive(index_of(**id))).map(|(_, q)| *q).fold(1.0, f32::min);
+            let highest_negative =
+                p.ids.iter().zip(&probs).filter(|(id, _)| !is_positive(index_of(**id))).map(|(_, q)| *q).fold(0.0, f32::max);
             if gap > MARGIN && lowest_positive > highest_negative {
                 break (meta, p, r, gap);
             }

@@ -338,12 +338,18 @@ pub trait RunDirFile: Serialize + DeserializeOwned {
         Ok(())
     }
 
+    /// Refuses a file written before [`Self::OLDEST_VERSION`].
+    fn check_version(header: &Header) -> Result<(), DecodeError> {
+        if header.version < Self::OLDEST_VERSION {
+            return Err(DecodeError::OlderVersion { found: header.version, oldest: Self::OLDEST_VERSION });
+        }
+        Ok(())
+    }
+
     /// Loads and checks the file: its generation and its value.
     fn load(path: &Path) -> Result<(u64, Self), FileError> {
         let (header, value): (Header, Self) = read_file(path, Self::KIND)?;
-        if header.version < Self::OLDEST_VERSION {
-            return Err(FileError::decode(path, DecodeError::OlderVersion { found: header.version, oldest: Self::OLDEST_VERSION }));
-        }
+        Self::check_version(&header).map_err(|e| FileError::decode(path, e))?;
         value.validate().map_err(|message| FileError::decode(path, DecodeError::Payload(message)))?;
         Ok((header.generation, value))
     }

@@ -13,6 +13,14 @@ use crate::manifest::Manifest;
 use crate::predictions::Predictions;
 use crate::ranking::Ranking;
 
+/// Decodes a run-directory file of kind `T` as its readers would, its version included (a file of
+/// a version `T` no longer reads would be printed with values that mean something else now).
+fn decode<T: RunDirFile>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let (header, value) = codec::decode_file(bytes, T::KIND)?;
+    T::check_version(&header)?;
+    Ok(value)
+}
+
 /// Writes a readable JSON rendering of the file at `path` to `out`.
 pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
     let bytes = std::fs::read(path).map_err(|e| FileError::io(path, e))?;
@@ -24,7 +32,7 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
     writeln!(out, "{}", json!({ "header": header }))?;
     match header.kind {
         FileKind::Manifest => {
-            let (_, m): (_, Manifest) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            let m: Manifest = decode(&bytes).map_err(dec)?;
             writeln!(out, "{}", json!({ "datadir": m.datadir, "images": m.paths.len(), "scanned_ms": m.scanned_ms }))?;
             for (id, p) in m.paths.iter().enumerate() {
                 writeln!(out, "{}", json!({ "id": id, "path": p }))?;
@@ -48,7 +56,7 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
             }
         }
         FileKind::Ranking => {
-            let (_, r): (_, Ranking) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            let r: Ranking = decode(&bytes).map_err(dec)?;
             writeln!(
                 out,
                 "{}",
@@ -59,10 +67,7 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
             }
         }
         FileKind::Predictions => {
-            let (_, p): (_, Predictions) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
-            if header.version < Predictions::OLDEST_VERSION {
-                return Err(dec(codec::DecodeError::OlderVersion { found: header.version, oldest: Predictions::OLDEST_VERSION }).into());
-            }
+            let p: Predictions = decode(&bytes).map_err(dec)?;
             writeln!(
                 out,
                 "{}",
@@ -73,7 +78,7 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
             }
         }
         FileKind::Embeddings => {
-            let (_, e): (_, crate::embeddings::EmbeddingChunk) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            let e: crate::embeddings::EmbeddingChunk = decode(&bytes).map_err(dec)?;
             writeln!(
                 out,
                 "{}",
@@ -87,7 +92,7 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
             }
         }
         FileKind::Sketches => {
-            let (_, s): (_, crate::sketches::Sketches) = codec::decode_file(&bytes, header.kind).map_err(dec)?;
+            let s: crate::sketches::Sketches = decode(&bytes).map_err(dec)?;
             writeln!(out, "{}", json!({ "images": s.ids.len(), "dim": crate::sketches::SKETCH_DIM, "scale": s.scale, "model": s.model }))?;
             for (row, id) in s.ids.iter().enumerate() {
                 let values: Vec<i8> =

@@ -172,6 +172,8 @@ mod tests {
         }
         let merged = merge(std::slice::from_ref(&path));
         assert!(merged.ids.is_empty() && merged.problems.len() == 1, "{merged:?}");
+        let printed = crate::inspect::inspect(&path, &mut Vec::new()).unwrap_err().to_string();
+        assert!(printed.contains("format version 3 is older"), "binann inspect: {printed}");
         // Written by this build, the same values load, as logits.
         predictions(vec![1, 2], vec![0.9, 0.1]).save(&path, 2).unwrap();
         let merged = merge(&[path]);

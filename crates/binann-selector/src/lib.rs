@@ -60,8 +60,8 @@ pub enum Explore {
 }
 
 /// Orders `(id, logit)` pairs by `strategy` (the model's logits, not probabilities: they order
-/// what a confident model's probabilities round to exactly 0 or 1). `explore` is the share of exploring picks for Mix;
-/// `seed` makes random choices repeatable. `kinds` tells the visual kinds for
+/// what a confident model's probabilities round to exactly 0 or 1). `explore` is the share of
+/// exploring picks for Mix; `seed` makes random choices repeatable. `kinds` tells the visual kinds for
 /// [`Explore::Clusters`] (none known: the exploring picks are by entropy instead). The `ids` are
 /// the unlabelled images: a kind's labelled images are those of its size not among them.
 pub fn select(
