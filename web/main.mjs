@@ -27,6 +27,13 @@ const MAX_NAME = 64; // characters (code points), as the server counts them
 outbox.io = { send: (op) => sendOp(op, state.annotator), storage: opsStorage, sleep, makeItem };
 outbox.on = {
   change: renderSaveState,
+  acked(op, r) {
+    // A positive unlike any labelled so far: the server put its look-alikes next for this tab.
+    if (r && r.lookalikes && r.lookalikes.length) {
+      notice(`A new kind of positive: ${plural(r.lookalikes.length, 'look-alike')} of it come next.`);
+      maybeRefill(true);
+    }
+  },
   undone(op, r) {
     if (op.show) {
       const item = makeItem(r);

@@ -35,7 +35,7 @@ export class Outbox {
    *   unacknowledged ops survive a reload (the tab's session storage)
    * @param {(ms: number) => Promise<void>} io.sleep
    * @param {(raw: object) => object} [io.makeItem]  rebuilds an item from its stored form
-   * @param {object} [io.on]  callbacks: change(), undone(op, answer), refused(op, error),
+   * @param {object} [io.on]  callbacks: change(), acked(op, answer) (a label), undone(op, answer), refused(op, error),
    *   trouble(error, {unreachable}), recovered(), drained(hadTrouble)
    */
   constructor({ send, storage, sleep, makeItem = (raw) => ({ ...raw }), on = {} }) {
@@ -168,6 +168,7 @@ export class Outbox {
           if (entry) entry.status = 'acked';
           this.remove(op);
           if (op.kind === 'undo') this.on.undone?.(op, answer);
+          else this.on.acked?.(op, answer);
           this.backoff = BACKOFF_MIN_MS;
           this.on.recovered?.();
         } catch (e) {

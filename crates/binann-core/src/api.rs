@@ -56,6 +56,11 @@ pub struct Acknowledged {
     pub label: Label,
     /// Its place in the journal.
     pub seq: u64,
+    /// Images put next for this client because this positive looks like no positive labelled so
+    /// far (a new kind of positive: see the server's `--lookalikes`), nearest first; empty
+    /// otherwise.
+    #[serde(default)]
+    pub lookalikes: Vec<u32>,
 }
 
 /// The answer of `POST /api/similar`.

@@ -9,7 +9,7 @@ use binann_core::predictions;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
-use binann_selector::clusters::{Clusters, SketchCache, cluster_count};
+use binann_selector::clusters::{Clusters, FARTHEST_FIRST_PICKS, SketchCache, cluster_count, farthest_first};
 use binann_selector::{Explore, Strategy, select};
 use clap::Parser;
 
@@ -30,9 +30,9 @@ struct Args {
     /// What the exploring picks of `mix` are.
     #[arg(long, env = "BINANN_EXPLORE_WITH", value_enum, default_value = "entropy")]
     explore_with: Explore,
-    /// The order before the model has seen a positive: `diverse` shows one image of each visual
-    /// kind in turn (clusters of the embeddings, the smallest first), `shuffle` the fixed-seed
-    /// shuffle.
+    /// The order before the model has seen a positive: `diverse` shows the embedded images
+    /// farthest first (each next image the one least like every image shown so far, so every
+    /// visual kind comes early), `shuffle` the fixed-seed shuffle.
     #[arg(long, env = "BINANN_COLD_START", value_enum, default_value = "diverse")]
     cold_start: ColdStart,
 }
@@ -40,7 +40,7 @@ struct Args {
 /// The order before the first positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ColdStart {
-    /// One image of each cluster of the embeddings in turn, smallest clusters first.
+    /// The embedded images farthest first (greedy k-centre over their sketches).
     Diverse,
     /// The fixed-seed shuffle every process agrees on.
     Shuffle,
@@ -77,8 +77,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut paths = predictions::files(rundir.root());
         paths.push(rundir.predictions(0, 1));
         let mut watcher = FileWatcher::new(paths, args.common.watch_options());
-        // The visual kinds serve the cold start, the exploring picks and the server's "more like
-        // this" (through the sketch file): kept up to date whatever the strategy. While the
+        // The sketches serve the cold start and the server's "more like this" and look-alikes
+        // (through the sketch file), the visual kinds the exploring picks: kept up to date
+        // whatever the strategy. While the
         // embedding pass runs, refit when the embedded images grew by a tenth (a chunk of 4,096
         // more among 1,000,000 changes the kinds little and would cost a pass over all of them);
         // once no chunk came since the last round, refit for whatever is left, so the images
@@ -131,10 +132,11 @@ fn run(args: Args) -> anyhow::Result<()> {
                         created_ms: binann_core::now_ms(),
                     }
                 })
-            } else if let (ColdStart::Diverse, Some(fitted)) = (args.cold_start, &clusters) {
-                // No model knows a positive yet: one image of each visual kind in turn. Images not
-                // embedded yet follow in the default order (the server appends them).
-                let order = fitted.round_robin();
+            } else if let (ColdStart::Diverse, Some(_)) = (args.cold_start, &clusters) {
+                // No model knows a positive yet: the embedded images farthest first, refitted with
+                // the clusters. Images not embedded yet follow in the default order (the server
+                // appends them).
+                let order = farthest_first(&sketches.values, FARTHEST_FIRST_PICKS);
                 Some(Ranking {
                     ids: order.iter().map(|&i| sketches.ids[i]).collect(),
                     probs: vec![f32::NAN; order.len()],

@@ -224,7 +224,61 @@ pub async fn annotate(
             return Err(ApiError::StorageUnavailable("the first copy of this label could not be saved".into()));
         }
     }
-    Ok(respond(client, Acknowledged { id, label, seq }))
+    let lookalikes = if label == Label::Positive && retry.is_none() && state.lookalikes > 0 {
+        queue_lookalikes(&state, &client.id, id).await
+    } else {
+        Vec::new()
+    };
+    Ok(respond(client, Acknowledged { id, label, seq, lookalikes }))
+}
+
+/// The nearest images a positive is compared with to tell a new kind of positive: none of them
+/// labelled positive.
+pub const KIND_NEIGHBOURHOOD: usize = 32;
+
+/// After positive `id`: when none of its [`KIND_NEIGHBOURHOOD`] nearest images is labelled
+/// positive (the first of its kind), puts its `--lookalikes` nearest unlabelled images next for
+/// `client` and returns them; otherwise nothing. A model trained on one example of a kind among
+/// many negatives may learn that one image and not the kind (seen in the loop: a lone ankle boot
+/// among 60 trousers, and no other ankle boot shown in the 300 labels after it); its look-alikes,
+/// labelled, teach it the kind. An image the sketches do not hold yet (embedded after the
+/// selector last wrote them) waits for the next sketches; see [`lookalikes_when_sketched`].
+async fn queue_lookalikes(state: &AppState, client: &str, id: u32) -> Vec<u32> {
+    let Some(sketches) = (state.lookalikes > 0).then(|| state.lock().sketches.clone()).flatten() else {
+        state.lock().wait_for_sketch(client, id);
+        return Vec::new();
+    };
+    match web::block(move || sketches.nearest(id, SIMILAR_CANDIDATES, |_| false)).await {
+        Ok(Some(candidates)) => state.lock().put_lookalikes_first(client, &candidates, state.lookalikes),
+        Ok(None) => {
+            state.lock().wait_for_sketch(client, id);
+            Vec::new()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Called with each new set of sketches: the positives that waited for theirs get their
+/// look-alikes now (if they are still positive and still the first of their kind), put next for
+/// the client that labelled them.
+pub fn lookalikes_when_sketched(state: &AppState, sketches: &binann_core::sketches::Sketches) {
+    let waiting = std::mem::take(&mut state.lock().waiting_for_sketch);
+    let mut still = Vec::new();
+    for (client, id) in waiting {
+        match sketches.nearest(id, SIMILAR_CANDIDATES, |_| false) {
+            Some(candidates) => {
+                let mut inner = state.lock();
+                if inner.annotations.get(id).is_some_and(|e| e.label == Label::Positive) {
+                    let queued = inner.put_lookalikes_first(&client, &candidates, state.lookalikes);
+                    if !queued.is_empty() {
+                        tracing::info!(id, queued = queued.len(), "look-alikes of a new kind of positive put next, once embedded");
+                    }
+                }
+            }
+            None => still.push((client, id)),
+        }
+    }
+    state.lock().waiting_for_sketch.extend(still);
 }
 
 /// `POST /api/seeds` `{"data": BASE64}`: adds an example image of the positive class from outside

@@ -39,7 +39,14 @@ pub struct Inner {
     pub sketches: Option<Arc<binann_core::sketches::Sketches>>,
     /// Seed images in the run directory (see [`binann_core::seeds`]).
     pub seed_images: u64,
+    /// Positives (with the client that labelled them) whose look-alikes wait for the image's
+    /// sketch: it was embedded after the selector last wrote the sketches. Oldest first, at most
+    /// [`MAX_WAITING_FOR_SKETCH`].
+    pub waiting_for_sketch: Vec<(String, u32)>,
 }
+
+/// Positives kept waiting for their sketch; beyond this the oldest are dropped.
+pub const MAX_WAITING_FOR_SKETCH: usize = 256;
 
 struct PendingWrite {
     framed: Vec<u8>,
@@ -54,6 +61,8 @@ pub struct AppState {
     pub datadir: Arc<PathBuf>,
     /// Where seed images are kept (`RUNDIR/seeds`).
     pub seeds_dir: Arc<PathBuf>,
+    /// Look-alikes put next after a positive of a new kind (`--lookalikes`; 0: none).
+    pub lookalikes: usize,
 }
 
 impl AppState {
@@ -77,13 +86,14 @@ impl AppState {
             coverage: Default::default(),
             sketches: None,
             seed_images: binann_core::seeds::list(&seeds_dir).len() as u64,
+            waiting_for_sketch: Vec::new(),
         }));
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || writer_loop(writer, rx, weak, journal_path))
             .expect("spawning the journal writer thread");
-        Self { inner, datadir: Arc::new(datadir), seeds_dir: Arc::new(seeds_dir) }
+        Self { inner, datadir: Arc::new(datadir), seeds_dir: Arc::new(seeds_dir), lookalikes: 0 }
     }
 
     /// Locks the state. A handler that panicked while holding the lock left nothing half-done
@@ -107,6 +117,32 @@ impl Inner {
 }
 
 impl Inner {
+    /// Look-alikes of a positive whose nearest images (`candidates`, nearest first) are known:
+    /// when none of the first [`KIND_NEIGHBOURHOOD`](crate::api) is labelled positive, its first
+    /// `count` unlabelled ones nobody else holds go next for `client`; returned.
+    pub fn put_lookalikes_first(&mut self, client: &str, candidates: &[u32], count: usize) -> Vec<u32> {
+        let positive = |c: &u32| self.annotations.get(*c).is_some_and(|e| e.label == binann_core::annotations::Label::Positive);
+        if candidates.iter().take(crate::api::KIND_NEIGHBOURHOOD).any(positive) {
+            return Vec::new();
+        }
+        let picked: Vec<u32> = candidates
+            .iter()
+            .copied()
+            .filter(|c| !self.annotations.is_done(*c) && !self.handouts.held_by_other(*c, client))
+            .take(count)
+            .collect();
+        self.handouts.put_first(client, &picked);
+        picked
+    }
+
+    /// Keeps positive `id` until the sketches hold it (see [`Inner::waiting_for_sketch`]).
+    pub fn wait_for_sketch(&mut self, client: &str, id: u32) {
+        if self.waiting_for_sketch.len() >= MAX_WAITING_FOR_SKETCH {
+            self.waiting_for_sketch.remove(0);
+        }
+        self.waiting_for_sketch.push((client.to_owned(), id));
+    }
+
     /// Queues nothing but an fsync behind everything already queued: when the receiver answers
     /// Ok, every record committed before this call is durable (or its own request has failed and
     /// the state was rebuilt from the journal; callers re-check what they rely on).

@@ -31,6 +31,12 @@ pub struct ServerConfig {
     /// (0 to 0.5; 0: no estimate).
     #[arg(long, env = "BINANN_AUDIT_RATE", default_value_t = 0.05, value_parser = audit_rate)]
     pub audit_rate: f64,
+    /// After a positive that none of its nearest images labelled positive resemble (a new kind of
+    /// positive), show this many of its nearest unlabelled images next, to the person who labelled
+    /// it, before the model has learnt from it (0: never). The model may not generalise from one
+    /// example of a kind; a few of its look-alikes labelled teach it the kind.
+    #[arg(long, env = "BINANN_LOOKALIKES", default_value_t = 8, value_parser = clap::value_parser!(u64).range(0..=32))]
+    pub lookalikes: u64,
     /// Folder of example images of the positive class that are not in the dataset (searched
     /// recursively; copied into RUNDIR/seeds at start-up). The model learns from them beside the
     /// labels, so it can rank before the first positive is found. More can be dropped on the page.

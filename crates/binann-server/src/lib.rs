@@ -100,7 +100,8 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
         }
     }
     let datadir = config.datadir.clone();
-    let state = AppState::new(manifest, datadir, opened.writer, annotations, handouts, rundir.annotations(), rundir.seeds_dir());
+    let mut state = AppState::new(manifest, datadir, opened.writer, annotations, handouts, rundir.annotations(), rundir.seeds_dir());
+    state.lookalikes = config.lookalikes as usize;
     Ok(Prepared { state, _lock: lock, rundir, config })
 }
 
@@ -173,8 +174,10 @@ fn spawn_watchers(state: AppState, rundir: RunDir, options: WatchOptions) {
     });
     spawn_reloader("sketches", rundir.sketches(), options, binann_core::sketches::Sketches::load, move |generation, sketches| {
         let images = sketches.ids.len();
-        state.lock().sketches = Some(std::sync::Arc::new(sketches));
+        let sketches = std::sync::Arc::new(sketches);
+        state.lock().sketches = Some(sketches.clone());
         tracing::info!(generation, images, "sketches loaded for \"more like this\"");
+        api::lookalikes_when_sketched(&state, &sketches);
     });
 }
 

@@ -176,7 +176,7 @@ fn more_like_this_puts_the_true_neighbours_next_for_this_client_only() {
     let at = |i: u32| if i == 29 { 127.0 } else { 4.0 * i as f32 };
     let rows: Vec<f32> = (0..30).flat_map(|i| std::iter::once(at(i)).chain(std::iter::repeat_n(0.0, SKETCH_DIM - 1))).collect();
     Sketches::quantise((0..30).collect(), &rows, "m".into()).save(&run.join("sketches.bin"), 1).unwrap();
-    let server = start_server(&data, &run, &["--audit-rate", "0"]);
+    let server = start_server(&data, &run, &["--audit-rate", "0", "--lookalikes", "0"]);
     let (a, b) = (server.client("a"), server.client("b"));
     // Label 19 first: the neighbours of 20 are then 21, 18, 22 (nearest first; 19 is labelled).
     assert_eq!(a.annotate(19, "positive").0, 200);
@@ -199,6 +199,65 @@ fn more_like_this_puts_the_true_neighbours_next_for_this_client_only() {
     assert_eq!((r.0, code(&r)), (400, "invalid_count"));
     let r = a.post_json("/api/similar", r#"{"id": 1, "extra": 1}"#);
     assert_eq!((r.0, code(&r)), (400, "bad_request"));
+    server.stop();
+}
+
+#[test]
+fn a_positive_of_a_new_kind_puts_its_lookalikes_next_for_its_labeller_only() {
+    use binann_core::sketches::{SKETCH_DIM, Sketches};
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 140);
+    // Kinds of 40 images each, far apart, on an axis each at 88..=127 (the largest value 127, so
+    // the quantised values are exact): kind A (ids 0..40) on the first, B (40..80) on the second,
+    // C (80..120) on the third. More images of a kind than the 32 a positive is compared with.
+    let row = |i: u32| {
+        let mut r = vec![0.0f32; SKETCH_DIM];
+        r[(i / 40) as usize] = (88 + i % 40) as f32;
+        r
+    };
+    let write_sketches = |embedded: u32, generation: u64| {
+        let rows: Vec<f32> = (0..embedded).flat_map(row).collect();
+        Sketches::quantise((0..embedded).collect(), &rows, "m".into()).save(&run.join("sketches.bin"), generation).unwrap();
+    };
+    binann_core::rundir::RunDir::create_or_open(&run).unwrap();
+    write_sketches(80, 1); // A and B embedded; C not yet
+    let server = start_server(&data, &run, &["--audit-rate", "0", "--lookalikes", "3"]);
+    let (a, b) = (server.client("a"), server.client("b"));
+    let lookalikes = |r: (u16, serde_json::Value)| -> Vec<u64> {
+        assert_eq!(r.0, 200, "{}", r.1);
+        r.1["lookalikes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+    };
+    // The first positive of kind A: its nearest (9 and 11 at 1, ties by id; then 8) come next
+    // for a, and only for a.
+    assert_eq!(lookalikes(a.annotate(10, "positive")), [9, 11, 8]);
+    let b_next = b.next(10);
+    assert!(b_next.iter().all(|id| ![9, 11, 8].contains(id)), "{b_next:?}");
+    assert_eq!(a.next(3), [9, 11, 8]);
+    // A second positive of kind A resembles the first: nothing is put next; nor after a negative.
+    assert_eq!(lookalikes(a.annotate(9, "positive")), Vec::<u64>::new());
+    assert_eq!(lookalikes(a.annotate(11, "negative")), Vec::<u64>::new());
+    // The first positive of kind B: a new kind again.
+    assert_eq!(lookalikes(a.annotate(60, "positive")), [59, 61, 58]);
+    assert_eq!(a.next(3), [59, 61, 58]);
+    // A positive of kind C, not embedded yet: labelled as ever, its look-alikes wait for its
+    // sketch and come next for a once the selector writes it.
+    assert_eq!(lookalikes(a.annotate(100, "positive")), Vec::<u64>::new());
+    write_sketches(120, 2);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let next = a.next(3);
+        if next == [99, 101, 98] {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the look-alikes of 100 never came: {next:?}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(b.next(20).iter().all(|id| ![99, 101, 98].contains(id)), "they are a's");
+    server.stop();
+    // --lookalikes 0: never.
+    let server = start_server(&data, &run, &["--audit-rate", "0", "--lookalikes", "0"]);
+    let a = server.client("a");
+    assert_eq!(lookalikes(a.annotate(20, "positive")), Vec::<u64>::new());
     server.stop();
 }
 
