@@ -353,6 +353,45 @@ test('more like this (L): the images the server names come next, for this tab (s
   await onScreen(chosen[1].id, 'the second nearest after it');
 });
 
+test('look-alikes of a new kind of positive: the page says so and shows them next (annotations and next stubbed)', async (t) => {
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  let chosen = null;
+  let answered = false;
+  let firstList = null;
+  // The server's answer to the first positive names two look-alikes, as it does for a positive
+  // unlike any labelled before; /api/next then lists them first.
+  await stub(ctx, '**/api/annotations', async (route) => {
+    const response = await route.fetch();
+    const real = await response.json();
+    if (real.label !== 'positive' || answered) return route.fulfill({ response, json: real });
+    answered = true;
+    return route.fulfill({ response, json: { ...real, lookalikes: chosen.map((it) => it.id) } });
+  });
+  await stub(ctx, '**/api/next*', async (route) => {
+    const real = await (await route.fetch()).json();
+    if (!firstList) firstList = real;
+    if (!answered) return route.fulfill({ json: real });
+    const ids = new Set(chosen.map((it) => it.id));
+    return route.fulfill({ json: [...chosen, ...real.filter((it) => !ids.has(it.id))] });
+  });
+  const page = await open(t, ctx, srv);
+  const shown = await waitShown(page);
+  // The last two images of the first list, in reverse: without look-alikes they would come much later.
+  chosen = firstList.filter((it) => it.id !== shown).slice(-2).reverse();
+  assert.equal(await labelOne(page, 'f'), shown);
+  await waitFor(async () => /A new kind of positive: 2 look-alikes of it come next/.test(await page.textContent('#notice').catch(() => '')), { what: 'the notice' });
+  // The image that followed at once stays on screen; the look-alikes are queued after it.
+  await waitFor(async () => (await page.evaluate(() => window.binannDebug.queued()[0])) === chosen[0].id, { what: 'the look-alikes queued first' });
+  const onScreen = async (id, what) => {
+    await waitFor(async () => (await page.evaluate(() => window.binannDebug.current())) === id && (await shownId(page)) === id, { what });
+  };
+  await page.keyboard.press('j');
+  await onScreen(chosen[0].id, 'the nearest look-alike next');
+  await page.keyboard.press('j');
+  await onScreen(chosen[1].id, 'the second after it');
+});
+
 test('stats and charts follow the labels', async (t) => {
   const srv = await serverFor(t, { big: false });
   const page = await open(t, await contextFor(t), srv);

@@ -129,6 +129,67 @@ fn the_selector_ranks_by_logit_where_probabilities_are_all_zero() {
     assert_eq!(ranking.ids, expected, "the ranking follows the logits");
 }
 
+/// While the model calls nothing positive, half the places of a positives-first ranking go to the
+/// images farthest from everything labelled: a kind of positive nobody has labelled yet is there,
+/// and the model's best guesses among negatives would keep it last.
+#[test]
+fn the_selector_explores_where_nothing_is_labelled_while_the_model_calls_nothing_positive() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (run, _) = labelled_run(tmp.path(), 80, 30, |_, positive| if positive { Label::Positive } else { Label::Negative });
+    let rundir = RunDir::open_existing(&run);
+    // Embeddings: ids 0..70 around one point, 70..80 (unlabelled) around another, far away.
+    let dim = 16;
+    let mut rows = Vec::new();
+    for id in 0..80u32 {
+        for j in 0..dim {
+            let centre = if (id < 70 && j == 0) || (id >= 70 && j == 1) { 1.0 } else { 0.0 };
+            rows.push(centre + 0.01 * ((id * 7 + j as u32 * 3) % 11) as f32);
+        }
+    }
+    std::fs::create_dir_all(rundir.embeddings_dir()).unwrap();
+    binann_core::embeddings::EmbeddingChunk {
+        ids: (0..80).collect(),
+        dim: dim as u32,
+        model: "test".into(),
+        values: binann_core::embeddings::EmbeddingChunk::pack(&rows),
+        failed: vec![],
+    }
+    .save(&binann_core::embeddings::EmbeddingChunk::path(&rundir.embeddings_dir(), 0, 1, 0), 1)
+    .unwrap();
+    let unlabelled: Vec<u32> = (30..80).collect();
+    let rank = |logits: Vec<f32>| {
+        let model = binann_core::predictions::ModelInfo {
+            checkpoint_generation: 2,
+            checkpoint_ms: 0,
+            labels_used: 30,
+            positives_used: 10,
+            mode: "head".into(),
+            backbone: "mobilenet_v2".into(),
+            input_size: 64,
+            loss: 0.1,
+        };
+        Predictions { model, shard: (0, 1), ids: unlabelled.clone(), logits, failed: vec![], created_ms: 0 }
+            .save(&rundir.predictions(0, 1), 1)
+            .unwrap();
+        run_ok(Command::new(bin("binann-selector")).arg("--once").env("BINANN_RUNDIR", &run).env("BINANN_SELECTOR", "max-probability"));
+        binann_core::ranking::Ranking::load(&run.join("ranking.bin")).unwrap().1
+    };
+    // Every logit negative, the far images' lowest: by the model alone they would come last.
+    let dry = rank(unlabelled.iter().map(|id| -5.0 - *id as f32).collect());
+    assert!(dry.selector.contains("exploring"), "{}", dry.selector);
+    let far_early = dry.ids[..10].iter().filter(|id| **id >= 70).count();
+    assert!(far_early >= 2, "exploring picks from the unlabelled region among the first 10: {:?}", &dry.ids[..10]);
+    let mut all = dry.ids.clone();
+    all.sort_unstable();
+    assert_eq!(all, unlabelled, "each unlabelled image once");
+    // One image called positive: the model's order alone.
+    let mut logits: Vec<f32> = unlabelled.iter().map(|id| -5.0 - *id as f32).collect();
+    logits[0] = 3.0;
+    let wet = rank(logits);
+    assert_eq!(wet.selector, "max-probability");
+    assert_eq!(wet.ids, unlabelled, "by logit, highest first");
+}
+
 /// `BINANN_HEAD_HIDDEN` shapes the head the trainer writes: 0 is a logistic regression (no hidden
 /// layer), the default an MLP of `DEFAULT_HIDDEN_UNITS`; both load and separate the labels.
 #[test]

@@ -16,14 +16,16 @@
 //! - [`Clusters::round_robin`]: one image of each cluster in turn.
 //! - [`farthest_first`]: the order before the first positive: each next image the one farthest
 //!   from every image shown so far.
+//! - [`Unexplored`]: the same continued from the labelled images, for the exploring picks while
+//!   the model calls nothing positive.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use binann_core::RunDirFile;
 use binann_core::embeddings::EmbeddingChunk;
-use binann_core::ranking::SplitMix64;
+use binann_core::ranking::{SplitMix64, shuffle_key};
 
 pub use binann_core::sketches::SKETCH_DIM;
 
@@ -343,6 +345,86 @@ pub fn farthest_first(values: &[f32], count: usize) -> Vec<usize> {
     out
 }
 
+/// Seed of the hash that picks [`Unexplored`]'s candidates.
+const CANDIDATE_SEED: u64 = 0x0E8_910E;
+
+/// How far the embedded images are from the nearest labelled one, kept up to date label by label:
+/// [`Unexplored::farthest`] continues [`farthest_first`] from the labels, to explore where the
+/// person has not looked.
+#[derive(Debug, Default)]
+pub struct Unexplored {
+    /// The candidate images: about 20,000 of the sketches (more once the folder has grown past
+    /// that: the candidates chosen before stay).
+    ids: Vec<u32>,
+    /// Their sketches, SKETCH_DIM values each (copied: the sketch cache reorders as it grows).
+    rows: Vec<f32>,
+    /// Each candidate's squared distance to the nearest labelled image folded in (infinite before
+    /// any).
+    nearest: Vec<f32>,
+    /// The candidates' ids, to add only new ones.
+    known: HashSet<u32>,
+    /// Labelled images folded in.
+    folded: HashSet<u32>,
+    /// Their sketches, to measure new candidates against.
+    folded_rows: Vec<f32>,
+}
+
+impl Unexplored {
+    /// Folds in the images of `labelled` not folded before (those without a sketch wait until
+    /// they have one) and measures the candidates not measured before. Each new label costs one
+    /// distance per candidate; a label undone stays folded in (its neighbours look a little more
+    /// explored than they are).
+    pub fn update(&mut self, sketches: &SketchCache, labelled: &[u32]) {
+        // Each image is a candidate when its hash falls under a threshold that shrinks as the
+        // folder grows (about 20,000 of n): the sets are nested, so earlier candidates stay.
+        let threshold = u64::MAX / sketches.len().div_ceil(FIT_SAMPLE).max(1) as u64;
+        for i in 0..sketches.len() {
+            let id = sketches.ids[i];
+            if shuffle_key(CANDIDATE_SEED, id) <= threshold && self.known.insert(id) {
+                let row = sketches.row(i);
+                self.nearest.push(self.folded_rows.chunks_exact(SKETCH_DIM).map(|f| distance2(row, f)).fold(f32::INFINITY, f32::min));
+                self.ids.push(id);
+                self.rows.extend_from_slice(row);
+            }
+        }
+        let new: Vec<u32> = labelled.iter().copied().filter(|id| !self.folded.contains(id)).collect();
+        if new.is_empty() {
+            return;
+        }
+        let row_of: HashMap<u32, usize> = sketches.ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        for id in new {
+            let Some(&r) = row_of.get(&id) else { continue };
+            self.folded.insert(id);
+            let row = sketches.row(r);
+            self.folded_rows.extend_from_slice(row);
+            for (d, c) in self.nearest.iter_mut().zip(self.rows.chunks_exact(SKETCH_DIM)) {
+                *d = d.min(distance2(c, row));
+            }
+        }
+    }
+
+    /// Up to `count` candidates that `eligible` accepts (and not labelled), each the farthest from
+    /// every labelled image and every earlier pick (greedy k-centre continued from the labels);
+    /// ties by id.
+    pub fn farthest(&self, eligible: impl Fn(u32) -> bool, count: usize) -> Vec<u32> {
+        let row = |i: usize| &self.rows[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
+        let mut pool: Vec<(u32, usize, f32)> = (0..self.ids.len())
+            .filter(|&i| eligible(self.ids[i]) && !self.folded.contains(&self.ids[i]))
+            .map(|i| (self.ids[i], i, self.nearest[i]))
+            .collect();
+        let mut out = Vec::with_capacity(count.min(pool.len()));
+        while out.len() < count && !pool.is_empty() {
+            let best = (0..pool.len()).max_by(|&a, &b| pool[a].2.total_cmp(&pool[b].2).then(pool[b].0.cmp(&pool[a].0))).expect("not empty");
+            let (id, picked, _) = pool.swap_remove(best);
+            out.push(id);
+            for entry in &mut pool {
+                entry.2 = entry.2.min(distance2(row(entry.1), row(picked)));
+            }
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -403,6 +485,31 @@ mod tests {
         assert_eq!(farthest_first(&values, 100), order, "repeatable");
         assert_eq!(farthest_first(&values, 5000).len(), truth.len(), "at most every row");
         assert!(farthest_first(&[], 10).is_empty());
+    }
+
+    #[test]
+    fn unexplored_picks_the_blobs_nobody_labelled_first() {
+        // Eight blobs, one of them rare; labels in blobs 0..6 only.
+        let sizes = [200, 200, 200, 200, 200, 100, 100, 5];
+        let (values, truth) = blobs(&sizes, 5);
+        let sketches = SketchCache { ids: (0..truth.len() as u32).collect(), values, ..Default::default() };
+        let labelled: Vec<u32> = (0..truth.len() as u32).filter(|i| truth[*i as usize] < 6 && i % 50 == 0).collect();
+        let mut unexplored = Unexplored::default();
+        unexplored.update(&sketches, &labelled);
+        let picks = unexplored.farthest(|_| true, 2);
+        let kinds: std::collections::HashSet<usize> = picks.iter().map(|id| truth[*id as usize]).collect();
+        assert_eq!(kinds, [6, 7].into(), "the two unlabelled blobs first: {picks:?}");
+        assert!(picks.iter().all(|p| !labelled.contains(p)));
+        // Once blob 6 is labelled too, the rare blob comes first; what `eligible` refuses never.
+        let more: Vec<u32> = (0..truth.len() as u32).filter(|i| truth[*i as usize] == 6 && i % 20 == 0).collect();
+        unexplored.update(&sketches, &more);
+        assert_eq!(truth[unexplored.farthest(|_| true, 1)[0] as usize], 7);
+        let not_rare = unexplored.farthest(|id| truth[id as usize] != 7, 3);
+        assert!(not_rare.iter().all(|id| truth[*id as usize] != 7), "{not_rare:?}");
+        // Folding the same labels again changes nothing.
+        let before = unexplored.farthest(|_| true, 5);
+        unexplored.update(&sketches, &labelled);
+        assert_eq!(unexplored.farthest(|_| true, 5), before);
     }
 
     #[test]

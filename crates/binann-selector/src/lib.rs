@@ -30,6 +30,12 @@ impl Strategy {
     pub fn name(self) -> String {
         binann_core::cli::value_name(&self)
     }
+
+    /// Whether the strategy puts the probable positives first: then, while the model calls
+    /// nothing positive, the selector gives half the places to exploring picks.
+    pub fn positives_first(self) -> bool {
+        matches!(self, Strategy::MaxProbability | Strategy::Mix)
+    }
 }
 
 /// The visual kinds of the folder as [`select`] sees them (see [`clusters`]).
@@ -99,30 +105,38 @@ pub fn select(
                     }
                 }
             }
-            let mut taken = vec![false; ids.len()];
-            let mut out = Vec::with_capacity(ids.len());
-            let (mut a, mut b) = (0, 0);
-            // Each place is an exploring pick with probability `explore`, drawn anew for every
-            // ranking (`seed` is its generation). The server hands out from the top of a ranking
-            // that is rewritten after nearly every label, so places spaced evenly (every fifth)
-            // would almost never be reached; a fresh draw makes the top an exploring pick at the
-            // share asked for.
-            let mut rng = SplitMix64(seed);
-            while out.len() < ids.len() {
-                let pick_other = rng.next_f64() < explore;
-                let (list, cursor) = if pick_other { (&other, &mut b) } else { (&exploit, &mut a) };
-                while *cursor < list.len() && taken[list[*cursor]] {
-                    *cursor += 1;
-                }
-                if let Some(&i) = list.get(*cursor) {
-                    taken[i] = true;
-                    out.push(i);
-                }
-            }
-            return out;
+            return interleave(&exploit, &other, explore, seed);
         }
     }
     idx
+}
+
+/// `main` (an order of the indices `0..main.len()`) with the picks of `other` (indices into the
+/// same list, in their own order) mixed in: each place is one of `other`'s with probability
+/// `share` while it has any left, drawn anew for every ranking (`seed` is its generation). The
+/// server hands out from the top of a ranking that is rewritten after nearly every label, so
+/// places spaced evenly (every fifth) would almost never be reached; a fresh draw makes the top an
+/// exploring pick at the share asked for. Every index appears once.
+pub fn interleave(main: &[usize], other: &[usize], share: f64, seed: u64) -> Vec<usize> {
+    let mut taken = vec![false; main.len()];
+    let mut out = Vec::with_capacity(main.len());
+    let (mut a, mut b) = (0, 0);
+    let mut rng = SplitMix64(seed);
+    while out.len() < main.len() {
+        while b < other.len() && taken[other[b]] {
+            b += 1;
+        }
+        let pick_other = rng.next_f64() < share && b < other.len();
+        let (list, cursor) = if pick_other { (other, &mut b) } else { (main, &mut a) };
+        while *cursor < list.len() && taken[list[*cursor]] {
+            *cursor += 1;
+        }
+        if let Some(&i) = list.get(*cursor) {
+            taken[i] = true;
+            out.push(i);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -156,6 +170,25 @@ mod tests {
         assert_eq!(sorted, (0..1000).collect::<Vec<_>>());
         let near_half = mix[..100].iter().filter(|&&i| (probs[i] - 0.5).abs() < 0.1).count();
         assert!((5..=40).contains(&near_half), "{near_half} exploring picks in the first 100");
+    }
+
+    #[test]
+    fn interleave_mixes_in_the_other_picks_at_the_share_until_they_run_out() {
+        let main: Vec<usize> = (0..100).collect();
+        let other = [90, 91, 92, 93, 5];
+        let out = interleave(&main, &other, 0.5, 11);
+        let mut sorted = out.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, main, "every index once");
+        // The other picks come in their order, early (about every second place).
+        let places: Vec<usize> = [90, 91, 92, 93].iter().map(|i| out.iter().position(|o| o == i).unwrap()).collect();
+        assert!(places.windows(2).all(|w| w[0] < w[1]), "{places:?}");
+        assert!(places[3] < 20, "{out:?}");
+        // The rest keeps the main order.
+        let rest: Vec<usize> = out.iter().copied().filter(|i| !other.contains(i)).collect();
+        assert!(rest.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(interleave(&main, &other, 0.0, 11), main, "share 0: the main order");
+        assert_eq!(interleave(&main, &[], 0.5, 11), main, "nothing to mix in");
     }
 
     #[test]
