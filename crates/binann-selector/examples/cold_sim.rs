@@ -3,7 +3,8 @@
 //! then 4,096 images; the selector orders what is embedded when a chunk lands (LAG seconds later);
 //! a person labels at 5 labels/s from the first second. Prints the labels to the first positive per
 //! draw and ordering (`ORDERS`: kmeans/P for one cluster per P images, smallest first, as
-//! before; farthest, the default; `SEEDS`: k-means seeds per draw). `cargo run -p binann-selector --example cold_sim -- RATE DRAW...` where each
+//! before; farthest, the default; shuffle, the pass's own order; farthest+shuffle and
+//! farthest+kmeans, half the places each; `SEEDS`: seeds per draw). `cargo run -p binann-selector --example cold_sim -- RATE DRAW...` where each
 //! DRAW is a `bench-recall` draw folder (`run/` with every image embedded, and `truth.csv`).
 
 use std::collections::{HashMap, HashSet};
@@ -12,6 +13,7 @@ use binann_core::RunDirFile;
 use binann_core::manifest::Manifest;
 use binann_core::ranking::{DEFAULT_ORDER_SEED, default_order};
 use binann_selector::clusters::{Clusters, SKETCH_DIM, SketchCache, cluster_count, farthest_first};
+use binann_selector::interleave;
 
 const PACE: f64 = 5.0;
 const LAG: f64 = 1.0;
@@ -27,6 +29,12 @@ fn order(name: &str, values: &[f32], seed: u64) -> Vec<usize> {
         "kmeans/32" => per(32),
         "kmeans/64" => per(64),
         "farthest" => farthest_first(values, LABELS),
+        "shuffle" => (0..n).collect(),
+        // Half the places each (drawn per ordering): the pass's own order, or k-means round robin.
+        "farthest+shuffle" => interleave(&(0..n).collect::<Vec<_>>(), &farthest_first(values, LABELS), 0.5, seed),
+        "farthest+kmeans" => {
+            interleave(&Clusters::fit(values, cluster_count(n), seed).round_robin(), &farthest_first(values, LABELS), 0.5, seed)
+        }
         other => panic!("unknown ordering {other}"),
     }
 }
