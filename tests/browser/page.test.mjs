@@ -66,6 +66,23 @@ async function stub(ctx, pattern, handler) {
   });
 }
 
+/**
+ * Stubs /api/next: the server's answer, except that while `first()` gives a list of images, they
+ * come first. The returned object's `firstList` is the server's first answer.
+ */
+async function stubNextPutting(ctx, first) {
+  const seen = { firstList: null };
+  await stub(ctx, '**/api/next*', async (route) => {
+    const real = await (await route.fetch()).json();
+    if (!seen.firstList) seen.firstList = real;
+    const put = first();
+    if (!put) return route.fulfill({ json: real });
+    const ids = new Set(put.map((it) => it.id));
+    return route.fulfill({ json: [...put, ...real.filter((it) => !ids.has(it.id))] });
+  });
+  return seen;
+}
+
 /** Opens the page; page errors fail the test. */
 async function open(t, ctx, srv) {
   const page = await ctx.newPage();
@@ -322,22 +339,15 @@ test('more like this (L): the images the server names come next, for this tab (s
   const ctx = await contextFor(t);
   let asked = null;
   let chosen = null;
-  let firstList = null;
   await stub(ctx, '**/api/similar', async (route) => {
     asked = JSON.parse(route.request().postData());
     await route.fulfill({ json: { id: asked.id, queued: chosen.map((it) => it.id) } });
   });
-  await stub(ctx, '**/api/next*', async (route) => {
-    const real = await (await route.fetch()).json();
-    if (!firstList) firstList = real;
-    if (!asked) return route.fulfill({ json: real });
-    const ids = new Set(chosen.map((it) => it.id));
-    return route.fulfill({ json: [...chosen, ...real.filter((it) => !ids.has(it.id))] });
-  });
+  const next = await stubNextPutting(ctx, () => asked && chosen);
   const page = await open(t, ctx, srv);
   const shown = await waitShown(page);
   // The last two images of the first list, in reverse: without L they would come much later.
-  chosen = firstList.filter((it) => it.id !== shown).slice(-2).reverse();
+  chosen = next.firstList.filter((it) => it.id !== shown).slice(-2).reverse();
   await page.keyboard.press('l');
   await waitFor(() => asked, { what: 'the similar request' });
   assert.equal(asked.id, shown, 'asks about the image on screen');
@@ -358,7 +368,6 @@ test('look-alikes of a new kind of positive: the page says so and shows them nex
   const ctx = await contextFor(t);
   let chosen = null;
   let answered = false;
-  let firstList = null;
   // The server's answer to the first positive names two look-alikes, as it does for a positive
   // unlike any labelled before; /api/next then lists them first.
   await stub(ctx, '**/api/annotations', async (route) => {
@@ -368,17 +377,11 @@ test('look-alikes of a new kind of positive: the page says so and shows them nex
     answered = true;
     return route.fulfill({ response, json: { ...real, lookalikes: chosen.map((it) => it.id) } });
   });
-  await stub(ctx, '**/api/next*', async (route) => {
-    const real = await (await route.fetch()).json();
-    if (!firstList) firstList = real;
-    if (!answered) return route.fulfill({ json: real });
-    const ids = new Set(chosen.map((it) => it.id));
-    return route.fulfill({ json: [...chosen, ...real.filter((it) => !ids.has(it.id))] });
-  });
+  const next = await stubNextPutting(ctx, () => answered && chosen);
   const page = await open(t, ctx, srv);
   const shown = await waitShown(page);
   // The last two images of the first list, in reverse: without look-alikes they would come much later.
-  chosen = firstList.filter((it) => it.id !== shown).slice(-2).reverse();
+  chosen = next.firstList.filter((it) => it.id !== shown).slice(-2).reverse();
   assert.equal(await labelOne(page, 'f'), shown);
   await waitFor(async () => /A new kind of positive: 2 look-alikes of it come next/.test(await page.textContent('#notice').catch(() => '')), { what: 'the notice' });
   // The image that followed at once stays on screen; the look-alikes are queued after it.
