@@ -34,7 +34,7 @@ use binann_core::RunDirFile;
 use binann_core::embeddings::EmbeddingChunk;
 use binann_core::manifest::Manifest;
 use binann_model::{Head, TrainOptions};
-use binann_selector::clusters::{Clusters, SketchCache, cluster_count};
+use binann_selector::clusters::{Clusters, Projection, cluster_count};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
@@ -66,8 +66,8 @@ fn main() -> anyhow::Result<()> {
             }
         }
         let xt = Tensor::from_slice(&x).view([n as i64, 1280]);
-        let ids: Vec<u32> = (0..n as u32).collect();
-        let sketch = SketchCache::project(&ids, &x, 1280);
+        // The sketches the selector orders by.
+        let sketch = Projection::random(1280).apply(&x);
         let clusters = Clusters::fit(&sketch, cluster_count(n), 1);
         let diverse = clusters.round_robin();
 

@@ -2,8 +2,8 @@
 //! nearest neighbours ("more like this") without the embeddings (5 KB an image) or libtorch.
 //!
 //! The selector writes them (it reduces the embeddings anyway to find the folder's visual kinds):
-//! a fixed random projection of each unit-length embedding to [`SKETCH_DIM`] values, quantised to
-//! one signed byte each with one scale for the file. 1,000,000 images take 32 MB; a brute-force
+//! each unit-length embedding projected onto the [`SKETCH_DIM`] principal directions of the first
+//! embedding chunk, quantised to one signed byte each with one scale for the file. 1,000,000 images take 32 MB; a brute-force
 //! search over them is a few tens of milliseconds.
 
 use serde::{Deserialize, Serialize};
