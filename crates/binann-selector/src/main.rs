@@ -91,11 +91,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         let mut watcher = FileWatcher::new(paths, args.common.watch_options());
         // The sketches serve the cold start and the server's "more like this" and look-alikes
         // (through the sketch file), the visual kinds the exploring picks: kept up to date
-        // whatever the strategy. While the
-        // embedding pass runs, refit when the embedded images grew by a tenth (a chunk of 4,096
-        // more among 1,000,000 changes the kinds little and would cost a pass over all of them);
-        // once no chunk came since the last round, refit for whatever is left, so the images
-        // embedded last get their sketches too.
+        // whatever the strategy. While the embedding pass runs, refit when the embedded images
+        // grew by a tenth (a chunk of 4,096 more among 1,000,000 changes the kinds little and
+        // would cost a pass over all of them); once no chunk came since the last round, refit for
+        // whatever is left, so the images embedded last get their sketches too.
         let changed = sketches.refresh(&rundir.embeddings_dir());
         let grown = sketches.len() * 10 >= fitted_on * 11;
         if sketches.len() != fitted_on && (!changed || grown) {

@@ -244,7 +244,8 @@ pub const KIND_NEIGHBOURHOOD: usize = 32;
 /// labelled, teach it the kind. An image the sketches do not hold yet (embedded after the
 /// selector last wrote them) waits for the next sketches; see [`lookalikes_when_sketched`].
 async fn queue_lookalikes(state: &AppState, client: &str, id: u32) -> Vec<u32> {
-    let Some(sketches) = (state.lookalikes > 0).then(|| state.lock().sketches.clone()).flatten() else {
+    let sketches = state.lock().sketches.clone();
+    let Some(sketches) = sketches else {
         state.lock().wait_for_sketch(client, id);
         return Vec::new();
     };
