@@ -232,11 +232,7 @@ pub async fn annotate(
     Ok(respond(client, Acknowledged { id, label, seq, lookalikes }))
 }
 
-/// The nearest images a positive is compared with to tell a new kind of positive: none of them
-/// labelled positive.
-pub const KIND_NEIGHBOURHOOD: usize = 32;
-
-/// After positive `id`: when none of its [`KIND_NEIGHBOURHOOD`] nearest images is labelled
+/// After positive `id`: when none of its [`KIND_NEIGHBOURHOOD`](crate::app_state::KIND_NEIGHBOURHOOD) nearest images is labelled
 /// positive (the first of its kind), puts its `--lookalikes` nearest unlabelled images next for
 /// `client` and returns them; otherwise nothing. A model trained on one example of a kind among
 /// many negatives may learn that one image and not the kind (seen in the loop: a lone ankle boot
@@ -355,17 +351,7 @@ pub async fn similar(
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .ok_or(ApiError::NotEmbedded(id))?;
-    let queued: Vec<u32> = {
-        let mut inner = state.lock();
-        let inner = &mut *inner;
-        let picked: Vec<u32> = candidates
-            .into_iter()
-            .filter(|c| !inner.annotations.is_done(*c) && !inner.handouts.held_by_other(*c, &client.id))
-            .take(count as usize)
-            .collect();
-        inner.handouts.put_first(&client.id, &picked);
-        picked
-    };
+    let queued = state.lock().put_nearest_first(&client.id, &candidates, count as usize);
     Ok(respond(client, Similar { id, queued }))
 }
 

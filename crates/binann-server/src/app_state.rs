@@ -45,6 +45,10 @@ pub struct Inner {
     pub waiting_for_sketch: Vec<(String, u32)>,
 }
 
+/// The nearest images a positive is compared with to tell a new kind of positive: none of them
+/// labelled positive.
+pub const KIND_NEIGHBOURHOOD: usize = 32;
+
 /// Positives kept waiting for their sketch; beyond this the oldest are dropped.
 pub const MAX_WAITING_FOR_SKETCH: usize = 256;
 
@@ -118,13 +122,21 @@ impl Inner {
 
 impl Inner {
     /// Look-alikes of a positive whose nearest images (`candidates`, nearest first) are known:
-    /// when none of the first [`KIND_NEIGHBOURHOOD`](crate::api) is labelled positive, its first
-    /// `count` unlabelled ones nobody else holds go next for `client`; returned.
+    /// when none of the first [`KIND_NEIGHBOURHOOD`] is labelled positive, its first `count`
+    /// unlabelled ones nobody else holds go next for `client` ([`Inner::put_nearest_first`]);
+    /// returned.
     pub fn put_lookalikes_first(&mut self, client: &str, candidates: &[u32], count: usize) -> Vec<u32> {
         let positive = |c: &u32| self.annotations.get(*c).is_some_and(|e| e.label == binann_core::annotations::Label::Positive);
-        if candidates.iter().take(crate::api::KIND_NEIGHBOURHOOD).any(positive) {
+        if candidates.iter().take(KIND_NEIGHBOURHOOD).any(positive) {
             return Vec::new();
         }
+        self.put_nearest_first(client, candidates, count)
+    }
+
+    /// The first `count` of `candidates` (an image's nearest, nearest first) that are not
+    /// labelled or skipped and that no other client holds: put next for `client` and held for it
+    /// ("more like this", look-alikes); returned.
+    pub fn put_nearest_first(&mut self, client: &str, candidates: &[u32], count: usize) -> Vec<u32> {
         let picked: Vec<u32> = candidates
             .iter()
             .copied()
