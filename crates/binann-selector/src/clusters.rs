@@ -453,24 +453,36 @@ pub fn farthest_first(values: &[f32], count: usize) -> Vec<usize> {
     let row = |i: usize| &values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
     let stride = n.div_ceil(FIT_SAMPLE).max(1);
     let sample: Vec<usize> = (0..n).step_by(stride).collect();
-    let mut nearest = vec![f32::INFINITY; sample.len()];
-    let mut out = Vec::with_capacity(count.min(sample.len()));
-    let mut next = 0usize;
-    while out.len() < count.min(sample.len()) {
-        out.push(sample[next]);
-        nearest[next] = f32::NEG_INFINITY; // picked
-        let picked = row(sample[next]);
+    k_centre(|j| row(sample[j]), vec![f32::INFINITY; sample.len()], count).into_iter().map(|j| sample[j]).collect()
+}
+
+/// Greedy k-centre over the points `0..nearest.len()` (`row` gives each one's sketch): up to
+/// `count` of them, each the one farthest from every earlier pick and from what `nearest` holds
+/// (each point's squared distance to the nearest point chosen before this call; infinite for
+/// none). Ties go to the lower point, so with nothing chosen before, point 0 comes first.
+fn k_centre<'a>(row: impl Fn(usize) -> &'a [f32], mut nearest: Vec<f32>, count: usize) -> Vec<usize> {
+    let count = count.min(nearest.len());
+    let mut out = Vec::with_capacity(count);
+    let first_max = |nearest: &[f32]| {
         let mut farthest = (f32::NEG_INFINITY, 0usize);
-        for (j, &i) in sample.iter().enumerate() {
-            if nearest[j] == f32::NEG_INFINITY {
-                continue;
-            }
-            nearest[j] = nearest[j].min(distance2(row(i), picked));
-            if nearest[j] > farthest.0 {
-                farthest = (nearest[j], j);
+        for (j, d) in nearest.iter().enumerate() {
+            if *d > farthest.0 {
+                farthest = (*d, j);
             }
         }
-        next = farthest.1;
+        farthest.1
+    };
+    let mut next = first_max(&nearest);
+    while out.len() < count {
+        out.push(next);
+        nearest[next] = f32::NEG_INFINITY; // picked
+        let picked = row(next);
+        for (j, d) in nearest.iter_mut().enumerate() {
+            if *d != f32::NEG_INFINITY {
+                *d = d.min(distance2(row(j), picked));
+            }
+        }
+        next = first_max(&nearest);
     }
     out
 }
@@ -538,20 +550,10 @@ impl Unexplored {
     /// ties by id.
     pub fn farthest(&self, eligible: impl Fn(u32) -> bool, count: usize) -> Vec<u32> {
         let row = |i: usize| &self.rows[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
-        let mut pool: Vec<(u32, usize, f32)> = (0..self.ids.len())
-            .filter(|&i| eligible(self.ids[i]) && !self.folded.contains(&self.ids[i]))
-            .map(|i| (self.ids[i], i, self.nearest[i]))
-            .collect();
-        let mut out = Vec::with_capacity(count.min(pool.len()));
-        while out.len() < count && !pool.is_empty() {
-            let best = (0..pool.len()).max_by(|&a, &b| pool[a].2.total_cmp(&pool[b].2).then(pool[b].0.cmp(&pool[a].0))).expect("not empty");
-            let (id, picked, _) = pool.swap_remove(best);
-            out.push(id);
-            for entry in &mut pool {
-                entry.2 = entry.2.min(distance2(row(entry.1), row(picked)));
-            }
-        }
-        out
+        let mut pool: Vec<usize> = (0..self.ids.len()).filter(|&i| eligible(self.ids[i]) && !self.folded.contains(&self.ids[i])).collect();
+        pool.sort_unstable_by_key(|&i| self.ids[i]); // k_centre breaks ties by position: by id
+        let nearest = pool.iter().map(|&i| self.nearest[i]).collect();
+        k_centre(|p| row(pool[p]), nearest, count).into_iter().map(|p| self.ids[pool[p]]).collect()
     }
 }
 
