@@ -21,6 +21,8 @@
 //!   `CONT_STEPS` (a fresh and a continued round), `WD`, `LR`, `FRESH=1` (a fresh head every round).
 //! - `KNN=SHARE` takes that share of the picks by nearest-neighbour evidence (cosine to the nearest
 //!   labelled positive less cosine to the nearest labelled negative).
+//! - `START=1` labels one positive of each kind first: recall then measures how well the
+//!   embeddings and the head exhaust known kinds, apart from finding them.
 //! - `SNOW=K` puts the K nearest neighbours of every positive the model did not expect (shown
 //!   below 0.5) first. `REPEATS=N` runs each draw with N training seeds.
 //!
@@ -57,17 +59,19 @@ fn main() -> anyhow::Result<()> {
                 kind[id_of[f[0]] as usize] = Some(f[2].to_owned());
             }
         }
-        let mut x = vec![0f32; n * 1280];
+        let dim = binann_model::EMBED_DIM;
+        let mut x = vec![0f32; n * dim];
         for (path, _) in EmbeddingChunk::files(&dir.join("run/embeddings")) {
             let (_, chunk) = EmbeddingChunk::load(&path)?;
+            anyhow::ensure!(chunk.dim as usize == dim, "{} holds {}-value embeddings, not {dim}", path.display(), chunk.dim);
             let v = chunk.floats();
             for (r, id) in chunk.ids.iter().enumerate() {
-                x[*id as usize * 1280..(*id as usize + 1) * 1280].copy_from_slice(&v[r * 1280..(r + 1) * 1280]);
+                x[*id as usize * dim..(*id as usize + 1) * dim].copy_from_slice(&v[r * dim..(r + 1) * dim]);
             }
         }
-        let xt = Tensor::from_slice(&x).view([n as i64, 1280]);
+        let xt = Tensor::from_slice(&x).view([n as i64, dim as i64]);
         // The sketches the selector orders by.
-        let sketch = Projection::random(1280).apply(&x);
+        let sketch = Projection::random(dim).apply(&x);
         let clusters = Clusters::fit(&sketch, cluster_count(n), 1);
         let diverse = clusters.round_robin();
 
@@ -79,6 +83,20 @@ fn main() -> anyhow::Result<()> {
         let snow: usize = std::env::var("SNOW").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
         let mut surprises: Vec<u32> = Vec::new();
         let mut shown: Vec<f32> = vec![f32::NAN; n];
+        // `START=1`: the first positive of each kind (by id) is labelled first, so the replay
+        // measures how well the loop exhausts the kinds it knows, not the luck of finding them.
+        if std::env::var("START").is_ok() {
+            let mut seen: Vec<&str> = Vec::new();
+            for id in 0..n {
+                if let Some(k) = kind[id].as_deref()
+                    && !seen.contains(&k)
+                {
+                    seen.push(k);
+                    done[id] = true;
+                    seq.push(id as u32);
+                }
+            }
+        }
         while seq.len() < labels {
             let positives = seq.iter().filter(|id| kind[**id as usize].is_some()).count();
             let next: Vec<u32> = if positives == 0 {

@@ -34,7 +34,8 @@ pub struct PredictorDescription {
     pub format: String,
     /// The format version ([`VERSION`]).
     pub version: u32,
-    /// The backbone architecture ([`binann_model::BACKBONE_NAME`]).
+    /// The backbone and its embedding ([`binann_model::BACKBONE_NAME`], or the name of an
+    /// [`binann_model::Embedding`] an older binann made).
     pub backbone: String,
     /// The weights files, relative to the predictor folder.
     pub files: PredictorFiles,
@@ -124,7 +125,7 @@ pub enum PredictorError {
     #[error("{FILE_NAME} has format version {0}; this binann-predict reads up to version {VERSION}")]
     Version(u32),
     /// A backbone this build does not have.
-    #[error("backbone {0:?} is not supported (only {backbone:?} is)", backbone = binann_model::BACKBONE_NAME)]
+    #[error("backbone {0:?} is not supported (only {backbone:?} and the older {older:?} are)", backbone = binann_model::BACKBONE_NAME, older = binann_model::Embedding::FinalMap.name())]
     Backbone(String),
     /// An input size no trainer writes.
     #[error("input size {0} px is outside 32..=1024")]
@@ -184,7 +185,7 @@ impl PredictorDescription {
         if self.version > VERSION || self.version == 0 {
             return Err(PredictorError::Version(self.version));
         }
-        if self.backbone != binann_model::BACKBONE_NAME {
+        if binann_model::Embedding::from_name(&self.backbone).is_none() {
             return Err(PredictorError::Backbone(self.backbone.clone()));
         }
         if !(32..=1024).contains(&self.input_size) {

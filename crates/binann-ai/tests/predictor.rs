@@ -91,6 +91,46 @@ fn exported_predictor_reproduces_the_inferrer() {
         let q = applied[&manifest.paths[*id as usize]];
         assert!((p - q).abs() < 1e-4, "image {id}: inferrer {p}, exported predictor {q}");
     }
+
+    // A predictor exported before the multi-level embedding (a head on the final map's 1280
+    // values, its backbone named "mobilenet_v2") still applies, on the embedding it was made for.
+    let older = tmp.path().join("older");
+    std::fs::create_dir_all(&older).unwrap();
+    std::fs::copy(moved.join("backbone.safetensors"), older.join("backbone.safetensors")).unwrap();
+    let final_map = binann_model::Embedding::FinalMap;
+    let backbone = binann_model::Backbone::load(&weights, 64, tch::Device::Cpu).unwrap().with_embedding(final_map);
+    let files: Vec<std::path::PathBuf> = manifest.paths.iter().map(|p| data.join(p)).collect();
+    let values: Vec<f32> = backbone.embed_paths(&files, 16, |_| {}).into_iter().flat_map(|r| r.unwrap()).collect();
+    let x = tch::Tensor::from_slice(&values).view([files.len() as i64, 1280]);
+    let y = tch::Tensor::from_slice(&(0..files.len()).map(|i| (i % 3 == 0) as u8 as f32).collect::<Vec<f32>>());
+    let mut head = binann_model::Head::with_input(tch::Device::Cpu, 1280, 16);
+    head.train(&x, &y, &binann_model::TrainOptions { steps: 100, ..Default::default() });
+    let meta = binann_model::ModelMeta {
+        backbone: final_map.name().to_owned(),
+        input_size: 64,
+        mode: binann_model::MODE_HEAD.to_owned(),
+        generation: 1,
+        labels_used: files.len() as u64,
+        positives: 27,
+        loss: 0.0,
+        created_ms: 0,
+    };
+    head.save(&older.join("head.safetensors"), &meta).unwrap();
+    let mut description: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(moved.join("predictor.json")).unwrap()).unwrap();
+    description["backbone"] = "mobilenet_v2".into();
+    std::fs::write(older.join("predictor.json"), description.to_string()).unwrap();
+    let csv = run_ok(
+        Command::new(bin("binann-predict")).args(["apply", "--device", "cpu"]).arg("--predictor").arg(&older).arg("--images").arg(&data),
+    );
+    let expected: Vec<f32> = Vec::try_from(head.predict(&x)).unwrap();
+    let spread = expected.iter().cloned().fold(f32::MAX, f32::min)..expected.iter().cloned().fold(f32::MIN, f32::max);
+    assert!(spread.end - spread.start > 0.5, "the older head's probabilities spread out: {spread:?}");
+    let applied: std::collections::HashMap<&str, f32> =
+        csv.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()).map(|f| (f[0], f[1].parse().unwrap())).collect();
+    for (path, p) in manifest.paths.iter().zip(&expected) {
+        let q = applied[path.as_str()];
+        assert!((p - q).abs() < 1e-4, "{path}: the older head on the final map {p}, applied {q}");
+    }
 }
 
 /// A head continued round after round on labels it separates grows its logits past ±100 (seen in

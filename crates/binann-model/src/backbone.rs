@@ -8,11 +8,47 @@ use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
 use crate::error::{Error, ImageError, Result};
-use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
+use crate::mobilenet::{EMBED_DIM, FEATURE_CHANNELS, MobileNetV2Features};
 use crate::preprocess::Preprocess;
 
-/// Name recorded in checkpoints for the MobileNetV2 backbone.
-pub const BACKBONE_NAME: &str = "mobilenet_v2";
+/// Name recorded in checkpoints, predictions, embedding chunks and exported predictors for the
+/// MobileNetV2 backbone and the embedding binann makes ([`Embedding::Levels`]).
+pub const BACKBONE_NAME: &str = "mobilenet_v2_levels";
+
+/// Which embedding a [`Backbone`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Embedding {
+    /// Every level of [`crate::EMBEDDING_LEVELS`] pooled at unit length ([`EMBED_DIM`] values):
+    /// what binann makes, recorded as [`BACKBONE_NAME`].
+    Levels,
+    /// The final feature map pooled ([`FEATURE_CHANNELS`] values), recorded as "mobilenet_v2":
+    /// what binann made before the levels, kept so that predictors exported then still apply.
+    FinalMap,
+}
+
+impl Embedding {
+    /// The name checkpoints and predictors record for a model on this embedding.
+    pub fn name(self) -> &'static str {
+        match self {
+            Embedding::Levels => BACKBONE_NAME,
+            Embedding::FinalMap => "mobilenet_v2",
+        }
+    }
+
+    /// The embedding a recorded backbone name stands for, if this build makes it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Embedding::Levels, Embedding::FinalMap].into_iter().find(|e| e.name() == name)
+    }
+
+    /// Values per embedding.
+    pub fn dim(self) -> usize {
+        match self {
+            Embedding::Levels => EMBED_DIM,
+            Embedding::FinalMap => FEATURE_CHANNELS,
+        }
+    }
+}
+
 /// Where `scripts/fetch-weights.sh` puts the converted ImageNet weights, relative to the repo root.
 pub const DEFAULT_WEIGHTS_PATH: &str = ".cache/weights/mobilenet_v2.safetensors";
 
@@ -20,7 +56,8 @@ pub const DEFAULT_WEIGHTS_PATH: &str = ".cache/weights/mobilenet_v2.safetensors"
 /// when it could not be decoded, [`Error::Embedding`] when the network failed on its batch.
 pub type EmbedResult = Result<Vec<f32>, Error>;
 
-/// MobileNetV2 features plus global average pooling, in eval mode, without gradients.
+/// MobileNetV2 features pooled at several levels ([`crate::EMBEDDING_LEVELS`]), in eval mode,
+/// without gradients.
 ///
 /// `Send` but not `Sync` (libtorch tensors are not); share it behind a `Mutex`.
 #[derive(Debug)]
@@ -30,6 +67,8 @@ pub struct Backbone {
     features: MobileNetV2Features,
     preprocess: Preprocess,
     device: Device,
+    /// What [`Backbone::embed_batch`] makes.
+    embedding: Embedding,
 }
 
 impl Backbone {
@@ -39,7 +78,7 @@ impl Backbone {
         let mut vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         load_features_weights(&mut vs, weights)?;
-        Ok(Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device })
+        Ok(Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device, embedding: Embedding::Levels })
     }
 
     /// A randomly initialised backbone (batch norm calibrated on noise): meaningless but
@@ -48,7 +87,18 @@ impl Backbone {
         let vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         features.calibrate_batch_norm(&calibration_noise(input_size, device));
-        Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device }
+        Self { _vs: vs, features, preprocess: Preprocess { size: input_size }, device, embedding: Embedding::Levels }
+    }
+
+    /// The same backbone making `embedding` instead (a backbone makes [`Embedding::Levels`] unless
+    /// told otherwise).
+    pub fn with_embedding(self, embedding: Embedding) -> Self {
+        Self { embedding, ..self }
+    }
+
+    /// What [`Backbone::embed_batch`] makes.
+    pub fn embedding(&self) -> Embedding {
+        self.embedding
     }
 
     /// Side of the square input images, in pixels.
@@ -66,7 +116,7 @@ impl Backbone {
         self.preprocess
     }
 
-    /// Embeds a batch of preprocessed images: N×3×S×S (any device) to N×[`EMBED_DIM`] on
+    /// Embeds a batch of preprocessed images: N×3×S×S (any device) to N×[`Embedding::dim`] on
     /// [`Backbone::device`].
     ///
     /// On the CPU the batch runs through the network a few images at a time ([`cpu_pass_size`]).
@@ -75,10 +125,14 @@ impl Backbone {
             let images = images.to_device(self.device);
             let pass = if self.device == Device::Cpu { cpu_pass_size(self.preprocess.size) } else { i64::MAX };
             let count = images.size().first().copied().unwrap_or(0);
+            let embed = |part: &Tensor| match self.embedding {
+                Embedding::Levels => self.features.embedding_t(part, false),
+                Embedding::FinalMap => self.features.pooled_t(part, false),
+            };
             if count <= pass {
-                return self.features.pooled_t(&images, false);
+                return embed(&images);
             }
-            let parts: Vec<Tensor> = images.split(pass, 0).iter().map(|part| self.features.pooled_t(part, false)).collect();
+            let parts: Vec<Tensor> = images.split(pass, 0).iter().map(embed).collect();
             Tensor::cat(&parts, 0)
         })
     }
@@ -129,7 +183,7 @@ impl Backbone {
         .unwrap_or_else(|panic| Err(Error::Panicked { what: "the network", message: panic_message(&panic) }));
         match embedded {
             Ok(values) => {
-                let mut rows = values.chunks_exact(EMBED_DIM).map(<[f32]>::to_vec);
+                let mut rows = values.chunks_exact(self.embedding.dim()).map(<[f32]>::to_vec);
                 decoded.into_iter().map(|r| r.map(|_| rows.next().expect("one embedding per decoded image"))).collect()
             }
             // One cause for the whole batch, shared by each of its images.

@@ -11,7 +11,7 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::backbone::{BACKBONE_NAME, calibration_noise, load_features_weights};
 use crate::checkpoint::{MODE_FINETUNE, ModelMeta, fill_var_store, read_checkpoint, require, require_meta, write_checkpoint};
 use crate::error::{Error, Result};
-use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
+use crate::mobilenet::{FEATURE_CHANNELS, MobileNetV2Features};
 
 /// AdamW learning rate for all parameters. Small so the pretrained features survive; the head
 /// needs no more, because Adam moves each of its 1280 weights by about the learning rate per
@@ -75,7 +75,7 @@ impl FinetuneModel {
         // through the head's weights, leaves the pretrained features untouched until the head
         // has learned something: fine-tuning then starts stably instead of from random logits.
         let zero_head = nn::LinearConfig { ws_init: nn::Init::Const(0.0), bs_init: Some(nn::Init::Const(0.0)), bias: true };
-        let head = nn::linear(&root / "head", EMBED_DIM as i64, 1, zero_head);
+        let head = nn::linear(&root / "head", FEATURE_CHANNELS as i64, 1, zero_head);
         let optimizer =
             nn::AdamW { wd: WEIGHT_DECAY, ..Default::default() }.build(&vs, DEFAULT_LEARNING_RATE).expect("AdamW over a VarStore");
         Self { vs, features, head, optimizer, input_size, pos_weight: 1.0 }
@@ -137,9 +137,9 @@ impl FinetuneModel {
         tch::no_grad(|| self.logits(&batch.to_kind(Kind::Float), false))
     }
 
-    /// The backbone's pooled embeddings (N×[`EMBED_DIM`]) under the current fine-tuned weights.
+    /// The backbone's embeddings (N×[`crate::EMBED_DIM`]) under the current fine-tuned weights.
     pub fn embed_batch(&self, batch: &Tensor) -> Tensor {
-        tch::no_grad(|| self.features.pooled_t(&batch.to_device(self.device()).to_kind(Kind::Float), false))
+        tch::no_grad(|| self.features.embedding_t(&batch.to_device(self.device()).to_kind(Kind::Float), false))
     }
 
     /// Saves all weights and `meta` atomically; `meta` must describe this model (mode

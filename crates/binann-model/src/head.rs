@@ -37,7 +37,7 @@ impl Default for TrainOptions {
 
 /// Hidden units of [`Head::new`]. On Fashion-MNIST this one-hidden-layer MLP beat logistic
 /// regression clearly on the rare classes (held-out F1 0.87 vs 0.62 with 500 labels, "sneaker"),
-/// because AdamW-trained logistic regression over 1280 dims overfits into noisy, badly
+/// because AdamW-trained logistic regression over 1280 values overfits into noisy, badly
 /// thresholded logits; wider layers did no better.
 pub const DEFAULT_HIDDEN_UNITS: usize = 64;
 
@@ -77,19 +77,29 @@ impl Head {
 
     /// A fresh head with one ReLU hidden layer of `hidden` units (0: logistic regression).
     pub fn with_hidden(device: Device, hidden: usize) -> Self {
+        Self::with_input(device, EMBED_DIM, hidden)
+    }
+
+    /// A fresh head on embeddings of `input` values (another [`crate::Embedding`] than binann's).
+    pub fn with_input(device: Device, input: usize, hidden: usize) -> Self {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let input_mean = (&root / "input").zeros_no_train("mean", &[EMBED_DIM as i64]);
-        let input_std = (&root / "input").ones_no_train("std", &[EMBED_DIM as i64]);
+        let input_mean = (&root / "input").zeros_no_train("mean", &[input as i64]);
+        let input_std = (&root / "input").ones_no_train("std", &[input as i64]);
         let (hidden, output_in) = match hidden {
-            0 => (None, EMBED_DIM as i64),
+            0 => (None, input as i64),
             n => {
                 let n = n as i64;
-                (Some(nn::linear(&root / "hidden", EMBED_DIM as i64, n, Default::default())), n)
+                (Some(nn::linear(&root / "hidden", input as i64, n, Default::default())), n)
             }
         };
         let output = nn::linear(&root / "output", output_in, 1, Default::default());
         Self { vs, input_mean, input_std, hidden, output }
+    }
+
+    /// Values per embedding this head reads.
+    pub fn input_width(&self) -> usize {
+        self.input_mean.size()[0] as usize
     }
 
     /// Width of the hidden layer, 0 for logistic regression.
@@ -114,7 +124,7 @@ impl Head {
         z.apply(&self.output).squeeze_dim(-1)
     }
 
-    /// Trains on embeddings `x` (N×[`EMBED_DIM`]) and 0/1 labels `y` (N), continuing from the
+    /// Trains on embeddings `x` (N×[`Head::input_width`]) and 0/1 labels `y` (N), continuing from the
     /// current weights with a fresh AdamW state. Call [`Head::new`] to start over. With no
     /// examples it does nothing (0 steps).
     ///
@@ -144,7 +154,7 @@ impl Head {
             // scaling blows near-constant, noise-only channels up to unit variance, which
             // measurably hurt held-out accuracy on Fashion-MNIST.
             let rms_std = x.var_dim(0, false, false).mean(Kind::Float).sqrt().clamp_min(1e-6);
-            self.input_std.copy_(&rms_std.expand([EMBED_DIM as i64], false));
+            self.input_std.copy_(&rms_std.expand(self.input_std.size(), false));
         });
 
         let z = tch::no_grad(|| self.standardize(&x));
@@ -184,7 +194,7 @@ impl Head {
         TrainReport { loss, accuracy, steps: opts.steps, pos_weight, elapsed_ms: started.elapsed().as_millis() as u64 }
     }
 
-    /// Probability of the positive class for each row of `x` (N×[`EMBED_DIM`]), as an N tensor
+    /// Probability of the positive class for each row of `x` (N×[`Head::input_width`]), as an N tensor
     /// on the head's device.
     pub fn predict(&self, x: &Tensor) -> Tensor {
         self.logits(x).sigmoid()
@@ -210,7 +220,9 @@ impl Head {
         let (tensors, meta) = read_checkpoint(path, device)?;
         require(path, &meta, MODE_HEAD, None)?;
         let hidden = tensors.get("hidden.weight").map_or(0, |w| w.size().first().copied().unwrap_or(0) as usize);
-        let head = Head::with_hidden(device, hidden);
+        // A head saved on another embedding (a predictor exported before the levels) keeps its width.
+        let input = tensors.get("input.mean").map_or(EMBED_DIM, |m| m.size().first().copied().unwrap_or(0) as usize);
+        let head = Head::with_input(device, input, hidden);
         crate::checkpoint::fill_var_store(&head.vs, &tensors, path)?;
         Ok((head, meta))
     }

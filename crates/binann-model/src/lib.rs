@@ -8,7 +8,9 @@
 //! - [`preprocess`]: [`Preprocess`], decoding with decompression-bomb limits, RGB, resize,
 //!   ImageNet normalisation to CHW floats.
 //! - `mobilenet` (private): MobileNetV2 feature layers with torchvision's parameter names.
-//! - [`backbone`]: [`Backbone`], frozen pretrained MobileNetV2 → [`EMBED_DIM`]-d embeddings,
+//! - [`backbone`]: [`Backbone`], frozen pretrained MobileNetV2 → [`EMBED_DIM`]-d embeddings
+//!   (pooled at [`EMBEDDING_LEVELS`]; [`Embedding`] names it, and the final map alone that
+//!   predictors exported before still read),
 //!   with [`Backbone::embed_paths`] overlapping decoding and inference ([`DecodeAhead`] for
 //!   callers that feed it a batch at a time).
 //! - [`head`]: [`Head`], a small MLP (or logistic regression) on embeddings ([`TrainOptions`],
@@ -29,13 +31,13 @@ pub mod head;
 mod mobilenet;
 pub mod preprocess;
 
-pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, decode_batch};
+pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, Embedding, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
 pub use error::{CheckpointError, Error, ImageError, Mismatch};
 pub use finetune::FinetuneModel;
 pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};
-pub use mobilenet::EMBED_DIM;
+pub use mobilenet::{EMBED_DIM, EMBEDDING_LEVELS, FEATURE_CHANNELS};
 pub use preprocess::Preprocess;
 
 #[cfg(test)]

@@ -131,7 +131,8 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
     // Head mode: embeddings, then the head. Finetune mode: the whole network on the pixels.
     let (results, classify): (Vec<binann_model::EmbedResult>, Classifier) = if finetuned {
         let size = description.input_size;
-        let (model, _) = FinetuneModel::load(&file(&description.files.model_weights), binann_model::BACKBONE_NAME, size, device)?;
+        // The end-to-end model's own head reads the final map whatever the embedding's name.
+        let (model, _) = FinetuneModel::load(&file(&description.files.model_weights), &description.backbone, size, device)?;
         let preprocess = binann_model::Preprocess { size };
         let pixels = files
             .iter()
@@ -144,9 +145,19 @@ fn apply(predictor: &Path, images: &Path, out: &Path, device: binann_model::Devi
         (pixels, Box::new(move |x: &tch::Tensor| model.predict(&x.view([-1, 3, s, s]))))
     } else {
         let (head, meta): (Head, ModelMeta) = Head::load(&file(&description.files.head_weights), device)?;
-        let backbone = Backbone::load(&file(&description.files.backbone_weights), meta.input_size, device)?;
+        // A predictor exported before the multi-level embedding reads the final map alone.
+        let embedding = binann_model::Embedding::from_name(&description.backbone).expect("checked when the description loaded");
+        if head.input_width() != embedding.dim() {
+            bail!(
+                "the head reads {} values per image, but the {} embedding the predictor names has {}",
+                head.input_width(),
+                description.backbone,
+                embedding.dim()
+            );
+        }
+        let backbone = Backbone::load(&file(&description.files.backbone_weights), meta.input_size, device)?.with_embedding(embedding);
         let embeddings = backbone.embed_paths(&files, batch, |done| bar.set_position(done as u64));
-        let dim = binann_model::EMBED_DIM as i64;
+        let dim = embedding.dim() as i64;
         (embeddings, Box::new(move |x: &tch::Tensor| head.predict(&x.view([-1, dim]))))
     };
     bar.finish_and_clear();

@@ -1,7 +1,7 @@
 //! `binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]`
 //!
 //! Prints backbone embedding throughput at 224 and 112 px (random images, batch 16) and the
-//! time to train a head on 2000 random 1280-d embeddings.
+//! time to train a head on 2000 random embeddings.
 //!
 //! `binann-embed-bench --images DIR [--size PX] [--batch N] [--threads N] [--weights PATH]`
 //!
