@@ -514,6 +514,16 @@ impl Inferrer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_inferrer_leaves_the_trainer_one_core_unless_told_its_threads() {
+        let args = |extra: &[&str]| InferrerArgs::parse_from([&["binann-inferrer", "--rundir", "/nonexistent"], extra].concat());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(args(&[]).threads, 0, "the default is resolved on the machine");
+        assert_eq!(args(&[]).cpu_threads(), (cores - 1).max(1));
+        assert_eq!(args(&["--threads", "3"]).cpu_threads(), 3);
+    }
 
     fn after(schedule: &mut PredictSchedule, generation: u64, embedded: usize, took_ms: u64) -> Instant {
         let started = Instant::now();
