@@ -157,8 +157,8 @@ pub struct SketchCache {
     /// `ids.len()` rows of SKETCH_DIM values by the fixed random projection: what the orders
     /// that spread over the folder work on (k-means, farthest first, [`Unexplored`]).
     pub values: Vec<f32>,
-    /// The same rows by the principal directions of the first chunk file: what nearest-neighbour
-    /// searches work on (the sketch file: "more like this", look-alikes).
+    /// The same rows by the principal directions of the first chunk file of their model: what
+    /// nearest-neighbour searches work on (the sketch file: "more like this", look-alikes).
     ///
     /// Two projections because each serves one purpose better. Over the benchmark's folders, of
     /// an ankle boot's 8 nearest images 52 % were ankle boots by the principal directions and
@@ -168,8 +168,8 @@ pub struct SketchCache {
     pub neighbours: Vec<f32>,
     /// Chunk files already read.
     cache: HashMap<PathBuf, CachedChunk>,
-    /// The principal projection, fitted on the first chunk file (its path and modification
-    /// time): every run of the selector fits the same one, and all sketches share it.
+    /// The principal projection, fitted on the first chunk file of the newest model (its path and
+    /// modification time): every run of the selector fits the same one, and all sketches share it.
     principal: Option<(PathBuf, Option<SystemTime>, Projection)>,
 }
 
@@ -191,49 +191,35 @@ struct CachedChunk {
 impl SketchCache {
     /// Reads the chunk files of `dir` that are new or changed since the last call, and rebuilds
     /// the sketch list from the chunks of the newest chunk's model (a chunk of an older model, left
-    /// from a change of input size, is ignored as the inferrer ignores it). Returns whether
-    /// anything changed. Unreadable chunks are skipped with a warning.
+    /// from a change of input size or of the embedding, is ignored as the inferrer ignores it).
+    /// Returns whether anything changed. Unreadable chunks are skipped with a warning.
+    ///
+    /// The principal directions are fitted on the first chunk file of the newest model: in a run
+    /// directory that still holds an older model's chunks, fitted on those they would have another
+    /// width, and every new chunk's neighbours would fall back to random signs.
     pub fn refresh(&mut self, dir: &Path) -> bool {
         let files = EmbeddingChunk::files(dir);
-        if let Some((first, modified)) = files.first()
-            && self.principal.as_ref().is_none_or(|(path, m, _)| (path, m) != (first, modified))
+        if self.principal.is_none()
+            && let Some((first, modified)) = files.first()
         {
-            match EmbeddingChunk::load(first) {
-                Ok((_, chunk)) => {
-                    let principal = Projection::principal(&chunk.floats(), chunk.dim as usize);
-                    self.principal = Some((first.clone(), *modified, principal));
-                    self.cache.clear(); // every chunk is sketched again with it
-                }
-                Err(e) => tracing::warn!("the first embedding chunk is unreadable (sketches wait for it): {e}"),
-            }
+            self.fit_principal(first, *modified);
         }
-        let Some((_, _, principal)) = &self.principal else { return false };
         let before = self.cache.len();
         self.cache.retain(|path, _| files.iter().any(|(p, _)| p == path));
         let mut changed = self.cache.len() != before;
-        for (path, modified) in &files {
-            if self.cache.get(path).is_some_and(|c| c.modified == *modified) {
-                continue;
-            }
-            match EmbeddingChunk::load(path).map(|(_, chunk)| chunk) {
-                Ok(chunk) => {
-                    let floats = chunk.floats();
-                    let dim = chunk.dim as usize;
-                    let random = Projection::random(dim).apply(&floats);
-                    // A chunk of another model may have another width: its neighbours by the
-                    // random projection then.
-                    let neighbours = if dim == principal.dim { principal.apply(&floats) } else { random.clone() };
-                    self.cache.insert(
-                        path.clone(),
-                        CachedChunk { modified: *modified, model: chunk.model, ids: chunk.ids, values: random, neighbours },
-                    );
-                    changed = true;
-                }
-                Err(e) => tracing::warn!("skipping an unreadable embedding chunk: {e}"),
-            }
+        changed |= self.read_changed(&files);
+        let newest = self.newest_model();
+        let source = files.iter().find(|(path, _)| self.cache.get(path).map(|c| &c.model) == newest.as_ref());
+        if let Some((path, modified)) = source
+            && self.principal.as_ref().is_none_or(|(p, m, _)| (p, m) != (path, modified))
+            && self.fit_principal(path, *modified)
+        {
+            self.cache.clear(); // every chunk is sketched again with it
+            self.read_changed(&files);
+            changed = true;
         }
         if changed {
-            let newest = self.cache.iter().max_by_key(|(path, c)| (c.modified, (*path).clone())).map(|(_, c)| c.model.clone());
+            let newest = self.newest_model();
             self.ids.clear();
             self.values.clear();
             self.neighbours.clear();
@@ -252,6 +238,57 @@ impl SketchCache {
                         self.neighbours.extend_from_slice(&c.neighbours[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
                     }
                 }
+            }
+        }
+        changed
+    }
+
+    /// The model of the newest chunk read.
+    fn newest_model(&self) -> Option<String> {
+        self.cache.iter().max_by_key(|(path, c)| (c.modified, (*path).clone())).map(|(_, c)| c.model.clone())
+    }
+
+    /// Fits the principal directions on the chunk file `path`; false when it is unreadable (the
+    /// projection in use stays).
+    fn fit_principal(&mut self, path: &Path, modified: Option<SystemTime>) -> bool {
+        match EmbeddingChunk::load(path) {
+            Ok((_, chunk)) => {
+                let principal = Projection::principal(&chunk.floats(), chunk.dim as usize);
+                self.principal = Some((path.to_owned(), modified, principal));
+                true
+            }
+            Err(e) => {
+                tracing::warn!("an embedding chunk is unreadable (the sketches' principal directions wait for it): {e}");
+                false
+            }
+        }
+    }
+
+    /// Sketches the chunk files that are new or changed since they were read; true if any was.
+    fn read_changed(&mut self, files: &[(PathBuf, Option<SystemTime>)]) -> bool {
+        let mut changed = false;
+        for (path, modified) in files {
+            if self.cache.get(path).is_some_and(|c| c.modified == *modified) {
+                continue;
+            }
+            match EmbeddingChunk::load(path).map(|(_, chunk)| chunk) {
+                Ok(chunk) => {
+                    let floats = chunk.floats();
+                    let dim = chunk.dim as usize;
+                    let random = Projection::random(dim).apply(&floats);
+                    // A chunk of another model may have another width: its neighbours by the
+                    // random projection then.
+                    let neighbours = match &self.principal {
+                        Some((_, _, principal)) if principal.dim == dim => principal.apply(&floats),
+                        _ => random.clone(),
+                    };
+                    self.cache.insert(
+                        path.clone(),
+                        CachedChunk { modified: *modified, model: chunk.model, ids: chunk.ids, values: random, neighbours },
+                    );
+                    changed = true;
+                }
+                Err(e) => tracing::warn!("skipping an unreadable embedding chunk: {e}"),
             }
         }
         changed
@@ -729,5 +766,30 @@ mod tests {
         assert!(sketches.refresh(dir.path()));
         assert_eq!(sketches.ids, [0, 1, 2, 3, 4]);
         assert_eq!(sketches.values.len(), 5 * SKETCH_DIM);
+    }
+
+    #[test]
+    fn the_principal_directions_come_from_the_newest_model_when_an_older_one_left_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        // An older model's chunk first (by name), 8 values per image, as a run directory keeps
+        // after the embedding changed; then the new model's, 16 values, enough rows to fit.
+        let older: Vec<f32> = (0..100 * 8).map(|i| ((i * 7919) % 101) as f32 / 101.0).collect();
+        let newer: Vec<f32> = (0..100 * 16).map(|i| ((i * 104_729) % 97) as f32 / 97.0 - 0.5).collect();
+        let save = |index: u32, ids: std::ops::Range<u32>, dim: u32, values: &[f32], model: &str| {
+            let chunk =
+                EmbeddingChunk { ids: ids.collect(), dim, model: model.into(), values: EmbeddingChunk::pack(values), failed: Vec::new() };
+            chunk.save(&EmbeddingChunk::path(dir.path(), 0, 1, index), 1).unwrap();
+        };
+        save(0, 0..100, 8, &older, "old");
+        save(1, 0..100, 16, &newer, "new");
+        let mut sketches = SketchCache::default();
+        assert!(sketches.refresh(dir.path()));
+        assert_eq!(sketches.model(), Some("new"));
+        assert_eq!(sketches.ids, (0..100).collect::<Vec<u32>>());
+        let fitted = Projection::principal(&newer, 16);
+        assert_eq!(sketches.neighbours, fitted.apply(&newer), "neighbours by the new model's principal directions");
+        assert_ne!(sketches.neighbours, Projection::random(16).apply(&newer));
+        assert_eq!(sketches.values, Projection::random(16).apply(&newer));
+        assert!(!sketches.refresh(dir.path()), "nothing changed");
     }
 }
