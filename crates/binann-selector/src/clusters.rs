@@ -167,6 +167,8 @@ pub struct SketchCache {
     /// directions chases the ends of their main axes, and found the first positive after 54 labels
     /// on average against 22 by random signs (`examples/cold_sim.rs`; "dress": 212 against 127).
     pub neighbours: Vec<f32>,
+    /// The model of the chunks the sketches come from (the newest chunk's).
+    model: Option<String>,
     /// Chunk files already read.
     cache: HashMap<PathBuf, CachedChunk>,
     /// The principal projection, fitted on the first chunk file of the newest model (its path and
@@ -221,6 +223,7 @@ impl SketchCache {
         }
         if changed {
             let newest = self.newest_model();
+            self.model.clone_from(&newest);
             self.ids.clear();
             self.values.clear();
             self.neighbours.clear();
@@ -311,8 +314,11 @@ impl SketchCache {
     }
 
     /// The model of the chunks the sketches come from.
+    ///
+    /// (Not the model of whichever chunk holds the first image: after a change of model the same
+    /// image is in an older chunk too.)
     pub fn model(&self) -> Option<&str> {
-        self.ids.first().and_then(|first| self.cache.values().find(|c| c.ids.contains(first)).map(|c| c.model.as_str()))
+        if self.ids.is_empty() { None } else { self.model.as_deref() }
     }
 
     /// The file the server searches for "more like this" and look-alikes: the [`Self::neighbours`].
