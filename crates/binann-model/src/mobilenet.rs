@@ -180,16 +180,14 @@ impl MobileNetV2Features {
             pooled / length
         };
         let mut levels = Vec::with_capacity(EMBEDDING_LEVELS.len());
-        let mut ys = self.stem.forward(xs, pass);
-        for (i, block) in self.blocks.iter().enumerate() {
-            ys = block.forward(&ys, pass);
+        let last = self.forward_watching(xs, pass, |i, ys| {
             let channels = ys.size()[1];
             let ends_stage = self.blocks.get(i + 1).is_none_or(|next| next.channels_out != channels);
             if ends_stage && EMBEDDING_LEVELS[..EMBEDDING_LEVELS.len() - 1].contains(&(channels as usize)) {
-                levels.push(pooled_unit(&ys));
+                levels.push(pooled_unit(ys));
             }
-        }
-        levels.push(pooled_unit(&self.head.forward(&ys, pass)));
+        });
+        levels.push(pooled_unit(&last));
         Tensor::cat(&levels, 1)
     }
 
@@ -208,9 +206,15 @@ impl MobileNetV2Features {
     }
 
     fn forward(&self, xs: &Tensor, pass: Pass) -> Tensor {
+        self.forward_watching(xs, pass, |_, _| {})
+    }
+
+    /// [`Self::forward`], showing `watch` each block's index and output on the way.
+    fn forward_watching(&self, xs: &Tensor, pass: Pass, mut watch: impl FnMut(usize, &Tensor)) -> Tensor {
         let mut ys = self.stem.forward(xs, pass);
-        for block in &self.blocks {
+        for (i, block) in self.blocks.iter().enumerate() {
             ys = block.forward(&ys, pass);
+            watch(i, &ys);
         }
         self.head.forward(&ys, pass)
     }
