@@ -25,6 +25,7 @@ use tch::{Device, Tensor};
 
 use crate::embedding_cache::EmbeddingCache;
 use crate::model_args::{Mode, ModelArgs};
+use crate::scout::{Scout, ThumbnailBuilder};
 
 /// Which part of the dataset an inferrer covers: images whose id modulo N is K.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +76,12 @@ pub struct InferrerArgs {
     /// 370; 224 px: 45 against 35), and left the other core to the trainer and the selector.
     #[arg(long, env = "BINANN_INFERRER_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// While the first embedding pass runs, embed the images most like the positives (by a
+    /// logistic regression on 12-pixel thumbnails) in turn with the default order; off: the
+    /// default order alone. Switched off by itself where thumbnails are not cheap (see
+    /// `binann_ai::scout`).
+    #[arg(long, env = "BINANN_SCOUT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub scout: bool,
 }
 
 impl InferrerArgs {
@@ -117,6 +124,31 @@ struct Inferrer {
     /// When the last predictions were made, and for what.
     schedule: PredictSchedule,
     generation: u64,
+    /// The pixel model that chooses what to embed next (see [`crate::scout`]).
+    scouting: Scouting,
+}
+
+/// The scout and what it is waiting for.
+#[derive(Default)]
+struct Scouting {
+    scout: Scout,
+    /// Makes the thumbnails; None when done, off, or not started.
+    builder: Option<ThumbnailBuilder>,
+    /// Seconds per image of the network (a running mean over its batches) and of the thumbnails
+    /// (the first slice), for the verdict.
+    embedding_s: Option<f64>,
+    thumbnail_s: Option<f64>,
+    /// Whether thumbnails are cheap enough to use; None until both costs are known.
+    verdict: Option<bool>,
+    /// The annotations file as last read (length, modification time), and when.
+    annotations_seen: Option<(u64, Option<std::time::SystemTime>)>,
+    checked: Option<Instant>,
+    /// How long the last training and reordering took: checks are spaced by ten times that.
+    cost: Duration,
+    /// Thumbnails of the seed images, by file.
+    seeds: std::collections::HashMap<PathBuf, Option<Vec<u8>>>,
+    /// Thumbnails held when the to-do list was last ordered by the scout.
+    ordered_with: usize,
 }
 
 /// Runs the inferrer until killed (or until one pass is done with `--once`).
@@ -165,7 +197,11 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         ahead: None,
         schedule: PredictSchedule::default(),
         generation,
+        scouting: Scouting::default(),
     };
+    if inf.mode == Mode::Head && inf.args.scout {
+        inf.start_scout();
+    }
     loop {
         let mut watcher = FileWatcher::new(vec![inf.rundir.checkpoint(), inf.rundir.manifest()], watch);
         inf.reload_manifest_if_grown();
@@ -311,17 +347,121 @@ impl Inferrer {
         let needed =
             |id: u32| (id as usize) < n && shard.owns(id) && !self.cache.contains(id) && !failed.contains(&id) && !partial.contains(&id);
         let mut seen = vec![false; n];
-        let mut out = Vec::new();
-        let ranked = Ranking::load(&self.rundir.ranking()).map(|(_, r)| r.ids).unwrap_or_default();
-        for id in ranked.into_iter().chain(ranking::default_order(n, ranking::DEFAULT_ORDER_SEED)) {
-            if (id as usize) < n && !seen[id as usize] {
+        let mut keep = |id: u32| {
+            let fresh = (id as usize) < n && !seen[id as usize];
+            if fresh {
                 seen[id as usize] = true;
-                if needed(id) {
-                    out.push(id);
+            }
+            fresh && needed(id)
+        };
+        let ranked = Ranking::load(&self.rundir.ranking()).map(|(_, r)| r.ids).unwrap_or_default();
+        let mut out: Vec<u32> = ranked.into_iter().filter(|id| keep(*id)).collect();
+        let rest: Vec<u32> = ranking::default_order(n, ranking::DEFAULT_ORDER_SEED).into_iter().filter(|id| keep(*id)).collect();
+        out.extend(if self.scouting.verdict == Some(true) { self.scouting.scout.order(rest) } else { rest });
+        out
+    }
+
+    /// Starts thumbnailing this shard's images (in the default order, so that a scout with only
+    /// its first slices still covers the folder evenly), unless every image is embedded already.
+    fn start_scout(&mut self) {
+        let n = self.manifest.len();
+        let shard = self.args.shard;
+        let ids: Vec<u32> = ranking::default_order(n, ranking::DEFAULT_ORDER_SEED).into_iter().filter(|id| shard.owns(*id)).collect();
+        if ids.iter().all(|id| self.cache.contains(*id)) {
+            return;
+        }
+        let files = self.files(&ids);
+        self.scouting.builder = Some(ThumbnailBuilder::start(ids, files));
+    }
+
+    /// Takes the thumbnails made meanwhile, decides whether they are worth making, and retrains
+    /// the scout when the labels changed. Returns true when the to-do list should be ordered again.
+    fn update_scout(&mut self) -> bool {
+        let s = &mut self.scouting;
+        if let Some(builder) = &s.builder {
+            let slices = builder.ready();
+            for slice in &slices {
+                s.thumbnail_s.get_or_insert(slice.took.as_secs_f64() / slice.ids.len().max(1) as f64);
+                s.scout.add(slice);
+            }
+            let total = self.manifest.len().div_ceil(self.args.shard.count as usize);
+            if s.verdict.is_none()
+                && let (Some(thumbnail), Some(embedding)) = (s.thumbnail_s, s.embedding_s)
+            {
+                let worth = crate::scout::worth_it(thumbnail, embedding);
+                s.verdict = Some(worth);
+                if worth {
+                    tracing::info!(
+                        "scout on: a thumbnail costs {:.3} of an embedding ({:.0} µs against {:.0} µs)",
+                        thumbnail / embedding,
+                        thumbnail * 1e6,
+                        embedding * 1e6
+                    );
+                } else {
+                    tracing::info!(
+                        "scout off: a thumbnail costs {:.2} of an embedding, more than {:.3}; the pass keeps the default order",
+                        thumbnail / embedding,
+                        crate::scout::MAX_COST_SHARE
+                    );
+                    s.builder = None;
+                    s.scout = Scout::default();
+                    return false;
                 }
             }
+            if s.scout.len() >= total {
+                tracing::info!(images = s.scout.len(), "scout: every thumbnail made");
+                s.builder = None;
+            }
         }
-        out
+        if s.verdict != Some(true) || s.scout.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        if s.checked.is_some_and(|t| now.duration_since(t) < (s.cost * 10).max(Duration::from_secs(1))) {
+            return false;
+        }
+        s.checked = Some(now);
+        let path = self.rundir.annotations();
+        let stamp = std::fs::metadata(&path).ok().map(|m| (m.len(), m.modified().ok()));
+        let seeds = binann_core::seeds::list(&self.rundir.seeds_dir());
+        let labels_changed = stamp != s.annotations_seen || seeds.len() != s.seeds.len();
+        let grown = s.scout.is_trained() && s.scout.len() > s.ordered_with + s.ordered_with / 10;
+        if !labels_changed && !grown {
+            return false;
+        }
+        let started = Instant::now();
+        if labels_changed {
+            s.annotations_seen = stamp;
+            let state = match AnnotationState::load(&path) {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::warn!("the scout could not read the annotations: {e}");
+                    return false;
+                }
+            };
+            let labels: Vec<(u32, bool)> = state
+                .labels()
+                .filter_map(|(id, e)| match e.label {
+                    binann_core::annotations::Label::Positive => Some((id, true)),
+                    binann_core::annotations::Label::Negative => Some((id, false)),
+                    binann_core::annotations::Label::Skip => None,
+                })
+                .collect();
+            for seed in seeds {
+                s.seeds.entry(seed.clone()).or_insert_with(|| crate::scout::thumbnail(&seed));
+            }
+            let seed_thumbnails: Vec<Vec<u8>> = s.seeds.values().flatten().cloned().collect();
+            let was_trained = s.scout.is_trained();
+            s.scout.train(&labels, &seed_thumbnails);
+            if !s.scout.is_trained() && !was_trained {
+                return false;
+            }
+        }
+        s.ordered_with = s.scout.len();
+        s.cost = started.elapsed();
+        let (labels, positives) = s.scout.trained_on();
+        tracing::debug!(labels, positives, thumbnails = s.scout.len(), "scout retrained in {:.0} ms", s.cost.as_secs_f64() * 1000.0);
+        true
     }
 
     /// Embeds one batch; writes the chunk when full. Returns false when nothing is left to embed.
@@ -330,7 +470,8 @@ impl Inferrer {
     /// ([`DecodeAhead`]), so decoding hides behind the network across calls while the loop still
     /// looks at the checkpoint between batches.
     fn embed_some(&mut self) -> anyhow::Result<bool> {
-        if self.todo.is_empty() || self.todo_for_chunk != Some(self.next_chunk) {
+        let reorder = self.update_scout();
+        if reorder || self.todo.is_empty() || self.todo_for_chunk != Some(self.next_chunk) {
             self.todo = self.to_embed().into();
             self.todo_for_chunk = Some(self.next_chunk);
         }
@@ -352,7 +493,11 @@ impl Inferrer {
             let files = self.files(&next);
             self.ahead = Some((next, DecodeAhead::start(preprocess, files)));
         }
+        let network = Instant::now();
         let results = self.backbone()?.embed_decoded(decoded);
+        let per_image = network.elapsed().as_secs_f64() / ids.len().max(1) as f64;
+        let mean = self.scouting.embedding_s.get_or_insert(per_image);
+        *mean = 0.8 * *mean + 0.2 * per_image;
         let target = self.chunk_target();
         for (id, r) in ids.iter().zip(results) {
             match r {

@@ -5,6 +5,8 @@
 //!   every unlabelled image, writing the predictions.
 //! - [`embedding_cache`]: the embedding cache (chunk files in `RUNDIR/embeddings`) as both see it.
 //! - [`model_args`]: the model options both share.
+//! - [`scout`]: a pixel model that chooses which images the inferrer embeds next during the
+//!   first pass.
 //! - [`predictor`]: `predictor.json`, the description of a predictor folder exported by
 //!   `binann-predict`.
 
@@ -12,6 +14,7 @@ pub mod embedding_cache;
 pub mod inferrer;
 pub mod model_args;
 pub mod predictor;
+pub mod scout;
 pub mod trainer;
 
 use std::time::Duration;
