@@ -439,14 +439,7 @@ impl Inferrer {
                     return false;
                 }
             };
-            let labels: Vec<(u32, bool)> = state
-                .labels()
-                .filter_map(|(id, e)| match e.label {
-                    binann_core::annotations::Label::Positive => Some((id, true)),
-                    binann_core::annotations::Label::Negative => Some((id, false)),
-                    binann_core::annotations::Label::Skip => None,
-                })
-                .collect();
+            let labels = crate::trainer::labelled(&state);
             for seed in seeds {
                 s.seeds.entry(seed.clone()).or_insert_with(|| crate::scout::thumbnail(&seed));
             }

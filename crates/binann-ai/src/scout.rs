@@ -119,8 +119,6 @@ pub struct Scout {
     row_of: Vec<u32>,
     /// `THUMBNAIL_LEN` bytes per row.
     values: Vec<u8>,
-    /// Rows held.
-    rows: usize,
     /// The model trained on the labels, if there were both kinds.
     head: Option<Head>,
     /// What the head was trained on: (labels, positives).
@@ -139,20 +137,19 @@ impl Scout {
             if self.row_of[id] != u32::MAX {
                 continue;
             }
-            self.row_of[id] = self.rows as u32;
+            self.row_of[id] = self.len() as u32;
             self.values.extend_from_slice(values);
-            self.rows += 1;
         }
     }
 
     /// Images with a thumbnail.
     pub fn len(&self) -> usize {
-        self.rows
+        self.values.len() / THUMBNAIL_LEN
     }
 
     /// True when no image has a thumbnail.
     pub fn is_empty(&self) -> bool {
-        self.rows == 0
+        self.values.is_empty()
     }
 
     /// Whether a model is trained.

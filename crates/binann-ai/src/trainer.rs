@@ -178,7 +178,7 @@ fn existing_generation(rundir: &RunDir) -> u64 {
 }
 
 /// (id, positive?) of every positive/negative label in force, by id.
-fn labelled(state: &AnnotationState) -> Vec<(u32, bool)> {
+pub(crate) fn labelled(state: &AnnotationState) -> Vec<(u32, bool)> {
     let mut v: Vec<(u32, bool)> =
         state.labels().filter(|(_, e)| e.label != Label::Skip).map(|(id, e)| (id, e.label == Label::Positive)).collect();
     v.sort_unstable();
