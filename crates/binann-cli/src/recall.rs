@@ -372,20 +372,26 @@ fn path_hash(path: &str) -> u32 {
     path.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
 }
 
-/// "median (min–max)" of the values present, or "–".
+/// "median (min–max)" over the draws, or "–" when no draw reached the figure. A draw that did not
+/// reach it (None: not within the labels given) counts as beyond every draw that did, so the
+/// median is "not reached" when half the draws or more did not: a median of the draws that did
+/// alone would flatter the order that fails most often.
 fn spread(values: &[Option<f64>], format: impl Fn(f64) -> String) -> String {
     let mut v: Vec<f64> = values.iter().flatten().copied().collect();
     if v.is_empty() {
         return "–".into();
     }
     v.sort_by(f64::total_cmp);
-    let median = if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 };
-    let missing = values.len() - v.len();
-    let note = if missing > 0 { format!(", {missing} of {} not reached", values.len()) } else { String::new() };
-    if v.len() == 1 {
-        format!("{}{note}", format(median))
-    } else {
-        format!("{} ({}–{}{note})", format(median), format(v[0]), format(v[v.len() - 1]))
+    let n = values.len();
+    let at = |i: usize| v.get(i).copied();
+    let median = if n % 2 == 1 { at(n / 2) } else { at(n / 2 - 1).zip(at(n / 2)).map(|(a, b)| (a + b) / 2.0) };
+    let missing = n - v.len();
+    let range = if v.len() == 1 { format(v[0]) } else { format!("{}–{}", format(v[0]), format(v[v.len() - 1])) };
+    match median {
+        None => format!("not reached in {missing} of {n} ({range} in the others)"),
+        Some(m) if missing > 0 => format!("{} ({range}, {missing} of {n} not reached)", format(m)),
+        Some(m) if v.len() == 1 => format(m),
+        Some(m) => format!("{} ({range})", format(m)),
     }
 }
 
@@ -546,7 +552,10 @@ mod tests {
     fn spread_reports_median_range_and_misses() {
         let f = |v: f64| format!("{v:.0}");
         assert_eq!(spread(&[Some(3.0), Some(1.0), Some(10.0)], f), "3 (1–10)");
-        assert_eq!(spread(&[Some(4.0), None], f), "4, 1 of 2 not reached");
+        assert_eq!(spread(&[Some(3.0), None, Some(1.0)], f), "3 (1–3, 1 of 3 not reached)");
+        // Half the draws or more not reached: so is the median.
+        assert_eq!(spread(&[Some(4.0), None], f), "not reached in 1 of 2 (4 in the others)");
+        assert_eq!(spread(&[Some(30.0), None, Some(2.0), None, None], f), "not reached in 3 of 5 (2–30 in the others)");
         assert_eq!(spread(&[None], f), "–");
     }
 }

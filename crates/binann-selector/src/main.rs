@@ -11,7 +11,10 @@ use binann_core::predictions;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
 use binann_core::watch::FileWatcher;
-use binann_selector::clusters::{Clusters, FARTHEST_FIRST_PICKS, SketchCache, Unexplored, cluster_count, farthest_first};
+use binann_selector::clusters::{
+    Clusters, FARTHEST_ALONE_LABELS, FARTHEST_FIRST_PICKS, SKETCH_DIM, SketchCache, Unexplored, cluster_count, diverse_order,
+    farthest_first,
+};
 use binann_selector::{Explore, Strategy, interleave, select};
 use clap::Parser;
 
@@ -33,8 +36,10 @@ struct Args {
     #[arg(long, env = "BINANN_EXPLORE_WITH", value_enum, default_value = "entropy")]
     explore_with: Explore,
     /// The order before the model has seen a positive: `diverse` shows the embedded images
-    /// farthest first (each next image the one least like every image shown so far, so every
-    /// visual kind comes early), `shuffle` the fixed-seed shuffle.
+    /// farthest first (each next image the one least like every image shown so far, so a kind
+    /// unlike the rest comes early), and after 64 labels without a positive gives half the
+    /// places to one image of each visual kind in turn (so a kind among others comes too);
+    /// `shuffle` the fixed-seed shuffle.
     #[arg(long, env = "BINANN_COLD_START", value_enum, default_value = "diverse")]
     cold_start: ColdStart,
 }
@@ -42,7 +47,8 @@ struct Args {
 /// The order before the first positive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ColdStart {
-    /// The embedded images farthest first (greedy k-centre over their sketches).
+    /// The embedded images farthest first, then also one of each k-means cluster in turn
+    /// ([`diverse_order`]).
     Diverse,
     /// The fixed-seed shuffle every process agrees on.
     Shuffle,
@@ -82,6 +88,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut sketch_generation = binann_core::sketches::Sketches::load(&rundir.sketches()).map_or(0, |(g, _)| g);
     let mut dirty = true;
     let mut cold = true;
+    // Whether the order before the first positive is past farthest first alone
+    // (`FARTHEST_ALONE_LABELS`), and the annotations file's length when that was last checked.
+    let mut cold_mixed = false;
+    let mut annotations_len = None;
     let mut unexplored = Unexplored::default();
     loop {
         // Watch before reading, so a file replaced while this round works wakes the next one.
@@ -121,6 +131,16 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         let kind_of = |id: u32| kind_of_id.get(id as usize).copied().filter(|(c, _)| *c != u32::MAX);
         let kinds = binann_selector::Kinds { of: &kind_of, sizes: clusters.as_ref().map_or(&[][..], |c| &c.sizes) };
+        if cold && !cold_mixed && args.cold_start == ColdStart::Diverse {
+            let len = std::fs::metadata(rundir.annotations()).map(|m| m.len()).ok();
+            if len != annotations_len {
+                annotations_len = len;
+                if AnnotationState::load(&rundir.annotations()).is_ok_and(|state| state.labels().count() >= FARTHEST_ALONE_LABELS) {
+                    cold_mixed = true;
+                    dirty = true;
+                }
+            }
+        }
         let files = predictions::files(rundir.root());
         let stamps: Vec<_> = files.iter().map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok())).collect();
         if stamps != last_inputs || dirty {
@@ -166,11 +186,17 @@ fn run(args: Args) -> anyhow::Result<()> {
                         created_ms: binann_core::now_ms(),
                     }
                 })
-            } else if let (ColdStart::Diverse, Some(_)) = (args.cold_start, &clusters) {
-                // No model knows a positive yet: the embedded images farthest first, refitted with
-                // the clusters. Images not embedded yet follow in the default order (the server
+            } else if let (ColdStart::Diverse, Some(fitted)) = (args.cold_start, &clusters) {
+                // No model knows a positive yet: the embedded images farthest first, and past the
+                // first labels the images the clusters were fitted on (the first rows; they are
+                // refitted as the pass grows), half the places farthest first and half one of each
+                // cluster in turn. Images not embedded yet follow in the default order (the server
                 // appends them).
-                let order = farthest_first(&sketches.values, FARTHEST_FIRST_PICKS);
+                let order = if cold_mixed && fitted_on <= sketches.len() {
+                    diverse_order(fitted, &sketches.values[..fitted_on * SKETCH_DIM], generation + 1)
+                } else {
+                    farthest_first(&sketches.values, FARTHEST_FIRST_PICKS)
+                };
                 Some(Ranking {
                     ids: order.iter().map(|&i| sketches.ids[i]).collect(),
                     probs: vec![f32::NAN; order.len()],
