@@ -515,8 +515,9 @@ pub const DIVERSE_FARTHEST_SHARE: f64 = 0.5;
 /// in five found no ankle boot in 400 labels (recall after 2 × 0.86 against 0.89, one run each).
 pub const FARTHEST_ALONE_LABELS: usize = 64;
 
-/// The order before the first positive, past its first [`FARTHEST_ALONE_LABELS`] labels: the rows `clusters` was fitted on (`values`, SKETCH_DIM
-/// each), each place [`farthest_first`]'s next pick (the first [`FARTHEST_FIRST_PICKS`]) with
+/// The order before the first positive, past its first [`FARTHEST_ALONE_LABELS`] labels: the
+/// rows `clusters` was fitted on (`values`, SKETCH_DIM each), each place [`farthest_first`]'s
+/// next pick (the first [`FARTHEST_FIRST_PICKS`]) with
 /// probability [`DIVERSE_FARTHEST_SHARE`], otherwise [`Clusters::round_robin`]'s, drawn anew for
 /// each `seed` (the ranking's generation). Every row appears once.
 ///
