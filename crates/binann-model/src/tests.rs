@@ -95,6 +95,24 @@ fn full_batch_training_also_learns() {
 /// keep growing (seen in the loop: a loss of 1e-44) until most probabilities are exactly 0 or 1
 /// in `f32`. The logits still order those rows, which is why the inferrer stores them.
 #[test]
+fn predicting_folds_the_standardisation_into_the_first_layer_without_changing_the_logits() {
+    let _rng = crate::seeded_rng(3);
+    // Embeddings far from zero mean and unit scale, so that the folding has something to fold.
+    let (x, y) = separable(300);
+    let x = 4.0 * x + 2.5;
+    for hidden in [0, DEFAULT_HIDDEN_UNITS] {
+        let mut head = Head::with_hidden(Device::Cpu, hidden);
+        head.train(&x, &y, &TrainOptions::default());
+        let folded = head.logits(&x);
+        let trained_on = tch::no_grad(|| head.logits_of_standardized(&head.standardize(&x)));
+        let scale = trained_on.abs().max().double_value(&[]).max(1.0);
+        let error = (&folded - &trained_on).abs().max().double_value(&[]);
+        assert!(error <= 1e-4 * scale, "hidden {hidden}: logits differ by {error} (largest {scale})");
+        assert_eq!(folded.size(), [300], "one logit per row");
+    }
+}
+
+#[test]
 fn logits_order_what_saturated_probabilities_cannot() {
     let _rng = crate::seeded_rng(8);
     let (x, y) = separable(400);
