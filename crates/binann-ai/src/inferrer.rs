@@ -1,6 +1,7 @@
 //! The inferrer: embeds every image once (head mode) and, whenever the checkpoint changes or more
 //! images are embedded, predicts every unlabelled image of its shard and writes the predictions.
-//! During the first pass, [`PredictSchedule`] keeps predicting from crowding out embedding.
+//! During the first pass, [`PredictSchedule`] keeps predicting from crowding out embedding, and a
+//! head predicts on a thread of its own ([`HeadPass`]) so that the network keeps its core.
 //!
 //! Images are embedded in the order the server will show them (the current ranking, then the
 //! default order), in chunk files that grow in size (256, 512, ... 4,096 images), so the first
@@ -124,6 +125,8 @@ struct Inferrer {
     /// When the last predictions were made, and for what.
     schedule: PredictSchedule,
     generation: u64,
+    /// The prediction pass running on its own thread during the embedding pass, if any.
+    background: Option<std::thread::JoinHandle<PassOutcome>>,
     /// The pixel model that chooses what to embed next (see [`crate::scout`]).
     scouting: Scouting,
 }
@@ -197,6 +200,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         ahead: None,
         schedule: PredictSchedule::default(),
         generation,
+        background: None,
         scouting: Scouting::default(),
     };
     if inf.mode == Mode::Head && inf.args.scout {
@@ -216,13 +220,22 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
             };
         // With --once (a batch job: deploy/run-shard.sh), predict once the whole shard is
         // embedded: predicting along the way would only be overwritten.
+        // While images remain to embed, a head predicts on a thread of its own beside the
+        // network (predicting took a fifth of this thread's time during the first pass of 20,000
+        // images, with the other core half idle); once none remain, on this thread, after the
+        // last background pass has finished.
+        let idle = inf.collect_background_pass(!embedding);
         let embedded = inf.cache.len() + inf.partial_ids.len();
-        if let Some((_, meta)) = &inf.model
+        if idle
+            && let Some((model, meta)) = &inf.model
             && !(inf.args.common.once && embedding)
             && inf.schedule.due(meta.generation, embedded, embedding, Instant::now())
-            && let Err(e) = inf.predict_all()
         {
-            tracing::error!("predicting failed (will retry): {e:#}");
+            if embedding && matches!(model, Model::Head(_)) {
+                inf.predict_in_background();
+            } else if let Err(e) = inf.predict_all() {
+                tracing::error!("predicting failed (will retry): {e:#}");
+            }
         }
         if embedding {
             continue;
@@ -566,66 +579,121 @@ impl Inferrer {
         Ok(())
     }
 
+    /// Predicts every unlabelled image of the shard and writes the predictions, on this thread.
     fn predict_all(&mut self) -> anyhow::Result<()> {
+        match self.model.take() {
+            Some((Model::Head(head), meta)) => {
+                let outcome = self.head_pass(head, meta).run();
+                self.pass_finished(outcome)
+            }
+            Some((Model::Finetune(model), meta)) => {
+                let outcome = self.predict_finetuned(&model, &meta);
+                self.model = Some((Model::Finetune(model), meta));
+                outcome
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Starts predicting with the head on a thread of its own, so that the embedding pass keeps
+    /// this thread's core; [`Self::collect_background_pass`] takes the outcome.
+    fn predict_in_background(&mut self) {
+        let Some((Model::Head(head), meta)) = self.model.take() else { return };
+        let pass = self.head_pass(head, meta);
+        // libtorch's thread count is per thread for OpenMP: the new thread is told it too.
+        let threads = tch::get_num_threads();
+        self.background = Some(std::thread::spawn(move || {
+            tch::set_num_threads(threads);
+            pass.run()
+        }));
+    }
+
+    /// Takes the outcome of the background prediction pass if it has finished, or waits for it
+    /// when `wait`. Returns whether none is running any more.
+    fn collect_background_pass(&mut self, wait: bool) -> bool {
+        let Some(handle) = self.background.take_if(|h| wait || h.is_finished()) else { return self.background.is_none() };
+        let outcome = handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        if let Err(e) = self.pass_finished(outcome) {
+            tracing::error!("predicting failed (will retry): {e:#}");
+        }
+        true
+    }
+
+    /// A prediction pass with `head` over the embeddings held now: the chunks' tensors are shared,
+    /// the chunk being filled copied.
+    fn head_pass(&mut self, head: Head, meta: ModelMeta) -> HeadPass {
+        self.generation += 1;
+        let partial = (!self.partial_rows.is_empty()).then(|| {
+            let rows =
+                Tensor::from_slice(&self.partial_rows.concat()).view([self.partial_rows.len() as i64, binann_model::EMBED_DIM as i64]);
+            (self.partial_ids.clone(), rows)
+        });
+        HeadPass {
+            head,
+            meta,
+            chunks: self.cache.chunks().map(|c| (c.ids.clone(), c.values.shallow_clone(), c.failed.clone())).collect(),
+            partial,
+            failed: self.partial_failed.clone(),
+            embedded: self.cache.len() + self.partial_ids.len(),
+            shard: self.args.shard,
+            annotations: self.rundir.annotations(),
+            out: self.rundir.predictions(self.args.shard.index, self.args.shard.count),
+            generation: self.generation,
+        }
+    }
+
+    /// Records a finished pass in the schedule and gives its head back unless a newer checkpoint
+    /// was loaded meanwhile.
+    fn pass_finished(&mut self, outcome: PassOutcome) -> anyhow::Result<()> {
+        let PassOutcome { head, meta, result } = outcome;
+        let generation = meta.generation;
+        if self.model.is_none() {
+            self.model = Some((Model::Head(head), meta));
+        }
+        let done = result?;
+        self.schedule.record(generation, done.embedded, done.started, done.finished);
+        tracing::info!(
+            checkpoint = generation,
+            predicted = done.predicted,
+            total = self.manifest.len(),
+            "predictions written in {:.0} ms",
+            done.finished.duration_since(done.started).as_secs_f64() * 1000.0
+        );
+        Ok(())
+    }
+
+    fn predict_finetuned(&mut self, model: &FinetuneModel, meta: &ModelMeta) -> anyhow::Result<()> {
         let started = Instant::now();
-        let Some((model, meta)) = &self.model else { return Ok(()) };
         let labelled = AnnotationState::load(&self.rundir.annotations())?;
         let shard = self.args.shard;
         let wanted = |id: u32| shard.owns(id) && !labelled.is_done(id);
         let mut ids = Vec::new();
         let mut logits = Vec::new();
-        let mut failed: Vec<(u32, String)> = self.partial_failed.clone();
-        match model {
-            Model::Head(head) => {
-                for chunk in self.cache.chunks() {
-                    let l: Vec<f32> = Vec::try_from(head.logits(&chunk.values).to_device(Device::Cpu))?;
-                    for (row, id) in chunk.ids.iter().enumerate() {
-                        if wanted(*id) && !chunk.failed.contains(id) {
-                            ids.push(*id);
-                            logits.push(l[row]);
-                        }
+        let mut failed: Vec<(u32, String)> = Vec::new();
+        let todo: Vec<u32> = (0..self.manifest.len() as u32).filter(|id| wanted(*id)).collect();
+        let bar = crate::progress_bar(todo.len() as u64, "predicting");
+        let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
+        let s = self.args.model.input_size as i64;
+        for batch in todo.chunks(self.args.model.batch.max(1)) {
+            let mut images = Vec::new();
+            let mut batch_ids = Vec::new();
+            for (id, decoded) in batch.iter().zip(binann_model::decode_batch(preprocess, &self.files(batch))) {
+                match decoded {
+                    Ok(p) => {
+                        images.push(Tensor::from_slice(&p).view([3, s, s]));
+                        batch_ids.push(*id);
                     }
-                    failed.extend(chunk.failed.iter().map(|id| (*id, "unreadable image".to_owned())));
-                }
-                if !self.partial_rows.is_empty() {
-                    let x = Tensor::from_slice(&self.partial_rows.concat())
-                        .view([self.partial_rows.len() as i64, binann_model::EMBED_DIM as i64]);
-                    let l: Vec<f32> = Vec::try_from(head.logits(&x).to_device(Device::Cpu))?;
-                    for (id, logit) in self.partial_ids.iter().zip(l) {
-                        if wanted(*id) {
-                            ids.push(*id);
-                            logits.push(logit);
-                        }
-                    }
+                    Err(e) => failed.push((*id, e.to_string())),
                 }
             }
-            Model::Finetune(model) => {
-                let todo: Vec<u32> = (0..self.manifest.len() as u32).filter(|id| wanted(*id)).collect();
-                let bar = crate::progress_bar(todo.len() as u64, "predicting");
-                let preprocess = binann_model::Preprocess { size: self.args.model.input_size };
-                let s = self.args.model.input_size as i64;
-                for batch in todo.chunks(self.args.model.batch.max(1)) {
-                    let mut images = Vec::new();
-                    let mut batch_ids = Vec::new();
-                    for (id, decoded) in batch.iter().zip(binann_model::decode_batch(preprocess, &self.files(batch))) {
-                        match decoded {
-                            Ok(p) => {
-                                images.push(Tensor::from_slice(&p).view([3, s, s]));
-                                batch_ids.push(*id);
-                            }
-                            Err(e) => failed.push((*id, e.to_string())),
-                        }
-                    }
-                    if !images.is_empty() {
-                        let l: Vec<f32> = Vec::try_from(model.predict_logits(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
-                        ids.extend(batch_ids);
-                        logits.extend(l);
-                    }
-                    bar.inc(batch.len() as u64);
-                }
-                bar.finish_and_clear();
+            if !images.is_empty() {
+                let l: Vec<f32> = Vec::try_from(model.predict_logits(&Tensor::stack(&images, 0)).to_device(Device::Cpu))?;
+                ids.extend(batch_ids);
+                logits.extend(l);
             }
+            bar.inc(batch.len() as u64);
         }
+        bar.finish_and_clear();
         let predictions = Predictions {
             model: crate::model_info(meta),
             shard: (shard.index, shard.count),
@@ -649,6 +717,86 @@ impl Inferrer {
     }
 }
 
+/// One prediction pass of a head over the embeddings held when it was made: everything it needs,
+/// so that it can run on any thread ([`HeadPass::run`]).
+struct HeadPass {
+    head: Head,
+    meta: ModelMeta,
+    /// Each chunk's ids, embeddings (shared with the cache) and failed rows.
+    chunks: Vec<(Vec<u32>, Tensor, Vec<u32>)>,
+    /// The chunk being filled: its ids and embeddings.
+    partial: Option<(Vec<u32>, Tensor)>,
+    /// Images of the chunk being filled that could not be read.
+    failed: Vec<(u32, String)>,
+    /// Images embedded, for the schedule.
+    embedded: usize,
+    shard: Shard,
+    annotations: PathBuf,
+    /// The predictions file, and the generation to write it as.
+    out: PathBuf,
+    generation: u64,
+}
+
+/// What a [`HeadPass`] gives back: its head and checkpoint, and what it did.
+struct PassOutcome {
+    head: Head,
+    meta: ModelMeta,
+    result: anyhow::Result<PassDone>,
+}
+
+struct PassDone {
+    embedded: usize,
+    predicted: usize,
+    started: Instant,
+    finished: Instant,
+}
+
+impl HeadPass {
+    fn run(self) -> PassOutcome {
+        let result = self.predict();
+        PassOutcome { head: self.head, meta: self.meta, result }
+    }
+
+    fn predict(&self) -> anyhow::Result<PassDone> {
+        let started = Instant::now();
+        let labelled = AnnotationState::load(&self.annotations)?;
+        let wanted = |id: u32| self.shard.owns(id) && !labelled.is_done(id);
+        let mut ids = Vec::new();
+        let mut logits = Vec::new();
+        let mut failed = self.failed.clone();
+        for (chunk_ids, values, chunk_failed) in &self.chunks {
+            let l: Vec<f32> = Vec::try_from(self.head.logits(values).to_device(Device::Cpu))?;
+            for (row, id) in chunk_ids.iter().enumerate() {
+                if wanted(*id) && !chunk_failed.contains(id) {
+                    ids.push(*id);
+                    logits.push(l[row]);
+                }
+            }
+            failed.extend(chunk_failed.iter().map(|id| (*id, "unreadable image".to_owned())));
+        }
+        if let Some((partial_ids, rows)) = &self.partial {
+            let l: Vec<f32> = Vec::try_from(self.head.logits(rows).to_device(Device::Cpu))?;
+            for (id, logit) in partial_ids.iter().zip(l) {
+                if wanted(*id) {
+                    ids.push(*id);
+                    logits.push(logit);
+                }
+            }
+        }
+        let predicted = ids.len();
+        let predictions = Predictions {
+            model: crate::model_info(&self.meta),
+            shard: (self.shard.index, self.shard.count),
+            ids,
+            logits,
+            failed,
+            created_ms: binann_core::now_ms(),
+        };
+        predictions.save(&self.out, self.generation)?;
+        Ok(PassDone { embedded: self.embedded, predicted, started, finished: Instant::now() })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -661,6 +809,61 @@ mod tests {
         assert_eq!(args(&[]).threads, 0, "the default is resolved on the machine");
         assert_eq!(args(&[]).cpu_threads(), (cores - 1).max(1));
         assert_eq!(args(&["--threads", "3"]).cpu_threads(), 3);
+    }
+
+    #[test]
+    fn a_head_pass_on_another_thread_predicts_every_unlabelled_readable_image() {
+        use binann_core::annotations::{Event, Label, Record};
+        use binann_core::codec::FileKind;
+        use binann_core::journal::{self, JournalWriter};
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let rundir = RunDir::create_or_open(dir.path()).unwrap();
+        let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
+        for (seq, id) in [(0, 1), (1, 4)] {
+            let event = Event::Label { id, label: Label::Negative, prob: None };
+            let record = Record { audit: None, seq, time_ms: 0, client: "t".into(), annotator: String::new(), event };
+            writer.append_framed(&journal::frame(&record)).unwrap();
+        }
+        let dim = binann_model::EMBED_DIM as i64;
+        let chunk = Tensor::randn([4, dim], (tch::Kind::Float, Device::Cpu));
+        let partial = Tensor::randn([2, dim], (tch::Kind::Float, Device::Cpu));
+        let head = Head::new(Device::Cpu);
+        let expected: Vec<f32> = Vec::try_from(head.logits(&Tensor::cat(&[chunk.shallow_clone(), partial.shallow_clone()], 0))).unwrap();
+        let meta = ModelMeta {
+            backbone: binann_model::BACKBONE_NAME.into(),
+            input_size: 64,
+            mode: binann_model::MODE_HEAD.into(),
+            generation: 3,
+            labels_used: 2,
+            positives: 1,
+            loss: 0.5,
+            created_ms: 0,
+        };
+        let out = rundir.predictions(0, 1);
+        let pass = HeadPass {
+            head,
+            meta,
+            // Image 2 failed in its chunk, 6 in the chunk being filled; 1 and 4 are labelled.
+            chunks: vec![(vec![0, 1, 2, 3], chunk, vec![2])],
+            partial: Some((vec![4, 5], partial)),
+            failed: vec![(6, "unreadable".into())],
+            embedded: 6,
+            shard: Shard { index: 0, count: 1 },
+            annotations: rundir.annotations(),
+            out: out.clone(),
+            generation: 9,
+        };
+        let outcome = std::thread::spawn(move || pass.run()).join().unwrap();
+        let done = outcome.result.unwrap();
+        assert_eq!((done.predicted, done.embedded, outcome.meta.generation), (3, 6, 3));
+        let (generation, predictions) = Predictions::load(&out).unwrap();
+        assert_eq!(generation, 9);
+        assert_eq!(predictions.ids, [0, 3, 5]);
+        assert_eq!(predictions.logits, [expected[0], expected[3], expected[5]], "the head's own logits, row for row");
+        let mut failed: Vec<u32> = predictions.failed.iter().map(|(id, _)| *id).collect();
+        failed.sort_unstable();
+        assert_eq!(failed, [2, 6]);
+        assert_eq!(predictions.model.checkpoint_generation, 3);
     }
 
     fn after(schedule: &mut PredictSchedule, generation: u64, embedded: usize, took_ms: u64) -> Instant {
