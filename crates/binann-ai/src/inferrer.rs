@@ -20,7 +20,7 @@ use binann_core::manifest::Manifest;
 use binann_core::predictions::Predictions;
 use binann_core::ranking::{self, Ranking};
 use binann_core::rundir::RunDir;
-use binann_core::watch::FileWatcher;
+use binann_core::watch::{FileStamp, FileWatcher};
 use binann_model::{Backbone, DecodeAhead, FinetuneModel, Head, ModelMeta};
 use tch::{Device, Tensor};
 
@@ -125,10 +125,41 @@ struct Inferrer {
     /// When the last predictions were made, and for what.
     schedule: PredictSchedule,
     generation: u64,
+    /// The manifest and the checkpoint as last read.
+    seen: Seen,
     /// The prediction pass running on its own thread during the embedding pass, if any.
     background: Option<std::thread::JoinHandle<PassOutcome>>,
     /// The pixel model that chooses what to embed next (see [`crate::scout`]).
     scouting: Scouting,
+}
+
+/// The run-directory files the inferrer looks at between batches, as it last read them: an
+/// unchanged file is not read again (reading the manifest and the checkpoint before every batch
+/// took 4 % of the first pass over 20,000 images).
+#[derive(Default)]
+struct Seen {
+    manifest: LastRead,
+    checkpoint: LastRead,
+}
+
+/// A file's stamp when it was last read, and when that was.
+#[derive(Default)]
+struct LastRead(Option<(Option<FileStamp>, Instant)>);
+
+impl LastRead {
+    /// Whether to read the file, now stamped `stamp`, again: when its stamp changed, and at
+    /// least every [`Self::AT_LEAST_EVERY`] (a file system with coarse modification times could
+    /// give a new version the inode and size of the last); the read is recorded.
+    fn changed(&mut self, stamp: Option<FileStamp>) -> bool {
+        let now = Instant::now();
+        let fresh = self.0.is_some_and(|(seen, at)| seen == stamp && now.duration_since(at) < Self::AT_LEAST_EVERY);
+        if !fresh {
+            self.0 = Some((stamp, now));
+        }
+        !fresh
+    }
+
+    const AT_LEAST_EVERY: Duration = Duration::from_secs(2);
 }
 
 /// The scout and what it is waiting for.
@@ -200,6 +231,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         ahead: None,
         schedule: PredictSchedule::default(),
         generation,
+        seen: Seen::default(),
         background: None,
         scouting: Scouting::default(),
     };
@@ -299,6 +331,10 @@ impl PredictSchedule {
 
 impl Inferrer {
     fn reload_manifest_if_grown(&mut self) {
+        let stamp = FileStamp::of(&self.rundir.manifest());
+        if !self.seen.manifest.changed(stamp) {
+            return;
+        }
         if let Ok((_, m)) = Manifest::load(&self.rundir.manifest())
             && m.len() != self.manifest.len()
         {
@@ -309,7 +345,9 @@ impl Inferrer {
 
     fn reload_checkpoint_if_new(&mut self) {
         let path = self.rundir.checkpoint();
-        if !path.exists() {
+        let stamp = FileStamp::of(&path);
+        // The model may be out on a background pass: then the file is read again.
+        if stamp.is_none() || (!self.seen.checkpoint.changed(stamp) && self.model.is_some()) {
             return;
         }
         let size = self.args.model.input_size;
@@ -864,6 +902,25 @@ mod tests {
         failed.sort_unstable();
         assert_eq!(failed, [2, 6]);
         assert_eq!(predictions.model.checkpoint_generation, 3);
+    }
+
+    #[test]
+    fn a_file_is_read_again_when_replaced_and_at_least_every_two_seconds() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("file");
+        let stamp = || FileStamp::of(&path);
+        let mut last = LastRead::default();
+        assert!(last.changed(stamp()), "never read: read it (even while missing)");
+        assert!(!last.changed(stamp()), "still missing");
+        binann_core::atomic::write_atomic(&path, b"one").unwrap();
+        assert!(last.changed(stamp()), "created");
+        assert!(!last.changed(stamp()), "unchanged");
+        binann_core::atomic::write_atomic(&path, b"two").unwrap();
+        assert!(last.changed(stamp()), "replaced by a file of the same size");
+        assert!(!last.changed(stamp()));
+        last.0 = last.0.map(|(s, at)| (s, at - LastRead::AT_LEAST_EVERY));
+        assert!(last.changed(stamp()), "read again after two seconds even when unchanged");
+        assert!(!last.changed(stamp()));
     }
 
     fn after(schedule: &mut PredictSchedule, generation: u64, embedded: usize, took_ms: u64) -> Instant {

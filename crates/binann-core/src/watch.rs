@@ -25,26 +25,32 @@ impl Default for WatchOptions {
     }
 }
 
+/// What tells one version of a file from the next: its inode, size and modification time. Run
+/// directory files are replaced by renaming a new file over them, so each version has its own
+/// inode even where modification times are coarse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct FileStamp {
     ino: u64,
     len: u64,
     modified: Option<std::time::SystemTime>,
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
-    let m = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let ino = std::os::unix::fs::MetadataExt::ino(&m);
-    #[cfg(not(unix))]
-    let ino = 0;
-    Some(Stamp { ino, len: m.len(), modified: m.modified().ok() })
+impl FileStamp {
+    /// The stamp of the file at `path` now, None when it cannot be read (missing).
+    pub fn of(path: &Path) -> Option<Self> {
+        let m = std::fs::metadata(path).ok()?;
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Some(Self { ino, len: m.len(), modified: m.modified().ok() })
+    }
 }
 
 /// Watches a few files (which may not exist yet) for replacement or growth.
 pub struct FileWatcher {
     paths: Vec<PathBuf>,
-    seen: Vec<Option<Stamp>>,
+    seen: Vec<Option<FileStamp>>,
     events: mpsc::Receiver<()>,
     _watcher: Option<notify::RecommendedWatcher>,
     options: WatchOptions,
@@ -77,7 +83,7 @@ impl FileWatcher {
                 Err(e) => tracing::warn!("file events unavailable ({e}); polling every {:?}", options.poll_interval),
             }
         }
-        let seen = paths.iter().map(|p| stamp(p)).collect();
+        let seen = paths.iter().map(|p| FileStamp::of(p)).collect();
         Self { paths, seen, events, _watcher: watcher, options }
     }
 
@@ -121,7 +127,7 @@ impl FileWatcher {
     fn changed(&mut self) -> Vec<usize> {
         let mut out = Vec::new();
         for (i, path) in self.paths.iter().enumerate() {
-            let now = stamp(path);
+            let now = FileStamp::of(path);
             if now != self.seen[i] {
                 self.seen[i] = now;
                 if now.is_some() {
