@@ -35,13 +35,20 @@ struct Args {
     /// What the exploring picks of `mix` are.
     #[arg(long, env = "BINANN_EXPLORE_WITH", value_enum, default_value = "entropy")]
     explore_with: Explore,
-    /// The order before the model has seen a positive: `diverse` shows the embedded images
-    /// farthest first (each next image the one least like every image shown so far, so a kind
-    /// unlike the rest comes early), and after 64 labels without a positive gives half the
-    /// places to one image of each visual kind in turn (so a kind among others comes too);
-    /// `shuffle` the fixed-seed shuffle.
-    #[arg(long, env = "BINANN_COLD_START", value_enum, default_value = "diverse")]
+    // The order before the model has seen a positive: the help text is made from
+    // `FARTHEST_ALONE_LABELS` itself, so that the two cannot disagree.
+    #[arg(long, env = "BINANN_COLD_START", value_enum, default_value = "diverse", help = cold_start_help())]
     cold_start: ColdStart,
+}
+
+/// `--cold-start`'s help.
+fn cold_start_help() -> String {
+    format!(
+        "The order before the model has seen a positive: `diverse` shows the embedded images farthest first (each next image \
+         the one least like every image shown so far, so a kind unlike the rest comes early), and after {FARTHEST_ALONE_LABELS} \
+         labels without a positive gives half the places to one image of each visual kind in turn (so a kind among others \
+         comes too); `shuffle` the fixed-seed shuffle"
+    )
 }
 
 /// The order before the first positive.
