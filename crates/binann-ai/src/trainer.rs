@@ -49,6 +49,11 @@ pub struct TrainerArgs {
     /// until it is complete, needs the others.
     #[arg(long, env = "BINANN_TRAINER_THREADS", default_value_t = 1)]
     pub threads: usize,
+    /// Embedded images not labelled yet that each head round also trains on as negatives, drawn
+    /// afresh every round (BMI's presumed negatives, Cormack & Grossman): with positives rare,
+    /// nearly all are, and they show the head the parts of the folder nobody has labelled.
+    #[arg(long, env = "BINANN_PRESUMED_NEGATIVES", default_value_t = 0)]
+    pub presumed_negatives: usize,
 }
 
 struct Trainer {
@@ -72,6 +77,25 @@ struct Trainer {
     /// An unreadable one is kept as None (reported once, then left out).
     seeds: HashMap<PathBuf, Option<Tensor>>,
     board: SummaryWriter,
+}
+
+/// Up to `count` embedded images of `cache` that are not in `labelled`, drawn by `seed`.
+fn presumed_negatives(cache: &EmbeddingCache, labelled: &[(u32, bool)], count: usize, seed: u64) -> Vec<u32> {
+    if count == 0 {
+        return Vec::new();
+    }
+    let labelled: std::collections::HashSet<u32> = labelled.iter().map(|(id, _)| *id).collect();
+    let mut pool: Vec<u32> = cache
+        .chunks()
+        .flat_map(|c| c.ids.iter().copied().filter(|id| !c.failed.contains(id)))
+        .filter(|id| !labelled.contains(id))
+        .collect();
+    let key = |id: &u32| binann_core::ranking::shuffle_key(seed, *id);
+    if pool.len() > count {
+        pool.select_nth_unstable_by_key(count, key);
+        pool.truncate(count);
+    }
+    pool
 }
 
 /// Runs the trainer until killed (or one round with `--once`).
@@ -339,10 +363,17 @@ impl Trainer {
             rows.push(seed.shallow_clone());
             ys.push(1f32);
         }
+        let examples = ys.len();
+        for id in presumed_negatives(&self.cache, labelled, self.args.presumed_negatives, self.generation) {
+            if let Some(row) = self.cache.get(id) {
+                rows.push(row);
+                ys.push(0f32);
+            }
+        }
         // Embeddings that reached the cache need no private copy any more.
         self.own.retain(|id, _| !self.cache.contains(*id));
         let positives = ys.iter().filter(|y| **y > 0.5).count();
-        anyhow::ensure!(positives > 0 && positives < ys.len(), "need a readable positive and negative image");
+        anyhow::ensure!(positives > 0 && positives < examples, "need a readable positive and negative image");
         let x = Tensor::stack(&rows, 0).to_device(self.device);
         let y = Tensor::from_slice(&ys).to_device(self.device);
         // Continue from the last head (labels arrive one at a time, so it is nearly right already)
@@ -354,7 +385,7 @@ impl Trainer {
         };
         let report = head.train(&x, &y, &TrainOptions { steps, ..TrainOptions::default() });
         self.head = Some(head);
-        Ok((report.loss, Some(report.accuracy), ys.len(), positives))
+        Ok((report.loss, Some(report.accuracy), examples, positives))
     }
 
     /// As [`Trainer::train_head`]; no training accuracy (the batches' predictions are not kept).
@@ -403,5 +434,40 @@ impl Trainer {
             batches += 1;
         }
         Ok((loss_sum / batches.max(1) as f32, None, usable.len(), positives))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use binann_core::embeddings::EmbeddingChunk;
+
+    #[test]
+    fn presumed_negatives_are_embedded_unlabelled_readable_and_drawn_afresh_each_round() {
+        let mut cache = EmbeddingCache::new(std::path::Path::new("/nonexistent"), "m");
+        let chunk = EmbeddingChunk {
+            ids: (0..100).collect(),
+            dim: 2,
+            model: "m".into(),
+            values: EmbeddingChunk::pack(&[0.0; 200]),
+            failed: vec![(7, "unreadable".into())],
+        };
+        cache.add_written(PathBuf::from("/nonexistent/chunk"), chunk);
+        let labelled: Vec<(u32, bool)> = (0..10).map(|id| (id, id == 3)).collect();
+        let sorted = |mut v: Vec<u32>| {
+            v.sort_unstable();
+            v
+        };
+        let first = presumed_negatives(&cache, &labelled, 20, 1);
+        assert_eq!(first.len(), 20);
+        assert!(first.iter().all(|id| (10..100).contains(id) && *id != 7), "unlabelled and readable only: {first:?}");
+        let mut distinct = sorted(first.clone());
+        distinct.dedup();
+        assert_eq!(distinct.len(), 20, "each image once");
+        assert_eq!(presumed_negatives(&cache, &labelled, 20, 1), first, "the same round draws the same");
+        assert_ne!(sorted(presumed_negatives(&cache, &labelled, 20, 2)), sorted(first), "the next round draws afresh");
+        let everything: Vec<u32> = (10..100).filter(|id| *id != 7).collect();
+        assert_eq!(sorted(presumed_negatives(&cache, &labelled, 1_000, 1)), everything, "asked for more: every candidate");
+        assert!(presumed_negatives(&cache, &labelled, 0, 1).is_empty());
     }
 }
