@@ -250,14 +250,14 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
                     false
                 }
             };
-        // With --once (a batch job: deploy/run-shard.sh), predict once the whole shard is
-        // embedded: predicting along the way would only be overwritten.
         // While images remain to embed, a head predicts on a thread of its own beside the
         // network (predicting took a fifth of this thread's time during the first pass of 20,000
         // images, with the other core half idle); once none remain, on this thread, after the
         // last background pass has finished.
         let idle = inf.collect_background_pass(!embedding);
         let embedded = inf.cache.len() + inf.partial_ids.len();
+        // With --once (a batch job: deploy/run-shard.sh), predict once the whole shard is
+        // embedded: predicting along the way would only be overwritten.
         if idle
             && let Some((model, meta)) = &inf.model
             && !(inf.args.common.once && embedding)
@@ -700,6 +700,8 @@ impl Inferrer {
         Ok(())
     }
 
+    /// Predicts with the fine-tuned network, decoding every unlabelled image of the shard (no
+    /// embeddings to reuse), and writes the predictions.
     fn predict_finetuned(&mut self, model: &FinetuneModel, meta: &ModelMeta) -> anyhow::Result<()> {
         let started = Instant::now();
         let labelled = AnnotationState::load(&self.rundir.annotations())?;
