@@ -174,8 +174,8 @@ struct Scouting {
     thumbnail_s: Option<f64>,
     /// Whether thumbnails are cheap enough to use; None until both costs are known.
     verdict: Option<bool>,
-    /// The annotations file as last read (length, modification time), and when.
-    annotations_seen: Option<(u64, Option<std::time::SystemTime>)>,
+    /// The annotations file as last read (its stamp), and when.
+    annotations_seen: Option<FileStamp>,
     checked: Option<Instant>,
     /// How long the last training and reordering took: checks are spaced by ten times that.
     cost: Duration,
@@ -473,7 +473,7 @@ impl Inferrer {
         }
         s.checked = Some(now);
         let path = self.rundir.annotations();
-        let stamp = std::fs::metadata(&path).ok().map(|m| (m.len(), m.modified().ok()));
+        let stamp = FileStamp::of(&path);
         let seeds = binann_core::seeds::list(&self.rundir.seeds_dir());
         let labels_changed = stamp != s.annotations_seen || seeds.len() != s.seeds.len();
         let grown = s.scout.is_trained() && s.scout.len() > s.ordered_with + s.ordered_with / 10;
@@ -688,7 +688,12 @@ impl Inferrer {
         if self.model.is_none() {
             self.model = Some((Model::Head(head), meta));
         }
-        let done = result?;
+        self.record_predictions(generation, &result?);
+        Ok(())
+    }
+
+    /// Records predictions written for checkpoint `generation` in the schedule, and logs them.
+    fn record_predictions(&mut self, generation: u64, done: &PassDone) {
         self.schedule.record(generation, done.embedded, done.started, done.finished);
         tracing::info!(
             checkpoint = generation,
@@ -697,7 +702,6 @@ impl Inferrer {
             "predictions written in {:.0} ms",
             done.finished.duration_since(done.started).as_secs_f64() * 1000.0
         );
-        Ok(())
     }
 
     /// Predicts with the fine-tuned network, decoding every unlabelled image of the shard (no
@@ -744,15 +748,13 @@ impl Inferrer {
         };
         self.generation += 1;
         predictions.save(&self.rundir.predictions(shard.index, shard.count), self.generation)?;
-        let embedded = self.cache.len() + self.partial_ids.len();
-        self.schedule.record(meta.generation, embedded, started, Instant::now());
-        tracing::info!(
-            checkpoint = meta.generation,
-            predicted = predictions.ids.len(),
-            total = self.manifest.len(),
-            "predictions written in {:.0} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
+        let done = PassDone {
+            embedded: self.cache.len() + self.partial_ids.len(),
+            predicted: predictions.ids.len(),
+            started,
+            finished: Instant::now(),
+        };
+        self.record_predictions(meta.generation, &done);
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ use binann_core::cli::CommonArgs;
 use binann_core::predictions;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
-use binann_core::watch::FileWatcher;
+use binann_core::watch::{FileStamp, FileWatcher};
 use binann_selector::clusters::{
     Clusters, FARTHEST_ALONE_LABELS, FARTHEST_FIRST_PICKS, SKETCH_DIM, SketchCache, Unexplored, cluster_count, diverse_order,
     farthest_first,
@@ -96,9 +96,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut dirty = true;
     let mut cold = true;
     // Whether the order before the first positive is past farthest first alone
-    // (`FARTHEST_ALONE_LABELS`), and the annotations file's length when that was last checked.
+    // (`FARTHEST_ALONE_LABELS`), and the annotations file as it was when that was last checked.
     let mut cold_mixed = false;
-    let mut annotations_len = None;
+    let mut annotations_seen = None;
     let mut unexplored = Unexplored::default();
     loop {
         // Watch before reading, so a file replaced while this round works wakes the next one.
@@ -139,9 +139,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         let kind_of = |id: u32| kind_of_id.get(id as usize).copied().filter(|(c, _)| *c != u32::MAX);
         let kinds = binann_selector::Kinds { of: &kind_of, sizes: clusters.as_ref().map_or(&[][..], |c| &c.sizes) };
         if cold && !cold_mixed && args.cold_start == ColdStart::Diverse {
-            let len = std::fs::metadata(rundir.annotations()).map(|m| m.len()).ok();
-            if len != annotations_len {
-                annotations_len = len;
+            let stamp = FileStamp::of(&rundir.annotations());
+            if stamp != annotations_seen {
+                annotations_seen = stamp;
                 if AnnotationState::load(&rundir.annotations()).is_ok_and(|state| state.labels().count() >= FARTHEST_ALONE_LABELS) {
                     cold_mixed = true;
                     dirty = true;
