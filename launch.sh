@@ -10,7 +10,7 @@ usage: launch.sh HOST PORT RESET DATADIR [RUNDIR] [MODE]
 
   HOST     address to listen on (127.0.0.1: this machine only; 0.0.0.0: the network, with the
            access token BINANN_TOKEN, generated and printed by the server when unset)
-  PORT     port of the web page and API; TensorBoard, when installed, gets PORT+1
+  PORT     port of the web page and API; TensorBoard, when installed, gets PORT+1 on 127.0.0.1
   RESET    true: delete RUNDIR first and start over (only if it is a binann run directory)
            false: resume where the last session stopped
   DATADIR  folder of images to label (searched recursively)
@@ -113,9 +113,14 @@ for b in "${ai_bins[@]}"; do
 done
 if $want_ai && [ ${#ai_bins[@]} -gt 0 ]; then
   if command -v tensorboard >/dev/null; then
-    tensorboard --logdir "$rundir/runs" --host "$host" --port $((port + 1)) >/dev/null 2>&1 &
+    # TensorBoard has no access token: on HOST it would show the training curves to anyone who
+    # can reach the machine. It listens on this machine only, whatever HOST is.
+    tensorboard --logdir "$rundir/runs" --host 127.0.0.1 --port $((port + 1)) >/dev/null 2>&1 &
     pids+=($!)
-    echo "launch.sh: TensorBoard on http://$host:$((port + 1))"
+    case "$host" in
+      127.*|localhost|::1) echo "launch.sh: TensorBoard on http://127.0.0.1:$((port + 1))" ;;
+      *) echo "launch.sh: TensorBoard on http://127.0.0.1:$((port + 1)), this machine only (it has no access token); from another machine: ssh -L $((port + 1)):127.0.0.1:$((port + 1)) ${HOSTNAME:-THIS-MACHINE}, then open http://127.0.0.1:$((port + 1))" ;;
+    esac
   else
     echo "launch.sh: TensorBoard is not installed (pip install tensorboard); its logs are in $rundir/runs"
   fi

@@ -1,11 +1,16 @@
-//! Who may use the API. Two guards run before every handler ([`guard`]):
+//! Who may use the API. Each request is judged once, on the path actix routes it by (`judge`);
+//! then three guards run before every handler ([`guard`]):
 //!
+//! - **The addressed host.** Without a token, a request must be addressed (`Host`) to an IP
+//!   address, `localhost` or a name of `--allowed-hosts`, and on loopback to a loopback name
+//!   (`Access::host_refusal`): DNS rebinding otherwise makes another site's page this server's
+//!   own origin.
 //! - **The access token.** A server listening beyond loopback can be reached by anyone on the
 //!   network, so it requires a token ([`Access::decide`]): given by `--token`, or generated at
 //!   start and printed as the URL to open. Opening `/?token=TOKEN` stores it in an HttpOnly,
-//!   SameSite=Strict cookie; scripts send `Authorization: Bearer TOKEN`. Without it every API and
-//!   image route answers 401. The page's own files and `/health` stay open, so the page can say
-//!   what is missing.
+//!   SameSite=Strict cookie (Secure when the page is served over HTTPS); scripts send
+//!   `Authorization: Bearer TOKEN`. Without it every API and image route answers 401. The page's
+//!   own files and `/health` stay open, so the page can say what is missing.
 //! - **Cross-site requests.** Any page the annotator has open in another tab can make their
 //!   browser send requests to binann, even to 127.0.0.1, with the annotator's cookies: a form post
 //!   or a `no-cors` fetch with a `text/plain` body needs no CORS preflight. Such a request cannot
@@ -15,14 +20,20 @@
 //!   site; a refused one gets 403 `cross_site` before any handler runs, so it changes nothing.
 //!   Scripts send neither header and pass.
 //!
+//! What a request may do is decided on the path the router matches (percent-decoded), never on
+//! the path as sent: `/api/%6Eext` reaches the same handler as `/api/next`. Only the routes listed
+//! as read-only (`READ_ONLY_ROUTES`) and the page's files count as not changing anything; any
+//! other request, a route added later included, is held to the cross-site rule.
+//!
 //! The token is not encryption: over plain HTTP anyone who can watch the network sees it (README:
 //! put a reverse proxy with TLS in front on an open network).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::cookie::{Cookie, SameSite};
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{ResourceDef, ServiceRequest, ServiceResponse};
 use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError, web};
@@ -37,9 +48,17 @@ const GENERATED_TOKEN_LEN: usize = 64;
 /// How long the browser keeps the token cookie (a restarted server with a new token makes it
 /// stale sooner; the page then says to open the new URL).
 const TOKEN_COOKIE_DAYS: i64 = 30;
-/// Paths served without the token besides the page's own files (see
-/// [`crate::web_assets::is_page_path`]): the health check.
-const PUBLIC_PATHS: &[&str] = &["/health"];
+/// The routes that only read, as the router's patterns (`crate::configure` registers them), for
+/// GET and HEAD; the page's files ([`crate::web_assets::is_page_path`]) are read-only too. Every
+/// other request counts as changing something, so a route missing here is refused cross-site
+/// rather than let through.
+const READ_ONLY_ROUTES: &[&str] = &["/api/stats", "/api/history", "/api/images/{id}", "/health"];
+/// The routes served without the token besides the page's own files: the health check.
+const PUBLIC_ROUTES: &[&str] = &["/health"];
+
+/// The patterns above, matched as the router matches them.
+static READ_ONLY: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| READ_ONLY_ROUTES.iter().map(|p| ResourceDef::new(*p)).collect());
+static PUBLIC: LazyLock<Vec<ResourceDef>> = LazyLock::new(|| PUBLIC_ROUTES.iter().map(|p| ResourceDef::new(*p)).collect());
 
 /// Why the server refuses to start with the access options it was given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -70,9 +89,21 @@ pub struct Access {
     token: Option<String>,
     generated: bool,
     cookie_name: String,
-    /// Open to this machine only, with no token: the `Host` a request names must then be a
-    /// loopback one (see [`Access::host_refusal`]).
-    loopback_without_token: bool,
+    /// Which names a request may be addressed to (see [`Access::host_refusal`]).
+    hosts: HostRule,
+    /// Names given with `--allowed-hosts`, lower-case.
+    allowed_hosts: Vec<String>,
+}
+
+/// Which `Host` a request may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostRule {
+    /// Any: the token keeps other sites out, whatever name they reach the server by.
+    Any,
+    /// No token on loopback: a loopback name (`localhost`, 127.0.0.0/8, `::1`) or an allowed one.
+    Loopback,
+    /// No token beyond loopback (`--no-auth`): an IP address, `localhost` or an allowed name.
+    AddressOrListed,
 }
 
 impl Access {
@@ -85,16 +116,22 @@ impl Access {
     /// - The token set empty (the explicit "no token"): beyond loopback refused unless `--no-auth`.
     pub fn decide(config: &ServerConfig, local: SocketAddr) -> Result<Self, AccessError> {
         let loopback = local.ip().is_loopback();
-        let cookie_name = format!("binann_token_{}", local.port());
-        let none = |cookie_name| Ok(Access { token: None, generated: false, cookie_name, loopback_without_token: loopback });
+        let access = |token, generated, hosts| Access {
+            token,
+            generated,
+            cookie_name: format!("binann_token_{}", local.port()),
+            hosts,
+            allowed_hosts: config.allowed_hosts.iter().filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase()).collect(),
+        };
+        let none = || Ok(access(None, false, if loopback { HostRule::Loopback } else { HostRule::AddressOrListed }));
         match config.token.as_deref() {
-            Some("") if loopback || config.no_auth => none(cookie_name),
+            Some("") if loopback || config.no_auth => none(),
             Some("") => Err(AccessError::TokenRequired { addr: local }),
             Some(_) if config.no_auth => Err(AccessError::TokenAndNoAuth),
             Some(given) if !valid_token(given) => Err(AccessError::BadToken),
-            Some(given) => Ok(Access { token: Some(given.to_owned()), generated: false, cookie_name, loopback_without_token: false }),
-            None if loopback || config.no_auth => none(cookie_name),
-            None => Ok(Access { token: Some(generate_token()), generated: true, cookie_name, loopback_without_token: false }),
+            Some(given) => Ok(access(Some(given.to_owned()), false, HostRule::Any)),
+            None if loopback || config.no_auth => none(),
+            None => Ok(access(Some(generate_token()), true, HostRule::Any)),
         }
     }
 
@@ -121,22 +158,36 @@ impl Access {
         &self.cookie_name
     }
 
-    /// DNS rebinding: a page of `evil.example`, whose name the attacker then points at 127.0.0.1,
-    /// talks to a loopback server as its own origin (Origin and Host both say `evil.example`), so
-    /// the cross-site check alone lets it through. Without a token, a loopback server therefore
-    /// answers only requests addressed to a loopback name, as Jupyter does.
+    /// DNS rebinding: a page of `evil.example`, whose name the attacker then points at this
+    /// machine, talks to the server as its own origin (Origin and Host both say `evil.example`),
+    /// so the cross-site check alone lets it through. Without a token the server therefore
+    /// answers only requests addressed to a name the attacker cannot re-point, as Jupyter and
+    /// Django (`ALLOWED_HOSTS`) do: an IP address (on loopback, a loopback one), `localhost`, or a
+    /// name the operator listed with `--allowed-hosts`. A request without `Host` (HTTP/1.0) is
+    /// not a browser's and passes.
     fn host_refusal(&self, req: &ServiceRequest) -> Option<String> {
-        if !self.loopback_without_token {
+        if self.hosts == HostRule::Any {
             return None;
         }
-        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let name = match host.strip_prefix('[') {
-            Some(rest) => rest.split(']').next().unwrap_or(""),
-            None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+        let value = req.headers().get(header::HOST)?;
+        let Ok(host) = value.to_str() else { return Some("the request's Host is not text".to_owned()) };
+        if host.is_empty() {
+            return None;
+        }
+        let name = host_name(host);
+        let listed = name.eq_ignore_ascii_case("localhost") || self.allowed_hosts.iter().any(|a| a.eq_ignore_ascii_case(name));
+        let address = name.parse::<IpAddr>().is_ok_and(|ip| self.hosts == HostRule::AddressOrListed || ip.is_loopback());
+        if listed || address {
+            return None;
+        }
+        let expected = match self.hosts {
+            HostRule::Loopback => "a loopback name (localhost, 127.0.0.1, [::1])",
+            _ => "an IP address or localhost",
         };
-        let loopback =
-            name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || host.is_empty();
-        (!loopback).then(|| format!("the request is addressed to {host:?}, not to this machine's loopback name (DNS rebinding?)"))
+        Some(format!(
+            "the request is addressed to {host:?}, which is neither {expected} nor a name of --allowed-hosts (BINANN_ALLOWED_HOSTS); \
+             without an access token binann answers only those (a foreign site re-pointing its name here: DNS rebinding)"
+        ))
     }
 
     fn admits(&self, req: &ServiceRequest) -> bool {
@@ -150,6 +201,14 @@ impl Access {
             .map(|(_, t)| t.trim().to_owned());
         let presented = bearer.or_else(|| req.cookie(&self.cookie_name).map(|c| c.value().to_owned()));
         presented.is_some_and(|p| same_secret(p.as_bytes(), token.as_bytes()))
+    }
+}
+
+/// The name part of a `Host` value: without the port, and without the brackets of an IPv6 address.
+fn host_name(host: &str) -> &str {
+    match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     }
 }
 
@@ -174,11 +233,38 @@ pub fn same_secret(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(difference) == 0
 }
 
-/// True for requests that change what the server holds: every method but GET, HEAD and OPTIONS,
-/// and `GET /api/next`, which reserves images for the asking client (another site could otherwise
-/// keep the annotator's images handed out to phantom clients).
-fn changes_state(req: &ServiceRequest) -> bool {
-    !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) || req.path() == "/api/next"
+/// What the guards need to know of a request, decided in this one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Judged {
+    /// Served without the token: the page's files and the health check.
+    public: bool,
+    /// The page's root, where `?token=` is turned into the cookie.
+    root: bool,
+    /// May change what the server holds: anything but a GET or HEAD of a read-only route, or an
+    /// OPTIONS. `GET /api/next` changes state: it reserves images for the asking client (another
+    /// site could otherwise keep the annotator's images handed out to phantom clients). No route
+    /// answers OPTIONS (every one reaches `method_not_allowed` or `not_found`), so a CORS preflight
+    /// gets its plain 405 and nothing is granted.
+    changes_state: bool,
+}
+
+/// Judges a request on the path the router matches it by: `match_info().as_str()`, the request's
+/// path percent-decoded by actix's `Url` except `%2F`, `%25` and `%2B`, and otherwise as sent
+/// (routes match it case-sensitively, with no merging of slashes and no trailing-slash or
+/// dot-segment handling). The same [`ResourceDef`] patterns matched against the same string
+/// reach the same verdict as the router: whatever encoding a request uses for `/api/next`, if
+/// it reaches that handler it is judged as `/api/next`, and if it is not recognised it is judged
+/// as changing state, which costs at most a 403 where a 404 was due.
+fn judge(req: &ServiceRequest) -> Judged {
+    let path = req.match_info().as_str();
+    let page = crate::web_assets::is_page_path(path);
+    let read_only = page || READ_ONLY.iter().any(|route| route.is_match(path));
+    let reads = match *req.method() {
+        Method::GET | Method::HEAD => read_only,
+        Method::OPTIONS => true,
+        _ => false,
+    };
+    Judged { public: page || PUBLIC.iter().any(|route| route.is_match(path)), root: path == "/", changes_state: !reads }
 }
 
 /// Why a request looks cross-site, or `None` when it may pass.
@@ -250,7 +336,8 @@ pub async fn guard(
         let refusal = ApiError::Internal("the server has no access decision".into()).error_response();
         return Ok(req.into_response(refusal).map_into_right_body());
     };
-    if req.path() == "/"
+    let judged = judge(&req);
+    if judged.root
         && let Some(redirect) = token_cookie_redirect(&access, &req)
     {
         return Ok(req.into_response(redirect).map_into_right_body());
@@ -259,10 +346,10 @@ pub async fn guard(
         tracing::warn!(method = %req.method(), path = req.path(), "refused a request: {why}");
         return Ok(req.into_response(refusal(ApiError::CrossSite(why))).map_into_right_body());
     }
-    if !PUBLIC_PATHS.contains(&req.path()) && !crate::web_assets::is_page_path(req.path()) && !access.admits(&req) {
+    if !judged.public && !access.admits(&req) {
         return Ok(req.into_response(refusal(ApiError::Unauthorized)).map_into_right_body());
     }
-    if changes_state(&req)
+    if judged.changes_state
         && let Some(why) = cross_site(&req)
     {
         tracing::warn!(method = %req.method(), path = req.path(), "refused a cross-site request: {why}");
@@ -282,7 +369,10 @@ fn refusal(error: ApiError) -> HttpResponse {
 
 /// `GET /?token=RIGHT` stores the token in a cookie and redirects to `/`, so the token leaves the
 /// address bar and the history. A wrong token changes nothing: the page loads and says the token
-/// is missing.
+/// is missing. The cookie is Secure when the page is served over HTTPS: by a TLS listener, or by a
+/// proxy that says so (`X-Forwarded-Proto: https`, `Forwarded: proto=https`; actix's
+/// `connection_info` reads both), so the browser never sends it over plain HTTP. A client that
+/// claims HTTPS falsely only makes its own browser drop the cookie.
 fn token_cookie_redirect(access: &Access, req: &ServiceRequest) -> Option<HttpResponse> {
     let token = access.token()?;
     let given = req.query_string().split('&').find_map(|pair| pair.strip_prefix("token="))?;
@@ -293,6 +383,7 @@ fn token_cookie_redirect(access: &Access, req: &ServiceRequest) -> Option<HttpRe
         .path("/")
         .http_only(true)
         .same_site(SameSite::Strict)
+        .secure(req.connection_info().scheme().eq_ignore_ascii_case("https"))
         .max_age(actix_web::cookie::time::Duration::days(TOKEN_COOKIE_DAYS))
         .finish();
     Some(
@@ -342,6 +433,111 @@ mod tests {
         let open = Access::decide(&config(&["--token", given]), any).unwrap();
         assert_eq!(open.open_url("myhost", 8080).unwrap(), format!("http://myhost:8080/?token={given}"));
         assert_eq!(open.open_url("::1", 8080).unwrap(), format!("http://[::1]:8080/?token={given}"));
+    }
+
+    fn request(method: Method, uri: &str, host: Option<&str>) -> ServiceRequest {
+        let mut r = actix_web::test::TestRequest::default().method(method).uri(uri);
+        if let Some(host) = host {
+            r = r.insert_header((header::HOST, host));
+        }
+        r.to_srv_request()
+    }
+
+    #[test]
+    fn requests_are_judged_on_the_path_the_router_matches() {
+        let judged = |method, uri| judge(&request(method, uri, None));
+        // Spellings of /api/next that reach its handler, and ones that reach none: all change state.
+        for uri in [
+            "/api/next?count=2",
+            "/api/%6Eext",
+            "/api/n%65xt",
+            "/%61pi/next",
+            "/%61%70%69/%6e%65%78%74",
+            "/api/NEXT",
+            "/api/next/",
+            "/api//next",
+            "/api%2Fnext",
+            "/api/stats/",
+            "/API/stats",
+            "/nothing",
+        ] {
+            assert!(judged(Method::GET, uri).changes_state, "GET {uri}");
+        }
+        for uri in
+            ["/api/stats", "/api/%73tats", "/api/images/3", "/api/%69mages/3", "/health", "/%68ealth", "/", "/index.html", "/%69ndex.html"]
+        {
+            assert!(!judged(Method::GET, uri).changes_state, "GET {uri}");
+            assert!(!judged(Method::HEAD, uri).changes_state, "HEAD {uri}");
+            assert!(judged(Method::POST, uri).changes_state, "POST {uri}");
+            assert!(judged(Method::DELETE, uri).changes_state, "DELETE {uri}");
+        }
+        for uri in ["/health", "/%68ealth", "/", "/main.mjs", "/m%61in.mjs"] {
+            assert!(judged(Method::GET, uri).public, "{uri}");
+        }
+        for uri in ["/api/stats", "/health/", "/api/next", "/%2Fhealth", "/nothing"] {
+            assert!(!judged(Method::GET, uri).public, "{uri}");
+        }
+        assert!(judged(Method::GET, "/?token=x").root);
+        assert!(!judged(Method::GET, "/index.html?token=x").root);
+        assert!(!judged(Method::GET, "/%2F?token=x").root);
+    }
+
+    #[test]
+    fn without_a_token_only_addresses_localhost_and_allowed_names_are_answered() {
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        let any: SocketAddr = "0.0.0.0:8080".parse().unwrap();
+        let answered = |access: &Access, host: &str| access.host_refusal(&request(Method::GET, "/api/stats", Some(host))).is_none();
+        let allowed = ["--allowed-hosts", "LabelBox,labels.example.org"];
+        let loopback = Access::decide(&config(&allowed), lo).unwrap();
+        let mut no_auth_args = vec!["--no-auth"];
+        no_auth_args.extend(allowed);
+        let no_auth = Access::decide(&config(&no_auth_args), any).unwrap();
+        let names = [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1:8080",
+            "127.0.0.2",
+            "[::1]:8080",
+            "[::1]",
+            "labelbox:8080",
+            "Labels.Example.Org",
+            "",
+        ];
+        for host in names {
+            assert!(answered(&loopback, host), "loopback, Host {host:?}");
+            assert!(answered(&no_auth, host), "--no-auth, Host {host:?}");
+        }
+        for host in ["192.168.1.20:8080", "10.0.0.1", "[2001:db8::1]:8080", "[fe80::1]"] {
+            assert!(!answered(&loopback, host), "loopback, Host {host:?}");
+            assert!(answered(&no_auth, host), "--no-auth, Host {host:?}");
+        }
+        for host in ["rebound.example:8080", "evil", "localhost.:8080", "labelbox.evil.example", "127.0.0.1.evil.example", "example.org"] {
+            assert!(!answered(&loopback, host), "loopback, Host {host:?}");
+            assert!(!answered(&no_auth, host), "--no-auth, Host {host:?}");
+        }
+        let why = no_auth.host_refusal(&request(Method::GET, "/", Some("rebound.example:8080"))).unwrap();
+        assert!(why.contains("--allowed-hosts") && why.contains("rebound.example"), "{why}");
+        let with_token = Access::decide(&config(&["--token", "a-given-token-0123456789"]), any).unwrap();
+        assert!(answered(&with_token, "rebound.example:8080"), "the token keeps other sites out");
+        assert!(answered(&Access::decide(&config(&[]), any).unwrap(), "rebound.example:8080"), "a generated token too");
+    }
+
+    #[test]
+    fn allowed_hosts_are_names_without_scheme_or_port() {
+        assert_eq!(config(&["--allowed-hosts", "LabelBox, labels.example.org"]).allowed_hosts, ["labelbox", "labels.example.org"]);
+        assert!(config(&[]).allowed_hosts.is_empty());
+        for bad in ["labelbox:8080", "http://labelbox", "labelbox/", "[::1]"] {
+            let all = ["binann-server", "--datadir", "d", "--rundir", "r", "--allowed-hosts", bad];
+            assert!(ServerConfig::try_parse_from(all).is_err(), "{bad}");
+        }
+        // An empty entry (`BINANN_ALLOWED_HOSTS=`, a trailing comma) names nothing, not an empty host.
+        let lo: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        for list in ["", "labelbox,,", ",labelbox"] {
+            let access = Access::decide(&config(&["--allowed-hosts", list]), lo).unwrap();
+            assert!(access.host_refusal(&request(Method::GET, "/", Some(":8080"))).is_some(), "{list:?}");
+            let labelbox = access.host_refusal(&request(Method::GET, "/", Some("labelbox:8080")));
+            assert_eq!(labelbox.is_none(), list.contains("labelbox"), "{list:?}");
+        }
     }
 
     #[test]

@@ -60,10 +60,31 @@ pub struct ServerConfig {
     /// every image (only behind something that lets in only the right people).
     #[arg(long, env = "BINANN_NO_AUTH", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub no_auth: bool,
+    /// Host names, besides IP addresses and localhost, that requests may be addressed to when no
+    /// token is required (comma-separated, e.g. labelbox,labelbox.lan). Without a token, a request
+    /// addressed to any other name is refused: a web page whose owner points its name at this
+    /// machine (DNS rebinding) would otherwise be served as this server's own page. On a loopback
+    /// address only loopback names and these are answered. With a token every name is answered.
+    #[arg(long, env = "BINANN_ALLOWED_HOSTS", value_delimiter = ',', value_parser = allowed_host)]
+    pub allowed_hosts: Vec<String>,
     /// Serve the page from this folder instead of the copy built into the binary (for page
     /// development: edit and reload without rebuilding).
     #[arg(long, env = "BINANN_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
+}
+
+/// A name for --allowed-hosts, as a browser sends it in `Host`: no scheme, port or path. An empty
+/// one (`BINANN_ALLOWED_HOSTS=`, a trailing comma) names nothing and is left out by the access
+/// decision.
+fn allowed_host(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+        Ok(name.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{s:?} is not a host name: give names such as labelbox or labels.example.org, without scheme or port (IP addresses need no listing)"
+        ))
+    }
 }
 
 fn audit_rate(s: &str) -> Result<f64, String> {

@@ -113,6 +113,89 @@ fn a_loopback_server_without_a_token_answers_only_requests_addressed_to_loopback
     }
 }
 
+#[test]
+fn without_a_token_beyond_loopback_only_addresses_localhost_and_allowed_names_are_answered() {
+    // With --no-auth on 0.0.0.0 a rebound name reaches the server as easily as on loopback.
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 4);
+    let env = [("BINANN_ALLOWED_HOSTS", "labelbox.lan, Labels.Example.org")];
+    let server = try_start_server_with_env(&data, &run, &["--host", "0.0.0.0", "--no-auth"], &env).unwrap();
+    let tab = server.client("tab");
+    let p = port(&server);
+    let json = ("Content-Type", "application/json");
+    let label = r#"{"id": 0, "label": "positive"}"#;
+    for name in ["rebound.example", "labelbox.lan.rebound.example", "lan"] {
+        let host = format!("{name}:{p}");
+        let origin = format!("http://{host}");
+        let same_origin = [json, ("Host", host.as_str()), ("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-origin")];
+        for (method, path, body) in [
+            ("GET", "/api/stats", ""),
+            ("GET", "/api/images/0", ""),
+            ("GET", "/api/next?count=32", ""),
+            ("POST", "/api/annotations", label),
+            ("GET", "/", ""),
+        ] {
+            let r = tab.send(method, path, &same_origin, body);
+            assert_eq!(refusal(&r), (403, "cross_site"), "{method} {path} addressed to {host}: {}", r.1);
+        }
+    }
+    assert!(records(&run).is_empty(), "a rebound request reached the journal");
+    assert_eq!(tab.next(32).len(), 4, "a rebound request held images");
+    for host in ["labelbox.lan", "LABELBOX.LAN", "labels.example.org", "127.0.0.1", "localhost", "192.0.2.7", "[::1]", "[2001:db8::7]"] {
+        let host = format!("{host}:{p}");
+        let r = tab.send("GET", "/api/stats", &[("Host", &host)], "");
+        assert_eq!(r.0, 200, "Host {host}: {}", r.1);
+    }
+    // The page reached by an allowed name works as on its own origin.
+    let host = format!("labelbox.lan:{p}");
+    let origin = format!("http://{host}");
+    let page = [json, ("Host", host.as_str()), ("Origin", origin.as_str()), ("Sec-Fetch-Site", "same-origin")];
+    assert_eq!(tab.send("POST", "/api/annotations", &page, label).0, 200);
+    server.stop();
+
+    // On loopback the allowed names are answered beside the loopback ones; other addresses are not.
+    let server = start_server(&data, &run, &["--allowed-hosts", "labelbox.lan"]);
+    let tab = server.client("tab");
+    let p = port(&server);
+    for (host, status) in [("labelbox.lan", 200), ("localhost", 200), ("192.0.2.7", 403), ("rebound.example", 403)] {
+        let host = format!("{host}:{p}");
+        assert_eq!(tab.send("GET", "/api/stats", &[("Host", &host)], "").0, status, "Host {host}");
+    }
+}
+
+#[test]
+fn the_token_cookie_is_secure_when_the_page_is_served_over_https() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 2);
+    let given = "a-given-token-0123456789";
+    let server = start_server(&data, &run, &["--token", given]);
+    let c = server.client("browser");
+    let set_cookie = |headers: &[(&str, &str)]| {
+        let mut request = c.request("GET", &format!("/?token={given}"));
+        for (name, value) in headers {
+            request = request.set(name, value);
+        }
+        let response = request.call().unwrap();
+        assert_eq!(response.status(), 303, "{headers:?}");
+        response.header("Set-Cookie").unwrap().to_owned()
+    };
+    let secure = |cookie: &str| cookie.split(';').any(|attribute| attribute.trim().eq_ignore_ascii_case("secure"));
+    for plain in [vec![], vec![("X-Forwarded-Proto", "http")]] {
+        let cookie = set_cookie(&plain);
+        assert!(!secure(&cookie), "over plain HTTP ({plain:?}) a Secure cookie would be dropped: {cookie}");
+    }
+    for proxy in
+        [("X-Forwarded-Proto", "https"), ("X-Forwarded-Proto", "HTTPS"), ("Forwarded", "for=192.0.2.1;proto=https;host=labels.example.org")]
+    {
+        let cookie = set_cookie(&[proxy]);
+        assert!(secure(&cookie), "behind a TLS proxy ({proxy:?}): {cookie}");
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    }
+    // With a token the name the server is reached by does not matter: the token keeps others out.
+    let bearer = format!("Bearer {given}");
+    assert_eq!(call(&c, "GET", "/api/stats", "", &[("Host", "rebound.example"), ("Authorization", &bearer)]), 200);
+}
+
 fn port(server: &Server) -> &str {
     server.base.rsplit(':').next().unwrap()
 }
