@@ -93,6 +93,9 @@ function renderStats(s) {
     const loss = typeof m.loss === 'number' ? `, loss ${m.loss.toFixed(3)}` : '';
     $('md-net').textContent = `${m.backbone} ${m.input_size}px, ${m.mode}${loss}`;
   }
+  const problems = s.journal_problems || [];
+  $('journal-problems').textContent = problems.join(' ');
+  $('journal-problems').hidden = problems.length === 0;
   $('left-text').textContent = leftText(s.positives_left);
   renderSeedCount(s.seed_images);
   document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.can_stop));

@@ -478,6 +478,33 @@ test('a reload resumes: same counts, the next unlabelled image, undo still works
   await statsWhere(srv, (s) => s.positives === 1 && s.annotated === 2, 'undo after reload');
 });
 
+test('a damaged annotation journal: the labels after the damage are kept, and the page says what was lost', async (t) => {
+  const srv = await freshServer({ big: false });
+  const page = await open(t, await contextFor(t), srv);
+  for (const key of ['j', 'j', 'f', 'j']) await labelOne(page, key);
+  await statsWhere(srv, (s) => s.annotated === 4, 'four labels saved');
+  assert.equal(await page.locator('#journal-problems').isHidden(), true, 'no notice while nothing is wrong');
+  await page.close();
+  await srv.stop();
+  // One byte inside the second record's payload changes (the header is 40 bytes, a frame 8).
+  const journal = path.join(srv.rundir, 'annotations.journal');
+  const bytes = fs.readFileSync(journal);
+  const second = 40 + 8 + bytes.readUInt32LE(40);
+  bytes[second + 8 + 2] ^= 0x10;
+  fs.writeFileSync(journal, bytes);
+  const again = await startServer({ datadir: srv.datadir, rundir: srv.rundir });
+  cleanup(t, async () => {
+    await again.stop();
+    removeDirs(again.datadir, again.rundir);
+  }, { last: true });
+  assert.equal((await again.stats()).annotated, 3, 'the labels before and after the damaged one are kept');
+  const reopened = await open(t, await contextFor(t), again);
+  await waitFor(async () => !(await reopened.locator('#journal-problems').isHidden()), { what: 'the journal notice' });
+  const text = await reopened.locator('#journal-problems').textContent();
+  assert.match(text, /journal was damaged/);
+  assert.match(text, /1 record\(s\)/);
+});
+
 test('tabs never show the same image (separate browsers, and two tabs of one browser)', async (t) => {
   const srv = await serverFor(t, { tiny: 40, big: false });
   const ctxA = await contextFor(t);

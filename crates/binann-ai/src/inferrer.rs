@@ -179,8 +179,8 @@ struct Scouting {
     checked: Option<Instant>,
     /// How long the last training and reordering took: checks are spaced by ten times that.
     cost: Duration,
-    /// Thumbnails of the seed images, by file.
-    seeds: std::collections::HashMap<PathBuf, Option<Vec<u8>>>,
+    /// Thumbnails of the seed images, in step with the seeds folder as of the last training.
+    seeds: crate::scout::SeedThumbnails,
     /// Thumbnails held when the to-do list was last ordered by the scout.
     ordered_with: usize,
 }
@@ -475,7 +475,7 @@ impl Inferrer {
         let path = self.rundir.annotations();
         let stamp = FileStamp::of(&path);
         let seeds = binann_core::seeds::list(&self.rundir.seeds_dir());
-        let labels_changed = stamp != s.annotations_seen || seeds.len() != s.seeds.len();
+        let labels_changed = stamp != s.annotations_seen || !s.seeds.matches(&seeds);
         let grown = s.scout.is_trained() && s.scout.len() > s.ordered_with + s.ordered_with / 10;
         if !labels_changed && !grown {
             return false;
@@ -491,10 +491,7 @@ impl Inferrer {
                 }
             };
             let labels = crate::trainer::labelled(&state);
-            for seed in seeds {
-                s.seeds.entry(seed.clone()).or_insert_with(|| crate::scout::thumbnail(&seed));
-            }
-            let seed_thumbnails: Vec<Vec<u8>> = s.seeds.values().flatten().cloned().collect();
+            let (_, seed_thumbnails) = s.seeds.update(&seeds, crate::scout::thumbnail);
             let was_trained = s.scout.is_trained();
             s.scout.train(&labels, &seed_thumbnails);
             if !s.scout.is_trained() && !was_trained {

@@ -17,8 +17,10 @@
 //!
 //! - [`ThumbnailBuilder`]: makes the thumbnails on a background thread, slice by slice.
 //! - [`Scout`]: holds them, learns from the labels, and orders the images still to embed.
+//! - [`SeedThumbnails`]: the seed images' thumbnails, kept in step with the seeds folder.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -248,13 +250,82 @@ fn alternate(first: impl Iterator<Item = u32>, second: Vec<u32>) -> Vec<u32> {
 }
 
 /// The thumbnail of one image file, for seed images (None if it does not decode).
-pub fn thumbnail(path: &std::path::Path) -> Option<Vec<u8>> {
+pub fn thumbnail(path: &Path) -> Option<Vec<u8>> {
     Preprocess { size: SIDE }.load_image(path).ok().map(|v| quantise(&v))
+}
+
+/// Thumbnails of the seed images, by file: made once per file, and dropped when the file leaves
+/// the seeds folder, so a deleted seed stops counting as a positive and the folder as listed is
+/// what the scout last trained on until it changes again.
+#[derive(Debug, Default)]
+pub struct SeedThumbnails {
+    /// None for a file that does not decode (kept, so it is not tried again).
+    by_path: BTreeMap<PathBuf, Option<Vec<u8>>>,
+}
+
+impl SeedThumbnails {
+    /// Whether `listing` (the seeds folder now, as [`binann_core::seeds::list`] gives it) holds
+    /// exactly the files the thumbnails are of. Cheap: nothing is decoded.
+    pub fn matches(&self, listing: &[PathBuf]) -> bool {
+        listing.len() == self.by_path.len() && listing.iter().all(|p| self.by_path.contains_key(p))
+    }
+
+    /// Brings the thumbnails in step with `listing`: those of files gone are dropped, and `make`
+    /// makes those of new files. Returns whether anything changed, and the thumbnails of every
+    /// listed file that decodes.
+    pub fn update(&mut self, listing: &[PathBuf], mut make: impl FnMut(&Path) -> Option<Vec<u8>>) -> (bool, Vec<Vec<u8>>) {
+        let before = self.by_path.len();
+        self.by_path.retain(|p, _| listing.contains(p));
+        let mut changed = self.by_path.len() != before;
+        for path in listing {
+            if !self.by_path.contains_key(path) {
+                self.by_path.insert(path.clone(), make(path));
+                changed = true;
+            }
+        }
+        (changed, self.by_path.values().flatten().cloned().collect())
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deleted_seed_is_dropped_and_an_unchanged_folder_is_left_alone() {
+        let (a, b, c) = (PathBuf::from("seeds/a.png"), PathBuf::from("seeds/b.png"), PathBuf::from("seeds/c.png"));
+        let made = std::cell::RefCell::new(Vec::new());
+        let make = |p: &Path| {
+            made.borrow_mut().push(p.to_owned());
+            // c does not decode.
+            (p != c).then(|| p.to_string_lossy().into_owned().into_bytes())
+        };
+        let mut seeds = SeedThumbnails::default();
+        assert!(seeds.matches(&[]), "no seeds, nothing to train on");
+        let listing = vec![a.clone(), b.clone(), c.clone()];
+        assert!(!seeds.matches(&listing));
+        let (changed, thumbnails) = seeds.update(&listing, make);
+        assert!(changed);
+        assert_eq!(thumbnails, vec![b"seeds/a.png".to_vec(), b"seeds/b.png".to_vec()]);
+        assert!(seeds.matches(&listing), "listed again unchanged: no reload, no retraining");
+        assert_eq!(seeds.update(&listing, make), (false, thumbnails), "and nothing decoded again");
+        assert_eq!(made.borrow().len(), 3);
+
+        // b deleted: its thumbnail no longer counts as a positive, and once in step the folder
+        // matches again rather than differing at every check.
+        let listing = vec![a.clone(), c.clone()];
+        assert!(!seeds.matches(&listing));
+        assert_eq!(seeds.update(&listing, make), (true, vec![b"seeds/a.png".to_vec()]));
+        assert!(seeds.matches(&listing));
+        assert_eq!(made.borrow().len(), 3, "nothing decoded for a deletion");
+
+        // One deleted and one added at once: the count is the same, the files are not.
+        let d = PathBuf::from("seeds/d.png");
+        let listing = vec![c.clone(), d.clone()];
+        assert!(!seeds.matches(&listing));
+        assert_eq!(seeds.update(&listing, make), (true, vec![b"seeds/d.png".to_vec()]));
+        assert_eq!(made.borrow().last(), Some(&d));
+    }
 
     #[test]
     fn alternate_takes_each_id_once_in_turn() {

@@ -66,7 +66,8 @@ pub enum Event {
 /// One record of the annotation journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
-    /// Position in the journal, from 0, with no gaps.
+    /// Position in the journal, from 0, one more with every record. A gap is records lost to
+    /// damage (see [`AnnotationState::lost_records`]).
     pub seq: u64,
     /// When the server accepted it (ms since the epoch).
     pub time_ms: u64,
@@ -81,6 +82,30 @@ pub struct Record {
     /// handed out like any other): the draw. None for every other record, and in journals of
     /// format versions 1 and 2.
     pub audit: Option<AuditPick>,
+}
+
+/// The journal's high-water mark, kept beside it by the server: how many records (the next seq)
+/// the journal has held. A journal that later holds fewer was cut short or replaced by an older
+/// copy, which loses acknowledged labels without a trace inside the journal itself; the server
+/// compares the two at start and says so (see [`JournalMark::lost_since`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalMark {
+    /// The journal's next seq when the mark was written.
+    pub records: u64,
+    /// When it was written (ms since the epoch).
+    pub written_ms: u64,
+}
+
+impl crate::RunDirFile for JournalMark {
+    const KIND: FileKind = FileKind::JournalMark;
+}
+
+impl JournalMark {
+    /// Records the journal has lost since this mark was written, when it now holds records up to
+    /// `next_seq`: None when it holds at least as many.
+    pub fn lost_since(&self, next_seq: u64) -> Option<u64> {
+        (self.records > next_seq).then(|| self.records - next_seq)
+    }
 }
 
 /// How an audit pick was drawn (see [`crate::estimate`]).
@@ -182,8 +207,9 @@ impl Counts {
 /// Why an event cannot be applied to the current state.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ApplyError {
-    /// The record's seq is not the next one.
-    #[error("record seq {found} out of order (expected {expected})")]
+    /// The record's seq is below the next one (a gap above it is records lost to damage, and is
+    /// not an error).
+    #[error("record seq {found} out of order (expected {expected} or more)")]
     OutOfOrder {
         /// Expected seq.
         expected: u64,
@@ -220,6 +246,11 @@ pub struct AnnotationState {
     /// Labels of audit picks, in the order given: (seq, image, the draw). One whose label is no
     /// longer in force (undone, or relabelled) no longer counts (see [`Self::audit_labels`]).
     audits: Vec<(u64, u32, AuditPick)>,
+    /// Records missing from the sequence (gaps in `seq`): lost to damage in the journal.
+    lost_records: u64,
+    /// Undo records that matched no label of their client because records before them were lost;
+    /// they changed nothing.
+    orphan_undos: u64,
 }
 
 impl AnnotationState {
@@ -274,11 +305,24 @@ impl AnnotationState {
         self.next_seq
     }
 
-    /// Applies one record; on error the state is unchanged.
+    /// Records missing from the journal's sequence: records lost to damage in the file (the
+    /// reader skipped them and kept the ones after). 0 for a whole journal.
+    pub fn lost_records(&self) -> u64 {
+        self.lost_records
+    }
+
+    /// Undo records that changed nothing because the label they undid was lost.
+    pub fn orphan_undos(&self) -> u64 {
+        self.orphan_undos
+    }
+
+    /// Applies one record; on error the state is unchanged. A record whose seq jumps ahead of the
+    /// next one follows records lost to damage: the gap is counted in [`Self::lost_records`].
     pub fn apply(&mut self, r: &Record) -> Result<(), ApplyError> {
-        if r.seq != self.next_seq {
+        if r.seq < self.next_seq {
             return Err(ApplyError::OutOfOrder { expected: self.next_seq, found: r.seq });
         }
+        let gap = r.seq - self.next_seq;
         match r.event {
             Event::Label { id, label, prob } => {
                 let annotator = self.intern_annotator(&r.annotator);
@@ -298,12 +342,29 @@ impl AnnotationState {
                 }
             }
             Event::Undo { id, of_seq } => {
+                let lost_before = self.lost_records + gap > 0;
                 let stack = self.undo_stacks.get_mut(&r.client);
                 let top = stack.as_ref().and_then(|s| s.last());
-                if !top.is_some_and(|t| t.seq == of_seq && t.id == id) {
-                    return Err(ApplyError::BadUndo { client: r.client.clone(), of_seq });
-                }
-                let entry = stack.expect("checked above").pop().expect("checked above");
+                let at = if top.is_some_and(|t| t.seq == of_seq && t.id == id) {
+                    stack.as_ref().map(|s| s.len() - 1)
+                } else if lost_before {
+                    // Records of this client were lost (an undo among them leaves the label it
+                    // undid on the stack): the undo names its label, wherever it is on the stack.
+                    stack.as_ref().and_then(|s| s.iter().rposition(|t| t.seq == of_seq && t.id == id))
+                } else {
+                    None
+                };
+                let Some(at) = at else {
+                    if !lost_before {
+                        return Err(ApplyError::BadUndo { client: r.client.clone(), of_seq });
+                    }
+                    // The label it undid was lost with the damaged records: nothing to undo.
+                    self.orphan_undos += 1;
+                    self.lost_records += gap;
+                    self.next_seq = r.seq + 1;
+                    return Ok(());
+                };
+                let entry = stack.expect("checked above").remove(at);
                 self.undone.insert(of_seq);
                 // A later label by someone else stands; only undo what is still in force.
                 if self.current.get(&id).is_some_and(|c| c.seq == of_seq) {
@@ -321,7 +382,8 @@ impl AnnotationState {
                 }
             }
         }
-        self.next_seq += 1;
+        self.lost_records += gap;
+        self.next_seq = r.seq + 1;
         Ok(())
     }
 
@@ -470,7 +532,43 @@ mod tests {
         s.apply(&undo(9, "b", 5, 8)).unwrap();
         assert_eq!(s.get(5).unwrap().label, Label::Positive);
         assert_eq!(s.history().iter().map(|(id, _)| *id).collect::<Vec<_>>(), [2, 5]);
-        assert!(matches!(s.apply(&label(99, "a", 1, Label::Skip)), Err(ApplyError::OutOfOrder { .. })));
+        assert!(matches!(s.apply(&label(5, "a", 1, Label::Skip)), Err(ApplyError::OutOfOrder { .. })));
+        assert_eq!(s.lost_records(), 0);
+    }
+
+    /// Records lost to damage leave a gap in the sequence: counted, and the undos that named a
+    /// lost label change nothing, while those whose own label survived still apply.
+    #[test]
+    fn a_gap_in_the_sequence_is_records_lost() {
+        let label = |seq, client: &str, id, l| Record {
+            audit: None,
+            seq,
+            time_ms: seq,
+            client: client.into(),
+            annotator: String::new(),
+            event: Event::Label { id, label: l, prob: None },
+        };
+        let undo = |seq, client: &str, id, of_seq| Record {
+            audit: None,
+            seq,
+            time_ms: seq,
+            client: client.into(),
+            annotator: String::new(),
+            event: Event::Undo { id, of_seq },
+        };
+        // Written: a labels 1 (0) and 2 (1), undoes 2 (2), labels 3 (3), undoes 3 (4), undoes 1
+        // (5), labels 4 (6). Lost: records 2 and 3, so the undo of 1 is not on top of a's stack.
+        let kept = [label(0, "a", 1, Label::Positive), label(1, "a", 2, Label::Negative), undo(4, "a", 3, 3), undo(5, "a", 1, 0)];
+        let mut s = AnnotationState::replay(&kept).unwrap();
+        assert_eq!(s.lost_records(), 2);
+        assert_eq!(s.orphan_undos(), 1, "the undo of the lost label 3");
+        assert!(!s.is_done(1), "the undo of label 1 applies though label 2 sits above it");
+        assert!(s.is_done(2), "label 2's undo was lost with it");
+        s.apply(&label(6, "a", 4, Label::Negative)).unwrap();
+        assert_eq!((s.next_seq(), s.lost_records()), (7, 2));
+        // Without records lost, an undo that does not match is an error, as before.
+        let mut whole = AnnotationState::replay(&kept[..2]).unwrap();
+        assert!(matches!(whole.apply(&undo(2, "a", 1, 0)), Err(ApplyError::BadUndo { .. })));
     }
 
     #[test]

@@ -102,6 +102,10 @@ pub struct Stats {
     /// Seed images: examples of the positive class from outside the dataset, which the model
     /// learns from beside the labels.
     pub seed_images: u64,
+    /// What is wrong with the labels on disk, in words: records lost to damage in the journal,
+    /// or a journal that holds fewer records than it once did. Empty when nothing is.
+    #[serde(default)]
+    pub journal_problems: Vec<String>,
 }
 
 /// Body of `POST /api/seeds`: one example image of the positive class, from outside the dataset.

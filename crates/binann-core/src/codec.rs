@@ -44,6 +44,8 @@ pub enum FileKind {
     Embeddings = 5,
     /// The sketches of the embedded images, for nearest-neighbour search.
     Sketches = 6,
+    /// How many records the annotation journal has held (to tell a journal cut short).
+    JournalMark = 7,
 }
 
 impl FileKind {
@@ -55,6 +57,7 @@ impl FileKind {
             4 => Self::Predictions,
             5 => Self::Embeddings,
             6 => Self::Sketches,
+            7 => Self::JournalMark,
             _ => return None,
         })
     }
@@ -69,6 +72,7 @@ impl fmt::Display for FileKind {
             Self::Predictions => "predictions",
             Self::Embeddings => "embeddings",
             Self::Sketches => "sketches",
+            Self::JournalMark => "journal mark",
         };
         f.write_str(name)
     }

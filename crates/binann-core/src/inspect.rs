@@ -49,7 +49,13 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
             writeln!(
                 out,
                 "{}",
-                json!({ "records": c.records.len(), "damaged_tail_bytes": c.damaged_tail, "images": total, "positives_left": left })
+                json!({
+                    "records": c.records.len(),
+                    "damaged_ranges": c.damaged.iter().map(|d| json!({ "offset": d.offset, "bytes": d.len })).collect::<Vec<_>>(),
+                    "damaged_tail_bytes": c.damaged_tail,
+                    "images": total,
+                    "positives_left": left
+                })
             )?;
             for r in &c.records {
                 writeln!(out, "{}", serde_json::to_string(r).map_err(std::io::Error::other)?)?;
@@ -90,6 +96,10 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
                 let head: Vec<f32> = values.get(start..start + 4.min(e.dim as usize)).unwrap_or_default().to_vec();
                 writeln!(out, "{}", json!({ "id": id, "first_values": head }))?;
             }
+        }
+        FileKind::JournalMark => {
+            let m: crate::annotations::JournalMark = decode(&bytes).map_err(dec)?;
+            writeln!(out, "{}", json!({ "records": m.records, "written_ms": m.written_ms }))?;
         }
         FileKind::Sketches => {
             let s: crate::sketches::Sketches = decode(&bytes).map_err(dec)?;

@@ -4,6 +4,12 @@
 //! killed mid-append leaves at most a torn last record, which was never acknowledged: readers stop
 //! before it, and the writer, on reopening, backs the damaged file up and cuts the torn tail off.
 //!
+//! Damage inside the file (a flipped bit, a zeroed or missing range) costs the records it hits
+//! and no others: a reader skips a damaged record by its length when the frame after it is
+//! intact, and otherwise resynchronises on the next intact frame (as LevelDB's log reader skips a
+//! damaged block and reads on). The writer keeps a copy of the damaged file and rewrites the
+//! journal without the damaged bytes, so the file it appends to is whole again.
+//!
 //! Every record of a file is in the format version of its header. Readers decode older versions
 //! through [`JournalRecord`]; the writer, which appends in the current version only, first
 //! rewrites a journal of an older version in the current one (keeping a copy of the original), so
@@ -28,10 +34,29 @@ pub struct JournalContents<T> {
     pub header: Header,
     /// Every intact record, in order.
     pub records: Vec<T>,
+    /// Damaged ranges inside the file, each followed by an intact record, in order. Their records
+    /// are lost; the records after them are in `records`.
+    pub damaged: Vec<Damage>,
     /// Bytes after the last intact record (a torn or corrupt tail), 0 when clean.
     pub damaged_tail: u64,
     /// Offset just after the last intact record.
     pub good_len: u64,
+}
+
+/// A damaged range of a journal: bytes that hold no intact record, between two that are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Damage {
+    /// Where the range starts (the offset of the first frame that did not check out).
+    pub offset: u64,
+    /// Its length in bytes.
+    pub len: u64,
+}
+
+impl<T> JournalContents<T> {
+    /// Bytes in damaged ranges and in the damaged tail together.
+    pub fn damaged_bytes(&self) -> u64 {
+        self.damaged.iter().map(|d| d.len).sum::<u64>() + self.damaged_tail
+    }
 }
 
 /// A type stored in a journal: how a record written at each format version decodes.
@@ -48,26 +73,58 @@ pub trait JournalRecord: Serialize + DeserializeOwned {
     }
 }
 
-/// Decodes journal bytes: every intact record up to the first torn or corrupt one.
+/// The intact record framed at `pos`, and where its frame ends; None when the frame is torn, its
+/// CRC fails or its payload does not decode.
+fn record_at<T: JournalRecord>(bytes: &[u8], pos: usize, version: u16) -> Option<(T, usize)> {
+    let frame = bytes.get(pos..pos + FRAME_LEN)?;
+    let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes"));
+    let crc = u32::from_le_bytes(frame[4..].try_into().expect("4 bytes"));
+    if len > MAX_RECORD_LEN {
+        return None;
+    }
+    let end = pos + FRAME_LEN + len as usize;
+    let payload = bytes.get(pos + FRAME_LEN..end)?;
+    if crc32fast::hash(payload) != crc {
+        return None;
+    }
+    T::decode_record(version, payload).ok().map(|record| (record, end))
+}
+
+/// Where reading resumes after the damaged frame at `pos`: just after it when its length field
+/// points at an intact frame (only its payload was hit), otherwise the next offset where an
+/// intact frame starts (its length was hit, or a range was cut or overwritten). None when no
+/// intact frame follows: the rest is a damaged tail.
+fn resume_after<T: JournalRecord>(bytes: &[u8], pos: usize, version: u16) -> Option<usize> {
+    let declared = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
+    let by_length = pos.checked_add(FRAME_LEN + declared as usize).filter(|_| declared <= MAX_RECORD_LEN);
+    if let Some(next) = by_length
+        && record_at::<T>(bytes, next, version).is_some()
+    {
+        return Some(next);
+    }
+    (pos + 1..bytes.len().saturating_sub(FRAME_LEN - 1)).find(|p| record_at::<T>(bytes, *p, version).is_some())
+}
+
+/// Decodes journal bytes: every intact record, skipping damaged ones (see the module's doc).
 pub fn decode_journal<T: JournalRecord>(bytes: &[u8], kind: FileKind) -> Result<JournalContents<T>, DecodeError> {
     let header = codec::decode_header(bytes, Some(kind))?;
     let mut pos = HEADER_LEN;
     let mut records = Vec::new();
-    while bytes.len() - pos >= FRAME_LEN {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        if len > MAX_RECORD_LEN || bytes.len() - pos - FRAME_LEN < len as usize {
+    let mut damaged = Vec::new();
+    while pos < bytes.len() {
+        if let Some((record, end)) = record_at::<T>(bytes, pos, header.version) {
+            records.push(record);
+            pos = end;
+            continue;
+        }
+        if bytes.len() - pos < FRAME_LEN {
             break;
         }
-        let payload = &bytes[pos + FRAME_LEN..pos + FRAME_LEN + len as usize];
-        if crc32fast::hash(payload) != crc {
-            break;
-        }
-        let Ok(record) = T::decode_record(header.version, payload) else { break };
-        records.push(record);
-        pos += FRAME_LEN + len as usize;
+        let Some(next) = resume_after::<T>(bytes, pos, header.version) else { break };
+        damaged.push(Damage { offset: pos as u64, len: (next - pos) as u64 });
+        pos = next;
     }
-    Ok(JournalContents { header, records, damaged_tail: (bytes.len() - pos) as u64, good_len: pos as u64 })
+    Ok(JournalContents { header, records, damaged, damaged_tail: (bytes.len() - pos) as u64, good_len: pos as u64 })
 }
 
 /// Reads a journal file.
@@ -101,18 +158,24 @@ pub struct Opened<T> {
     pub writer: JournalWriter,
     /// Every intact record.
     pub records: Vec<T>,
-    /// Where the file was copied before anything in it was changed: before a torn tail was cut
-    /// off, or before an older format version was rewritten in the current one.
+    /// Where the file was copied before anything in it was changed: before damaged ranges or a
+    /// torn tail were removed, or before an older format version was rewritten in the current one.
     pub backup: Option<PathBuf>,
     /// The format version the file had when it was older than the current one (and was rewritten).
     pub upgraded_from: Option<u16>,
+    /// The damaged ranges inside the file that were skipped (their records are lost; the copy in
+    /// `backup` keeps their bytes).
+    pub damaged: Vec<Damage>,
+    /// Bytes of the torn or corrupt tail that was cut off.
+    pub damaged_tail: u64,
 }
 
 impl JournalWriter {
-    /// Opens (creating if missing) a journal; returns its records. A damaged tail is copied to a
-    /// backup file first, so nothing is ever destroyed, then cut off. A journal of an older format
-    /// version is copied aside, then rewritten (atomically) in the current one, since appends are
-    /// always in the current version and a file must not mix them.
+    /// Opens (creating if missing) a journal; returns its records. A damaged file is copied to a
+    /// backup file first, so nothing is ever destroyed: a torn tail is then cut off, and damaged
+    /// ranges inside the file are removed by rewriting it (atomically) with every intact record.
+    /// A journal of an older format version is copied aside, then rewritten in the current one,
+    /// since appends are always in the current version and a file must not mix them.
     pub fn open<T: JournalRecord>(path: &Path, kind: FileKind) -> Result<Opened<T>, FileError> {
         let io = |e| FileError::io(path, e);
         if !path.exists() {
@@ -122,21 +185,23 @@ impl JournalWriter {
         let contents = read_journal::<T>(path, kind)?;
         let old_version = contents.header.version;
         let upgrade = old_version < codec::FORMAT_VERSION;
+        let damaged = contents.damaged_tail > 0 || !contents.damaged.is_empty();
         let mut backup = None;
-        if contents.damaged_tail > 0 || upgrade {
+        if damaged || upgrade {
             let why = if upgrade { format!("v{old_version}") } else { "damaged".to_owned() };
             let target = path.with_extension(format!("{why}-{}", crate::now_ms()));
             std::fs::copy(path, &target).map_err(io)?;
             backup = Some(target);
         }
-        if contents.damaged_tail > 0 {
+        if damaged {
             tracing::warn!(
-                path = %path.display(), backup = %backup.as_ref().expect("copied above").display(), bytes = contents.damaged_tail,
-                "journal had a torn or corrupt tail (a write interrupted before it was acknowledged); kept a copy and cut it off"
+                path = %path.display(), backup = %backup.as_ref().expect("copied above").display(),
+                damaged_ranges = contents.damaged.len(), damaged_bytes = contents.damaged_bytes(), records_kept = contents.records.len(),
+                "journal had damaged bytes; kept a copy of the file, then removed them (the intact records before and after are kept)"
             );
         }
         let mut good_len = contents.good_len;
-        if upgrade {
+        if upgrade || !contents.damaged.is_empty() {
             let header =
                 Header { version: codec::FORMAT_VERSION, kind, generation: contents.header.generation + 1, payload_len: 0, payload_crc: 0 };
             let mut bytes = codec::encode_header(&header).to_vec();
@@ -145,19 +210,28 @@ impl JournalWriter {
             }
             crate::atomic::write_atomic(path, &bytes)?;
             good_len = bytes.len() as u64;
-            tracing::info!(
-                path = %path.display(), backup = %backup.as_ref().expect("copied above").display(), records = contents.records.len(),
-                "journal of format version {old_version} rewritten in version {}; the original is kept", codec::FORMAT_VERSION
-            );
+            if upgrade {
+                tracing::info!(
+                    path = %path.display(), backup = %backup.as_ref().expect("copied above").display(), records = contents.records.len(),
+                    "journal of format version {old_version} rewritten in version {}; the original is kept", codec::FORMAT_VERSION
+                );
+            }
         }
         let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
-        if !upgrade && contents.damaged_tail > 0 {
+        if good_len < std::fs::metadata(path).map_err(io)?.len() {
             file.set_len(good_len).map_err(io)?;
             file.sync_all().map_err(io)?;
         }
         let mut writer = JournalWriter { file, path: path.to_owned(), len: good_len };
         writer.file.seek(SeekFrom::Start(writer.len)).map_err(io)?;
-        Ok(Opened { writer, records: contents.records, backup, upgraded_from: upgrade.then_some(old_version) })
+        Ok(Opened {
+            writer,
+            records: contents.records,
+            backup,
+            upgraded_from: upgrade.then_some(old_version),
+            damaged: contents.damaged,
+            damaged_tail: contents.damaged_tail,
+        })
     }
 
     /// Appends already-framed records and makes them durable. On failure the file is cut back to

@@ -19,6 +19,7 @@
 //! - [`sketches`]: each embedded image in a few bytes, for "more like this".
 //! - [`watch`]: notify events plus a polling fallback, coalescing bursts.
 //! - [`inspect`]: any run-directory file rendered as JSON.
+//! - [`image_limits`]: how large an image every binann decoder agrees to decode.
 
 pub mod annotations;
 pub mod api;
@@ -27,6 +28,7 @@ pub mod cli;
 pub mod codec;
 pub mod embeddings;
 pub mod estimate;
+pub mod image_limits;
 pub mod inspect;
 pub mod journal;
 pub mod manifest;

@@ -99,6 +99,10 @@ impl RunDir {
     pub fn annotations(&self) -> PathBuf {
         self.root.join("annotations.journal")
     }
+    /// How many records the journal has held (see [`crate::annotations::JournalMark`]).
+    pub fn journal_mark(&self) -> PathBuf {
+        self.root.join("annotations.mark")
+    }
     /// The ranking the server hands images out from.
     pub fn ranking(&self) -> PathBuf {
         self.root.join("ranking.bin")

@@ -13,6 +13,8 @@
 //! the statistics or the positives-left estimate, which are about the dataset.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use crate::manifest::is_image_name;
 
@@ -20,6 +22,18 @@ use crate::manifest::is_image_name;
 pub const MAX_SEED_BYTES: usize = 32 * 1024 * 1024;
 /// Most seed images a run directory holds (they are examples, not a second dataset).
 pub const MAX_SEEDS: usize = 1_000;
+/// Most bytes the seed images of a run directory take together: the count alone would let
+/// [`MAX_SEEDS`] files of [`MAX_SEED_BYTES`] fill 32 GB of the run directory's disk, which also
+/// holds the journal. 256 MiB is a few hundred camera photos, or eight of the largest files.
+pub const MAX_SEEDS_TOTAL_BYTES: u64 = 256 << 20;
+/// Age past which a temp file in the seeds folder is a killed writer's leftover: a live write of
+/// at most [`MAX_SEED_BYTES`] takes well under a second.
+pub const STALE_TEMP_AGE: Duration = Duration::from_secs(60);
+
+/// Held across [`add`]'s checks and its write, so that two seeds added at once cannot both pass
+/// the count and byte checks for the last place. One process writes seeds (the server, which
+/// holds the run directory's server lock), so a lock within the process suffices.
+static ADDING: Mutex<()> = Mutex::new(());
 
 /// Why a seed image was not added.
 #[derive(Debug, thiserror::Error)]
@@ -45,22 +59,51 @@ pub enum SeedError {
     /// The run directory already holds [`MAX_SEEDS`] seed images.
     #[error("there are already {max} seed images; they are examples to start from, not a dataset", max = MAX_SEEDS)]
     TooMany,
+    /// The seed images would take more than [`MAX_SEEDS_TOTAL_BYTES`] together.
+    #[error(
+        "the seed images take {} MiB, and this one ({} KiB) would take them past the {} MiB they may use together; \
+         they are examples to start from, and smaller copies serve as well",
+        .used >> 20, .adding.div_ceil(1024), MAX_SEEDS_TOTAL_BYTES >> 20
+    )]
+    FolderFull {
+        /// Bytes the seed images take now.
+        used: u64,
+        /// Bytes of the one refused.
+        adding: u64,
+    },
+}
+
+/// The seed image holding exactly `bytes`, whatever its extension, if `dir` has one. A cheap check
+/// before decoding: the same image given again needs no second look.
+pub fn find(dir: &Path, bytes: &[u8]) -> Option<PathBuf> {
+    let stem = format!("{:016x}", content_hash(bytes));
+    list(dir).into_iter().find(|p| p.file_stem().is_some_and(|s| *s == *stem))
 }
 
 /// Saves a seed image's `bytes` in `dir` (created if missing) as `HASH.EXTENSION`, atomically.
 /// Returns its path and whether it is new (false: the same bytes were given before).
 ///
-/// The caller checks that `bytes` are an image of the format `extension` names.
+/// The caller checks that `bytes` are an image of the format `extension` names. The count and
+/// byte checks and the write happen under one lock: seeds added at once never go past
+/// [`MAX_SEEDS`] or [`MAX_SEEDS_TOTAL_BYTES`].
 pub fn add(dir: &Path, bytes: &[u8], extension: &str) -> Result<(PathBuf, bool), SeedError> {
     if bytes.len() > MAX_SEED_BYTES {
         return Err(SeedError::TooLarge { bytes: bytes.len() });
     }
     let path = dir.join(format!("{:016x}.{}", content_hash(bytes), extension.to_ascii_lowercase()));
+    // A panic elsewhere while holding it leaves nothing half done that the lock guards.
+    let _adding = ADDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     if path.exists() {
         return Ok((path, false));
     }
-    if list(dir).len() >= MAX_SEEDS {
+    let seeds = list(dir);
+    if seeds.len() >= MAX_SEEDS {
         return Err(SeedError::TooMany);
+    }
+    let used: u64 = seeds.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum();
+    let adding = bytes.len() as u64;
+    if used + adding > MAX_SEEDS_TOTAL_BYTES {
+        return Err(SeedError::FolderFull { used, adding });
     }
     std::fs::create_dir_all(dir).map_err(|e| SeedError::Io { path: dir.to_owned(), source: e })?;
     crate::atomic::write_atomic(&path, bytes)?;
@@ -68,8 +111,10 @@ pub fn add(dir: &Path, bytes: &[u8], extension: &str) -> Result<(PathBuf, bool),
 }
 
 /// The seed images in `dir`, sorted by name (none when it does not exist). Temp files of a killed
-/// writer are not listed.
+/// writer are not listed, and those older than [`STALE_TEMP_AGE`] are removed: every process that
+/// uses the seeds lists them, the server at its start among them, so a leftover does not stay.
 pub fn list(dir: &Path) -> Vec<PathBuf> {
+    crate::atomic::remove_stale_temps(dir, STALE_TEMP_AGE);
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     let mut paths: Vec<PathBuf> = entries
         .flatten()
@@ -126,6 +171,67 @@ mod tests {
         let big = vec![0u8; MAX_SEED_BYTES + 1];
         assert!(matches!(add(dir.path(), &big, "png"), Err(SeedError::TooLarge { bytes }) if bytes == MAX_SEED_BYTES + 1));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_seed_is_found_by_its_bytes_before_it_is_decoded() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(find(dir.path(), b"an image"), None);
+        let (path, _) = add(dir.path(), b"an image", "webp").unwrap();
+        assert_eq!(find(dir.path(), b"an image"), Some(path));
+        assert_eq!(find(dir.path(), b"another image"), None);
+    }
+
+    #[test]
+    fn past_the_folder_budget_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // A sparse file: counts at its full length, takes no disk.
+        let big = dir.path().join(format!("{:016x}.png", 1));
+        std::fs::File::create(&big).unwrap().set_len(MAX_SEEDS_TOTAL_BYTES - 10).unwrap();
+        let err = add(dir.path(), b"eleven byte", "png").unwrap_err();
+        assert!(matches!(err, SeedError::FolderFull { used, adding: 11 } if used == MAX_SEEDS_TOTAL_BYTES - 10), "{err:?}");
+        assert!(err.to_string().contains("256 MiB"), "{err}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing written, no temp file left");
+        let (_, new) = add(dir.path(), b"ten bytes!", "png").unwrap();
+        assert!(new, "exactly at the budget is allowed");
+        assert_eq!(list(dir.path()).len(), 2);
+    }
+
+    #[test]
+    fn seeds_added_at_once_never_go_past_the_count() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..MAX_SEEDS - 5 {
+            std::fs::write(dir.path().join(format!("{i:016x}.png")), b"x").unwrap();
+        }
+        let start = std::sync::Barrier::new(16);
+        let added = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..16u8)
+                .map(|i| {
+                    let (start, dir) = (&start, dir.path());
+                    scope.spawn(move || {
+                        start.wait();
+                        add(dir, &[i; 64], "png")
+                    })
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).filter(|r| r.is_ok()).count()
+        });
+        assert_eq!(added, 5);
+        assert_eq!(list(dir.path()).len(), MAX_SEEDS);
+    }
+
+    #[test]
+    fn a_killed_writers_temp_files_are_removed_when_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join(format!(".{:016x}.png.abc123{}", 7, crate::atomic::TEMP_SUFFIX));
+        let fresh = dir.path().join(format!(".{:016x}.png.def456{}", 8, crate::atomic::TEMP_SUFFIX));
+        std::fs::write(&old, b"half an image").unwrap();
+        std::fs::write(&fresh, b"being written").unwrap();
+        let long_ago = std::time::SystemTime::now() - STALE_TEMP_AGE - Duration::from_secs(5);
+        std::fs::File::options().write(true).open(&old).unwrap().set_modified(long_ago).unwrap();
+        assert!(list(dir.path()).is_empty());
+        assert!(!old.exists(), "a leftover older than a minute is removed");
+        assert!(fresh.exists(), "a write that may still be under way is left alone");
     }
 
     #[test]

@@ -149,6 +149,13 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
                 binann_core::sketches::Sketches::quantise((0..n).map(|i| id(shape, i)).collect(), &rows, text(shape, "mobilenet_v2@64"));
             assert_round_trip(kind, &s)
         }
+        FileKind::JournalMark => {
+            let m = binann_core::annotations::JournalMark {
+                records: if shape.small_numbers { n as u64 } else { u64::MAX - n as u64 },
+                written_ms: if shape.small_numbers { 0 } else { u64::MAX },
+            };
+            assert_round_trip(kind, &m)
+        }
         FileKind::Annotations => {
             // A journal: framed records behind a header, read back as the server and trainer read it.
             let records: Vec<Record> = (0..n)
@@ -178,8 +185,15 @@ fn check_kind(kind: FileKind, shape: &Shape) -> Result<(), TestCaseError> {
     }
 }
 
-const ALL_KINDS: [FileKind; 6] =
-    [FileKind::Manifest, FileKind::Annotations, FileKind::Ranking, FileKind::Predictions, FileKind::Embeddings, FileKind::Sketches];
+const ALL_KINDS: [FileKind; 7] = [
+    FileKind::Manifest,
+    FileKind::Annotations,
+    FileKind::Ranking,
+    FileKind::Predictions,
+    FileKind::Embeddings,
+    FileKind::Sketches,
+    FileKind::JournalMark,
+];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]

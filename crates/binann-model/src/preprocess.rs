@@ -1,11 +1,13 @@
-//! Image decoding and normalisation into the backbone's input layout.
+//! Image decoding and normalisation into the backbone's input layout. Every decode is bounded by
+//! [`ImageLimits::DATASET`], checked from the header first (see [`binann_core::image_limits`]).
 
 use std::io::Read;
 use std::path::Path;
 
+use binann_core::image_limits::{Exceeded, ImageLimitError, ImageLimits};
 use image::imageops::FilterType;
 use image::metadata::Orientation;
-use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, GrayImage, ImageDecoder, ImageReader, RgbImage};
 
 use crate::error::{Error, ImageError, Result};
 
@@ -13,10 +15,13 @@ use crate::error::{Error, ImageError, Result};
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet channel standard deviations.
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+/// The limits every decode here keeps to: the same for the trainer, the inferrer and
+/// binann-predict, which all preprocess through this module.
+pub const LIMITS: ImageLimits = ImageLimits::DATASET;
 /// Largest accepted image side, in pixels (guards against decompression bombs).
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
+pub const MAX_IMAGE_SIDE: u32 = LIMITS.max_side;
 /// Largest decoder allocation, in bytes (guards against decompression bombs).
-pub const MAX_DECODE_BYTES: u64 = 512 << 20;
+pub const MAX_DECODE_BYTES: u64 = LIMITS.max_decode_bytes;
 
 /// Turns image files into normalised `3×size×size` CHW float arrays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,21 +92,21 @@ impl Preprocess {
 }
 
 fn decode(path: &Path) -> Result<DynamicImage, ImageError> {
-    let mut reader = ImageReader::open(path)?.with_guessed_format()?;
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_DECODE_BYTES);
-    reader.limits(limits);
-    let mut decoder = reader.into_decoder()?;
-    let (width, height) = decoder.dimensions();
-    // Not every decoder enforces max_alloc itself; the output buffer size is known up front.
-    if decoder.total_bytes() > MAX_DECODE_BYTES {
-        return Err(ImageError::TooLarge { width, height, bytes: decoder.total_bytes() });
-    }
+    let reader = ImageReader::open(path)?.with_guessed_format()?;
+    let mut opened = LIMITS.open(reader).map_err(|e| match e {
+        ImageLimitError::Image(e) => ImageError::Decode(e),
+        ImageLimitError::TooLarge(e) => match e.exceeded {
+            Exceeded::Bytes { bytes, .. } => ImageError::TooLarge { width: e.width, height: e.height, bytes },
+            // The image crate's own words for a side over its limits, as before the pixel count
+            // was checked here too.
+            Exceeded::Side { .. } | Exceeded::Pixels { .. } => ImageError::Decode(image::ImageError::Limits(
+                image::error::LimitError::from_kind(image::error::LimitErrorKind::DimensionError),
+            )),
+        },
+    })?;
     // Phone photos are stored sideways with an EXIF rotation; apply it like viewers do.
-    let orientation = decoder.orientation()?;
-    let mut image = DynamicImage::from_decoder(decoder)?;
+    let orientation = opened.decoder.orientation()?;
+    let mut image = opened.decode()?;
     image.apply_orientation(orientation);
     Ok(image)
 }
@@ -125,11 +130,13 @@ pub fn jpeg_reduction(shorter: u32, size: u32) -> Option<u32> {
 fn decode_jpeg_scaled(path: &Path, size: u32) -> Option<DynamicImage> {
     let bytes = std::fs::read(path).ok()?;
     let mut decoder = jpeg_decoder::Decoder::new(bytes.as_slice());
-    decoder.set_max_decoding_buffer_size(MAX_DECODE_BYTES as usize);
+    decoder.set_max_decoding_buffer_size(LIMITS.max_decode_bytes as usize);
     decoder.read_info().ok()?;
     let info = decoder.info()?;
     let (width, height) = (u32::from(info.width), u32::from(info.height));
-    if width > MAX_IMAGE_SIDE || height > MAX_IMAGE_SIDE || info.pixel_format == jpeg_decoder::PixelFormat::L16 {
+    // The sides and pixels as for any image (the full decoder then says why not); the bytes are
+    // those of the reduced decode, which the decoder's buffer limit above bounds.
+    if LIMITS.check(width, height, 0).is_err() || info.pixel_format == jpeg_decoder::PixelFormat::L16 {
         return None;
     }
     let factor = jpeg_reduction(width.min(height), size)?;

@@ -21,8 +21,8 @@ pub const CLIENT_HEADER: &str = "X-Client";
 pub const ANNOTATOR_HEADER: &str = "X-Annotator";
 /// Most characters of an annotator's name.
 pub const MAX_ANNOTATOR_CHARS: usize = 64;
-/// Widest or tallest image served, in pixels.
-pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Widest or tallest image served, in pixels: the side the trainer and the inferrer decode.
+pub const MAX_IMAGE_SIDE: u32 = binann_core::image_limits::ImageLimits::DATASET.max_side;
 /// Most images one `/api/next` call hands out.
 pub const MAX_COUNT: u32 = 32;
 
@@ -198,6 +198,7 @@ pub async fn annotate(
     // racing each other still record it once.
     let (seq, rx, retry) = {
         let mut inner = state.lock();
+        inner.ready_to_write()?;
         match is_retry(&inner) {
             Some(seq) => (seq, inner.barrier()?, Some(inner.failed_batches)),
             None => {
@@ -281,25 +282,54 @@ pub fn lookalikes_when_sketched(state: &AppState, sketches: &binann_core::sketch
 /// `POST /api/seeds` `{"data": BASE64}`: adds an example image of the positive class from outside
 /// the dataset (a file dropped on the page). It is checked to be a readable image and kept in the
 /// run directory under a name made from its bytes, so nothing the client sends names a file.
+///
+/// Cheapest first: the same bytes given before are known by their hash; an image too large for a
+/// seed is refused from its header; only then is it decoded, at most
+/// [`crate::seeds::MAX_CONCURRENT_DECODES`] at once.
 pub async fn add_seed(state: web::Data<AppState>, body: Result<web::Bytes, actix_web::Error>) -> Result<HttpResponse, ApiError> {
     use base64::Engine;
     let body: SeedBody = json_body(body, crate::seeds::MAX_BODY_BYTES)?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(body.data.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("data is not base64: {e}")))?;
+    if bytes.len() > binann_core::seeds::MAX_SEED_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let refused = |e: crate::seeds::Refused| match e {
+        crate::seeds::Refused::NotAnImage(why) => ApiError::NotAnImage(why),
+        crate::seeds::Refused::TooLarge(e) => ApiError::SeedTooLarge(e.to_string()),
+    };
     let seeds_dir = state.seeds_dir.clone();
-    // Decoding a large photo takes a while: off the async workers.
-    let added = web::block(move || -> Result<bool, ApiError> {
-        let extension = crate::seeds::check_image(&bytes).map_err(ApiError::NotAnImage)?;
-        match binann_core::seeds::add(&seeds_dir, &bytes, extension) {
-            Ok((_, added)) => Ok(added),
-            Err(binann_core::seeds::SeedError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge),
-            Err(e @ binann_core::seeds::SeedError::TooMany) => Err(ApiError::TooManySeeds(e.to_string())),
-            Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
+    // Hashing and reading the header: milliseconds, but off the async workers all the same.
+    let (bytes, extension) = web::block(move || -> Result<_, ApiError> {
+        if binann_core::seeds::find(&seeds_dir, &bytes).is_some() {
+            return Ok((bytes, None));
         }
+        let extension = crate::seeds::check_header(&bytes).map_err(refused)?;
+        Ok((bytes, Some(extension)))
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let added = match extension {
+        None => false,
+        Some(extension) => {
+            let _decoding = crate::seeds::decode_permit().await;
+            let seeds_dir = state.seeds_dir.clone();
+            // Decoding a large photo takes a while: off the async workers.
+            web::block(move || -> Result<bool, ApiError> {
+                crate::seeds::check_decodes(&bytes).map_err(refused)?;
+                match binann_core::seeds::add(&seeds_dir, &bytes, extension) {
+                    Ok((_, added)) => Ok(added),
+                    Err(binann_core::seeds::SeedError::TooLarge { .. }) => Err(ApiError::PayloadTooLarge),
+                    Err(e @ binann_core::seeds::SeedError::TooMany) => Err(ApiError::TooManySeeds(e.to_string())),
+                    Err(e @ binann_core::seeds::SeedError::FolderFull { .. }) => Err(ApiError::SeedFolderFull(e.to_string())),
+                    Err(e) => Err(ApiError::StorageUnavailable(e.to_string())),
+                }
+            })
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))??
+        }
+    };
     let seed_images = binann_core::seeds::list(&state.seeds_dir).len() as u64;
     state.lock().seed_images = seed_images;
     if added {
@@ -361,6 +391,7 @@ pub async fn undo(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let annotator = annotator_of(&req)?;
     let (body, rx) = {
         let mut inner = state.lock();
+        inner.ready_to_write()?;
         let (id, of_seq) = inner.annotations.undo_target(&client.id).ok_or(ApiError::NothingToUndo)?;
         let undone = inner.annotations.get(id).filter(|e| e.seq == of_seq);
         let record = Record {
@@ -439,6 +470,7 @@ pub async fn stats(state: web::Data<AppState>) -> HttpResponse {
         selector: inner.handouts.source.as_ref().map(|r| r.selector.clone()),
         positives_left: inner.annotations.positives_left(total),
         seed_images: inner.seed_images,
+        journal_problems: inner.journal_problems.clone(),
     })
 }
 

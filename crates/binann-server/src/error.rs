@@ -60,6 +60,12 @@ pub enum ApiError {
     /// The run directory already holds the most seed images it keeps.
     #[error("{0}")]
     TooManySeeds(String),
+    /// The seed images would take more bytes together than a run directory keeps.
+    #[error("{0}")]
+    SeedFolderFull(String),
+    /// A seed image with more pixels than a seed may have (its header says so; it is not decoded).
+    #[error("{0}: a smaller copy serves as well as a seed image")]
+    SeedTooLarge(String),
     /// The annotation could not be made durable (disk full, read-only run directory...).
     #[error("the annotation was NOT saved: {0}")]
     StorageUnavailable(String),
@@ -102,6 +108,8 @@ impl ApiError {
             Self::ImageUnreadable { .. } => ("image_unreadable", StatusCode::UNPROCESSABLE_ENTITY),
             Self::NotAnImage(_) => ("not_an_image", StatusCode::UNPROCESSABLE_ENTITY),
             Self::TooManySeeds(_) => ("too_many_seeds", StatusCode::CONFLICT),
+            Self::SeedFolderFull(_) => ("seed_folder_full", StatusCode::CONFLICT),
+            Self::SeedTooLarge(_) => ("seed_too_large", StatusCode::UNPROCESSABLE_ENTITY),
             Self::StorageUnavailable(_) => ("storage_unavailable", StatusCode::SERVICE_UNAVAILABLE),
             Self::Unauthorized => ("unauthorized", StatusCode::UNAUTHORIZED),
             Self::CrossSite(_) => ("cross_site", StatusCode::FORBIDDEN),

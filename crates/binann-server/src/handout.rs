@@ -226,6 +226,12 @@ impl Handouts {
     /// earlier), and holds them for it as if handed out (so no other client gets them meanwhile;
     /// they go back to everyone if `client` falls quiet). Call with ids nobody else holds.
     pub fn put_first(&mut self, client: &str, ids: &[u32]) {
+        // Nothing to put: no queue is made, so a client that asks and gets nothing costs nothing.
+        if ids.is_empty() {
+            return;
+        }
+        // Clients that only ever ask for look-alikes never call `next`, which releases quiet ones.
+        self.expire(Instant::now());
         let front = self.front.entry(client.to_owned()).or_default();
         front.retain(|id| !ids.contains(id));
         front.splice(0..0, ids.iter().copied());
@@ -249,6 +255,12 @@ impl Handouts {
         let slot = self.clients.entry(client.to_owned()).or_insert_with(|| ClientSlot { handed: Vec::new(), last_seen: Instant::now() });
         slot.handed.push(id);
         slot.last_seen = Instant::now();
+    }
+
+    /// Called when labels were taken back without an undo (a journal write failed and memory was
+    /// rebuilt from the journal): any image before `low_water` may be unlabelled again.
+    pub fn rescan(&mut self) {
+        self.low_water = 0;
     }
 
     /// Called when `id` becomes unlabelled again (undo): it may need serving before `low_water`.
@@ -289,6 +301,7 @@ impl Handouts {
             self.clients.iter().filter(|(_, s)| now.duration_since(s.last_seen) > self.handout_timeout).map(|(c, _)| c.clone()).collect();
         for c in quiet {
             self.release(&c, &[]);
+            self.front.remove(&c);
         }
     }
 
@@ -485,5 +498,20 @@ mod tests {
         // Once consumed, a is back to the ranking.
         let a = q.next("a", 1, &done, &[]);
         assert!(!similar.contains(&a[0]));
+    }
+
+    #[test]
+    fn asking_for_look_alikes_keeps_no_state_for_clients_that_got_none_or_fell_quiet() {
+        let mut q = Handouts::new(10, Duration::from_millis(20));
+        for i in 0..1000 {
+            q.put_first(&format!("client-{i}"), &[]);
+        }
+        assert!(q.front.is_empty() && q.clients.is_empty(), "a client given nothing is remembered");
+        q.put_first("quiet", &[3, 4]);
+        assert_eq!((q.front.len(), q.clients.len()), (1, 1));
+        std::thread::sleep(Duration::from_millis(30));
+        q.put_first("other", &[5]);
+        assert!(!q.front.contains_key("quiet") && !q.clients.contains_key("quiet"), "a quiet client's queue outlives it");
+        assert!(!q.held_by_other(3, "other"), "a quiet client's images go back to everyone");
     }
 }

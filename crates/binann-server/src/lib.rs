@@ -29,9 +29,9 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
 use binann_core::RunDirFile;
-use binann_core::annotations::{AnnotationState, Record};
+use binann_core::annotations::{AnnotationState, JournalMark, Record};
 use binann_core::codec::FileKind;
-use binann_core::journal::JournalWriter;
+use binann_core::journal::{JournalWriter, Opened};
 use binann_core::manifest::Manifest;
 use binann_core::ranking::Ranking;
 use binann_core::rundir::RunDir;
@@ -65,11 +65,12 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
     let manifest = load_or_scan_manifest(&rundir, &config)?;
     let opened = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations)
         .context("opening the annotation journal (nothing was changed)")?;
-    if let Some(backup) = &opened.backup {
-        tracing::warn!("the journal's torn tail was cut off; the full damaged file is kept at {}", backup.display());
-    }
     let annotations = AnnotationState::replay(&opened.records)
         .with_context(|| format!("replaying {} (nothing was changed)", rundir.annotations().display()))?;
+    let (journal_problems, mark_floor) = check_journal(&rundir, &opened, &annotations);
+    for problem in &journal_problems {
+        tracing::error!("{problem}");
+    }
     // The audit picks' seed differs per start: they need to be uniform, not repeatable.
     let mut handouts =
         Handouts::with_audits(manifest.len(), Duration::from_secs(config.handout_timeout_secs), config.audit_rate, binann_core::now_ms());
@@ -100,9 +101,71 @@ pub fn prepare(config: ServerConfig) -> anyhow::Result<Prepared> {
         }
     }
     let datadir = config.datadir.clone();
-    let mut state = AppState::new(manifest, datadir, opened.writer, annotations, handouts, rundir.annotations(), rundir.seeds_dir());
+    let journal =
+        app_state::Journal { sink: Box::new(opened.writer), path: rundir.annotations(), mark: Some((rundir.journal_mark(), mark_floor)) };
+    let mut state = AppState::new(manifest, datadir, journal, annotations, handouts, rundir.seeds_dir());
     state.lookalikes = config.lookalikes as usize;
+    state.lock().journal_problems = journal_problems;
     Ok(Prepared { state, _lock: lock, rundir, config })
+}
+
+/// What is wrong with the labels the journal holds, in words for the person, and the journal's
+/// high-water mark to keep (see [`JournalMark`]). A torn tail alone is no problem: it is the
+/// record a crash interrupted, never acknowledged. Records lost inside the journal, or a journal
+/// holding fewer records than its mark says it once did (cut short, or an older copy put back),
+/// are acknowledged labels gone: said loudly, never absorbed. A mark that cannot be read is
+/// replaced, and said in the log.
+fn check_journal(rundir: &RunDir, opened: &Opened<Record>, annotations: &AnnotationState) -> (Vec<String>, u64) {
+    let mut problems = Vec::new();
+    let backup = opened.backup.as_ref().map_or_else(String::new, |b| format!(" The file as it was is kept at {}.", b.display()));
+    if let Some(backup) = &opened.backup
+        && opened.damaged.is_empty()
+        && opened.damaged_tail > 0
+    {
+        tracing::warn!("the journal's torn tail was cut off; the full damaged file is kept at {}", backup.display());
+    }
+    if !opened.damaged.is_empty() {
+        let bytes: u64 = opened.damaged.iter().map(|d| d.len).sum();
+        let at: Vec<String> = opened.damaged.iter().take(5).map(|d| d.offset.to_string()).collect();
+        problems.push(format!(
+            "The annotation journal was damaged: {bytes} bytes in {} stretch(es) (from byte {}) held no intact record and were \
+             removed; the {} intact records before and after them are kept.{backup}",
+            opened.damaged.len(),
+            at.join(", "),
+            opened.records.len(),
+        ));
+    }
+    if annotations.lost_records() > 0 {
+        problems.push(format!(
+            "{} record(s) (labels or undos) are missing from the annotation journal's sequence: lost to damage in the file.",
+            annotations.lost_records()
+        ));
+    }
+    let next_seq = annotations.next_seq();
+    let mark_path = rundir.journal_mark();
+    let floor = match JournalMark::load(&mark_path) {
+        Ok((_, mark)) => {
+            if let Some(lost) = mark.lost_since(next_seq) {
+                problems.push(format!(
+                    "The annotation journal ends at record {next_seq}, but this run directory's journal once reached record {} (by {}): {lost} \
+                     records (labels or undos) are missing. It was cut short or replaced by an older copy; restore it from a backup \
+                     (annotations.* beside it, or yours) with the server stopped. The labels it holds are served meanwhile.",
+                    mark.records,
+                    mark_path.display(),
+                ));
+            }
+            mark.records.max(next_seq)
+        }
+        Err(e) if e.is_not_found() => next_seq,
+        Err(e) => {
+            tracing::warn!("replacing an unreadable journal mark: {e}");
+            next_seq
+        }
+    };
+    if let Err(e) = (JournalMark { records: floor, written_ms: binann_core::now_ms() }).save(&mark_path, 1) {
+        tracing::warn!("writing the journal's high-water mark: {e}");
+    }
+    (problems, floor)
 }
 
 fn load_or_scan_manifest(rundir: &RunDir, config: &ServerConfig) -> anyhow::Result<Manifest> {

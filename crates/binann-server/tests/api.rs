@@ -625,3 +625,61 @@ fn a_retry_is_recorded_once_and_answered_only_once_the_label_is_on_disk() {
         assert_eq!(copies, 1, "round {round}: image {id} was recorded {copies} times");
     }
 }
+
+/// A flipped byte inside one record loses that record only: the labels after it survive the
+/// restart, the damaged file is kept, and the person is told. A journal later cut short (behind
+/// the mark the server keeps beside it) is reported too, in the log and in `/api/stats`.
+#[test]
+fn a_damaged_record_loses_only_itself_and_a_journal_cut_short_is_reported() {
+    let (_tmp, data, run) = dirs();
+    make_dataset(&data, 40);
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    for id in c.next(5) {
+        assert_eq!(c.annotate(id, "negative").0, 200);
+    }
+    server.stop();
+    let journal = run.join("annotations.journal");
+    let mut bytes = std::fs::read(&journal).unwrap();
+    let header = binann_core::codec::HEADER_LEN;
+    let first_len = u32::from_le_bytes(bytes[header..header + 4].try_into().unwrap()) as usize;
+    let second = header + 8 + first_len;
+    bytes[second + 8 + 3] ^= 0x40;
+    std::fs::write(&journal, &bytes).unwrap();
+
+    let server = start_server(&data, &run, &[]);
+    let c = server.client("a");
+    let stats = c.stats();
+    assert_eq!(stats["annotated"].as_u64(), Some(4), "the labels after the damaged one are kept: {stats}");
+    let problems = stats["journal_problems"].to_string();
+    assert!(problems.contains("damaged") && problems.contains("1 record(s)"), "{problems}");
+    let log = server.stderr.lock().unwrap().clone();
+    assert!(log.contains("journal was damaged"), "{log}");
+    let backups: Vec<_> =
+        std::fs::read_dir(&run).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().contains("damaged")).collect();
+    assert_eq!(std::fs::read(backups[0].path()).unwrap(), bytes, "the damaged file is kept as it was");
+    // Labelling goes on after the gap; the mark follows the journal at most every 2 s.
+    for id in c.next(10) {
+        assert_eq!(c.annotate(id, "negative").0, 200);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    let id = c.next(1)[0];
+    assert_eq!(c.annotate(id, "positive").0, 200);
+    assert_eq!(c.stats()["annotated"].as_u64(), Some(15));
+    server.stop();
+    let mark = binann_core::annotations::JournalMark::load(&run.join("annotations.mark")).unwrap().1;
+    assert_eq!(mark.records, 16, "the 5 records written before, then 11");
+
+    // The journal cut at a record boundary, half its records gone: nothing inside it shows it.
+    let bytes = std::fs::read(&journal).unwrap();
+    let mut at = header;
+    for _ in 0..8 {
+        at += 8 + u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    }
+    std::fs::write(&journal, &bytes[..at]).unwrap();
+    let server = start_server(&data, &run, &[]);
+    let stats = server.client("a").stats();
+    let problems = stats["journal_problems"].to_string();
+    assert!(problems.contains("ends at record 9") && problems.contains("once reached record 16"), "{problems}");
+    assert!(server.stderr.lock().unwrap().contains("once reached record 16"));
+}
