@@ -104,7 +104,7 @@ function renderStats(s) {
   if (!state.current && state.exhausted) renderDone();
 }
 
-/** The estimate of the positives left, in words (see README: Rare positives). */
+/** The estimate of the positives left, in words (see docs/design.md: Rare positives). */
 export function leftText(left) {
   if (!left) return 'Not estimated yet: it appears after the first random check.';
   const round = (v) => num(Math.round(v));

@@ -20,7 +20,7 @@
 //!
 //! Binary: `binann-embed-bench` (throughput figures).
 //!
-//! Everything runs on libtorch through `tch`; `scripts/setup.sh` installs it (README: "libtorch and the GPU box").
+//! Everything runs on libtorch through `tch`; `scripts/setup.sh` installs it (docs/deployment.md: "libtorch and the GPU box").
 
 pub mod backbone;
 pub mod checkpoint;

@@ -19,7 +19,7 @@ pub const FEATURE_CHANNELS: usize = 1280;
 /// before it keep shape and texture the last layers discard, which is what separates kinds of
 /// image ImageNet never had to: on Fashion-MNIST at 64 px a head over these levels found 0.915 of
 /// two kinds of rare positives after 2 × their number of labels, against 0.89 from the final map
-/// alone (the README's "Embeddings" table), and 48–57 % of an ankle boot's 8 nearest images in the
+/// alone (docs/design.md, "Embeddings"), and 48–57 % of an ankle boot's 8 nearest images in the
 /// 32-value sketches were ankle boots, against 38–51 % (three folders).
 pub const EMBEDDING_LEVELS: [usize; 5] = [64, 96, 160, 320, FEATURE_CHANNELS];
 

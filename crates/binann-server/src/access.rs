@@ -25,7 +25,7 @@
 //! as read-only (`READ_ONLY_ROUTES`) and the page's files count as not changing anything; any
 //! other request, a route added later included, is held to the cross-site rule.
 //!
-//! The token is not encryption: over plain HTTP anyone who can watch the network sees it (README:
+//! The token is not encryption: over plain HTTP anyone who can watch the network sees it (docs/security.md:
 //! put a reverse proxy with TLS in front on an open network).
 
 use std::net::{IpAddr, SocketAddr};
