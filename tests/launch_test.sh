@@ -101,6 +101,17 @@ for _ in $(seq 1 40); do kill -0 $launcher 2>/dev/null || break; sleep 0.25; don
 kill -0 $launcher 2>/dev/null && fail "launch.sh kept running after its server died"
 wait $launcher; rc=$?
 [ $rc -ne 0 ] || fail "launch.sh exited 0 after its server was killed"
+# TensorBoard has no access token: whatever HOST is, launch.sh has it listen on this machine only
+# (a stand-in on PATH records how it was started).
+mkdir -p "$tmp/fakebin"
+printf '#!/bin/sh\necho "$@" >"%s/tensorboard.args"\nexec sleep 300\n' "$tmp" >"$tmp/fakebin/tensorboard"
+chmod +x "$tmp/fakebin/tensorboard"
+PATH="$tmp/fakebin:$PATH" BINANN_PROFILE=dev setsid bash launch.sh 0.0.0.0 0 false "$tmp/data" "$tmp/run" ai >"$tmp/log5" 2>&1 &
+launcher=$!
+for _ in $(seq 1 100); do [ -s "$tmp/tensorboard.args" ] && break; sleep 0.2; done
+kill -TERM $launcher; wait $launcher
+grep -q -- "--host 127.0.0.1 " "$tmp/tensorboard.args" || fail "TensorBoard not bound to 127.0.0.1: $(cat "$tmp/tensorboard.args" 2>&1)"
+grep -q "this machine only" "$tmp/log5" || fail "launch.sh does not say TensorBoard is local: $(cat "$tmp/log5")"
 # RESET=true on a real run directory deletes it.
 touch "$tmp/run/annotations.journal"
 BINANN_PROFILE=dev timeout 2 bash launch.sh 127.0.0.1 0 true "$tmp/data" "$tmp/run" manual >"$tmp/log2" 2>&1
