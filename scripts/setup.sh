@@ -2,7 +2,7 @@
 # Sets binann up on a fresh Debian/Ubuntu machine; idempotent, and fast when already done.
 #   scripts/setup.sh           libtorch (CPU), ImageNet weights, Fashion-MNIST, build
 #   scripts/setup.sh --test    the same, plus Chromium and the browser tests' npm packages
-# Everything lands in gitignored folders of the project: .libtorch/ and .cache/.
+# Everything lands in gitignored folders of the project: .libtorch/, .onnxruntime/ and .cache/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -28,6 +28,17 @@ if ! grep -qs "__version__ = '$LIBTORCH_VERSION" .libtorch/torch/version.py; the
   fi
 else
   say "libtorch $LIBTORCH_VERSION present"
+fi
+
+# ONNX Runtime for the frozen backbone on the CPU, from PyPI's onnxruntime wheel (its C library
+# only: no Python package is imported). Without it the backbone runs in libtorch, slower.
+ORT_VERSION=1.32.0
+if [ ! -f ".onnxruntime/onnxruntime/capi/libonnxruntime.so.$ORT_VERSION" ]; then
+  say "installing ONNX Runtime $ORT_VERSION into .onnxruntime (the onnxruntime wheel, about 17 MB)"
+  rm -rf .onnxruntime
+  python3 -m pip install --quiet --no-cache-dir --no-deps --target .onnxruntime "onnxruntime==$ORT_VERSION"
+else
+  say "ONNX Runtime $ORT_VERSION present"
 fi
 
 # Fashion-MNIST from Debian's package (MIT, Zalando): the demo dataset and the tests' real images.

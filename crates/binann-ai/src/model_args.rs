@@ -135,9 +135,14 @@ impl ModelArgs {
         format!("{}@{}px", binann_model::BACKBONE_NAME, self.input_size)
     }
 
-    /// Loads the backbone, with an error that says how to get the weights.
+    /// Loads the backbone, with an error that says how to get the weights, and logs what runs it.
     pub fn load_backbone(&self, device: tch::Device) -> anyhow::Result<binann_model::Backbone> {
-        Ok(binann_model::Backbone::load(&self.weights, self.input_size, device)?)
+        let backbone = binann_model::Backbone::load(&self.weights, self.input_size, device)?;
+        match backbone.runtime() {
+            (runtime, None) => tracing::info!(runtime, input_size = self.input_size, "backbone loaded"),
+            (runtime, Some(why)) => tracing::info!(runtime, input_size = self.input_size, "backbone loaded ({why})"),
+        }
+        Ok(backbone)
     }
 }
 

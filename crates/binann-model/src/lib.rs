@@ -29,6 +29,7 @@ pub mod error;
 pub mod finetune;
 pub mod head;
 mod mobilenet;
+pub mod onnx;
 pub mod preprocess;
 
 pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, Embedding, decode_batch};

@@ -80,9 +80,13 @@ fn batch_norm(bn: &nn::BatchNorm, xs: &Tensor, pass: Pass) -> Tensor {
 
 /// Convolution, batch norm, ReLU6: torchvision's `Conv2dNormActivation`.
 #[derive(Debug)]
-struct ConvBnRelu6 {
-    conv: nn::Conv2D,
-    bn: nn::BatchNorm,
+pub(crate) struct ConvBnRelu6 {
+    pub(crate) conv: nn::Conv2D,
+    pub(crate) bn: nn::BatchNorm,
+    /// The convolution's stride and groups (tch keeps its configuration private), for the ONNX
+    /// graph ([`crate::onnx`]).
+    pub(crate) stride: i64,
+    pub(crate) groups: i64,
 }
 
 impl ConvBnRelu6 {
@@ -90,6 +94,8 @@ impl ConvBnRelu6 {
         Self {
             conv: nn::conv2d(p / 0, c_in, c_out, kernel, conv_config(stride, (kernel - 1) / 2, groups)),
             bn: nn::batch_norm2d(p / 1, c_out, Default::default()),
+            stride,
+            groups,
         }
     }
 
@@ -100,14 +106,14 @@ impl ConvBnRelu6 {
 
 /// Expand (1×1), depthwise (3×3), project (1×1, linear), with a skip when shapes allow.
 #[derive(Debug)]
-struct InvertedResidual {
-    expand: Option<ConvBnRelu6>,
-    depthwise: ConvBnRelu6,
-    project: nn::Conv2D,
-    project_bn: nn::BatchNorm,
-    residual: bool,
+pub(crate) struct InvertedResidual {
+    pub(crate) expand: Option<ConvBnRelu6>,
+    pub(crate) depthwise: ConvBnRelu6,
+    pub(crate) project: nn::Conv2D,
+    pub(crate) project_bn: nn::BatchNorm,
+    pub(crate) residual: bool,
     /// Channels of the block's output.
-    channels_out: i64,
+    pub(crate) channels_out: i64,
 }
 
 impl InvertedResidual {
@@ -142,9 +148,9 @@ impl InvertedResidual {
 /// multi-level embedding ([`MobileNetV2Features::embedding_t`]).
 #[derive(Debug)]
 pub(crate) struct MobileNetV2Features {
-    stem: ConvBnRelu6,
-    blocks: Vec<InvertedResidual>,
-    head: ConvBnRelu6,
+    pub(crate) stem: ConvBnRelu6,
+    pub(crate) blocks: Vec<InvertedResidual>,
+    pub(crate) head: ConvBnRelu6,
 }
 
 impl MobileNetV2Features {

@@ -1,7 +1,14 @@
 //! `binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]`
 //!
-//! Prints backbone embedding throughput at 224 and 112 px (random images, batch 16) and the
-//! time to train a head on 2000 random embeddings.
+//! Prints backbone embedding throughput at 224, 112 and 64 px (random images, batch 16) in each
+//! runtime that can run it (libtorch; ONNX Runtime on the CPU, when installed), the ratio between
+//! them, and the time to train a head on 2000 random embeddings. `scripts/bench-runtime.sh` puts
+//! these beside ONNX Runtime and OpenVINO running the same graph from Python.
+//!
+//! `binann-embed-bench --write-onnx PATH [--weights PATH]`
+//!
+//! Writes the backbone's ONNX graph, as binann runs it (input `images`, N×3×S×S; output
+//! `levels`, N×1920), and does nothing else.
 //!
 //! `binann-embed-bench --images DIR [--size PX] [--batch N] [--threads N] [--weights PATH]`
 //!
@@ -60,10 +67,16 @@ struct Cli {
     /// Images per batch (with --images).
     #[arg(long, value_name = "N", default_value_t = 32)]
     batch: usize,
+    /// With --images: run the network in libtorch even where ONNX Runtime is installed.
+    #[arg(long)]
+    libtorch: bool,
     /// With --images: time decoding and resizing alone, one image at a time on one thread, with
     /// and without reduced-scale JPEG decoding.
     #[arg(long)]
     preprocess: bool,
+    /// Write the backbone's ONNX graph to PATH, and do nothing else.
+    #[arg(long, value_name = "PATH")]
+    write_onnx: Option<PathBuf>,
     /// Write COUNT 12-megapixel JPEGs to OUT made from the photos in SRC, and do nothing else.
     #[arg(long, num_args = 3, value_names = ["SRC", "OUT", "COUNT"])]
     make_photos: Option<Vec<String>>,
@@ -84,20 +97,49 @@ fn run(cli: Cli) -> Result<()> {
     }
     let device = resolve_device(cli.device)?;
     let weights = cli.weights;
+    if let Some(path) = cli.write_onnx {
+        let backbone = if weights.exists() { Backbone::load(&weights, 224, Device::Cpu)? } else { Backbone::untrained(224, Device::Cpu) };
+        std::fs::write(&path, backbone.onnx_graph())?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
     if let Some(dir) = cli.images {
         let files: Vec<PathBuf> = binann_core::manifest::list_images(&dir)?.iter().map(|r| dir.join(r)).collect();
         if files.is_empty() {
             return Err(format!("no images in {}", dir.display()).into());
         }
         let (size, batch) = (cli.size, cli.batch);
-        return if cli.preprocess { time_preprocessing(&files, size) } else { embed_folder(&files, size, batch, &weights, device) };
+        return if cli.preprocess {
+            time_preprocessing(&files, size)
+        } else {
+            embed_folder(&files, size, batch, &weights, device, cli.libtorch)
+        };
     }
     println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
-    for size in [224u32, 112] {
-        let backbone = if weights.exists() { Backbone::load(&weights, size, device)? } else { Backbone::untrained(size, device) };
-        let rate = embed_rate(&backbone, Duration::from_secs_f64(cli.seconds));
-        println!("embed {size:>3} px: {rate:7.1} images/s");
+    for size in [224u32, 112, 64] {
+        let loaded = if weights.exists() { Backbone::load(&weights, size, device)? } else { Backbone::untrained(size, device) };
+        let mut rates = Vec::new();
+        let fast = (device == Device::Cpu).then(|| loaded.with_onnx_runtime());
+        let fast = match fast {
+            Some(backbone) if backbone.runtime().0 == "onnxruntime" => {
+                rates.push(("onnxruntime", embed_rate(&backbone, Duration::from_secs_f64(cli.seconds))));
+                backbone
+            }
+            Some(backbone) => {
+                println!("embed {size:>3} px: onnxruntime not available: {}", backbone.runtime().1.unwrap_or("?"));
+                backbone
+            }
+            None => Backbone::load(&weights, size, device)?,
+        };
+        let torch = fast.without_onnx_runtime();
+        rates.push(("libtorch", embed_rate(&torch, Duration::from_secs_f64(cli.seconds))));
+        for (runtime, rate) in &rates {
+            println!("embed {size:>3} px: {runtime:<11} {rate:7.1} images/s");
+        }
+        if let [(_, fast), (_, slow)] = rates[..] {
+            println!("embed {size:>3} px: onnxruntime / libtorch = {:.2}", fast / slow);
+        }
     }
 
     for (name, hidden, opts) in [
@@ -118,15 +160,17 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Embeds the files as the inferrer does and prints the rate (no warm-up: the whole job counts).
-fn embed_folder(files: &[PathBuf], size: u32, batch: usize, weights: &Path, device: Device) -> Result<()> {
+fn embed_folder(files: &[PathBuf], size: u32, batch: usize, weights: &Path, device: Device, libtorch: bool) -> Result<()> {
     let started = Instant::now();
     let backbone = if weights.exists() { Backbone::load(weights, size, device)? } else { Backbone::untrained(size, device) };
+    let backbone = if libtorch { backbone.without_onnx_runtime() } else { backbone };
     let results = backbone.embed_paths(files, batch, |_| {});
     let failed = results.iter().filter(|r| r.is_err()).count();
     let elapsed = started.elapsed().as_secs_f64();
     println!(
-        "embedded {} images at {size} px, batch {batch}, {} libtorch threads, {} decoding threads: {elapsed:.2} s, {:.1} images/s ({failed} unreadable)",
+        "embedded {} images at {size} px in {}, batch {batch}, {} network threads, {} decoding threads: {elapsed:.2} s, {:.1} images/s ({failed} unreadable)",
         files.len(),
+        backbone.runtime().0,
         tch::get_num_threads(),
         rayon::current_num_threads(),
         files.len() as f64 / elapsed
@@ -193,18 +237,17 @@ fn make_photos(src: &Path, out: &Path, count: usize) -> Result<()> {
     Ok(())
 }
 
+/// Images per second through [`Backbone::embed_decoded`] (the inferrer's path, in whichever
+/// runtime the backbone uses), batches of [`BATCH`] random images, after a warm-up batch.
 fn embed_rate(backbone: &Backbone, duration: Duration) -> f64 {
     let side = backbone.input_size() as i64;
-    let images = Tensor::randn([BATCH, 3, side, side], (Kind::Float, backbone.device()));
-    let _ = backbone.embed_batch(&images); // warm-up: first call allocates and picks kernels
+    let image = Vec::<f32>::try_from(Tensor::randn([3 * side * side], (Kind::Float, Device::Cpu))).expect("floats");
+    let batch = || (0..BATCH).map(|_| Ok(image.clone())).collect::<Vec<_>>();
+    let _ = backbone.embed_decoded(batch()); // warm-up: first call allocates and picks kernels
     let started = Instant::now();
     let mut embedded = 0;
     while started.elapsed() < duration {
-        let embeddings = backbone.embed_batch(&images);
-        embedded += embeddings.size()[0];
-        if backbone.device().is_cuda() {
-            tch::Cuda::synchronize(0);
-        }
+        embedded += backbone.embed_decoded(batch()).iter().filter(|r| r.is_ok()).count();
     }
     embedded as f64 / started.elapsed().as_secs_f64()
 }

@@ -1,0 +1,65 @@
+//! The backbone in ONNX Runtime makes the same embedding as in libtorch, on real images: run
+//! directories, checkpoints and exported predictors made with either stay valid with the other.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM};
+use tch::Device;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The first `n` Fashion-MNIST test images as PNG files in `dir`, and a photo-like RGB image
+/// larger than the input (resized on the way in). Missing data fails the test: scripts/setup.sh
+/// fetches it.
+fn real_images(dir: &Path, n: usize) -> Vec<PathBuf> {
+    let gz = repo().join(".cache/fashion-mnist/t10k-images-idx3-ubyte.gz");
+    assert!(gz.exists(), "{} is missing: run scripts/setup.sh", gz.display());
+    let mut idx = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&gz).unwrap()).read_to_end(&mut idx).unwrap();
+    let mut paths: Vec<PathBuf> = (0..n)
+        .map(|i| {
+            let pixels = idx[16 + i * 784..16 + (i + 1) * 784].to_vec();
+            let path = dir.join(format!("fashion{i}.png"));
+            image::GrayImage::from_raw(28, 28, pixels).unwrap().save(&path).unwrap();
+            path
+        })
+        .collect();
+    let photo = dir.join("photo.jpg");
+    image::RgbImage::from_fn(400, 300, |x, y| image::Rgb([(x / 2) as u8, (y * 255 / 300) as u8, ((x * y) % 251) as u8]))
+        .save(&photo)
+        .unwrap();
+    paths.push(photo);
+    paths
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (norm(a) * norm(b))
+}
+
+#[test]
+fn onnx_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
+    let weights = repo().join(DEFAULT_WEIGHTS_PATH);
+    assert!(weights.exists(), "{} is missing: run scripts/setup.sh", weights.display());
+    let dir = tempfile::tempdir().unwrap();
+    let images = real_images(dir.path(), 24);
+    for size in [64, 112, 224] {
+        let fast = Backbone::load(&weights, size, Device::Cpu).unwrap();
+        assert_eq!(fast.runtime(), ("onnxruntime", None), "ONNX Runtime is installed by scripts/setup.sh");
+        let torch = Backbone::load(&weights, size, Device::Cpu).unwrap().without_onnx_runtime();
+        assert_eq!(torch.runtime().0, "libtorch");
+        // Batches of 10 put images in batches of different sizes (10, 10, 5).
+        let a = fast.embed_paths(&images, 10, |_| {});
+        let b = torch.embed_paths(&images, 10, |_| {});
+        for ((a, b), path) in a.iter().zip(&b).zip(&images) {
+            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+            assert_eq!(a.len(), EMBED_DIM);
+            let c = cosine(a, b);
+            assert!(c >= 0.9999, "{} at {size} px: cosine {c}", path.display());
+        }
+    }
+}

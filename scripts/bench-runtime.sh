@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# binann's embedding throughput beside the Python runtimes on the same graph and machine: writes
+# binann's ONNX graph of the backbone (`binann-embed-bench --write-onnx`, the five-level
+# embedding, N x 1920), times that file with onnxruntime (CPU EP, ORT_ENABLE_ALL, intra-op threads
+# = cores, inter-op 1, sequential) and OpenVINO (CPU, THROUGHPUT hint with an AsyncInferQueue of
+# the plugin's optimal number of requests; LATENCY hint with one synchronous request) through
+# scripts/bench_runtime.py, then runs binann's own benchmark (libtorch and its ONNX Runtime
+# path), and prints one table of images/s at 224, 112 and 64 px, batch 16, random input.
+#
+#   scripts/bench-runtime.sh [SECONDS]        (timed seconds per case; defaults to 4)
+#
+# The Python side runs in its own virtual environment, .cache/bench-runtime-venv, made here on
+# first use (onnxruntime 1.32.0, OpenVINO 2026.4.1, numpy from PyPI). OpenVINO runs in f32 like
+# the rest; BENCH_OV_PRECISION=default lets its CPU plugin choose (bf16 on CPUs with AVX-512 BF16
+# or AMX). BENCH_RUNTIME_ONNX=FILE times FILE on the Python side instead of the graph binann
+# writes (the table then says so). Run it on an otherwise idle machine: the Python side reports
+# how much CPU other processes used during its cases.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-4}
+[[ $# -le 1 && $seconds =~ ^[0-9]+([.][0-9]+)?$ ]] || { echo "usage: scripts/bench-runtime.sh [SECONDS]" >&2; exit 2; }
+say() { printf '\033[1mbench-runtime:\033[0m %s\n' "$*" >&2; }
+
+out=.cache/bench-runtime
+mkdir -p "$out"
+bin="${CARGO_TARGET_DIR:-target}/debug/binann-embed-bench"
+say "building binann-embed-bench (dev profile)"
+cargo build -p binann-model --bin binann-embed-bench --quiet
+
+graph=$out/levels.onnx
+if [ -n "${BENCH_RUNTIME_ONNX:-}" ]; then
+  graph=$BENCH_RUNTIME_ONNX
+  [ -f "$graph" ] || { echo "bench-runtime: BENCH_RUNTIME_ONNX=$graph: no such file" >&2; exit 1; }
+  say "timing $graph on the Python side, not binann's own graph"
+else
+  "$bin" --help | grep -q -- --write-onnx \
+    || { echo "bench-runtime: $bin has no --write-onnx (set BENCH_RUNTIME_ONNX=FILE to time another graph)" >&2; exit 1; }
+  rm -f "$graph"
+  "$bin" --write-onnx "$graph" >/dev/null
+  [ -s "$graph" ] || { echo "bench-runtime: binann-embed-bench wrote no $graph" >&2; exit 1; }
+  say "wrote binann's graph: $graph ($(( $(stat -c %s "$graph") / 1024 )) KiB)"
+fi
+
+venv=.cache/bench-runtime-venv
+ov_version=2026.4.1
+if ! "$venv/bin/python" - "$ov_version" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+import numpy, onnxruntime, openvino
+assert version("onnxruntime") == "1.32.0" and version("openvino") == sys.argv[1]
+PY
+then
+  say "setting up $venv (onnxruntime 1.32.0, OpenVINO $ov_version, numpy)"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check onnxruntime==1.32.0 "openvino==$ov_version" numpy
+fi
+
+cores=$(lscpu -p=CORE,SOCKET 2>/dev/null | grep -v '^#' | sort -u | wc -l)
+model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
+versions=$("$venv/bin/python" -c 'from importlib.metadata import version as v
+print(", ".join(f"{n} {v(p)}" for n, p in [("onnxruntime", "onnxruntime"), ("OpenVINO", "openvino"), ("numpy", "numpy")]))')
+say "${model:-unknown CPU}: $cores cores, nproc $(nproc), load average $(cut -d' ' -f1-3 /proc/loadavg); $versions"
+
+peers=$(mktemp) binann=$(mktemp)
+trap 'rm -f "$peers" "$binann"' EXIT
+say "Python side: onnxruntime, OpenVINO THROUGHPUT, OpenVINO LATENCY; $seconds s per case"
+"$venv/bin/python" scripts/bench_runtime.py "$graph" --seconds "$seconds" --sizes 224,112,64 --batch 16 \
+  --ov-precision "${BENCH_OV_PRECISION:-f32}" >"$peers"
+say "binann side: binann-embed-bench --seconds $seconds"
+"$bin" --seconds "$seconds" | tee "$binann" | { grep '^embed' || true; } | sed 's/^/  /' >&2
+
+awk -v secs="$seconds" -v cores="$cores" -v nproc="$(nproc)" -v cpu="${model:-unknown CPU}" \
+    -v graph="$graph" -v own="${BENCH_RUNTIME_ONNX:-}" -v prec="${BENCH_OV_PRECISION:-f32}" '
+  FNR == NR {   # scripts/bench_runtime.py: runtime, size, images/s, other CPUs, note
+    if (/^#/) next
+    split($0, f, "\t"); rate[f[1], f[2]] = f[3]
+    if (f[4] != "-" && f[4] + 0 > busy) busy = f[4] + 0
+    next
+  }
+  match($0, /^embed +[0-9]+ px: +(libtorch|onnxruntime) +[0-9.]+ images\/s/) {   # binann-embed-bench
+    size = $2; rt = $4; sub(/:$/, "", rt)
+    rate["binann-" rt, size] = $5
+  }
+  function cell(v) { return (v ~ /^[0-9.]+$/) ? sprintf("%.1f", v) : (v == "" ? "n/a" : v) }
+  END {
+    n = split("binann-libtorch binann-onnxruntime ort ov-throughput ov-latency", col, " ")
+    printf "\nimages/s, batch 16, random float32 input, %s s per case; %s, %d cores, nproc %d\n", secs, cpu, cores, nproc
+    printf "Python peers time %s%s; OpenVINO precision %s\n", graph, (own != "" ? " (not binann'"'"'s own graph)" : ", written by binann"), prec
+    printf "%-6s  %15s  %18s  %18s  %19s  %16s  %21s\n", "size", "binann libtorch", "binann onnxruntime",
+           "Python onnxruntime", "OpenVINO throughput", "OpenVINO latency", "binann / fastest peer"
+    split("224 112 64", sizes, " ")
+    for (i = 1; i <= 3; i++) {
+      s = sizes[i]; line = sprintf("%-6s", s " px"); best = 0
+      w[1] = 15; w[2] = 18; w[3] = 18; w[4] = 19; w[5] = 16
+      for (c = 1; c <= n; c++) {
+        v = rate[col[c], s]
+        line = line sprintf("  %" w[c] "s", cell(v))
+        if (c >= 3 && v ~ /^[0-9.]+$/ && v + 0 > best) best = v + 0
+      }
+      b = rate["binann-onnxruntime", s]
+      line = line sprintf("  %21s", (b ~ /^[0-9.]+$/ && best > 0) ? sprintf("%.2f", b / best) : "n/a")
+      print line
+    }
+    printf "other processes used up to %.2f CPUs during the Python cases\n", busy
+  }' "$peers" "$binann"
