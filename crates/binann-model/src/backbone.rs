@@ -239,7 +239,7 @@ impl Backbone {
             // ONNX Runtime first; a batch it fails on (it should not) goes to libtorch, which
             // makes the same numbers, rather than leaving its images without an embedding.
             let onnx_failed = match (&self.onnx, self.embedding) {
-                (Some(onnx), Embedding::Levels) => match onnx.embed(pixels.clone(), count as usize, side as usize) {
+                (Some(onnx), Embedding::Levels) => match onnx.embed(&pixels, count as usize, side as usize) {
                     Ok(values) => return Ok(values),
                     Err(why) => Some(why),
                 },

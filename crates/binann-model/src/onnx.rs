@@ -311,7 +311,10 @@ fn environment() -> Result<&'static ort::environment::Environment, String> {
     static LOADED: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let library = runtime_library().ok_or_else(|| "ONNX Runtime is not installed (scripts/setup.sh installs it)".to_owned())?;
+            let library = runtime_library().ok_or_else(|| match std::env::var_os("BINANN_ONNXRUNTIME") {
+                Some(_) => "BINANN_ONNXRUNTIME is set empty".to_owned(),
+                None => "ONNX Runtime is not installed (scripts/setup.sh installs it)".to_owned(),
+            })?;
             ort::init_from(&library)
                 .map_err(|e| format!("loading ONNX Runtime from {}: {e}", library.display()))?
                 .with_name("binann")
@@ -337,7 +340,7 @@ impl OnnxBackbone {
         let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
         ort::session::Session::builder(environment)
             .map_err(|e| e.to_string())?
-            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
             .map_err(text)?
             .with_intra_threads(threads.max(1))
             .map_err(text)?
@@ -349,8 +352,8 @@ impl OnnxBackbone {
     }
 
     /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values).
-    pub fn embed(&self, pixels: Vec<f32>, count: usize, side: usize) -> Result<Vec<f32>, String> {
-        let input = ort::value::Tensor::from_array(([count, 3, side, side], pixels)).map_err(|e| e.to_string())?;
+    pub fn embed(&self, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
+        let input = ort::value::TensorRef::from_array_view(([count, 3, side, side], pixels)).map_err(|e| e.to_string())?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
         let outputs = session.run(ort::inputs![INPUT => input]).map_err(|e| e.to_string())?;
         let (shape, values) = outputs[OUTPUT].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
