@@ -24,9 +24,11 @@ pub struct ModelArgs {
     /// Where to run: auto (CUDA when present), cpu, cuda or cuda:N.
     #[arg(long, env = "BINANN_DEVICE", default_value = "auto")]
     pub device: DeviceChoice,
-    /// head: frozen backbone, cached embeddings, a small head trained in milliseconds (CPU);
-    /// finetune: the whole network (GPU); auto: finetune on CUDA, head otherwise.
-    #[arg(long, env = "BINANN_MODE", value_enum, default_value = "auto")]
+    /// head: frozen backbone, cached embeddings, a small head trained in milliseconds, on every
+    /// device; finetune: the whole network trained end to end (GPU), without the embeddings
+    /// that the sketches, the order before the first positive, look-alikes, "more like this" and
+    /// the scout are made from.
+    #[arg(long, env = "BINANN_MODE", value_enum, default_value = "head")]
     pub mode: ModeChoice,
     /// Images per network batch.
     #[arg(long, env = "BINANN_BATCH", default_value_t = 32)]
@@ -65,7 +67,9 @@ const INPUT_SIZE_SAMPLE: usize = 64;
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeChoice {
-    /// finetune on CUDA, head on CPU.
+    /// head, on every device: accepted for configurations that name it (it once meant finetune
+    /// on CUDA, a path that lacks the features made from embeddings).
+    #[value(hide = true)]
     Auto,
     /// Frozen backbone + head on cached embeddings.
     Head,
@@ -87,10 +91,8 @@ impl ModelArgs {
     pub fn resolve(&self) -> anyhow::Result<(tch::Device, Mode)> {
         let device = binann_model::resolve_device(self.device)?;
         let mode = match self.mode {
-            ModeChoice::Head => Mode::Head,
+            ModeChoice::Head | ModeChoice::Auto => Mode::Head,
             ModeChoice::Finetune => Mode::Finetune,
-            ModeChoice::Auto if device.is_cuda() => Mode::Finetune,
-            ModeChoice::Auto => Mode::Head,
         };
         Ok((device, mode))
     }
@@ -157,6 +159,27 @@ impl Mode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    /// Head mode on every device unless finetune is asked for: `auto`, which once meant finetune
+    /// on CUDA, now means head too (the resolution no longer looks at the device).
+    #[test]
+    fn head_is_the_mode_unless_finetune_is_asked_for() {
+        use clap::Parser;
+        let mode = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["trainer", "--device", "cpu"], args].concat()).unwrap();
+            cli.model.resolve().unwrap().1
+        };
+        assert_eq!(Cli::try_parse_from(["trainer"]).unwrap().model.mode, ModeChoice::Head, "the default names head itself");
+        assert_eq!(mode(&[]), Mode::Head);
+        assert_eq!(mode(&["--mode", "auto"]), Mode::Head);
+        assert_eq!(mode(&["--mode", "finetune"]), Mode::Finetune);
+    }
 
     #[test]
     fn modes_are_spelled_as_the_option_and_the_checkpoints_spell_them() {
