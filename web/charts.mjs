@@ -98,16 +98,21 @@ function renderStats(s) {
   $('journal-problems').hidden = problems.length === 0;
   $('left-text').textContent = leftText(s.positives_left);
   renderSeedCount(s.seed_images);
-  document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.can_stop));
+  document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.known && s.positives_left.can_stop));
   $('md-online').textContent = s.online ? `${pct(s.online.accuracy)} of ${num(s.online.evaluated)} labels` : 'no label judged yet';
   renderSession();
   if (!state.current && state.exhausted) renderDone();
 }
 
-/** The estimate of the positives left, in words (see docs/design.md: Rare positives). */
+/**
+ * The estimate of the positives left, in words (see docs/design.md: Rare positives). Until the
+ * server says it is known (enough random checks, a narrow interval), only what is known: the
+ * checks so far and the interval's high end, not an estimate of 0 and a recall of 100 %.
+ */
 export function leftText(left) {
   if (!left) return 'Not estimated yet: it appears after the first random check.';
   const round = (v) => num(Math.round(v));
+  if (!left.known) return `Not known yet: ${plural(left.audits, 'random check')} so far, at most ${round(left.high)} left (95 %).`;
   const checks = `${plural(left.audits, 'random check')}, ${num(left.audit_positives)} positive`;
   let text = `About ${round(left.estimate)} positives are still unlabelled (95 %: ${round(left.low)}–${round(left.high)}; ${checks}).`;
   if (left.found > 0) text += ` Recall so far ≈ ${pct(left.recall)} (${pct(left.recall_low)}–${pct(left.recall_high)}).`;

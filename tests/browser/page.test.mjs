@@ -325,13 +325,40 @@ test('the positives-left estimate from audit picks is on the page', async (t) =>
   assert.match(await page.textContent('#left-text'), /Not estimated yet/);
   for (let i = 0; i < 12; i++) await labelOne(page, i % 3 === 0 ? 'f' : 'j');
   await settled(page);
-  // What the page says is what the server estimates, once every label is saved.
+  // What the page says is what the server estimates, once every label is saved. A few random
+  // checks cannot say how many are left: the page says so, with the interval's high end, and
+  // neither an estimate nor a recall.
   const s = await statsWhere(srv, (s) => s.positives_left && s.annotated === 12, 'the estimate after 12 labels');
   const left = s.positives_left;
-  const round = (v) => String(Math.round(v));
-  const expected = `About ${round(left.estimate)} positives are still unlabelled (95 %: ${round(left.low)}–${round(left.high)}; ${left.audits} random check`;
+  assert.equal(left.known, false, 'known after a few random checks');
+  assert.equal(left.can_stop, false);
+  const checks = left.audits === 1 ? '1 random check' : `${left.audits} random checks`;
+  const expected = `Not known yet: ${checks} so far, at most ${Math.round(left.high).toLocaleString('en-US')} left (95 %).`;
+  await waitFor(async () => (await page.textContent('#left-text')) === expected, { what: `the page to say "${expected}"`, timeout: 20000 });
+  assert.doesNotMatch(await page.textContent('#left-text'), /About|Recall/);
+  assert.equal(await page.evaluate(() => document.body.classList.contains('can-stop')), false);
+});
+
+test('the positives-left estimate once known: the number, the recall and "you can stop" (stats stubbed)', async (t) => {
+  // Reaching 20 random checks with a narrow interval takes many labels: the server's answer is
+  // given the estimate it would make then. First 19 checks: a narrow interval, but not known.
+  const srv = await serverFor(t, { big: false });
+  const ctx = await contextFor(t);
+  const narrow = { audit_positives: 0, unlabelled: 20, estimate: 0, low: 0, high: 1.6, found: 60, recall: 1, recall_low: 60 / 61.6, recall_high: 1 };
+  let left = { ...narrow, audits: 19, can_stop: false, known: false };
+  await stub(ctx, '**/api/stats', async (route) => {
+    const real = await (await route.fetch()).json();
+    await route.fulfill({ json: { ...real, positives_left: left } });
+  });
+  const page = await open(t, ctx, srv);
+  const early = 'Not known yet: 19 random checks so far, at most 2 left (95 %).';
+  await waitFor(async () => (await page.textContent('#left-text')) === early, { what: `the page to say "${early}"`, timeout: 20000 });
+  assert.equal(await page.evaluate(() => document.body.classList.contains('can-stop')), false);
+  left = { ...narrow, audits: 40, can_stop: true, known: true };
+  const expected = 'About 0 positives are still unlabelled (95 %: 0–2; 40 random checks, 0 positive). Recall so far ≈ ';
   await waitFor(async () => (await page.textContent('#left-text')).startsWith(expected), { what: `the page to say "${expected}"`, timeout: 20000 });
-  assert.match(await page.textContent('#left-text'), /Recall so far ≈ \d/);
+  assert.match(await page.textContent('#left-text'), /Recall so far ≈ \d.*you can stop/);
+  assert.equal(await page.evaluate(() => document.body.classList.contains('can-stop')), true);
 });
 
 test('more like this (L): the images the server names come next, for this tab (similar and next stubbed)', async (t) => {

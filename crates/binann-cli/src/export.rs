@@ -171,14 +171,8 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
         let annotations = AnnotationState::load(&RunDir::open_existing(&args.rundir).annotations())?;
         let left = annotations.positives_left(rows.len() as u64);
         if let Some(l) = &left {
-            eprintln!(
-                "binann export: about {:.0} positives are still unlabelled (95 %: {:.0}-{:.0}, from {} audit labels); recall so far about {:.1} %",
-                l.estimate,
-                l.low,
-                l.high,
-                l.audits,
-                100.0 * l.recall
-            );
+            // "not known yet" until the estimate can guide a decision (`PositivesLeft::known`).
+            eprintln!("binann export: {}", l.summary());
         }
         let summary = serde_json::json!({
             "images": rows.len(),

@@ -81,7 +81,7 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
     assert_eq!(rows.iter().filter(|r| r[7] == "human").count(), 3);
 
     let jsonl = tmp.path().join("rest.jsonl");
-    stdout_ok(binann(&[
+    let exported = binann(&[
         "export",
         "--rundir",
         run_s,
@@ -92,7 +92,13 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
         "0.8",
         "--negative-below",
         "0.35",
-    ]));
+    ]);
+    // One random check is too few to say how many positives are left: the sentence says so
+    // rather than "about 0 positives are still unlabelled".
+    let said = String::from_utf8_lossy(&exported.stderr).into_owned();
+    stdout_ok(exported);
+    assert!(said.contains("binann export: positives left not known yet: 1 random check so far, at most 6 left (95 %)"), "{said}");
+    assert!(!said.contains("about 0 positives"), "{said}");
     let rows: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 10);
     // The summary beside it: the counts, and the positives-left estimate from the one audit label
@@ -105,6 +111,7 @@ fn export_keeps_human_labels_apart_and_labels_the_rest_only_when_confident() {
     let left = &summary["positives_left"];
     assert_eq!((left["audits"].as_u64(), left["estimate"].as_f64(), left["unlabelled"].as_u64()), (Some(1), Some(0.0), Some(6)), "{left}");
     assert_eq!(left["high"].as_f64(), Some(6.0), "{left}");
+    assert_eq!((left["known"].as_bool(), left["can_stop"].as_bool()), (Some(false), Some(false)), "{left}");
     let source = |id: usize| (rows[id]["label"].as_str().map(str::to_owned), rows[id]["label_source"].as_str().unwrap().to_owned());
     assert_eq!(source(8), (Some("positive".into()), "model".into()));
     assert_eq!(source(3), (Some("negative".into()), "model".into()));
@@ -149,6 +156,10 @@ fn inspect_prints_every_kind_of_file_and_names_bad_ones() {
         ("manifest.bin", "\"kind\":\"manifest\""),
         ("annotations.journal", "\"records\":4"),
         ("annotations.journal", "\"annotator\":\"Lovelace, Ada\""),
+        (
+            "annotations.journal",
+            "\"positives_left_summary\":\"positives left not known yet: 1 random check so far, at most 6 left (95 %)\"",
+        ),
         ("predictions-1-of-2.bin", "\"shard\":[1,2]"),
     ] {
         let out = stdout_ok(binann(&["inspect", run.join(file).to_str().unwrap()]));

@@ -16,8 +16,19 @@
 //! honest when no audit pick is positive (the usual case once most positives are found): it then
 //! says "at most about 3 / n of the unlabelled images", not "none". Measured on simulated runs
 //! (the tests below) it holds the truth in at least 90 % of checks.
+//!
+//! A number is only worth reading once the interval can guide a decision: after one audit pick
+//! that was negative the estimate is 0 and the recall 100 %, while the interval runs to thousands.
+//! So [`PositivesLeft::known`] says whether the estimate is reported as a number at all; until then
+//! every reader says "not known yet" with the audit picks so far and the interval's high end.
 
 use serde::{Deserialize, Serialize};
+
+/// Audit labels needed before the estimate is reported as a number. With fewer, a sample with no
+/// positive pick is the usual outcome even when many positives are left (at 1 % of the unlabelled
+/// images, 20 picks all come back negative 82 % of the time), so the estimate reads "0 left" and
+/// the recall "100 %" whatever the truth; 20 negative picks bound the share left at 17 %.
+pub const MIN_AUDITS_KNOWN: usize = 20;
 
 /// One audit label: the image was drawn uniformly from `unlabelled` unlabelled images.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,8 +64,36 @@ pub struct PositivesLeft {
     pub recall_low: f64,
     /// Recall at the interval's low end.
     pub recall_high: f64,
-    /// True when the interval says at least 95 % of the positives are found.
+    /// True when the interval says at least 95 % of the positives are found (never while not
+    /// [`known`](Self::known)).
     pub can_stop: bool,
+    /// Whether the estimate is reported as a number: at least [`MIN_AUDITS_KNOWN`] audit labels,
+    /// and the interval's high end no more than the positives found so far (else it could still
+    /// mean that most positives are left). Until then readers say "not known yet" with `audits`
+    /// and `high`, never the estimate or the recall. Absent in JSON written without it: read as
+    /// not known.
+    #[serde(default)]
+    pub known: bool,
+}
+
+impl PositivesLeft {
+    /// The estimate in one sentence, as `binann export` and `binann inspect` print it: "not known
+    /// yet: …" until [`known`](Self::known), then the estimate with its interval and the recall.
+    pub fn summary(&self) -> String {
+        let checks = if self.audits == 1 { "1 random check".to_string() } else { format!("{} random checks", self.audits) };
+        if self.known {
+            format!(
+                "about {:.0} positives are still unlabelled (95 %: {:.0}-{:.0}, from {} audit labels); recall so far about {:.1} %",
+                self.estimate,
+                self.low,
+                self.high,
+                self.audits,
+                100.0 * self.recall
+            )
+        } else {
+            format!("positives left not known yet: {checks} so far, at most {:.0} left (95 %)", self.high)
+        }
+    }
 }
 
 /// The estimate from the audit labels, the images unlabelled now and the positives found so far;
@@ -74,6 +113,7 @@ pub fn positives_left(audits: &[AuditLabel], unlabelled: u64, found: u64) -> Opt
     let (estimate, low, high) = (now(then), now(mean_unlabelled * lo), now(mean_unlabelled * hi));
     let recall_at = |left: f64| if found == 0 && left == 0.0 { 0.0 } else { found as f64 / (found as f64 + left) };
     let recall_low = recall_at(high);
+    let known = audits.len() >= MIN_AUDITS_KNOWN && high <= found as f64;
     Some(PositivesLeft {
         audits: audits.len(),
         audit_positives: k as usize,
@@ -85,7 +125,8 @@ pub fn positives_left(audits: &[AuditLabel], unlabelled: u64, found: u64) -> Opt
         recall: recall_at(estimate),
         recall_low,
         recall_high: recall_at(low),
-        can_stop: found > 0 && recall_low >= 0.95,
+        can_stop: known && found > 0 && recall_low >= 0.95,
+        known,
     })
 }
 
@@ -219,5 +260,38 @@ mod tests {
         let e = positives_left(&none, 100, 400).unwrap();
         assert_eq!(e.low, 0.0);
         assert!(e.high < 2.0 && e.can_stop, "{e:?}");
+    }
+
+    #[test]
+    fn the_estimate_is_known_only_with_enough_checks_and_a_narrow_interval() {
+        let negatives = |n: usize, unlabelled: u64, found: u64| -> Vec<AuditLabel> {
+            (0..n).map(|_| AuditLabel { unlabelled, found_before: found, positive: false }).collect()
+        };
+        // One negative check among 5,000 unlabelled images: the estimate is 0 and the recall
+        // 100 %, but the interval runs to thousands: not known, and no stopping.
+        let e = positives_left(&negatives(1, 5_000, 3), 4_990, 3).unwrap();
+        assert_eq!((e.estimate, e.known, e.can_stop), (0.0, false, false), "{e:?}");
+        assert!(e.high > 4_000.0, "{e:?}");
+        assert_eq!(e.summary(), format!("positives left not known yet: 1 random check so far, at most {:.0} left (95 %)", e.high));
+        // A narrow interval from too few checks is still not known.
+        let e = positives_left(&negatives(MIN_AUDITS_KNOWN - 1, 10, 400), 10, 400).unwrap();
+        assert!(e.high <= e.found as f64 && !e.known && !e.can_stop, "{e:?}");
+        assert!(e.summary().starts_with("positives left not known yet: 19 random checks so far, at most "), "{}", e.summary());
+        // Enough checks, but the interval's high end above the positives found: not known.
+        let e = positives_left(&negatives(30, 1_000, 5), 900, 5).unwrap();
+        assert!(e.high > 5.0 && !e.known && !e.can_stop, "{e:?}");
+        // Enough checks and a narrow interval: known, in today's wording, and stopping allowed.
+        let e = positives_left(&negatives(MIN_AUDITS_KNOWN, 10, 400), 10, 400).unwrap();
+        assert!(e.high <= 400.0 && e.known && e.can_stop, "{e:?}");
+        assert!(
+            e.summary()
+                .starts_with("about 0 positives are still unlabelled (95 %: 0-2, from 20 audit labels); recall so far about 100.0 %"),
+            "{}",
+            e.summary()
+        );
+        // JSON written without the field reads as not known.
+        let mut v = serde_json::to_value(&e).unwrap();
+        v.as_object_mut().unwrap().remove("known");
+        assert!(!serde_json::from_value::<PositivesLeft>(v).unwrap().known);
     }
 }

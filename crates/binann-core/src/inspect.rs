@@ -54,7 +54,9 @@ pub fn inspect(path: &Path, out: &mut dyn Write) -> Result<(), InspectError> {
                     "damaged_ranges": c.damaged.iter().map(|d| json!({ "offset": d.offset, "bytes": d.len })).collect::<Vec<_>>(),
                     "damaged_tail_bytes": c.damaged_tail,
                     "images": total,
-                    "positives_left": left
+                    "positives_left": left,
+                    // In words: "not known yet" until the estimate can guide a decision.
+                    "positives_left_summary": left.as_ref().map(|l| l.summary())
                 })
             )?;
             for r in &c.records {
