@@ -164,6 +164,10 @@ impl Graph {
 
     fn node(&mut self, op_type: &str, input: Vec<String>, attribute: Vec<proto::AttributeProto>) -> String {
         let output = format!("{}_{}", op_type.to_ascii_lowercase(), self.nodes.len());
+        self.named_node(op_type, input, attribute, output)
+    }
+
+    fn named_node(&mut self, op_type: &str, input: Vec<String>, attribute: Vec<proto::AttributeProto>, output: String) -> String {
         self.nodes.push(proto::NodeProto {
             input,
             output: vec![output.clone()],
@@ -224,13 +228,18 @@ fn values(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).expect("a float tensor")
 }
 
-fn tensor_info(name: &str, dims: [Result<i64, &str>; 4]) -> proto::ValueInfoProto {
+/// A dimension of a graph input or output: fixed, or named (any size).
+enum Dim {
+    Fixed(i64),
+    Named(&'static str),
+}
+
+fn tensor_info(name: &str, dims: &[Dim]) -> proto::ValueInfoProto {
     let dim = dims
         .iter()
-        .filter(|d| !matches!(d, Err("")))
         .map(|d| match d {
-            Ok(v) => proto::Dimension { dim_value: Some(*v), dim_param: None },
-            Err(p) => proto::Dimension { dim_value: None, dim_param: Some((*p).to_owned()) },
+            Dim::Fixed(v) => proto::Dimension { dim_value: Some(*v), dim_param: None },
+            Dim::Named(p) => proto::Dimension { dim_value: None, dim_param: Some((*p).to_owned()) },
         })
         .collect();
     let tensor_type = proto::TensorTypeProto { elem_type: FLOAT, shape: Some(proto::TensorShapeProto { dim }) };
@@ -264,17 +273,13 @@ pub(crate) fn levels_graph(features: &MobileNetV2Features) -> Vec<u8> {
         }
         let last = g.conv_bn_relu6(x, &features.head);
         levels.push(g.pooled_unit(last));
-        let output = g.node("Concat", levels, vec![int("axis", 1)]);
-        // The last node's output takes the output's name.
-        let last_node = g.nodes.last_mut().expect("nodes");
-        last_node.output = vec![OUTPUT.to_owned()];
-        debug_assert_eq!(output, last_node.name);
+        g.named_node("Concat", levels, vec![int("axis", 1)], OUTPUT.to_owned());
         let graph = proto::GraphProto {
             node: g.nodes,
             name: "binann_mobilenet_v2_levels".into(),
             initializer: g.initializers,
-            input: vec![tensor_info(INPUT, [Err("batch"), Ok(3), Err("height"), Err("width")])],
-            output: vec![tensor_info(OUTPUT, [Err("batch"), Ok(EMBED_DIM as i64), Err(""), Err("")])],
+            input: vec![tensor_info(INPUT, &[Dim::Named("batch"), Dim::Fixed(3), Dim::Named("height"), Dim::Named("width")])],
+            output: vec![tensor_info(OUTPUT, &[Dim::Named("batch"), Dim::Fixed(EMBED_DIM as i64)])],
         };
         proto::ModelProto {
             ir_version: IR_VERSION,
