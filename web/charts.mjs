@@ -98,7 +98,7 @@ function renderStats(s) {
   $('journal-problems').hidden = problems.length === 0;
   $('left-text').textContent = leftText(s.positives_left);
   renderSeedCount(s.seed_images);
-  document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.known && s.positives_left.can_stop));
+  document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.can_stop));
   $('md-online').textContent = s.online ? `${pct(s.online.accuracy)} of ${num(s.online.evaluated)} labels` : 'no label judged yet';
   renderSession();
   if (!state.current && state.exhausted) renderDone();

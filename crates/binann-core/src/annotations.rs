@@ -540,22 +540,6 @@ mod tests {
     /// lost label change nothing, while those whose own label survived still apply.
     #[test]
     fn a_gap_in_the_sequence_is_records_lost() {
-        let label = |seq, client: &str, id, l| Record {
-            audit: None,
-            seq,
-            time_ms: seq,
-            client: client.into(),
-            annotator: String::new(),
-            event: Event::Label { id, label: l, prob: None },
-        };
-        let undo = |seq, client: &str, id, of_seq| Record {
-            audit: None,
-            seq,
-            time_ms: seq,
-            client: client.into(),
-            annotator: String::new(),
-            event: Event::Undo { id, of_seq },
-        };
         // Written: a labels 1 (0) and 2 (1), undoes 2 (2), labels 3 (3), undoes 3 (4), undoes 1
         // (5), labels 4 (6). Lost: records 2 and 3, so the undo of 1 is not on top of a's stack.
         let kept = [label(0, "a", 1, Label::Positive), label(1, "a", 2, Label::Negative), undo(4, "a", 3, 3), undo(5, "a", 1, 0)];

@@ -71,10 +71,8 @@ pub struct Backbone {
     /// What [`Backbone::embed_batch`] makes.
     embedding: Embedding,
     /// The same network in ONNX Runtime, which runs the levels embedding of decoded images on the
-    /// CPU when it is installed ([`Backbone::runtime`]).
-    onnx: Option<OnnxBackbone>,
-    /// Why ONNX Runtime is not used on the CPU, when it is not.
-    onnx_unavailable: Option<String>,
+    /// CPU when it is installed, or why it does not ([`Backbone::runtime`]).
+    onnx: std::result::Result<OnnxBackbone, String>,
 }
 
 impl Backbone {
@@ -88,29 +86,15 @@ impl Backbone {
         let mut vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         load_features_weights(&mut vs, weights)?;
-        let backbone = Self {
-            _vs: vs,
-            features,
-            preprocess: Preprocess { size: input_size },
-            device,
-            embedding: Embedding::Levels,
-            onnx: None,
-            onnx_unavailable: None,
-        };
+        let backbone = Self::libtorch(vs, features, input_size, device, "libtorch runs the network on CUDA");
         Ok(if device == Device::Cpu { backbone.with_onnx_runtime() } else { backbone })
     }
 
     /// The same backbone with ONNX Runtime running its levels embedding on the CPU, when ONNX
     /// Runtime can be loaded; otherwise as it was, with the reason in [`Backbone::runtime`].
-    pub fn with_onnx_runtime(mut self) -> Self {
-        match OnnxBackbone::new(&self.features, tch::get_num_threads().max(1) as usize) {
-            Ok(onnx) => {
-                self.onnx = Some(onnx);
-                self.onnx_unavailable = None;
-            }
-            Err(why) => self.onnx_unavailable = Some(why),
-        }
-        self
+    pub fn with_onnx_runtime(self) -> Self {
+        let onnx = OnnxBackbone::new(&self.features, tch::get_num_threads().max(1) as usize);
+        Self { onnx, ..self }
     }
 
     /// The backbone's levels embedding as an ONNX model, as ONNX Runtime runs it here.
@@ -120,16 +104,16 @@ impl Backbone {
 
     /// The same backbone running everything in libtorch.
     pub fn without_onnx_runtime(self) -> Self {
-        Self { onnx: None, onnx_unavailable: Some("libtorch chosen".into()), ..self }
+        Self { onnx: Err("libtorch chosen".into()), ..self }
     }
 
     /// What runs the network on decoded images: "onnxruntime" or "libtorch", and, for libtorch
     /// on the CPU, why ONNX Runtime does not.
     pub fn runtime(&self) -> (&'static str, Option<&str>) {
         match (&self.onnx, self.embedding) {
-            (Some(_), Embedding::Levels) => ("onnxruntime", None),
-            (Some(_), Embedding::FinalMap) => ("libtorch", Some("the final-map embedding runs in libtorch")),
-            (None, _) => ("libtorch", self.onnx_unavailable.as_deref()),
+            (Ok(_), Embedding::Levels) => ("onnxruntime", None),
+            (Ok(_), Embedding::FinalMap) => ("libtorch", Some("the final-map embedding runs in libtorch")),
+            (Err(why), _) => ("libtorch", Some(why.as_str())),
         }
     }
 
@@ -139,14 +123,19 @@ impl Backbone {
         let vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         features.calibrate_batch_norm(&calibration_noise(input_size, device));
+        Self::libtorch(vs, features, input_size, device, "an untrained backbone runs in libtorch unless asked")
+    }
+
+    /// A backbone of `features` making the levels embedding in libtorch, ONNX Runtime not used
+    /// (`why`).
+    fn libtorch(vs: nn::VarStore, features: MobileNetV2Features, input_size: u32, device: Device, why: &str) -> Self {
         Self {
             _vs: vs,
             features,
             preprocess: Preprocess { size: input_size },
             device,
             embedding: Embedding::Levels,
-            onnx: None,
-            onnx_unavailable: Some("an untrained backbone runs in libtorch unless asked".into()),
+            onnx: Err(why.to_owned()),
         }
     }
 
@@ -239,7 +228,7 @@ impl Backbone {
             // ONNX Runtime first; a batch it fails on (it should not) goes to libtorch, which
             // makes the same numbers, rather than leaving its images without an embedding.
             let onnx_failed = match (&self.onnx, self.embedding) {
-                (Some(onnx), Embedding::Levels) => match onnx.embed(&pixels, count as usize, side as usize) {
+                (Ok(onnx), Embedding::Levels) => match onnx.embed(&pixels, count as usize, side as usize) {
                     Ok(values) => return Ok(values),
                     Err(why) => Some(why),
                 },
