@@ -21,7 +21,7 @@ usage: launch.sh HOST PORT RESET DATADIR [RUNDIR] [MODE]
            ai      trainer, inferrer and selector only (e.g. on a GPU box sharing RUNDIR)
 
 Options of each process come from the environment (see config/binann.env), e.g.
-  BINANN_SELECTOR=entropy BINANN_INPUT_SIZE=112 ./launch.sh 127.0.0.1 8080 false ~/photos
+  BINANN_SEED_IMAGES=~/examples BINANN_INPUT_SIZE=112 ./launch.sh 127.0.0.1 8080 false ~/photos
 USAGE
 }
 

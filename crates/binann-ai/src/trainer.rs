@@ -49,11 +49,6 @@ pub struct TrainerArgs {
     /// until it is complete, needs the others.
     #[arg(long, env = "BINANN_TRAINER_THREADS", default_value_t = 1)]
     pub threads: usize,
-    /// Embedded images not labelled yet that each head round also trains on as negatives, drawn
-    /// afresh every round (BMI's presumed negatives, Cormack & Grossman): with positives rare,
-    /// nearly all are, and they show the head the parts of the folder nobody has labelled.
-    #[arg(long, env = "BINANN_PRESUMED_NEGATIVES", default_value_t = 0)]
-    pub presumed_negatives: usize,
 }
 
 struct Trainer {
@@ -77,25 +72,6 @@ struct Trainer {
     /// An unreadable one is kept as None (reported once, then left out).
     seeds: HashMap<PathBuf, Option<Tensor>>,
     board: SummaryWriter,
-}
-
-/// Up to `count` embedded images of `cache` that are not in `labelled`, drawn by `seed`.
-fn presumed_negatives(cache: &EmbeddingCache, labelled: &[(u32, bool)], count: usize, seed: u64) -> Vec<u32> {
-    if count == 0 {
-        return Vec::new();
-    }
-    let labelled: std::collections::HashSet<u32> = labelled.iter().map(|(id, _)| *id).collect();
-    let mut pool: Vec<u32> = cache
-        .chunks()
-        .flat_map(|c| c.ids.iter().copied().filter(|id| !c.failed.contains(id)))
-        .filter(|id| !labelled.contains(id))
-        .collect();
-    let key = |id: &u32| binann_core::ranking::shuffle_key(seed, *id);
-    if pool.len() > count {
-        pool.select_nth_unstable_by_key(count, key);
-        pool.truncate(count);
-    }
-    pool
 }
 
 /// Runs the trainer until killed (or one round with `--once`).
@@ -364,12 +340,6 @@ impl Trainer {
             ys.push(1f32);
         }
         let examples = ys.len();
-        for id in presumed_negatives(&self.cache, labelled, self.args.presumed_negatives, self.generation) {
-            if let Some(row) = self.cache.get(id) {
-                rows.push(row);
-                ys.push(0f32);
-            }
-        }
         // Embeddings that reached the cache need no private copy any more.
         self.own.retain(|id, _| !self.cache.contains(*id));
         let positives = ys.iter().filter(|y| **y > 0.5).count();
@@ -434,40 +404,5 @@ impl Trainer {
             batches += 1;
         }
         Ok((loss_sum / batches.max(1) as f32, None, usable.len(), positives))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use binann_core::embeddings::EmbeddingChunk;
-
-    #[test]
-    fn presumed_negatives_are_embedded_unlabelled_readable_and_drawn_afresh_each_round() {
-        let mut cache = EmbeddingCache::new(std::path::Path::new("/nonexistent"), "m");
-        let chunk = EmbeddingChunk {
-            ids: (0..100).collect(),
-            dim: 2,
-            model: "m".into(),
-            values: EmbeddingChunk::pack(&[0.0; 200]),
-            failed: vec![(7, "unreadable".into())],
-        };
-        cache.add_written(PathBuf::from("/nonexistent/chunk"), chunk);
-        let labelled: Vec<(u32, bool)> = (0..10).map(|id| (id, id == 3)).collect();
-        let sorted = |mut v: Vec<u32>| {
-            v.sort_unstable();
-            v
-        };
-        let first = presumed_negatives(&cache, &labelled, 20, 1);
-        assert_eq!(first.len(), 20);
-        assert!(first.iter().all(|id| (10..100).contains(id) && *id != 7), "unlabelled and readable only: {first:?}");
-        let mut distinct = sorted(first.clone());
-        distinct.dedup();
-        assert_eq!(distinct.len(), 20, "each image once");
-        assert_eq!(presumed_negatives(&cache, &labelled, 20, 1), first, "the same round draws the same");
-        assert_ne!(sorted(presumed_negatives(&cache, &labelled, 20, 2)), sorted(first), "the next round draws afresh");
-        let everything: Vec<u32> = (10..100).filter(|id| *id != 7).collect();
-        assert_eq!(sorted(presumed_negatives(&cache, &labelled, 1_000, 1)), everything, "asked for more: every candidate");
-        assert!(presumed_negatives(&cache, &labelled, 0, 1).is_empty());
     }
 }

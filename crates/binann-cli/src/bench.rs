@@ -202,15 +202,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let ids: Vec<u32> = (0..n as u32).collect();
         let logits: Vec<f32> = ids.iter().map(|_| rng.next_f64() as f32 * 20.0 - 10.0).collect();
         let started = Instant::now();
-        let order = binann_selector::select(
-            &ids,
-            &logits,
-            binann_selector::Strategy::MaxProbability,
-            0.0,
-            binann_selector::Explore::Entropy,
-            1,
-            &binann_selector::Kinds::NONE,
-        );
+        let order = binann_selector::select(&ids, &logits, binann_selector::Strategy::MaxProbability, 1);
         let ranking = binann_core::ranking::Ranking {
             ids: order.iter().map(|&i| ids[i]).collect(),
             probs: order.iter().map(|&i| binann_core::predictions::probability(logits[i])).collect(),
