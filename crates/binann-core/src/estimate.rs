@@ -280,7 +280,7 @@ mod tests {
         // Enough checks, but the interval's high end above the positives found: not known.
         let e = positives_left(&negatives(30, 1_000, 5), 900, 5).unwrap();
         assert!(e.high > 5.0 && !e.known && !e.can_stop, "{e:?}");
-        // Enough checks and a narrow interval: known, in today's wording, and stopping allowed.
+        // Enough checks and a narrow interval: known, the estimate stated, and stopping allowed.
         let e = positives_left(&negatives(MIN_AUDITS_KNOWN, 10, 400), 10, 400).unwrap();
         assert!(e.high <= 400.0 && e.known && e.can_stop, "{e:?}");
         assert!(

@@ -92,7 +92,7 @@ fn full_batch_training_also_learns() {
 }
 
 /// The trainer continues one head over hundreds of rounds, and on labels it separates the logits
-/// keep growing (seen in the loop: a loss of 1e-44) until most probabilities are exactly 0 or 1
+/// keep growing (to a loss of 1e-44 in a benchmark run) until most probabilities are exactly 0 or 1
 /// in `f32`. The logits still order those rows, which is why the inferrer stores them.
 #[test]
 fn predicting_folds_the_standardisation_into_the_first_layer_without_changing_the_logits() {

@@ -236,7 +236,7 @@ pub async fn annotate(
 /// After positive `id`: when none of its [`KIND_NEIGHBOURHOOD`](crate::app_state::KIND_NEIGHBOURHOOD) nearest images is labelled
 /// positive (the first of its kind), puts its `--lookalikes` nearest unlabelled images next for
 /// `client` and returns them; otherwise nothing. A model trained on one example of a kind among
-/// many negatives may learn that one image and not the kind (seen in the loop: a lone ankle boot
+/// many negatives may learn that one image and not the kind (in a benchmark run: a lone ankle boot
 /// among 60 trousers, and no other ankle boot shown in the 300 labels after it); its look-alikes,
 /// labelled, teach it the kind. An image the sketches do not hold yet (embedded after the
 /// selector last wrote them) waits for the next sketches; see [`lookalikes_when_sketched`].
