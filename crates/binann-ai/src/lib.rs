@@ -2,11 +2,11 @@
 //!
 //! - [`trainer`]: watches the annotations, trains on every label, writes the checkpoint.
 //! - [`inferrer`]: watches the checkpoint, embeds every image once (head mode) and predicts
-//!   every unlabelled image, writing the predictions.
+//!   every unlabelled image, writing the predictions; its own docs map its parts.
 //! - [`embedding_cache`]: the embedding cache (chunk files in `RUNDIR/embeddings`) as both see it.
 //! - [`model_args`]: the model options both share.
 //! - [`scout`]: a pixel model that chooses which images the inferrer embeds next during the
-//!   first pass.
+//!   first pass (when the inferrer trusts and retrains it: `inferrer::scout_policy`).
 //! - [`predictor`]: `predictor.json`, the description of a predictor folder exported by
 //!   `binann-predict`.
 

@@ -18,6 +18,9 @@
 //! - [`ThumbnailBuilder`]: makes the thumbnails on a background thread, slice by slice.
 //! - [`Scout`]: holds them, learns from the labels, and orders the images still to embed.
 //! - [`SeedThumbnails`]: the seed images' thumbnails, kept in step with the seeds folder.
+//!
+//! The inferrer decides when to start the thumbnails, whether they are cheap enough to use, and
+//! when to retrain the scout (`inferrer::scout_policy`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
