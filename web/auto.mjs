@@ -8,10 +8,9 @@
 // pauses AUTO and asks which one it was for. d is the person's own: measured by calibration
 // (calibrate.mjs), then kept up to date from the presses whose image was clear, and from the
 // answers; the sample of a press whose label is undone is withdrawn.
-import { give, label, renderSession, resumeTimer } from './main.mjs';
+import { give, label, renderSession, resumeTimer } from './labels.mjs';
 import { ReactionTime, attribute, closesAt } from './rt.mjs';
-import { advance, notice } from './stage.mjs';
-import { auto, state } from './state.mjs';
+import { advance, current, notice, setLatencyMark } from './stage.mjs';
 import { $, store } from './util.mjs';
 
 const LS_SPEED = 'binann.speed';
@@ -21,17 +20,69 @@ export const SPEED_MAX = 5;
 const GRACE_MS = 60; // a press is handled at most this long after it happened
 const KEEP_VIEWS = 4; // decided views kept at the front (a late press still finds them)
 
+/** AUTO's state; changed only here (the rest of the page reads it through the functions below). */
+const auto = {
+  on: false,
+  paused: false,
+  speed: 1, // images per second
+  timer: null, // the countdown of the image shown
+  // Presentations in AUTO, oldest first: {item, on (ms, performance.now), decided: null |
+  // 'positive' | 'negative' | 'skip', advanced (left the screen by AUTO), withdrawn (left it
+  // otherwise: never labelled by AUTO), held (in a question)}. An undecided view that left the
+  // screen is pending: still reserved for this tab, negative once its attribution window closes.
+  views: [],
+  closer: null, // the timer that commits pending negatives
+  onsetItem: null, // the item whose onset was announced last
+  asking: null, // {views: [a, b], t} while the page asks which of two images a press was for
+  rt: null, // the person's ReactionTime (rt.mjs), kept in localStorage
+  counts: { presses: 0, ambiguous: 0, none: 0, repeats: 0 }, // this page's presses in AUTO
+};
+
+/** Whether AUTO is on (paused or not). */
+export function autoOn() {
+  return auto.on;
+}
+
+/** Whether AUTO is paused (while on). */
+export function autoPaused() {
+  return auto.paused;
+}
+
+/** Whether AUTO is asking which of two images a press was for. */
+export function autoAsking() {
+  return auto.asking !== null;
+}
+
+/** The person's reaction time: {d, sd} in ms. */
+export function reactionTime() {
+  return { d: auto.rt.d, sd: auto.rt.sd };
+}
+
+/** For tests and debugging: this page's presses, d, the question, the images pending. */
+export function autoDebug() {
+  return {
+    ...auto.counts, d: auto.rt.d, sd: auto.rt.sd, asking: auto.asking ? auto.asking.views.map((v) => v.item.id) : null,
+    pending: auto.views.filter((v) => !v.decided && !v.withdrawn && v.advanced).map((v) => v.item.id),
+  };
+}
+
 // ---------------------------------------------------------------- reaction time
-export function loadRt() {
+function loadRt() {
   let saved = null;
   try { saved = JSON.parse(store.get('localStorage', LS_RT) || 'null'); } catch { saved = null; }
   auto.rt = new ReactionTime(saved && typeof saved === 'object' ? saved : {});
   renderRt();
 }
 
-export function saveRt() {
+function saveRt() {
   store.set('localStorage', LS_RT, JSON.stringify(auto.rt));
   renderRt();
+}
+
+/** A calibration's reaction times (ms) replace what was measured before; kept in this browser. */
+export function calibrateRt(rts) {
+  auto.rt.calibrate(rts);
+  saveRt();
 }
 
 function renderRt() {
@@ -49,7 +100,7 @@ function lastView() {
 
 /** Items passed by in AUTO and not decided yet: still reserved for this tab. */
 export function pendingItems() {
-  return auto.views.filter((v) => !v.decided && !v.withdrawn && v.item !== state.current).map((v) => v.item);
+  return auto.views.filter((v) => !v.decided && !v.withdrawn && v.item !== current()).map((v) => v.item);
 }
 
 export function cancelCountdown() {
@@ -65,13 +116,11 @@ function onset(item, t) {
 /** Called whenever an image is painted: records its presentation, and starts its countdown. */
 export function startCountdown() {
   cancelCountdown();
-  const item = state.current;
+  const item = current();
   if (auto.on && item && item.ok === true && auto.onsetItem !== item) {
     auto.onsetItem = item;
     const last = lastView();
-    if (auto.attribution === 'legacy') {
-      requestAnimationFrame((t) => onset(item, Math.min(t, performance.now())));
-    } else if (!last || last.item !== item) {
+    if (!last || last.item !== item) {
       // The image before left the screen some other way than by AUTO (undo, a mode switch).
       if (last && !last.decided && !last.advanced) last.withdrawn = true;
       const view = { item, on: performance.now(), decided: null, advanced: false, withdrawn: false, held: false };
@@ -94,11 +143,7 @@ export function startCountdown() {
   bar.style.transform = 'scaleX(0)';
   auto.timer = setTimeout(() => {
     auto.timer = null;
-    if (state.current !== item || !auto.on || auto.paused || auto.asking) return;
-    if (auto.attribution === 'legacy') {
-      label('negative');
-      return;
-    }
+    if (current() !== item || !auto.on || auto.paused || auto.asking) return;
     // The image leaves the screen undecided: negative once its window closes.
     const view = lastView();
     if (view && view.item === item) view.advanced = true;
@@ -145,10 +190,6 @@ function decide(view, kind) {
  * reaction time before; between two images, a positive asks and a negative is dropped.
  */
 export function press(kind, t) {
-  if (auto.attribution === 'legacy') {
-    label(kind, { key: true });
-    return;
-  }
   const now = performance.now();
   if (!(t > 0 && t <= now)) t = now;
   auto.counts.presses++;
@@ -184,8 +225,8 @@ export function press(kind, t) {
     const rt = t - view.on;
     if (Math.abs(rt - d) < 3 * sd && auto.rt.add(rt, entry.uid)) saveRt();
   }
-  if (view.item === state.current) {
-    state.pendingMark = null;
+  if (view.item === current()) {
+    setLatencyMark(null);
     advance();
   } else {
     notice(`${kind === 'positive' ? 'Positive' : 'Negative'}: ${view.item.path} (shown ${Math.round(now - view.on)} ms ago).`);
@@ -197,7 +238,7 @@ export function press(kind, t) {
 /** S in AUTO: skips the image on screen. */
 export function skip() {
   const view = lastView();
-  if (view && view.item === state.current) {
+  if (view && view.item === current()) {
     view.decided = 'skip';
     view.advanced = true;
   }
@@ -265,7 +306,7 @@ export function answer(choice) {
       const rt = q.t - v.on;
       if (auto.rt.add(rt, entry.uid)) saveRt();
     }
-    if (v.item === state.current) advanceNow = true;
+    if (v.item === current()) advanceNow = true;
   }
   notice(chosen.length ? `Positive: ${chosen.map((v) => v.item.path).join(' and ')}. AUTO goes on.` : 'Neither: both stay negative. AUTO goes on.');
   document.dispatchEvent(new CustomEvent('binann:mode'));
@@ -291,11 +332,10 @@ export function renderCountdown() {
     bar.style.transition = 'none';
     bar.style.transform = shown === 'none' ? 'scaleX(1)' : shown;
     text.textContent = auto.asking ? 'AUTO asks: which image was the press for?' : 'AUTO paused: M to resume';
-  } else if (state.current && state.current.ok === false) {
+  } else if (current() && current().ok === false) {
     text.textContent = 'AUTO waits: this image cannot be shown (S skips it)';
   } else {
-    const rule = auto.attribution === 'legacy' ? ' (legacy: a press labels the image on screen)' : '';
-    text.textContent = `AUTO ${auto.speed.toFixed(1)}/s: negative unless F or Space${rule}`;
+    text.textContent = `AUTO ${auto.speed.toFixed(1)}/s: negative unless F or Space`;
   }
   countdown.classList.toggle('paused', Boolean(stopped));
 }
@@ -309,7 +349,7 @@ export function setAuto(on) {
     cancelCountdown();
     // The image on screen stays, unlabelled; those passed by still close as usual.
     const last = lastView();
-    if (last && last.item === state.current && !last.decided) last.withdrawn = true;
+    if (last && last.item === current() && !last.decided) last.withdrawn = true;
     scheduleCloser();
   }
   document.body.classList.toggle('auto', on);
@@ -350,7 +390,5 @@ export function loadSpeed() {
   applySpeed(false);
   speed.addEventListener('input', () => applySpeed(true));
   speed.addEventListener('change', () => { if (auto.on && !auto.paused) startCountdown(); });
-  const rule = new URLSearchParams(location.search).get('attribution');
-  if (rule === 'legacy') auto.attribution = 'legacy';
   loadRt();
 }

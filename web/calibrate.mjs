@@ -1,8 +1,6 @@
 // Calibration of the reaction time: a short stream of plain frames at AUTO's pace with a few known
 // targets (a bright ring); the person presses F or Space at each. The median delay becomes d.
-import { auto } from './state.mjs';
-import { calibration } from './state.mjs';
-import { saveRt, setAutoPaused } from './auto.mjs';
+import { autoOn, autoPaused, calibrateRt, reactionTime, setAutoPaused } from './auto.mjs';
 import { notice } from './stage.mjs';
 import { $ } from './util.mjs';
 
@@ -11,10 +9,18 @@ const NEEDED = 5; // targets answered for a result
 const FRAME_MS = 400; // 2.5 frames a second
 const WINDOW_MS = 1500; // a press this long after a target is not a reaction to it
 
+/** The calibration running; null when none. */
+const calibration = { run: null };
+
+/** Whether a calibration is running. */
+export function calibrating() {
+  return calibration.run !== null;
+}
+
 /** Starts calibration (C). */
 export function startCalibration() {
   if (calibration.run) return;
-  if (auto.on && !auto.paused) setAutoPaused(true);
+  if (autoOn() && !autoPaused()) setAutoPaused(true);
   // Frames: 3–6 plain ones before each target, a few after the last.
   const frames = [];
   for (let i = 0; i < TARGETS; i++) {
@@ -76,9 +82,9 @@ function finish() {
     notice(`Calibration: only ${rts.length} of ${TARGETS} rings answered (${NEEDED} needed); your reaction time is unchanged.`, 'error');
     return;
   }
-  auto.rt.calibrate(rts);
-  saveRt();
-  notice(`Calibrated: your reaction time d is ${Math.round(auto.rt.d)} ms (spread ${Math.round(auto.rt.sd)} ms), from ${rts.length} rings.`);
+  calibrateRt(rts);
+  const { d, sd } = reactionTime();
+  notice(`Calibrated: your reaction time d is ${Math.round(d)} ms (spread ${Math.round(sd)} ms), from ${rts.length} rings.`);
 }
 
 /** Escape during calibration. */

@@ -1,9 +1,9 @@
-// Statistics and charts: /api/stats and /api/history, drawn as text and inline SVG.
+// Statistics and charts: /api/stats and /api/history, drawn as text and inline SVG. What it needs
+// of the labelling above it (the annotator's name, what follows new statistics) comes through the
+// hooks main.mjs sets.
 import { api } from './api.mjs';
-import { renderDone, renderSession } from './main.mjs';
 import { renderSeedCount } from './seeds.mjs';
-import { maybeRefill } from './stage.mjs';
-import { state } from './state.mjs';
+import { current, exhausted, lastNextAt, maybeRefill } from './stage.mjs';
 import { $, ago, duration, num, pct, plural } from './util.mjs';
 
 const STATS_MS = 2000;
@@ -14,6 +14,25 @@ const ROLL = 50; // window of the rolling accuracy
 /** The charts' copy of /api/history. */
 const hist = { entries: [], busy: false };
 
+let lastStats = null; // the last /api/stats answer
+let rankingStamp = null; // identifies the ranking the queue came from
+
+/** What the charts ask of the page; setupCharts() replaces these defaults. */
+const hooks = {
+  annotator: () => '', // the name sent with the requests, and marked in the list of annotators
+  updated: () => {}, // new statistics are drawn: what else shows them follows
+};
+
+/** Wires the charts to the page (main.mjs): any of the `hooks` above. */
+export function setupCharts(given) {
+  Object.assign(hooks, given);
+}
+
+/** The last /api/stats answer, or null before the first. */
+export function stats() {
+  return lastStats;
+}
+
 // Labels in force per annotator; names are the people's own text, so never HTML.
 export function renderAnnotators(list) {
   const dl = $('st-annotators');
@@ -23,7 +42,7 @@ export function renderAnnotators(list) {
     dt.textContent = a.name || '(no name)';
     dt.title = dt.textContent;
     dt.classList.toggle('unnamed', !a.name);
-    dt.classList.toggle('me', a.name !== '' && a.name === state.annotator);
+    dt.classList.toggle('me', a.name !== '' && a.name === hooks.annotator());
     const dd = document.createElement('dd');
     dd.textContent = `${num(a.annotated)}${a.skipped ? ` + ${num(a.skipped)} skipped` : ''}`;
     rows.push(dt, dd);
@@ -50,8 +69,8 @@ export async function refreshStats() {
   if (statsBusy) return;
   statsBusy = true;
   try {
-    const s = await api('GET', '/api/stats', undefined, state.annotator);
-    state.stats = s;
+    const s = await api('GET', '/api/stats', undefined, hooks.annotator());
+    lastStats = s;
     renderStats(s);
     checkRanking(s);
     await syncHistory();
@@ -67,8 +86,8 @@ export function refreshStatsSoon() {
 
 export async function pollStats() {
   await refreshStats();
-  if (state.exhausted && !state.current && Date.now() - state.lastNextAt > DONE_POLL_MS) maybeRefill(true);
-  else if (Date.now() - state.lastNextAt > KEEPALIVE_MS) maybeRefill(true);
+  if (exhausted() && !current() && Date.now() - lastNextAt() > DONE_POLL_MS) maybeRefill(true);
+  else if (Date.now() - lastNextAt() > KEEPALIVE_MS) maybeRefill(true);
   setTimeout(pollStats, STATS_MS);
 }
 
@@ -100,8 +119,7 @@ function renderStats(s) {
   renderSeedCount(s.seed_images);
   document.body.classList.toggle('can-stop', !!(s.positives_left && s.positives_left.can_stop));
   $('md-online').textContent = s.online ? `${pct(s.online.accuracy)} of ${num(s.online.evaluated)} labels` : 'no label judged yet';
-  renderSession();
-  if (!state.current && state.exhausted) renderDone();
+  hooks.updated();
 }
 
 /**
@@ -124,12 +142,12 @@ export function leftText(left) {
 function checkRanking(s) {
   const m = s.model;
   const stamp = m ? `${m.checkpoint_generation}/${Math.round(Date.now() / 1000 - m.ranking_age_s)}` : s.selector || 'none';
-  if (state.rankingStamp !== null && stamp !== state.rankingStamp) {
+  if (rankingStamp !== null && stamp !== rankingStamp) {
     const [gen, t] = stamp.split('/');
-    const [ogen, ot] = state.rankingStamp.split('/');
+    const [ogen, ot] = rankingStamp.split('/');
     if (gen !== ogen || t === undefined || ot === undefined || Math.abs(Number(t) - Number(ot)) > 2) maybeRefill(true);
   }
-  state.rankingStamp = stamp;
+  rankingStamp = stamp;
 }
 
 // ---------------------------------------------------------------- charts
@@ -196,7 +214,7 @@ function svg(label, body) {
 }
 
 function drawCharts() {
-  const s = state.stats;
+  const s = lastStats;
   const entries = hist.entries;
   const n = entries.length;
   // Cumulative positives found, against what a random order would find.

@@ -2,11 +2,10 @@
 // on the keyboard (1234 / QWER / ASDF / ZXCV) or the mouse mark a thumbnail positive; Enter or
 // Space confirms: the marked ones positive, the rest negative, each through the outbox like any
 // label, as one group that Backspace takes back in one step. The thumbnails are reserved for this
-// tab like the image on screen (they go out in /api/next's keep).
-import { setAuto } from './auto.mjs';
-import { give, renderSession } from './main.mjs';
-import { maybeRefill, notice, prepare, renderEmptyStage, show } from './stage.mjs';
-import { auto, grid, outbox, state } from './state.mjs';
+// tab like the image on screen (they go out in /api/next's keep, through the stage's hooks).
+import { autoOn, setAuto } from './auto.mjs';
+import { give, outbox, renderSession } from './labels.mjs';
+import { handOver, maybeRefill, notice, prepare, queueLength, renderEmptyStage, requeue, show, take } from './stage.mjs';
 import { $, pct, plural, store } from './util.mjs';
 
 const LS_GRID = 'binann.grid';
@@ -14,6 +13,30 @@ export const SIZE_MIN = 1;
 export const SIZE_MAX = 6;
 /** The keys of the thumbnails, row by row: their places on a QWERTY keyboard. */
 export const TILE_KEYS = ['1234', 'qwer', 'asdf', 'zxcv'];
+
+/** The grid's state; changed only here (the rest of the page reads it through the functions below). */
+const grid = {
+  on: false,
+  rows: 4,
+  cols: 4,
+  tiles: [], // {item, marked}, row by row; none while the grid is off
+  confirmed: 0, // grids confirmed in this page (names each grid's undo group)
+};
+
+/** Whether the grid view is on. */
+export function gridOn() {
+  return grid.on;
+}
+
+/** How many thumbnails the grid shows: rows × cols. */
+export function gridCells() {
+  return grid.rows * grid.cols;
+}
+
+/** For tests and debugging: the thumbnails, those marked, those ready to show. */
+export function gridDebug() {
+  return { on: grid.on, tiles: grid.tiles.map((t) => t.item.id), marked: grid.tiles.filter((t) => t.marked).map((t) => t.item.id), ready: grid.tiles.filter((t) => t.item.ok).length };
+}
 
 /** The thumbnail a key marks (its index in the grid), or null. */
 export function tileIndex(key) {
@@ -52,10 +75,7 @@ function setSize(rows, cols, save) {
     // Thumbnails beyond the new size go back to the head of the queue.
     const n = grid.rows * grid.cols;
     const extra = grid.tiles.splice(n);
-    for (const t of extra.reverse()) {
-      t.item.sticky = true;
-      state.queue.unshift(t.item);
-    }
+    requeue(extra.map((t) => t.item));
     fill();
   }
 }
@@ -66,15 +86,12 @@ export function toggleGrid() {
     leave();
     return;
   }
-  if (auto.on) setAuto(false);
+  if (autoOn()) setAuto(false);
   grid.on = true;
   document.body.classList.add('grid-view');
   // The image on screen becomes the first thumbnail.
-  const first = state.current;
-  state.current = null;
+  const first = handOver();
   grid.tiles = first ? [{ item: first, marked: false }] : [];
-  $('photo-slot').replaceChildren();
-  $('stage-message').hidden = true;
   fill();
   notice(`Grid view: mark the positives (${TILE_KEYS.map((r) => r.slice(0, grid.cols).toUpperCase()).slice(0, grid.rows).join(' ')} or a click), then Enter or Space.`);
   document.dispatchEvent(new CustomEvent('binann:mode'));
@@ -88,11 +105,8 @@ function leave() {
   $('grid').replaceChildren();
   const marked = tiles.filter((t) => t.marked).length;
   // Unconfirmed thumbnails go back to the queue, in order; the first is shown.
-  for (const t of [...tiles].reverse()) {
-    t.item.sticky = true;
-    state.queue.unshift(t.item);
-  }
-  const next = state.queue.shift() || null;
+  requeue(tiles.map((t) => t.item));
+  const next = take();
   if (next) next.sticky = false;
   show(next);
   notice(`One image at a time.${marked ? ` ${plural(marked, 'mark')} not confirmed: dropped.` : ''}`);
@@ -111,8 +125,8 @@ export function gridItems() {
 export function fill(ask = true) {
   if (!grid.on) return;
   const n = grid.rows * grid.cols;
-  while (grid.tiles.length < n && state.queue.length) {
-    const item = state.queue.shift();
+  while (grid.tiles.length < n && queueLength()) {
+    const item = take();
     item.sticky = false;
     grid.tiles.push({ item, marked: false });
   }
@@ -120,7 +134,7 @@ export function fill(ask = true) {
     if (t.item.ok === null || !t.item.img) prepare(t.item).then(() => { if (grid.tiles.includes(t)) render(); });
   }
   render();
-  if (ask && (grid.tiles.length < n || state.queue.length < n)) maybeRefill(true);
+  if (ask && (grid.tiles.length < n || queueLength() < n)) maybeRefill(true);
 }
 
 /** Skips (and reports) the thumbnails whose image will not decode. */
@@ -219,11 +233,7 @@ export function undoGrid(entries) {
   const back = entries.map((e) => ({ item: e.item, marked: e.label === 'positive' }));
   const n = grid.rows * grid.cols;
   grid.tiles = back.concat(grid.tiles.filter((t) => !back.some((b) => b.item.id === t.item.id)));
-  const extra = grid.tiles.splice(n);
-  for (const t of extra.reverse()) {
-    t.item.sticky = true;
-    state.queue.unshift(t.item);
-  }
+  requeue(grid.tiles.splice(n).map((t) => t.item));
   fill();
 }
 

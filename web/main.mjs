@@ -2,184 +2,132 @@
 // keeps labels until the server has them, AUTO mode, statistics and charts. Native ES modules,
 // no build step, no dependencies:
 //   util     storage, formatting          api     requests, the connection, the tab's client id
-//   outbox   labels until acknowledged    state   every piece of shared state, declared
+//   outbox   labels until acknowledged    labels  the outbox, the annotator, the session timer
 //   stage    the image shown, prefetching auto    AUTO mode
 //   rt       reaction time, attribution   calibrate  measuring the reaction time
 //   grid     the grid view                charts  statistics and charts
 //   keys     the key table (handler, help, README)
 //   seeds    example images dropped on the page
-//   main     labelling, undo, input, start (this file)
-import { claimClientId, conn, opsStorage, sendOp, similar } from './api.mjs';
-import { answer, applySpeed, beforeUndo, loadSpeed, press, setAuto, setAutoPaused, skip as autoSkip, undone } from './auto.mjs';
-import { calibrationPress, cancelCalibration, startCalibration } from './calibrate.mjs';
-import { pollStats, refreshStatsSoon, renderAnnotators } from './charts.mjs';
-import { confirm, loadGridSize, tileIndex, toggle, toggleGrid, undoGrid } from './grid.mjs';
+//   main     wiring, undo, input, start (this file)
+// No module imports one that imports it back (tests/web/imports.test.mjs checks it): this file
+// imports the others and tells the lower ones what they need of the higher (the stage of AUTO and
+// the grid, the charts of the annotator) through their setup functions' hooks.
+import { claimClientId, conn, similar } from './api.mjs';
+import { answer, applySpeed, autoAsking, autoDebug, autoOn, autoPaused, beforeUndo, cancelCountdown, loadSpeed, pendingItems, press, setAuto, setAutoPaused, skip as autoSkip, startCountdown, undone } from './auto.mjs';
+import { calibrating, calibrationPress, cancelCalibration, startCalibration } from './calibrate.mjs';
+import { pollStats, refreshStatsSoon, setupCharts, stats } from './charts.mjs';
+import { confirm, fill, gridCells, gridDebug, gridItems, gridOn, loadGridSize, tileIndex, toggle, toggleGrid, undoGrid } from './grid.mjs';
 import { actionFor, renderHelp } from './keys.mjs';
+import { LS_ANNOTATOR, annotator, label, outbox, renderSession, retrySoon, setAnnotator, setupLabels, toggleTimer, ungive } from './labels.mjs';
 import { wireSeedDrop } from './seeds.mjs';
-import { advance, forget, makeItem, maybeRefill, notice, prepare, renderEmptyStage, renderMeta, reshow } from './stage.mjs';
-import { KEEP_DECODED, LS_ANNOTATOR, auto, calibration, grid, outbox, session, state } from './state.mjs';
-import { $, clock, num, plural, sleep, store } from './util.mjs';
+import { current, exhausted, makeItem, markDone, maybeRefill, notice, prepare, queued, renderEmptyStage, renderMeta, requeue, reshow, setLatencyMark, setupStage, unmarkDone } from './stage.mjs';
+import { $, plural, store } from './util.mjs';
 
 const LS_DISPLAY = 'binann.display';
-const MAX_NAME = 64; // characters (code points), as the server counts them
 
-// ---------------------------------------------------------------- the outbox, wired to the page
-outbox.io = { send: (op) => sendOp(op, state.annotator), storage: opsStorage, sleep, makeItem };
-outbox.on = {
-  change: renderSaveState,
-  acked(op, r) {
-    // A positive unlike any labelled so far: the server put its look-alikes next for this tab.
-    if (r && r.lookalikes && r.lookalikes.length) {
-      notice(`A new kind of positive: ${plural(r.lookalikes.length, 'look-alike')} of it come next.`);
-      maybeRefill(true);
-    }
+// ---------------------------------------------------------------- the modules, wired together
+setupStage({
+  thumbnails: gridItems,
+  pending: pendingItems,
+  gridCells: () => (gridOn() ? gridCells() : 0),
+  fillGrid: () => fill(false),
+  leaving: cancelCountdown,
+  painted: startCountdown,
+  renderDone,
+  unsaved: () => outbox.unsavedLabels,
+  retryMs: () => outbox.backoff,
+});
+
+setupCharts({
+  annotator,
+  updated() {
+    renderSession();
+    if (!current() && exhausted()) renderDone();
   },
-  undone(op, r) {
-    if (op.show) {
-      const item = makeItem(r);
-      state.done.delete(item.id);
-      if (grid.on) undoGrid([{ item, label: r.label }]);
-      else reshow(item);
-      notice(`Undone: ${r.label || 'label'} for ${r.path}`);
-    } else if (op.id !== null && r.id !== op.id) {
-      notice(`The server undid the label of ${r.path}, not the one expected; check it.`, 'error');
-    }
+});
+
+setupLabels({
+  on: {
+    change: renderSaveState,
+    acked(op, r) {
+      // A positive unlike any labelled so far: the server put its look-alikes next for this tab.
+      if (r && r.lookalikes && r.lookalikes.length) {
+        notice(`A new kind of positive: ${plural(r.lookalikes.length, 'look-alike')} of it come next.`);
+        maybeRefill(true);
+      }
+    },
+    undone(op, r) {
+      if (op.show) {
+        const item = makeItem(r);
+        unmarkDone(item.id);
+        if (gridOn()) undoGrid([{ item, label: r.label }]);
+        else reshow(item);
+        notice(`Undone: ${r.label || 'label'} for ${r.path}`);
+      } else if (op.id !== null && r.id !== op.id) {
+        notice(`The server undid the label of ${r.path}, not the one expected; check it.`, 'error');
+      }
+    },
+    refused(op, e) {
+      if (op.kind === 'label') notice(`The server refused the label of ${op.item ? op.item.path : op.id}: ${e.message}`, 'error');
+      else if (e.code === 'nothing_to_undo') notice('Nothing to undo.');
+      else notice(`Undo failed: ${e.message}`, 'error');
+    },
+    trouble(e) {
+      if (e.status !== 0 && !conn.blocked) {
+        conn.saveError = e.message;
+        renderBanner();
+      }
+    },
+    recovered() {
+      if (conn.saveError) {
+        conn.saveError = null;
+        renderBanner();
+      }
+    },
+    drained(hadTrouble) {
+      refreshStatsSoon();
+      renderSaveState();
+      if (hadTrouble && !outbox.pending) notice('Connection restored: every label is saved.');
+    },
   },
-  refused(op, e) {
-    if (op.kind === 'label') notice(`The server refused the label of ${op.item ? op.item.path : op.id}: ${e.message}`, 'error');
-    else if (e.code === 'nothing_to_undo') notice('Nothing to undo.');
-    else notice(`Undo failed: ${e.message}`, 'error');
-  },
-  trouble(e) {
-    if (e.status !== 0 && !conn.blocked) {
-      conn.saveError = e.message;
-      renderBanner();
-    }
-  },
-  recovered() {
-    if (conn.saveError) {
-      conn.saveError = null;
-      renderBanner();
-    }
-  },
-  drained(hadTrouble) {
-    refreshStatsSoon();
-    renderSaveState();
-    if (hadTrouble && !outbox.pending) notice('Connection restored: every label is saved.');
-  },
-};
+});
 conn.onChange = renderBanner;
 
-// ---------------------------------------------------------------- labelling and undo
-/** Labels the image on screen and shows the next. */
-export function label(kind, how = {}) {
-  const item = state.current;
-  if (!item) return;
-  give(item, kind);
-  if (!how.key) state.pendingMark = null;
-  advance();
-  renderSession();
-}
-
-/** Records a label of `item` (in the outbox, in the session's counts); returns its undo entry. */
-export function give(item, kind, group = null) {
-  resumeTimer();
-  const entry = outbox.add(item, kind, state.annotator, group);
-  const old = outbox.stack[outbox.stack.length - 1 - KEEP_DECODED];
-  if (old && old.group === null) forget(old.item); // re-prepared on undo
-  state.done.add(item.id);
-  session.labels++;
-  session.times.push(Date.now());
-  return entry;
-}
-
+// ---------------------------------------------------------------- undo
 /**
  * Takes back the newest label, or the newest confirmed grid in one step, and shows those images
  * again (in the grid: as thumbnails, marked as they were).
  */
-export function undo() {
-  const pausedAuto = auto.on && !auto.paused;
-  if (auto.on) beforeUndo();
+function undo() {
+  const pausedAuto = autoOn() && !autoPaused();
+  if (autoOn()) beforeUndo();
   const entries = outbox.undo();
   if (!entries.length) {
     // Nothing labelled in this tab since it was loaded: the server undoes this client's last.
-    state.pendingMark = null;
+    setLatencyMark(null);
     return;
   }
   undone(entries);
-  for (const entry of entries) {
-    state.done.delete(entry.item.id);
-    if (session.labels > 0) session.labels--;
-    session.times.pop();
-  }
-  if (grid.on) {
+  ungive(entries);
+  if (gridOn()) {
     undoGrid(entries);
   } else {
     reshow(entries[0].item);
     // The rest of an undone grid comes next, in order.
-    for (const e of entries.slice(1).reverse()) {
-      e.item.sticky = true;
-      state.queue.splice(0, 0, e.item);
-      prepare(e.item);
-    }
+    const rest = entries.slice(1).map((e) => e.item);
+    requeue(rest);
+    for (const item of [...rest].reverse()) prepare(item);
   }
   const what = entries.length > 1 ? `the grid of ${entries.length} labels (${entries.filter((e) => e.label === 'positive').length} positive)` : `${entries[0].label} for ${entries[0].item.path}`;
   notice(`Undone: ${what}.${pausedAuto ? ' AUTO paused: press M to resume.' : ''}`);
   renderSession();
 }
 
-// ---------------------------------------------------------------- session timer
-function activeMs() {
-  const now = session.pausedAt ?? performance.now();
-  return now - session.start - session.pausedMs;
-}
-
-function toggleTimer() {
-  if (session.pausedAt === null) session.pausedAt = performance.now();
-  else resumeTimer();
-  renderSession();
-}
-
-export function resumeTimer() {
-  if (session.pausedAt !== null) {
-    session.pausedMs += performance.now() - session.pausedAt;
-    session.pausedAt = null;
-    renderSession();
-  }
-}
-
-export function renderSession() {
-  const ms = activeMs();
-  const paused = session.pausedAt !== null;
-  $('st-time').textContent = `${clock(ms)}${paused ? ' (paused)' : ''}`;
-  $('pause-label').textContent = paused ? 'Resume timer' : 'Pause timer';
-  $('st-session').textContent = String(session.labels);
-  $('st-rate').textContent = ms > 1000 ? `${(session.labels / (ms / 1000)).toFixed(2)} images/s` : '–';
-  const cutoff = Date.now() - 60000;
-  while (session.times.length && session.times[0] < cutoff) session.times.shift();
-  // Over the last minute, or the whole session when it is younger than that.
-  const span = Math.min(60, Math.max(1, ms / 1000));
-  $('st-minute').textContent = `${(session.times.length / span).toFixed(2)} images/s`;
-  $('st-all').textContent = state.stats ? `${num(state.stats.last_minute)} labels last minute` : '–';
-}
-
 // ---------------------------------------------------------------- the annotator's name
-function cleanName(text) {
-  // Control characters cannot be sent; the server trims and counts code points as here.
-  return Array.from(String(text || '').replace(/\p{Cc}/gu, '').trim()).slice(0, MAX_NAME).join('');
-}
-
-function setAnnotator(name, save) {
-  state.annotator = cleanName(name);
-  if (save) store.set('localStorage', LS_ANNOTATOR, state.annotator);
-  document.body.classList.toggle('unnamed', !state.annotator);
-  if (state.stats) renderAnnotators(state.stats.annotators);
-}
-
 function wireName() {
   const nameInput = $('annotator');
   nameInput.addEventListener('input', () => setAnnotator(nameInput.value, true));
-  nameInput.addEventListener('change', () => { nameInput.value = state.annotator; });
+  nameInput.addEventListener('change', () => { nameInput.value = annotator(); });
   nameInput.addEventListener('keydown', (e) => {
     // Enter or Escape hands the keys back to labelling.
     if (e.key === 'Enter' || e.key === 'Escape') {
@@ -191,7 +139,7 @@ function wireName() {
   window.addEventListener('storage', (e) => {
     if (e.key === LS_ANNOTATOR) {
       setAnnotator(e.newValue, false);
-      if (document.activeElement !== nameInput) nameInput.value = state.annotator;
+      if (document.activeElement !== nameInput) nameInput.value = annotator();
     }
   });
 }
@@ -217,7 +165,7 @@ function renderBanner() {
     banner.hidden = true;
   }
   document.body.classList.toggle('offline', conn.unreachable);
-  if (!state.current) renderEmptyStage();
+  if (!current()) renderEmptyStage();
 }
 
 function renderSaveState() {
@@ -227,11 +175,11 @@ function renderSaveState() {
   el.classList.toggle('pending', n > 0);
   document.body.dataset.pending = String(outbox.pending);
   renderBanner();
-  if (!state.current && state.exhausted) renderDone();
+  if (!current() && exhausted()) renderDone();
 }
 
-export function renderDone() {
-  const s = state.stats;
+function renderDone() {
+  const s = stats();
   const unsaved = outbox.unsavedLabels;
   let text = 'Every image has a label.';
   if (s && s.remaining > 0) {
@@ -276,7 +224,7 @@ const SIMILAR_COUNT = 8;
 
 /** Asks the server to put the images nearest to the one on screen next for this tab. */
 async function moreLikeThis() {
-  const item = state.current;
+  const item = current();
   if (!item) return;
   try {
     const r = await similar(item.id, SIMILAR_COUNT);
@@ -294,11 +242,11 @@ async function moreLikeThis() {
 
 // ---------------------------------------------------------------- input
 /** The mode whose column of the key table applies now. */
-export function mode() {
-  if (calibration.run) return 'calibrate';
-  if (auto.asking) return 'ask';
-  if (grid.on) return 'grid';
-  return auto.on ? 'auto' : 'manual';
+function mode() {
+  if (calibrating()) return 'calibrate';
+  if (autoAsking()) return 'ask';
+  if (gridOn()) return 'grid';
+  return autoOn() ? 'auto' : 'manual';
 }
 
 /** Does `action` (of the key table, or a button); `how`: {key, keyName, time} for a keypress. */
@@ -307,12 +255,12 @@ function perform(action, how = {}) {
   switch (action) {
     case 'positive':
     case 'negative':
-      return auto.on ? press(action, time) : label(action, how);
-    case 'skip': return auto.on ? autoSkip() : label('skip', how);
+      return autoOn() ? press(action, time) : label(action, how);
+    case 'skip': return autoOn() ? autoSkip() : label('skip', how);
     case 'undo': return undo();
     case 'pause': return toggleTimer();
-    case 'autopause': return setAutoPaused(!auto.paused);
-    case 'auto': return grid.on ? undefined : setAuto(!auto.on);
+    case 'autopause': return setAutoPaused(!autoPaused());
+    case 'auto': return gridOn() ? undefined : setAuto(!autoOn());
     case 'calibrate': return startCalibration();
     case 'calibpress': return calibrationPress(time);
     case 'calibcancel': return cancelCalibration();
@@ -347,7 +295,7 @@ function onKey(e) {
     mark = `binann-key-${performance.now().toFixed(3)}`;
     performance.mark(mark);
   }
-  state.pendingMark = mark;
+  setLatencyMark(mark);
   perform(action, { key: true, keyName: e.key, time: e.timeStamp });
 }
 
@@ -357,7 +305,7 @@ function renderKeys() {
   renderHelp('ask', $('ask-keys'), []);
   renderHelp('calibrate', $('calib-keys'), []);
   document.body.dataset.mode = m;
-  $('grid-toggle').setAttribute('aria-pressed', String(grid.on));
+  $('grid-toggle').setAttribute('aria-pressed', String(gridOn()));
 }
 
 function wireInput() {
@@ -365,14 +313,14 @@ function wireInput() {
   for (const btn of document.querySelectorAll('button[data-action]')) {
     btn.addEventListener('mousedown', (e) => e.preventDefault()); // a click keeps focus where it was
     btn.addEventListener('click', () => {
-      state.pendingMark = null;
+      setLatencyMark(null);
       perform(btn.dataset.action);
     });
   }
   $('auto-toggle').addEventListener('mousedown', (e) => e.preventDefault());
-  $('auto-toggle').addEventListener('click', () => { if (mode() === 'manual' || mode() === 'auto') setAuto(!auto.on); });
+  $('auto-toggle').addEventListener('click', () => { if (mode() === 'manual' || mode() === 'auto') setAuto(!autoOn()); });
   $('grid-toggle').addEventListener('mousedown', (e) => e.preventDefault());
-  $('grid-toggle').addEventListener('click', () => { if (!calibration.run && !auto.asking) toggleGrid(); });
+  $('grid-toggle').addEventListener('click', () => { if (!calibrating() && !autoAsking()) toggleGrid(); });
   document.addEventListener('binann:mode', renderKeys);
   window.addEventListener('beforeunload', (e) => {
     if (outbox.pending) {
@@ -380,24 +328,21 @@ function wireInput() {
       e.returnValue = '';
     }
   });
-  window.addEventListener('online', () => { outbox.backoff = 500; maybeRefill(true); });
+  window.addEventListener('online', () => { retrySoon(); maybeRefill(true); });
 }
 
 // For tests and debugging.
 window.binannDebug = {
-  current: () => (state.current ? state.current.id : null),
-  queued: () => state.queue.map((it) => it.id),
-  decoded: () => state.queue.filter((it) => it.ok === true).map((it) => it.id), // queued and ready to paint
+  current: () => (current() ? current().id : null),
+  queued: () => queued().map((it) => it.id),
+  decoded: () => queued().filter((it) => it.ok === true).map((it) => it.id), // queued and ready to paint
   pending: () => outbox.pending,
   clientId: () => conn.clientId,
-  annotator: () => state.annotator,
+  annotator: () => annotator(),
   mode: () => mode(),
-  auto: () => ({
-    ...auto.counts, d: auto.rt.d, sd: auto.rt.sd, asking: auto.asking ? auto.asking.views.map((v) => v.item.id) : null,
-    pending: auto.views.filter((v) => !v.decided && !v.withdrawn && v.advanced).map((v) => v.item.id),
-  }),
-  grid: () => ({ on: grid.on, tiles: grid.tiles.map((t) => t.item.id), marked: grid.tiles.filter((t) => t.marked).map((t) => t.item.id), ready: grid.tiles.filter((t) => t.item.ok).length }),
-  item: () => (state.current ? { id: state.current.id, path: state.current.path } : null),
+  auto: autoDebug,
+  grid: gridDebug,
+  item: () => (current() ? { id: current().id, path: current().path } : null),
 };
 
 // ---------------------------------------------------------------- start
@@ -410,13 +355,13 @@ async function start() {
   wireSeedDrop();
   wireInput();
   setAnnotator(store.get('localStorage', LS_ANNOTATOR), false);
-  $('annotator').value = state.annotator;
+  $('annotator').value = annotator();
   renderKeys();
   renderMeta();
   renderEmptyStage();
   setInterval(renderSession, 1000);
   await claimClientId();
-  for (const item of outbox.restore()) state.done.add(item.id);
+  for (const item of outbox.restore()) markDone(item.id);
   if (outbox.pending) notice(`Sending ${plural(outbox.pending, 'label')} kept from before the reload.`);
   outbox.persist();
   outbox.sendAll();

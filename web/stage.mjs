@@ -1,22 +1,116 @@
 // The stage: the image on screen, the images decoded ahead of it, and where they come from
-// (/api/next, which reserves them for this tab).
+// (/api/next, which reserves them for this tab). It owns what is shown and what comes next. What
+// it needs of the modules above it (the grid, AUTO, the outbox, the all-done screen) comes through
+// hooks that main.mjs sets, so it imports none of them.
 import { conn, next } from './api.mjs';
-import { cancelCountdown, pendingItems, startCountdown } from './auto.mjs';
-import { fill, gridItems } from './grid.mjs';
-import { renderDone } from './main.mjs';
-import { PREFETCH, REFILL_BELOW, WANT, grid, outbox, state } from './state.mjs';
 import { $, pct } from './util.mjs';
+
+export const PREFETCH = 4; // images decoded ahead of the one shown
+export const WANT = 12; // images asked of /api/next, plus those this tab holds
+export const REFILL_BELOW = 6; // ask for more when fewer are queued
 
 const slot = () => $('photo-slot');
 const stageMsg = () => $('stage-message');
 const doneScreen = () => $('done-screen');
+
+/** What is shown and what comes next; changed only here (the rest of the page calls the functions below). */
+const state = {
+  current: null, // the item shown
+  queue: [], // items to show next, in order
+  done: new Set(), // ids labelled in this tab (pending or acknowledged): never shown again unless undone
+  exhausted: false, // the last /api/next gave nothing new
+  refilling: false, // a /api/next request is under way
+  refillAgain: false, // another was asked for meanwhile
+  lastNextAt: 0, // Date.now() of the last /api/next
+  pendingMark: null, // performance mark of a keypress whose next image is not painted yet
+};
+
+/** What the stage asks of the rest of the page; setupStage() replaces these defaults. */
+const hooks = {
+  thumbnails: () => [], // the grid's thumbnails: reserved for this tab, never queued again meanwhile
+  pending: () => [], // images AUTO passed by and has not decided: reserved likewise
+  gridCells: () => 0, // rows × cols while the grid is on; 0 in the single view
+  fillGrid: () => {}, // tops the grid up from the queue (called with /api/next's answer)
+  leaving: () => {}, // the image on screen is about to change, or the stage to empty
+  painted: () => {}, // the image on screen was painted
+  renderDone: () => {}, // fills in the all-done screen
+  unsaved: () => 0, // labels of this tab the server does not have yet (asked for on top of WANT)
+  retryMs: () => 500, // how long to wait before asking again after a retryable failure
+};
+
+/** Wires the stage to the views above it (main.mjs): any of the `hooks` above. */
+export function setupStage(given) {
+  Object.assign(hooks, given);
+}
+
+/** The item on screen, or null. */
+export function current() {
+  return state.current;
+}
+
+/** The items queued to be shown next, in order (a copy). */
+export function queued() {
+  return state.queue.slice();
+}
+
+/** How many items are queued. */
+export function queueLength() {
+  return state.queue.length;
+}
+
+/** Whether the last /api/next gave nothing new. */
+export function exhausted() {
+  return state.exhausted;
+}
+
+/** Date.now() of the last /api/next. */
+export function lastNextAt() {
+  return state.lastNextAt;
+}
+
+/** `id` was labelled in this tab: never shown again unless undone. */
+export function markDone(id) {
+  state.done.add(id);
+}
+
+/** `id`'s label was undone: it may be shown again. */
+export function unmarkDone(id) {
+  state.done.delete(id);
+}
+
+/** The performance mark of a keypress whose next image is to be timed, or null for none. */
+export function setLatencyMark(mark) {
+  state.pendingMark = mark;
+}
+
+/** Takes the next queued item off the queue (null when none). */
+export function take() {
+  return state.queue.shift() || null;
+}
+
+/** Puts `items` back at the head of the queue, in order, kept reserved (sticky) by the next refill. */
+export function requeue(items) {
+  for (const item of [...items].reverse()) {
+    item.sticky = true;
+    state.queue.unshift(item);
+  }
+}
+
+/** Hands the image on screen over to the grid: the stage is cleared, and the item returned. */
+export function handOver() {
+  const item = state.current;
+  state.current = null;
+  slot().replaceChildren();
+  stageMsg().hidden = true;
+  return item;
+}
 
 /**
  * What stays reserved for this tab when it asks for more: the image on screen, the thumbnails of
  * the grid, the images AUTO passed by that are not decided yet, and those the person went back to.
  */
 export function keptIds() {
-  return [state.current, ...gridItems(), ...pendingItems(), ...state.queue.filter((it) => it.sticky)].filter(Boolean).map((it) => it.id);
+  return [state.current, ...hooks.thumbnails(), ...hooks.pending(), ...state.queue.filter((it) => it.sticky)].filter(Boolean).map((it) => it.id);
 }
 
 // ---------------------------------------------------------------- items and prefetching
@@ -83,12 +177,13 @@ export async function refill() {
   }
   state.refilling = true;
   try {
-    const count = (grid.on ? Math.max(WANT, grid.rows * grid.cols + PREFETCH) : WANT) + outbox.unsavedLabels + (state.current ? 1 : 0);
+    const cells = hooks.gridCells();
+    const count = (cells ? Math.max(WANT, cells + PREFETCH) : WANT) + hooks.unsaved() + (state.current ? 1 : 0);
     state.lastNextAt = Date.now();
     merge(await next(count, keptIds()));
   } catch (e) {
     if (e.retryable) {
-      setTimeout(maybeRefill, outbox.backoff);
+      setTimeout(maybeRefill, hooks.retryMs());
     } else {
       notice(`Could not get images: ${e.message}`, 'error');
     }
@@ -106,7 +201,7 @@ function merge(list) {
   const known = new Map(state.queue.map((it) => [it.id, it]));
   const sticky = state.queue.filter((it) => it.sticky);
   // An answer to a request sent before the grid or AUTO took images off the queue may list them.
-  const skip = new Set([...sticky, ...gridItems(), ...pendingItems()].map((it) => it.id));
+  const skip = new Set([...sticky, ...hooks.thumbnails(), ...hooks.pending()].map((it) => it.id));
   const fresh = [];
   for (const raw of list) {
     if (state.current && raw.id === state.current.id) {
@@ -125,9 +220,9 @@ function merge(list) {
   }
   state.queue = sticky.concat(fresh);
   state.exhausted = state.queue.length === 0;
-  if (grid.on) {
-    state.exhausted = state.queue.length === 0 && grid.tiles.length === 0;
-    fill(false);
+  if (hooks.gridCells()) {
+    state.exhausted = state.queue.length === 0 && hooks.thumbnails().length === 0;
+    hooks.fillGrid();
   } else if (!state.current) {
     if (state.queue.length) show(state.queue.shift());
     else renderEmptyStage();
@@ -136,13 +231,13 @@ function merge(list) {
 }
 
 export function maybeRefill(force) {
-  if (force || state.queue.length < (grid.on ? grid.rows * grid.cols : REFILL_BELOW)) refill();
+  if (force || state.queue.length < (hooks.gridCells() || REFILL_BELOW)) refill();
 }
 
 // ---------------------------------------------------------------- showing an image
 /** Shows `item` (or the empty stage for null). */
 export function show(item) {
-  cancelCountdown();
+  hooks.leaving();
   state.current = item;
   renderMeta();
   if (!item) {
@@ -225,10 +320,10 @@ function paint(item) {
     hint.textContent = item.retry ? 'It will load again once the server is back.' : 'Press S to skip it.';
     stageMsg().append(h, p, hint);
     stageMsg().hidden = false;
-    if (item.retry) setTimeout(() => { if (state.current === item) { prepare(item); show(item); } }, outbox.backoff * 2);
+    if (item.retry) setTimeout(() => { if (state.current === item) { prepare(item); show(item); } }, hooks.retryMs() * 2);
   }
   afterPaint();
-  startCountdown();
+  hooks.painted();
 }
 
 // The keypress -> next image painted latency, for the browser test that measures it.
@@ -250,13 +345,14 @@ function afterPaint() {
 }
 
 export function renderEmptyStage() {
-  if (state.current || (grid.on && grid.tiles.length)) return;
+  // The grid's thumbnails (none while it is off) fill the stage.
+  if (state.current || hooks.thumbnails().length) return;
   slot().replaceChildren();
-  cancelCountdown();
+  hooks.leaving();
   if (state.exhausted) {
     stageMsg().hidden = true;
     doneScreen().hidden = false;
-    renderDone();
+    hooks.renderDone();
   } else {
     doneScreen().hidden = true;
     stageMsg().textContent = conn.unreachable ? 'Waiting for the server…' : conn.blocked ? 'The server refuses this page (see above).' : 'Loading…';

@@ -2,12 +2,11 @@
 //   node tests/browser/bench-auto.mjs [--speeds 1,2,3,5] [--seconds 60] [--grid-seconds 60] [--only auto|grid]
 // A simulated person "sees" the truth of each image on screen and presses F a reaction time after a
 // positive appears (normal, mean 400 ms, sd 60 ms), never for a negative; when AUTO asks which of
-// two images a press was for, it answers from the truth. For AUTO at each speed, with the old rule
-// (a press labels the image on screen: ?attribution=legacy) and the new one (the image shown one
-// reaction time before, after a calibration run by the same simulated person), it prints the share
-// of positives labelled positive, of negatives labelled negative, and how often AUTO asked. For the
-// grid, it prints labels per minute of a person spending 150 ms per thumbnail plus 300 ms per
-// positive, against the single view at the same cost per image.
+// two images a press was for, it answers from the truth. For AUTO at each speed (a press given to
+// the image shown one reaction time before it, after a calibration run by the same simulated
+// person), it prints the share of positives labelled positive, of negatives labelled negative, and
+// how often AUTO asked. For the grid, it prints labels per minute of a person spending 150 ms per
+// thumbnail plus 300 ms per positive, against the single view at the same cost per image.
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -82,15 +81,15 @@ async function stop({ srv, dir }) {
   fs.rmSync(path.dirname(srv.rundir), { recursive: true, force: true });
 }
 
-async function autoRun(browser, ctxFor, rule, speed, seed) {
+/** One AUTO run at `speed` in `ctx`; the first run in it calibrates the reaction time first. */
+async function autoRun(ctx, speed, seed) {
   const n = Math.ceil(SECONDS * speed) + 40;
   const env = await server(n, seed);
-  const ctx = await ctxFor(rule);
   const page = await ctx.newPage();
   await page.addInitScript(person, { truth: env.truth, mean: RT_MEAN, sd: RT_SD, seed: seed * 7 + 1 });
-  await page.goto(`${env.srv.url}/${rule === 'legacy' ? '?attribution=legacy' : ''}`);
+  await page.goto(env.srv.url);
   await waitFor(() => page.evaluate(() => window.binannDebug.current() !== null), { what: 'an image' });
-  if (rule === 'reaction' && !ctx.calibrated) {
+  if (!ctx.calibrated) {
     await page.keyboard.press('c');
     await waitFor(() => page.evaluate(() => window.binannDebug.mode() !== 'calibrate'), { timeout: 60000, what: 'calibration' });
     ctx.calibrated = true;
@@ -126,7 +125,7 @@ async function autoRun(browser, ctxFor, rule, speed, seed) {
   await page.close();
   await stop(env);
   return {
-    rule, speed, labels: hist.labels.length, seconds: elapsed, pos, posRight, neg, negRight,
+    speed, labels: hist.labels.length, seconds: elapsed, pos, posRight, neg, negRight,
     presses: after.presses - (before.presses || 0), asked: after.ambiguous - (before.ambiguous || 0), d: after.d, sd: after.sd,
   };
 }
@@ -194,22 +193,15 @@ const pctOf = (a, b) => (b ? `${((100 * a) / b).toFixed(1)} %` : '–');
 const browser = await launchBrowser();
 try {
   if (ONLY !== 'grid') {
-    const contexts = {};
-    const ctxFor = async (rule) => {
-      contexts[rule] ||= await browser.newContext({ viewport: { width: 1280, height: 800 } });
-      return contexts[rule];
-    };
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
     console.log(`AUTO: simulated person, reaction time N(${RT_MEAN} ms, ${RT_SD} ms), ${POSITIVE_SHARE * 100} % positives, ${SECONDS} s per run`);
-    console.log('| rule | images/s | labels | positives labelled positive | negatives labelled negative | AUTO asked (share of presses) | d at the end |');
-    console.log('|---|---|---|---|---|---|---|');
+    console.log('| images/s | labels | positives labelled positive | negatives labelled negative | AUTO asked (share of presses) | d at the end |');
+    console.log('|---|---|---|---|---|---|');
     for (const speed of SPEEDS) {
-      for (const rule of ['legacy', 'reaction']) {
-        const r = await autoRun(browser, ctxFor, rule, speed, Math.round(speed * 1000) + 17);
-        const asked = rule === 'legacy' ? '–' : `${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)})`;
-        console.log(`| ${rule === 'legacy' ? 'on screen at the press (old)' : 'one reaction time before (new)'} | ${speed} | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${asked} | ${rule === 'legacy' ? '–' : `${Math.round(r.d)} ms ± ${Math.round(r.sd)}`} |`);
-      }
+      const r = await autoRun(ctx, speed, Math.round(speed * 1000) + 17);
+      console.log(`| ${speed} | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)}) | ${Math.round(r.d)} ms ± ${Math.round(r.sd)} |`);
     }
-    for (const c of Object.values(contexts)) await c.close();
+    await ctx.close();
   }
   if (ONLY !== 'auto') {
     console.log(`\nGrid: 150 ms per thumbnail + 300 ms per positive, ${GRID_SECONDS} s per run`);

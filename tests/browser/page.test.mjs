@@ -97,7 +97,10 @@ async function open(t, ctx, srv) {
 function shownId(page) {
   return page.evaluate(() => {
     const img = document.querySelector('#stage img.photo');
-    return img && img.isConnected && img.complete ? Number(img.dataset.id) : null;
+    // The stage keeps the image labelled last until the next one is decoded and painted (or, after
+    // 120 ms, says "Loading…"): that image is not the one shown.
+    const id = img && img.isConnected && img.complete ? Number(img.dataset.id) : null;
+    return id !== null && id === window.binannDebug.current() ? id : null;
   });
 }
 
