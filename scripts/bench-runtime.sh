@@ -25,7 +25,7 @@ out=.cache/bench-runtime
 mkdir -p "$out"
 bin="${CARGO_TARGET_DIR:-target}/debug/binann-embed-bench"
 say "building binann-embed-bench (dev profile)"
-cargo build -p binann-model --bin binann-embed-bench --quiet
+cargo build -p binann-bench --bin binann-embed-bench --quiet
 
 graph=$out/levels.onnx
 if [ -n "${BENCH_RUNTIME_ONNX:-}" ]; then

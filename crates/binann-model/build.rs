@@ -1,39 +1,5 @@
-//! Link-time settings for binaries and tests of this crate that use libtorch.
-
-use std::path::Path;
-use std::process::Command;
+//! Link settings for this package's binaries and tests that use libtorch (see binann-build).
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
-    println!("cargo:rerun-if-env-changed=BINANN_LINK_TORCH_CUDA");
-    let Ok(lib_dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
-        return;
-    };
-    println!("cargo:rerun-if-changed={lib_dir}");
-    // torch-sys gives the final binary no rpath; without this, running needs LD_LIBRARY_PATH.
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib_dir}");
-    // Nothing references libtorch_cuda's symbols directly, so `--as-needed` would drop it and
-    // CUDA would never register; force it in when it can actually load.
-    if should_link_torch_cuda(&Path::new(&lib_dir).join("libtorch_cuda.so")) {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
-    }
-}
-
-/// `BINANN_LINK_TORCH_CUDA=1`/`0` forces the choice. Otherwise: only when libtorch_cuda.so and
-/// all the CUDA libraries it needs are present. The PyPI torch wheel always ships
-/// libtorch_cuda.so, but a CPU-only install (scripts/setup.sh) lacks cuBLAS, cuDNN, ...,
-/// and linking it there would make every binary fail to start.
-fn should_link_torch_cuda(torch_cuda: &Path) -> bool {
-    match std::env::var("BINANN_LINK_TORCH_CUDA").as_deref() {
-        Ok("1") => return true,
-        Ok("0") => return false,
-        _ => {}
-    }
-    if !torch_cuda.exists() {
-        return false;
-    }
-    match Command::new("ldd").arg(torch_cuda).output() {
-        Ok(out) if out.status.success() => !String::from_utf8_lossy(&out.stdout).contains("not found"),
-        _ => false,
-    }
+    binann_build::link_libtorch();
 }

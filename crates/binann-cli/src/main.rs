@@ -3,21 +3,20 @@
 //! - `inspect FILE`: print any run-directory file as JSON.
 //! - `demo-data`: write Fashion-MNIST images as PNG files plus a ground-truth CSV.
 //! - `export`: labels and predictions of every image, as CSV or JSON Lines.
-//! - `simulate`: a simulated annotator answering from a ground-truth CSV.
-//! - `bench-recall`: positives found versus labels, with and without the AI.
-//! - `bench-server`: latency, throughput, start-up time and memory of the server at scale.
+//! - `simulate`: a simulated annotator answering from a ground-truth CSV (in the library, which
+//!   binann-bench's recall benchmark shares).
+//!
+//! The benchmarks are binaries of their own, in crates/binann-bench.
 
-mod bench;
 mod demo;
 mod export;
-mod recall;
-mod simulate;
 
 use std::path::PathBuf;
 
+use binann_cli::simulate;
 use clap::{Parser, Subcommand};
 
-/// binann's tools: inspect run-directory files, make demo data, measure.
+/// binann's tools: inspect run-directory files, make demo data, export, simulate an annotator.
 #[derive(Debug, Parser)]
 #[command(name = "binann", version)]
 struct Cli {
@@ -35,17 +34,11 @@ enum Command {
     },
     /// Write Fashion-MNIST images as PNG files and their classes as a CSV kept outside the folder.
     DemoData(demo::DemoArgs),
-    /// Measure the server at scale (a synthetic dataset; prints figures).
-    BenchServer(bench::BenchArgs),
     /// Write every image with its human label, the model's probability and label, and where the
     /// final label came from (CSV or JSON Lines); --label-rest lets the model label the rest.
     Export(export::ExportArgs),
     /// A simulated annotator: labels through the HTTP API from a ground-truth CSV, at a set pace.
     Simulate(simulate::SimulateArgs),
-    /// What a person gets on folders of rare positives: binann started as launch.sh starts it,
-    /// against a random order and the oracle, over several draws; prints figures, writes
-    /// recall.json and recall.svg.
-    BenchRecall(recall::RecallArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -53,10 +46,8 @@ fn main() -> std::process::ExitCode {
     binann_core::cli::main("binann", "warn", || match Cli::parse().command {
         Command::Inspect { file } => inspect(&file),
         Command::DemoData(args) => demo::run(&args),
-        Command::BenchServer(args) => bench::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Simulate(args) => simulate::run(&args),
-        Command::BenchRecall(args) => recall::run(&args),
     })
 }
 

@@ -18,7 +18,7 @@
 //! - [`finetune`]: [`FinetuneModel`], the whole network trained end to end ("finetune" mode, GPU).
 //! - [`checkpoint`]: [`ModelMeta`], [`check_compatible`], atomic safetensors checkpoints.
 //!
-//! Binary: `binann-embed-bench` (throughput figures).
+//! Its throughput figures come from `binann-embed-bench`, in the binann-bench crate.
 //!
 //! Everything runs on libtorch through `tch`; `scripts/setup.sh` installs it (docs/deployment.md: "libtorch and the GPU box").
 

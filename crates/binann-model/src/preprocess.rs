@@ -188,8 +188,8 @@ fn to_rgb_on_white(image: DynamicImage) -> RgbImage {
 
 /// Smallest input side [`input_size_for`] picks: at 64 px MobileNetV2's last feature map is 2×2.
 /// On a CPU the first embedding pass sets the pace, and its cost grows with the square of the side:
-/// on 20,000 Fashion-MNIST images of 28 px with two kinds of positive at 1 % (`binann
-/// bench-recall`, 5 labels/s), 64 px instead of 96 px covered 38 % of the folder instead of 10 %
+/// on 20,000 Fashion-MNIST images of 28 px with two kinds of positive at 1 %
+/// (`binann-bench-recall`, 5 labels/s), 64 px instead of 96 px covered 38 % of the folder instead of 10 %
 /// by the time #positives labels were given, and recall after 2 × #positives labels rose from
 /// 0.17–0.36 to 0.64. Upscaling a 28-pixel image further adds no information.
 pub const AUTO_INPUT_MIN: u32 = 64;

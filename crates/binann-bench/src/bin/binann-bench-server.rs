@@ -1,4 +1,4 @@
-//! `binann bench-server`: the server's latency, throughput, start-up time and memory on a
+//! `binann-bench-server`: the server's latency, throughput, start-up time and memory on a
 //! synthetic run directory (paths only: nothing is decoded, so no images are needed).
 
 use std::path::{Path, PathBuf};
@@ -14,10 +14,12 @@ use binann_core::journal::{self, JournalWriter};
 use binann_core::manifest::Manifest;
 use binann_core::rundir::RunDir;
 use binann_testkit::{ChildGroup, server_url};
+use clap::Parser;
 
-/// Options of `binann bench-server`.
-#[derive(Debug, clap::Args)]
-pub struct BenchArgs {
+/// Measure the server at scale (a synthetic dataset; prints figures).
+#[derive(Debug, Parser)]
+#[command(name = "binann-bench-server")]
+struct BenchArgs {
     /// Images in the synthetic manifest for the latency and throughput runs.
     #[arg(long, default_value_t = 100_000)]
     images: usize,
@@ -119,14 +121,19 @@ fn pair(agent: &ureq::Agent, base: &str, client: &str) -> anyhow::Result<bool> {
     pair_id(agent, base, client).map(|id| id.is_some())
 }
 
+fn main() -> std::process::ExitCode {
+    // The benchmark prints its own figures; only warnings go to the log.
+    binann_core::cli::main("binann-bench-server", "warn", || run(&BenchArgs::parse()))
+}
+
 /// Runs the benchmark and prints its figures.
-pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
+fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let server = match &args.server {
         Some(s) => s.clone(),
         None => std::env::current_exe()?.with_file_name("binann-server"),
     };
     let tmp = tempfile::tempdir()?;
-    println!("binann bench-server ({}; {} cores)", server.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("binann-bench-server ({}; {} cores)", server.display(), std::thread::available_parallelism().map_or(1, |n| n.get()));
 
     let dir = tmp.path().join("latency");
     synthetic_rundir(&dir, args.images, args.annotations)?;

@@ -1,4 +1,4 @@
-//! `binann bench-recall`: what a person gets on a folder of rare positives. For each of `--seeds`
+//! `binann-bench-recall`: what a person gets on a folder of rare positives. For each of `--seeds`
 //! draws of a Fashion-MNIST folder (`--images`, `--positive` kinds at `--prevalence`), binann is
 //! started exactly as a user starts it (`launch.sh HOST PORT true DATADIR RUNDIR all`, nothing
 //! set but what the calling shell sets), and a simulated person (`binann simulate`) labels from
@@ -17,15 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use binann_cli::simulate::{SimulateArgs, Step, read_truth, read_truth_rows, simulate, write_trace};
 use binann_core::ranking::shuffle_key;
+use clap::Parser;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use crate::simulate::{SimulateArgs, Step, read_truth, simulate, write_trace};
-
-/// Options of `binann bench-recall`.
-#[derive(Debug, clap::Args)]
-pub struct RecallArgs {
+/// What a person gets on folders of rare positives: binann started as launch.sh starts it,
+/// against a random order and the oracle, over several draws; prints figures, writes
+/// recall.json and recall.svg.
+#[derive(Debug, Parser)]
+#[command(name = "binann-bench-recall")]
+struct RecallArgs {
     /// Folder with the Fashion-MNIST .gz files (scripts/setup.sh fetches them).
     #[arg(long, default_value = ".cache/fashion-mnist")]
     source: PathBuf,
@@ -147,7 +150,7 @@ struct Draw {
 /// The kind of every positive image of the truth CSV written by `binann demo-data`
 /// (path,label,class).
 fn read_kinds(path: &Path) -> anyhow::Result<HashMap<String, String>> {
-    Ok(crate::simulate::read_truth_rows(path)?
+    Ok(read_truth_rows(path)?
         .into_iter()
         .filter(|(_, positive, _)| *positive)
         .map(|(p, _, class)| (p, class.unwrap_or_else(|| "positive".into())))
@@ -395,12 +398,17 @@ fn spread(values: &[Option<f64>], format: impl Fn(f64) -> String) -> String {
     }
 }
 
+fn main() -> std::process::ExitCode {
+    // The benchmark prints its own figures; only warnings go to the log.
+    binann_core::cli::main("binann-bench-recall", "warn", || run(&RecallArgs::parse()))
+}
+
 /// Runs the benchmark.
-pub fn run(args: &RecallArgs) -> anyhow::Result<()> {
+fn run(args: &RecallArgs) -> anyhow::Result<()> {
     let bin = std::env::current_exe()?.parent().context("no folder")?.to_owned();
     let root = std::env::current_dir()?;
     if !root.join("launch.sh").exists() {
-        bail!("run bench-recall from binann's folder (it starts launch.sh as a user does)");
+        bail!("run binann-bench-recall from binann's folder (it starts launch.sh as a user does)");
     }
     if args.seeds == 0 {
         bail!("--seeds must be at least 1");

@@ -19,6 +19,7 @@ use clap::Parser;
 
 /// Measures the loop latency of the AI in head mode on a synthetic dataset.
 #[derive(Debug, Parser)]
+#[command(name = "binann-bench-loop")]
 struct Args {
     /// Images in the synthetic dataset (comma-separated list: one run each).
     #[arg(long, value_delimiter = ',', default_value = "5000,70000")]

@@ -29,15 +29,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, Result, bail};
 use binann_model::{
     Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, TrainOptions, resolve_device,
 };
 use clap::Parser;
 use tch::{Device, Kind, Tensor};
-
-/// Whatever a benchmark run fails on (the library's errors, the image crate's, I/O), for the
-/// shared `main` to print.
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const BATCH: i64 = 16;
 
@@ -92,7 +89,7 @@ fn run(cli: Cli) -> Result<()> {
         binann_model::set_threads(threads);
     }
     if let Some([src, out, count]) = cli.make_photos.as_deref() {
-        let count = count.parse().map_err(|e| format!("--make-photos COUNT {count:?}: {e}"))?;
+        let count = count.parse().with_context(|| format!("--make-photos COUNT {count:?}"))?;
         return make_photos(Path::new(src), Path::new(out), count);
     }
     let device = resolve_device(cli.device)?;
@@ -106,7 +103,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(dir) = cli.images {
         let files: Vec<PathBuf> = binann_core::manifest::list_images(&dir)?.iter().map(|r| dir.join(r)).collect();
         if files.is_empty() {
-            return Err(format!("no images in {}", dir.display()).into());
+            bail!("no images in {}", dir.display());
         }
         let (size, batch) = (cli.size, cli.batch);
         return if cli.preprocess {
@@ -205,14 +202,14 @@ fn make_photos(src: &Path, out: &Path, count: usize) -> Result<()> {
         .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("jpg") || e.eq_ignore_ascii_case("jpeg")))
         .collect();
     if sources.is_empty() {
-        return Err(format!("no JPEG photos in {}", src.display()).into());
+        bail!("no JPEG photos in {}", src.display());
     }
     std::fs::create_dir_all(out)?;
     let (width, height) = (4000u32, 3000u32);
     let mut seed = 0x2545_f491_u32;
     for i in 0..count {
         let source_path = &sources[i % sources.len()];
-        let source = image::open(source_path).map_err(|e| format!("reading {}: {e}", source_path.display()))?;
+        let source = image::open(source_path).with_context(|| format!("reading {}", source_path.display()))?;
         // Stretch a little past the frame so each copy can be shifted differently.
         let over = 1.0 + 0.05 * (i / sources.len()) as f32;
         let (w, h) = ((width as f32 * over) as u32, (height as f32 * over) as u32);
