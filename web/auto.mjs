@@ -9,7 +9,7 @@
 // (calibrate.mjs), then kept up to date from the presses whose image was clear, and from the
 // answers; the sample of a press whose label is undone is withdrawn.
 import { give, label, renderSession, resumeTimer } from './labels.mjs';
-import { ReactionTime, attribute, closesAt } from './rt.mjs';
+import { ReactionTime, attribute, closesAt, maxSpeed, sampleWindow } from './rt.mjs';
 import { advance, current, notice, setLatencyMark } from './stage.mjs';
 import { $, store } from './util.mjs';
 
@@ -134,7 +134,7 @@ export function startCountdown() {
   }
   renderCountdown();
   if (!auto.on || auto.paused || auto.asking || !item || item.ok !== true) return;
-  const ms = 1000 / auto.speed;
+  const ms = 1000 / speedNow();
   const bar = $('countdown-bar');
   bar.style.transition = 'none';
   bar.style.transform = 'scaleX(1)';
@@ -223,7 +223,12 @@ export function press(kind, t) {
   if (kind === 'positive') {
     // A clear press measures the reaction time (a press long after the onset says nothing).
     const rt = t - view.on;
-    if (Math.abs(rt - d) < 3 * sd && auto.rt.add(rt, entry.uid)) saveRt();
+    if (Math.abs(rt - d) < 3 * sd) {
+      // The press had to fall in its image's window, and within 3 sd, to be measured: the
+      // estimate needs both bounds to undo that censoring.
+      const w = sampleWindow(auto.views, a.index, d, sd);
+      if (auto.rt.add(rt, entry.uid, { lo: Math.max(w.lo, d - 3 * sd), hi: Math.min(w.hi, d + 3 * sd) })) saveRt();
+    }
   }
   if (view.item === current()) {
     setLatencyMark(null);
@@ -304,7 +309,8 @@ export function answer(choice) {
     const entry = decide(v, 'positive');
     if (chosen.length === 1) {
       const rt = q.t - v.on;
-      if (auto.rt.add(rt, entry.uid)) saveRt();
+      const i = auto.views.indexOf(v);
+      if (auto.rt.add(rt, entry.uid, i >= 0 ? sampleWindow(auto.views, i, auto.rt.d, auto.rt.sd) : null)) saveRt();
     }
     if (v.item === current()) advanceNow = true;
   }
@@ -320,6 +326,21 @@ export function answer(choice) {
 }
 
 // ---------------------------------------------------------------- on, off, pause, speed
+/**
+ * The speed AUTO runs at: the one chosen, but no faster than the person's reaction spread lets a
+ * press be given to the right image (rt.mjs, maxSpeed).
+ */
+function speedNow() {
+  return Math.min(auto.speed, maxSpeed(auto.rt.sd));
+}
+
+/** The speed as the page states it: "5.0/s", or "3.4/s (5.0 chosen; ...)" when capped. */
+function speedText() {
+  const now = speedNow();
+  if (now >= auto.speed - 0.05) return `${auto.speed.toFixed(1)}/s`;
+  return `${now.toFixed(1)}/s (${auto.speed.toFixed(1)} chosen: your reaction times vary by ±${Math.round(auto.rt.sd)} ms, too much to tell faster images apart)`;
+}
+
 export function renderCountdown() {
   const countdown = $('countdown');
   const bar = $('countdown-bar');
@@ -335,7 +356,7 @@ export function renderCountdown() {
   } else if (current() && current().ok === false) {
     text.textContent = 'AUTO waits: this image cannot be shown (S skips it)';
   } else {
-    text.textContent = `AUTO ${auto.speed.toFixed(1)}/s: negative unless F or Space`;
+    text.textContent = `AUTO ${speedText()}: negative unless F or Space`;
   }
   countdown.classList.toggle('paused', Boolean(stopped));
 }
@@ -357,7 +378,7 @@ export function setAuto(on) {
   $('autopause-label').textContent = 'Pause AUTO';
   if (on) resumeTimer();
   startCountdown();
-  notice(on ? `AUTO on: ${auto.speed.toFixed(1)} images/s. F or Space marks positive, M pauses.` : 'AUTO off.');
+  notice(on ? `AUTO on: ${speedText()}. F or Space marks positive, M pauses.` : 'AUTO off.');
   document.dispatchEvent(new CustomEvent('binann:mode'));
 }
 

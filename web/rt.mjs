@@ -11,10 +11,24 @@
 
 export const DEFAULT_D = 450; // ms, before anything is known of the person
 export const DEFAULT_SD = 70;
-export const SD_MIN = 35;
+// Spreads measured in people pressing a key at a picture are 40-90 ms; an estimate from a hundred
+// censored samples wanders, and one below the person's true spread turns asks into wrong guesses.
+export const SD_MIN = 55;
 export const SD_MAX = 200;
-export const SAMPLES_MAX = 40; // the newest samples the estimate is made of
-export const K_AMBIGUOUS = 2.2; // a neighbour within k·sd of its expected press time is plausible
+export const RT_MIN = 100; // a sample outside RT_MIN..RT_MAX is not a reaction
+export const RT_MAX = 2000;
+export const SAMPLES_MAX = 100; // the newest samples the estimate is made of
+export const K_AMBIGUOUS = 2.8; // a neighbour within k·sd of its expected press time is plausible
+// Images closer together than this many spreads cannot be told apart by the time of a press:
+// AUTO never shows them faster (maxSpeed). Simulated people at 5 images/s (10 % positives, mean
+// 350-500 ms, sd 40-90 ms; docs/benchmarks.md) then get at least 97.6 % of positives right, the
+// widest spread at about 3.2 images/s.
+export const SPACING_PER_SD = 3.6;
+
+/** The fastest AUTO speed (images/s) at which presses of a person with spread `sd` can be attributed. */
+export function maxSpeed(sd) {
+  return 1000 / (SPACING_PER_SD * sd);
+}
 
 /** Fastest plausible reaction for a person with delay `d` and spread `sd`. */
 export function rtMin(d, sd) {
@@ -64,6 +78,72 @@ export function attribute(t, views, d, sd, k = K_AMBIGUOUS) {
   return { kind: 'one', index: owner };
 }
 
+/**
+ * The press times, relative to `views[i].on`, that [`attribute`] gives to `views[i]`, alone or as
+ * one of the two it asks about: {lo, hi}. A sample of the reaction time from a press for view i
+ * exists only when the press fell there, so the samples of a fast stream are censored to a
+ * narrow window around d (at 5 images/s about ±100 ms plus the ambiguity zones), and their spread
+ * understates the person's. The estimate accounts for it with this window.
+ */
+export function sampleWindow(views, i, d, sd, k = K_AMBIGUOUS) {
+  const on = views[i].on;
+  const mine = (t) => {
+    const a = attribute(t, views, d, sd, k);
+    return (a.kind === 'one' && a.index === i) || (a.kind === 'ambiguous' && a.indices.includes(i));
+  };
+  let lo = null;
+  let hi = null;
+  for (let rt = RT_MIN; rt <= RT_MAX; rt += 2) {
+    if (mine(on + rt)) {
+      if (lo === null) lo = rt;
+      hi = rt;
+    } else if (lo !== null) {
+      break;
+    }
+  }
+  return lo === null ? { lo: RT_MIN, hi: RT_MAX } : { lo, hi };
+}
+
+/** The standard normal distribution function (Abramowitz & Stegun 7.1.26: error below 1.5e-7). */
+function normalCdf(z) {
+  const x = Math.abs(z) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * x);
+  const erf = 1 - ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t * Math.exp(-x * x);
+  return z >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
+}
+
+// People's reaction-time spreads: log-normal around PRIOR_SD (40-90 ms measured).
+const PRIOR_SD = 65;
+const PRIOR_LOG_SPREAD = 0.3;
+
+/**
+ * The reaction time's centre and spread from samples {rt, lo, hi}, each known to lie in [lo, hi]
+ * (its [`sampleWindow`]; calibration: RT_MIN..RT_MAX): the most probable normal truncated to
+ * each sample's window, given what people's spreads are, searched on a grid around the median.
+ * Samples more than 4 robust spreads from the median (a stray press) are left out first.
+ */
+export function fitTruncatedNormal(samples) {
+  const rts = samples.map((s) => s.rt);
+  const m = median(rts);
+  const mad = median(rts.map((x) => Math.abs(x - m))) * 1.4826;
+  const kept = samples.filter((s) => Math.abs(s.rt - m) <= Math.max(4 * mad, 150));
+  let best = { d: m, sd: Math.min(SD_MAX, Math.max(SD_MIN, mad)), ll: -Infinity };
+  for (let d = m - 100; d <= m + 100; d += 4) {
+    for (let sd = SD_MIN; sd <= SD_MAX; sd += 2) {
+      let ll = 0;
+      for (const s of kept) {
+        const z = (s.rt - d) / sd;
+        const mass = normalCdf((s.hi - d) / sd) - normalCdf((s.lo - d) / sd);
+        ll += -Math.log(sd) - (z * z) / 2 - Math.log(Math.max(mass, 1e-12));
+      }
+      // The prior keeps a hundred censored samples, weak on the tails, from wandering far.
+      ll -= Math.log(sd / PRIOR_SD) ** 2 / (2 * PRIOR_LOG_SPREAD ** 2);
+      if (ll > best.ll) best = { d, sd, ll };
+    }
+  }
+  return { d: best.d, sd: best.sd };
+}
+
 function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const n = s.length;
@@ -71,15 +151,18 @@ function median(xs) {
 }
 
 /**
- * The person's reaction time: d (median of the newest samples) and sd (from their median absolute
- * deviation, robust to the odd stray press). Samples come from calibration, from presses whose
- * image was clear, and from answered questions; an undone press's sample is withdrawn.
+ * The person's reaction time: d and sd fitted to the newest samples ([`fitTruncatedNormal`]: each
+ * sample counts with the window a press had to fall in to give it). Samples come from
+ * calibration, from presses whose image was clear, and from answered questions; an undone press's
+ * sample is withdrawn.
  */
 export class ReactionTime {
   constructor({ samples = [], calibrated = false } = {}) {
-    this.samples = []; // {rt, key}: key names the label the press gave (to withdraw it on undo)
+    // {rt, key, lo, hi}: key names the label the press gave (to withdraw it on undo); the press
+    // had to fall between lo and hi ms after the onset to give a sample (sampleWindow).
+    this.samples = [];
     this.calibrated = calibrated;
-    for (const s of samples) if (s && Number.isFinite(s.rt)) this.samples.push({ rt: s.rt, key: s.key ?? null });
+    for (const s of samples) if (s && Number.isFinite(s.rt)) this.samples.push(sample(s.rt, s.key ?? null, s));
     this.samples = this.samples.slice(-SAMPLES_MAX);
     this.update();
   }
@@ -91,19 +174,20 @@ export class ReactionTime {
       this.sd = DEFAULT_SD;
       return;
     }
-    const rts = this.samples.map((s) => s.rt);
-    const m = median(rts);
-    const mad = median(rts.map((x) => Math.abs(x - m))) * 1.4826;
+    const fit = n >= 3 ? fitTruncatedNormal(this.samples) : { d: median(this.samples.map((s) => s.rt)), sd: DEFAULT_SD };
     // Few samples: lean on the defaults.
     const w = Math.min(1, n / 5);
-    this.d = w * m + (1 - w) * DEFAULT_D;
-    this.sd = Math.min(SD_MAX, Math.max(SD_MIN, w * (n >= 3 ? mad : DEFAULT_SD) + (1 - w) * DEFAULT_SD));
+    this.d = w * fit.d + (1 - w) * DEFAULT_D;
+    this.sd = Math.min(SD_MAX, Math.max(SD_MIN, w * fit.sd + (1 - w) * DEFAULT_SD));
   }
 
-  /** A measured reaction time (ms); `key` identifies it for withdraw(). */
-  add(rt, key = null) {
-    if (!Number.isFinite(rt) || rt < 100 || rt > 2000) return false;
-    this.samples.push({ rt, key });
+  /**
+   * A measured reaction time (ms); `key` identifies it for withdraw(); `window` ({lo, hi}, ms
+   * after the onset) is where the press had to fall to be measured (none: anywhere).
+   */
+  add(rt, key = null, window = null) {
+    if (!Number.isFinite(rt) || rt < RT_MIN || rt > RT_MAX) return false;
+    this.samples.push(sample(rt, key, window));
     if (this.samples.length > SAMPLES_MAX) this.samples.shift();
     this.update();
     return true;
@@ -120,12 +204,19 @@ export class ReactionTime {
 
   /** Calibration: known targets replace what was measured before. */
   calibrate(rts) {
-    this.samples = rts.filter((x) => Number.isFinite(x) && x >= 100 && x <= 2000).slice(-SAMPLES_MAX).map((rt) => ({ rt, key: null }));
+    this.samples = rts.filter((x) => Number.isFinite(x) && x >= RT_MIN && x <= RT_MAX).slice(-SAMPLES_MAX).map((rt) => sample(rt, null));
     this.calibrated = true;
     this.update();
   }
 
   toJSON() {
-    return { d: Math.round(this.d), sd: Math.round(this.sd), calibrated: this.calibrated, samples: this.samples.map((s) => ({ rt: Math.round(s.rt), key: s.key })) };
+    return { d: Math.round(this.d), sd: Math.round(this.sd), calibrated: this.calibrated, samples: this.samples.map((s) => ({ rt: Math.round(s.rt), key: s.key, lo: s.lo, hi: s.hi })) };
   }
+}
+
+/** A sample {rt, key, lo, hi}; a window that does not hold rt (or none) is RT_MIN..RT_MAX. */
+function sample(rt, key, window = null) {
+  const lo = Number.isFinite(window?.lo) ? Math.max(RT_MIN, window.lo) : RT_MIN;
+  const hi = Number.isFinite(window?.hi) ? Math.min(RT_MAX, window.hi) : RT_MAX;
+  return lo <= rt && rt <= hi ? { rt, key, lo, hi } : { rt, key, lo: RT_MIN, hi: RT_MAX };
 }

@@ -1,11 +1,11 @@
 // Benchmark (not a test) of the person's speed on the page, in Chromium against the real server:
-//   node tests/browser/bench-auto.mjs [--speeds 1,2,3,5] [--seconds 60] [--grid-seconds 60] [--only auto|grid]
+//   node tests/browser/bench-auto.mjs [--speeds 1,2,3,5] [--persons 400:60,...] [--seconds 60] [--grid-seconds 60] [--only auto|grid]
 // A simulated person "sees" the truth of each image on screen and presses F a reaction time after a
-// positive appears (normal, mean 400 ms, sd 60 ms), never for a negative; when AUTO asks which of
-// two images a press was for, it answers from the truth. For AUTO at each speed (a press given to
-// the image shown one reaction time before it, after a calibration run by the same simulated
-// person), it prints the share of positives labelled positive, of negatives labelled negative, and
-// how often AUTO asked. For the grid, it prints labels per minute of a person spending 150 ms per
+// positive appears (normal; each person of --persons is MEAN:SD in ms, 400:60 by default), never
+// for a negative; when AUTO asks which of two images a press was for, it answers from the truth.
+// For each person and speed (after a calibration run by the same person), it prints the speed
+// AUTO ran at, the share of positives labelled positive, of negatives labelled negative, and how
+// often AUTO asked. For the grid, it prints labels per minute of a person spending 150 ms per
 // thumbnail plus 300 ms per positive, against the single view at the same cost per image.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,8 +22,7 @@ const SECONDS = Number(opt('seconds', '60'));
 const GRID_SECONDS = Number(opt('grid-seconds', '60'));
 const ONLY = opt('only', '');
 const POSITIVE_SHARE = 0.1;
-const RT_MEAN = 400;
-const RT_SD = 60;
+const PERSONS = opt('persons', '400:60').split(',').map((p) => p.split(':').map(Number));
 
 /** A folder of `n` small PNGs, a seeded tenth of them positive; returns {dir, truth: path -> bool}. */
 function dataset(n, seed) {
@@ -82,11 +81,11 @@ async function stop({ srv, dir }) {
 }
 
 /** One AUTO run at `speed` in `ctx`; the first run in it calibrates the reaction time first. */
-async function autoRun(ctx, speed, seed) {
+async function autoRun(ctx, [mean, sd], speed, seed) {
   const n = Math.ceil(SECONDS * speed) + 40;
   const env = await server(n, seed);
   const page = await ctx.newPage();
-  await page.addInitScript(person, { truth: env.truth, mean: RT_MEAN, sd: RT_SD, seed: seed * 7 + 1 });
+  await page.addInitScript(person, { truth: env.truth, mean, sd, seed: seed * 7 + 1 });
   await page.goto(env.srv.url);
   await waitFor(() => page.evaluate(() => window.binannDebug.current() !== null), { what: 'an image' });
   if (!ctx.calibrated) {
@@ -193,15 +192,18 @@ const pctOf = (a, b) => (b ? `${((100 * a) / b).toFixed(1)} %` : '–');
 const browser = await launchBrowser();
 try {
   if (ONLY !== 'grid') {
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    console.log(`AUTO: simulated person, reaction time N(${RT_MEAN} ms, ${RT_SD} ms), ${POSITIVE_SHARE * 100} % positives, ${SECONDS} s per run`);
-    console.log('| images/s | labels | positives labelled positive | negatives labelled negative | AUTO asked (share of presses) | d at the end |');
-    console.log('|---|---|---|---|---|---|');
-    for (const speed of SPEEDS) {
-      const r = await autoRun(ctx, speed, Math.round(speed * 1000) + 17);
-      console.log(`| ${speed} | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)}) | ${Math.round(r.d)} ms ± ${Math.round(r.sd)} |`);
+    console.log(`AUTO: simulated people (reaction time N(mean, sd)), ${POSITIVE_SHARE * 100} % positives, ${SECONDS} s per run`);
+    console.log('| person | images/s chosen | shown | labels | positives labelled positive | negatives labelled negative | AUTO asked (share of presses) | d at the end |');
+    console.log('|---|---|---|---|---|---|---|---|');
+    for (const who of PERSONS) {
+      // Each person calibrates once, in a browser profile of their own.
+      const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+      for (const speed of SPEEDS) {
+        const r = await autoRun(ctx, who, speed, Math.round(speed * 1000) + 17 + who[0] + who[1]);
+        console.log(`| ${who[0]} ± ${who[1]} ms | ${speed} | ${(r.labels / r.seconds).toFixed(1)}/s | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)}) | ${Math.round(r.d)} ms ± ${Math.round(r.sd)} |`);
+      }
+      await ctx.close();
     }
-    await ctx.close();
   }
   if (ONLY !== 'auto') {
     console.log(`\nGrid: 150 ms per thumbnail + 300 ms per positive, ${GRID_SECONDS} s per run`);
