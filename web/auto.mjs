@@ -34,6 +34,9 @@ const auto = {
   closer: null, // the timer that commits pending negatives
   onsetItem: null, // the item whose onset was announced last
   asking: null, // {views: [a, b], t} while the page asks which of two images a press was for
+  // Positive presses while the page asks: a reaction to an image shown just before the question
+  // (AUTO stops while it asks), given once the question is answered.
+  deferred: [],
   rt: null, // the person's ReactionTime (rt.mjs), kept in localStorage
   counts: { presses: 0, ambiguous: 0, none: 0, repeats: 0 }, // this page's presses in AUTO
 };
@@ -192,6 +195,10 @@ function decide(view, kind) {
 export function press(kind, t) {
   const now = performance.now();
   if (!(t > 0 && t <= now)) t = now;
+  if (auto.asking) {
+    if (kind === 'positive') auto.deferred.push(t);
+    return;
+  }
   auto.counts.presses++;
   const { d, sd } = auto.rt;
   const a = attribute(t, auto.views, d, sd);
@@ -321,6 +328,8 @@ export function answer(choice) {
   } else {
     startCountdown();
   }
+  // The presses made while the question was open, in order, as if made now (one may ask again).
+  for (const t of auto.deferred.splice(0)) press('positive', t);
   scheduleCloser();
   renderSession();
 }

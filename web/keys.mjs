@@ -18,11 +18,12 @@ export const MODES = [
 export const KEYS = [
   {
     name: 'F', keys: ['f'], manual: ['positive', 'positive'],
-    auto: ['positive', 'positive: the image shown one reaction time d before the press'], calibrate: ['calibpress', 'I see the ring'],
+    auto: ['positive', 'positive: the image shown one reaction time d before the press'],
+    ask: ['positive', 'kept for the image it was meant for, given once you answer'], calibrate: ['calibpress', 'I see the ring'],
   },
   {
     name: 'Space', keys: [' '], manual: ['pause', 'pause the session timer'], auto: ['positive', 'positive, as F'],
-    calibrate: ['calibpress', 'I see the ring'], grid: ['confirm', 'confirm the grid'],
+    ask: ['positive', 'as F'], calibrate: ['calibpress', 'I see the ring'], grid: ['confirm', 'confirm the grid'],
   },
   { name: 'J', keys: ['j'], manual: ['negative', 'negative'], auto: ['negative', 'negative at once: the image shown d before the press'] },
   { name: 'S', keys: ['s'], manual: ['skip', 'skip'], auto: ['skip', 'skip the image on screen'] },

@@ -977,6 +977,15 @@ test('a press between two images asks which one, and labels the answer', async (
   assert.equal(labels.get(asked[1]), undefined, 'the later image labelled before the answer');
   assert.equal(labels.get(onsets[1].id), 'negative');
   assert.equal(await page.evaluate(() => window.binannDebug.current()), still);
+  assert.equal(labels.get(still), undefined);
+  // F while it asks (a reaction to the image on screen, long enough after it appeared that no
+  // other image could be meant) is kept, not lost: once the question is answered it goes to the
+  // image shown d before it, as any press.
+  const { d, sd } = await page.evaluate(() => window.binannDebug.auto());
+  const shownFor = await page.evaluate((id) => performance.now() - window.onsets.find((o) => o.id === id).t, still);
+  await page.waitForTimeout(Math.max(0, d + 3 * sd + 100 - shownFor));
+  await page.keyboard.press('f');
+  assert.equal(await page.evaluate(() => window.binannDebug.mode()), 'ask', 'F does not answer the question');
   // The person says: the later one.
   await page.keyboard.press('ArrowRight');
   await page.keyboard.press('m');
@@ -985,6 +994,7 @@ test('a press between two images asks which one, and labels the answer', async (
   labels = await labelsById(srv);
   assert.equal(labels.get(asked[1]), 'positive');
   assert.equal(labels.get(asked[0]), 'negative');
+  assert.equal(labels.get(still), 'positive', 'the press made during the question');
   assert.equal(await page.isVisible('#ask'), false);
   assert.equal((await page.evaluate(() => window.binannDebug.auto())).ambiguous, 1);
 });
