@@ -9,7 +9,7 @@
 // (calibrate.mjs), then kept up to date from the presses whose image was clear, and from the
 // answers; the sample of a press whose label is undone is withdrawn.
 import { give, label, renderSession, resumeTimer } from './labels.mjs';
-import { ReactionTime, attribute, closesAt, maxSpeed, sampleWindow } from './rt.mjs';
+import { ReactionTime, attribute, clearPressSample, closesAt, maxSpeed, sampleWindow } from './rt.mjs';
 import { advance, current, notice, setLatencyMark } from './stage.mjs';
 import { $, store } from './util.mjs';
 
@@ -228,14 +228,9 @@ export function press(kind, t) {
   }
   const entry = decide(view, kind);
   if (kind === 'positive') {
-    // A clear press measures the reaction time (a press long after the onset says nothing).
-    const rt = t - view.on;
-    if (Math.abs(rt - d) < 3 * sd) {
-      // The press had to fall in its image's window, and within 3 sd, to be measured: the
-      // estimate needs both bounds to undo that censoring.
-      const w = sampleWindow(auto.views, a.index, d, sd);
-      if (auto.rt.add(rt, entry.uid, { lo: Math.max(w.lo, d - 3 * sd), hi: Math.min(w.hi, d + 3 * sd) })) saveRt();
-    }
+    // A clear press measures the reaction time, with the window it had to fall in.
+    const measured = clearPressSample(auto.views, a.index, t, d, sd);
+    if (measured && auto.rt.add(measured.rt, entry.uid, measured.window)) saveRt();
   }
   if (view.item === current()) {
     setLatencyMark(null);

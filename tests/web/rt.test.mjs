@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { ReactionTime, SD_MIN, attribute, closesAt, fitTruncatedNormal, maxSpeed, rtMin, sampleWindow } from '../../web/rt.mjs';
+import { ReactionTime, SD_MIN, attribute, clearPressSample, closesAt, fitTruncatedNormal, maxSpeed, rtMin, sampleWindow } from '../../web/rt.mjs';
 
 /** Views shown every `period` ms from 0. */
 const stream = (n, period) => Array.from({ length: n }, (_, i) => ({ on: i * period }));
@@ -103,13 +103,9 @@ function simulate({ d, sd, period, n, seed }) {
       rt.add(p.t - views[p.image].on, null, sampleWindow(shown, meant, rt.d, rt.sd));
       return;
     }
-    const image = index(shown[a.index]);
-    labelled[image] = true;
-    const x = p.t - views[image].on;
-    if (Math.abs(x - rt.d) < 3 * rt.sd) {
-      const w = sampleWindow(shown, a.index, rt.d, rt.sd);
-      rt.add(x, null, { lo: Math.max(w.lo, rt.d - 3 * rt.sd), hi: Math.min(w.hi, rt.d + 3 * rt.sd) });
-    }
+    labelled[index(shown[a.index])] = true;
+    const measured = clearPressSample(shown, a.index, p.t, rt.d, rt.sd);
+    if (measured) rt.add(measured.rt, null, measured.window);
   };
   let on = 0;
   for (let i = 0; i < n; i++) {
