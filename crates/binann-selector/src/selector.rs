@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use binann_core::RunDirFile;
 use binann_core::annotations::AnnotationState;
@@ -49,8 +49,9 @@ pub struct Selector {
     strategy: Strategy,
     /// The generation of the last ranking written (0: none).
     generation: u64,
-    /// The predictions files and their modification times when last ranked.
-    ranked_inputs: Vec<(PathBuf, Option<SystemTime>)>,
+    /// The predictions files as they were when last ranked (a file replaced by a rename has a new
+    /// stamp even where modification times are coarse).
+    ranked_inputs: Vec<(PathBuf, Option<FileStamp>)>,
     sketches: SketchCache,
     /// The visual kinds, fitted on the first `fitted_on` sketches.
     kinds: Option<Clusters>,
@@ -119,7 +120,7 @@ impl Selector {
         self.refresh_kinds();
         self.count_labels_before_a_positive();
         let files = predictions::files(self.rundir.root());
-        let inputs: Vec<_> = files.iter().map(|f| (f.clone(), std::fs::metadata(f).and_then(|m| m.modified()).ok())).collect();
+        let inputs: Vec<_> = files.iter().map(|f| (f.clone(), FileStamp::of(f))).collect();
         if inputs == self.ranked_inputs && !self.stale {
             return Ok(None);
         }
