@@ -3,6 +3,7 @@
 //! - [`trainer`]: watches the annotations, trains on every label, writes the checkpoint.
 //! - [`inferrer`]: watches the checkpoint, embeds every image once (head mode) and predicts
 //!   every unlabelled image, writing the predictions; its own docs map its parts.
+//! - `training_rows`: the head's examples, kept from round to round by the trainer.
 //! - [`embedding_cache`]: the embedding cache (chunk files in `RUNDIR/embeddings`) as both see it.
 //! - [`model_args`]: the model options both share.
 //! - [`scout`]: a pixel model that chooses which images the inferrer embeds next during the
@@ -16,6 +17,7 @@ pub mod model_args;
 pub mod predictor;
 pub mod scout;
 pub mod trainer;
+mod training_rows;
 
 use std::time::Duration;
 

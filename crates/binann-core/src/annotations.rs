@@ -266,10 +266,15 @@ impl AnnotationState {
     /// Reads and replays an annotation journal (a missing file is an empty state).
     pub fn load(path: &Path) -> Result<Self, FileError> {
         match journal::read_journal::<Record>(path, FileKind::Annotations) {
-            Ok(contents) => Self::replay(&contents.records).map_err(|e| FileError::decode(path, DecodeError::Payload(e.to_string()))),
+            Ok(contents) => Self::replayed(path, &contents.records),
             Err(e) if e.is_not_found() => Ok(Self::default()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Replays records read from the journal at `path` (an error names the file).
+    fn replayed(path: &Path, records: &[Record]) -> Result<Self, FileError> {
+        Self::replay(records).map_err(|e| FileError::decode(path, DecodeError::Payload(e.to_string())))
     }
 
     /// The audit labels still in force, oldest first, for [`crate::estimate::positives_left`]. An
@@ -473,6 +478,62 @@ impl AnnotationState {
     }
 }
 
+/// An [`AnnotationState`] kept up to date with its journal: each [`refresh`](Self::refresh)
+/// applies only the records appended since the last one, so a process that reads the labels
+/// after every label (the trainer) pays for the new ones, not for the whole history.
+#[derive(Debug)]
+pub struct AnnotationFollower {
+    path: std::path::PathBuf,
+    journal: journal::JournalFollower,
+    state: AnnotationState,
+}
+
+impl AnnotationFollower {
+    /// A follower of the journal at `path`; nothing is read before [`Self::refresh`].
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_owned(),
+            journal: journal::JournalFollower::new(path, FileKind::Annotations),
+            state: AnnotationState::default(),
+        }
+    }
+
+    /// The state of the journal now (a missing journal is an empty state). After an error the
+    /// next call reads the journal whole.
+    pub fn refresh(&mut self) -> Result<&AnnotationState, FileError> {
+        if let Err(e) = self.update() {
+            self.journal = journal::JournalFollower::new(&self.path, FileKind::Annotations);
+            return Err(e);
+        }
+        Ok(&self.state)
+    }
+
+    fn update(&mut self) -> Result<(), FileError> {
+        let records = match self.journal.read::<Record>() {
+            Ok(journal::Followed::Appended(records)) => records,
+            Ok(journal::Followed::Whole(records)) => {
+                self.state = AnnotationState::replayed(&self.path, &records)?;
+                return Ok(());
+            }
+            Err(e) if e.is_not_found() => {
+                self.state = AnnotationState::default();
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        for record in &records {
+            if let Err(e) = self.state.apply(record) {
+                // Appended records that do not follow the ones applied (a journal copied over
+                // this one in place): the whole file decides.
+                tracing::warn!(path = %self.path.display(), "reading the annotations again from the start: {e}");
+                self.journal = journal::JournalFollower::new(&self.path, FileKind::Annotations);
+                return self.update();
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -500,6 +561,48 @@ mod tests {
             event: Event::Label { id, label: l, prob: None },
         }
     }
+    #[test]
+    fn a_follower_agrees_with_a_whole_replay_after_each_append() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("annotations.journal");
+        let mut follower = AnnotationFollower::new(&path);
+        assert_eq!(follower.refresh().unwrap().labels().count(), 0, "a missing journal is an empty state");
+        let mut writer = journal::JournalWriter::open::<Record>(&path, FileKind::Annotations).unwrap().writer;
+        let records = [
+            label(0, "a", 1, Label::Positive),
+            label(1, "a", 2, Label::Negative),
+            undo(2, "a", 2, 1),
+            label(3, "b", 1, Label::Negative),
+            label(4, "a", 7, Label::Skip),
+        ];
+        for record in &records {
+            writer.append_framed(&journal::frame(record)).unwrap();
+            let followed: Vec<(u32, Effective)> = follower.refresh().unwrap().labels().collect();
+            let whole: Vec<(u32, Effective)> = AnnotationState::load(&path).unwrap().labels().collect();
+            let sorted = |mut v: Vec<(u32, Effective)>| {
+                v.sort_by_key(|(id, _)| *id);
+                v.into_iter().map(|(id, e)| (id, e.label, e.seq)).collect::<Vec<_>>()
+            };
+            assert_eq!(sorted(followed), sorted(whole));
+        }
+        let state = follower.refresh().unwrap();
+        assert_eq!(state.get(1).map(|e| e.label), Some(Label::Negative));
+        assert_eq!(state.get(2), None, "undone");
+        assert_eq!(state.next_seq(), 5);
+        // A journal copied over this one in place, starting again at seq 0: read whole.
+        drop(writer);
+        let copy = tmp.path().join("other.journal");
+        let mut other = journal::JournalWriter::open::<Record>(&copy, FileKind::Annotations).unwrap().writer;
+        other.append_framed(&journal::frame(&label(0, "c", 9, Label::Positive))).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes.extend_from_slice(&journal::frame(&label(0, "c", 9, Label::Positive)));
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(follower.refresh().is_err(), "seq 0 after seq 4 is out of order, also when read whole");
+        std::fs::copy(&copy, &path).unwrap();
+        let state = follower.refresh().unwrap();
+        assert_eq!(state.labels().map(|(id, _)| id).collect::<Vec<_>>(), vec![9]);
+    }
+
     fn undo(seq: u64, client: &str, id: u32, of_seq: u64) -> Record {
         Record { audit: None, seq, time_ms: seq, client: client.into(), annotator: String::new(), event: Event::Undo { id, of_seq } }
     }

@@ -133,6 +133,103 @@ pub fn read_journal<T: JournalRecord>(path: &Path, kind: FileKind) -> Result<Jou
     decode_journal(&bytes, kind).map_err(|e| FileError::decode(path, e))
 }
 
+/// What [`JournalFollower::read`] found since the last read.
+#[derive(Debug)]
+pub enum Followed<T> {
+    /// Records appended to the file read before, in order (possibly none).
+    Appended(Vec<T>),
+    /// Every record of the file: it is new (replaced, recreated, or read for the first time) or
+    /// was rewritten, so whatever was built from the earlier records is to be rebuilt.
+    Whole(Vec<T>),
+}
+
+/// Reads a journal as it grows: only the bytes appended since the last read, so a reader that
+/// keeps up pays for new records, not for the whole history at every read.
+///
+/// A journal is only ever appended to in place; any other change (a rewrite that drops damaged
+/// bytes, a format upgrade, a reset) goes through a new file, which has a new inode, or leaves
+/// a shorter one. Either is read whole. A record still being appended is left for the next read;
+/// any other bytes after the last intact record are damage, and the file is read whole, so
+/// damage is handled by [`decode_journal`] alone.
+#[derive(Debug)]
+pub struct JournalFollower {
+    path: PathBuf,
+    kind: FileKind,
+    /// Where the last read ended; None before the first read or after the file went missing.
+    read_to: Option<ReadTo>,
+}
+
+/// The file a [`JournalFollower`] read, and how far.
+#[derive(Debug)]
+struct ReadTo {
+    inode: u64,
+    /// The header's bytes: a file made again under a reused inode still differs here unless it
+    /// is the same journal's start (its generation changes with every rewrite).
+    header: Vec<u8>,
+    version: u16,
+    /// The end of the last intact record read.
+    offset: u64,
+}
+
+impl JournalFollower {
+    /// A follower of the journal at `path`, which has read nothing yet.
+    pub fn new(path: &Path, kind: FileKind) -> Self {
+        Self { path: path.to_owned(), kind, read_to: None }
+    }
+
+    /// The records added since the last read, or the whole journal when it cannot be followed.
+    /// A missing file is an error that [`FileError::is_not_found`] recognises.
+    pub fn read<T: JournalRecord>(&mut self) -> Result<Followed<T>, FileError> {
+        use std::io::Read;
+        let io = |e| FileError::io(&self.path, e);
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) => {
+                self.read_to = None;
+                return Err(io(e));
+            }
+        };
+        let meta = file.metadata().map_err(io)?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+        #[cfg(not(unix))]
+        let inode = 0;
+        if let Some(read_to) = self.read_to.take_if(|r| r.inode == inode && meta.len() >= r.offset) {
+            let mut header = vec![0; HEADER_LEN];
+            file.read_exact(&mut header).map_err(io)?;
+            if header == read_to.header {
+                file.seek(SeekFrom::Start(read_to.offset)).map_err(io)?;
+                let mut tail = Vec::with_capacity((meta.len() - read_to.offset) as usize);
+                file.read_to_end(&mut tail).map_err(io)?;
+                let mut pos = 0;
+                let mut records = Vec::new();
+                while let Some((record, end)) = record_at::<T>(&tail, pos, read_to.version) {
+                    records.push(record);
+                    pos = end;
+                }
+                // What follows the last intact record is nothing, or the start of a record still
+                // being appended (its frame or payload runs past the end of the file).
+                let rest = &tail[pos..];
+                let in_progress = rest.len() < FRAME_LEN || {
+                    let declared = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes"));
+                    declared <= MAX_RECORD_LEN && FRAME_LEN + declared as usize > rest.len()
+                };
+                if in_progress {
+                    self.read_to = Some(ReadTo { offset: read_to.offset + pos as u64, ..read_to });
+                    return Ok(Followed::Appended(records));
+                }
+            }
+        }
+        file.seek(SeekFrom::Start(0)).map_err(io)?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        file.read_to_end(&mut bytes).map_err(io)?;
+        let contents = decode_journal::<T>(&bytes, self.kind).map_err(|e| FileError::decode(&self.path, e))?;
+        let header = bytes[..HEADER_LEN].to_vec();
+        self.read_to = Some(ReadTo { inode, header, version: contents.header.version, offset: contents.good_len });
+        Ok(Followed::Whole(contents.records))
+    }
+}
+
 /// Frames one record for appending (always in the current format version).
 pub fn frame<T: Serialize>(record: &T) -> Vec<u8> {
     let payload = codec::encode_value(record);
@@ -268,6 +365,70 @@ mod tests {
 
     impl JournalRecord for u64 {}
     impl JournalRecord for (u64, String) {}
+
+    fn appended(followed: Followed<u64>) -> Vec<u64> {
+        match followed {
+            Followed::Appended(records) => records,
+            Followed::Whole(records) => panic!("read whole ({records:?}), expected only what was appended"),
+        }
+    }
+
+    fn whole(followed: Followed<u64>) -> Vec<u64> {
+        match followed {
+            Followed::Whole(records) => records,
+            Followed::Appended(records) => panic!("read only {records:?}, expected the whole journal"),
+        }
+    }
+
+    #[test]
+    fn a_follower_reads_only_what_was_appended_and_waits_for_a_record_being_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("j");
+        let mut follower = JournalFollower::new(&path, FileKind::Annotations);
+        assert!(follower.read::<u64>().unwrap_err().is_not_found());
+        let mut w = JournalWriter::open::<u64>(&path, FileKind::Annotations).unwrap().writer;
+        w.append_framed(&frame(&1u64)).unwrap();
+        assert_eq!(whole(follower.read().unwrap()), vec![1]);
+        assert_eq!(appended(follower.read().unwrap()), Vec::<u64>::new());
+        w.append_framed(&[frame(&2u64), frame(&3u64)].concat()).unwrap();
+        assert_eq!(appended(follower.read().unwrap()), vec![2, 3]);
+        // Half of a record's frame, then the rest, as a reader racing the writer sees them.
+        let fourth = frame(&4u64);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(&fourth[..5]).unwrap();
+        assert_eq!(appended(follower.read().unwrap()), Vec::<u64>::new());
+        file.write_all(&fourth[5..]).unwrap();
+        assert_eq!(appended(follower.read().unwrap()), vec![4]);
+    }
+
+    #[test]
+    fn a_follower_reads_a_replaced_or_damaged_journal_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("j");
+        let mut w = JournalWriter::open::<u64>(&path, FileKind::Annotations).unwrap().writer;
+        w.append_framed(&[frame(&1u64), frame(&2u64)].concat()).unwrap();
+        let mut follower = JournalFollower::new(&path, FileKind::Annotations);
+        assert_eq!(whole(follower.read().unwrap()), vec![1, 2]);
+        // Damage after what was read: a whole frame whose payload does not match its CRC.
+        let mut bad = frame(&3u64);
+        let last = bad.len() - 1;
+        bad[last] ^= 0xFF;
+        w.append_framed(&[bad, frame(&4u64)].concat()).unwrap();
+        assert_eq!(whole(follower.read().unwrap()), vec![1, 2, 4]);
+        // The writer reopening rewrites the file without the damage (a new file by rename).
+        drop(w);
+        let mut w = JournalWriter::open::<u64>(&path, FileKind::Annotations).unwrap().writer;
+        assert_eq!(whole(follower.read().unwrap()), vec![1, 2, 4]);
+        w.append_framed(&frame(&5u64)).unwrap();
+        assert_eq!(appended(follower.read().unwrap()), vec![5]);
+        // Removed and started again (a reset): read whole, not as an append.
+        drop(w);
+        std::fs::remove_file(&path).unwrap();
+        assert!(follower.read::<u64>().unwrap_err().is_not_found());
+        let mut w = JournalWriter::open::<u64>(&path, FileKind::Annotations).unwrap().writer;
+        w.append_framed(&frame(&6u64)).unwrap();
+        assert_eq!(whole(follower.read().unwrap()), vec![6]);
+    }
 
     #[test]
     fn torn_tail_is_backed_up_and_cut() {

@@ -69,6 +69,21 @@ fn head_learns_a_separable_problem() {
 }
 
 #[test]
+fn a_short_round_trains_on_rows_from_anywhere_in_a_large_set() {
+    let _rng = crate::seeded_rng(3);
+    // 20,000 rows: the first 15,000 negative, then alternating; positives have value 0 raised by 4.
+    // 200 minibatches of 16 read 3,200 rows: taken in order, they would hold no positive.
+    let n = 20_000;
+    let y = Tensor::from_slice(&(0..n).map(|i| f32::from(u8::from(i >= 15_000 && i % 2 == 0))).collect::<Vec<_>>());
+    let shift = Tensor::cat(&[(&y * 4.0).unsqueeze(1), Tensor::zeros([n, 7], (Kind::Float, Device::Cpu))], 1);
+    let x = Tensor::randn([n, 8], (Kind::Float, Device::Cpu)) + shift;
+    let mut head = Head::with_input(Device::Cpu, 8, 0);
+    let report = head.train(&x, &y, &TrainOptions { steps: 200, batch_size: Some(16), learning_rate: 0.05, ..TrainOptions::default() });
+    let probabilities = head.predict(&x.narrow(0, 15_000, 5_000));
+    assert!(accuracy(&probabilities, &y.narrow(0, 15_000, 5_000)) > 0.95, "{report:?}");
+}
+
+#[test]
 fn degenerate_label_sets_do_not_break_training() {
     let _rng = crate::seeded_rng(2);
     let (x, _) = separable(50);
