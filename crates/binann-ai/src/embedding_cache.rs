@@ -1,5 +1,10 @@
-//! The embedding cache as the trainer and the inferrer see it: every chunk file in
-//! `RUNDIR/embeddings`, reloaded when it changes, indexed by image id.
+//! The embedding cache as the inferrer and the trainer see it: the chunk files in
+//! `RUNDIR/embeddings`, reloaded when they change, indexed by image id.
+//!
+//! - [`EmbeddingCache`] holds every embedding (the inferrer predicts every image).
+//! - [`EmbeddingIndex`] knows only where each one is, and reads the rows asked for (the trainer
+//!   needs the labelled images' alone: holding a million images' embeddings, 7.7 GB, in the trainer
+//!   too would double the AI's memory).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -45,19 +50,9 @@ impl EmbeddingCache {
             if self.chunks.get(&path).is_some_and(|c| c.modified == modified) {
                 continue;
             }
-            match EmbeddingChunk::load(&path).map(|(_, chunk)| chunk) {
-                Ok(chunk) if chunk.model == self.model_key && chunk.dim as usize != binann_model::EMBED_DIM => tracing::error!(
-                    "ignoring {}: its embeddings have {} values, the backbone makes {}; its images will be embedded again",
-                    path.display(),
-                    chunk.dim,
-                    binann_model::EMBED_DIM
-                ),
-                Ok(chunk) if chunk.model == self.model_key => {
-                    self.insert(path, chunk, modified);
-                    loaded += 1;
-                }
-                Ok(chunk) => tracing::debug!("ignoring {} (made by {}, not {})", path.display(), chunk.model, self.model_key),
-                Err(e) => tracing::error!("ignoring an unreadable embedding chunk; its images will be embedded again: {e}"),
+            if let Some(chunk) = load_matching(&path, &self.model_key) {
+                self.insert(path, chunk, modified);
+                loaded += 1;
             }
         }
         loaded
@@ -115,5 +110,149 @@ impl EmbeddingCache {
     /// Number of chunk files loaded.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
+    }
+}
+
+/// The chunk file at `path` if it holds embeddings of `model_key` that this build can use; an
+/// unusable one is reported (its images are embedded again).
+fn load_matching(path: &Path, model_key: &str) -> Option<EmbeddingChunk> {
+    match EmbeddingChunk::load(path).map(|(_, chunk)| chunk) {
+        Ok(chunk) if chunk.model == model_key && chunk.dim as usize != binann_model::EMBED_DIM => {
+            tracing::error!(
+                "ignoring {}: its embeddings have {} values, the backbone makes {}; its images will be embedded again",
+                path.display(),
+                chunk.dim,
+                binann_model::EMBED_DIM
+            );
+            None
+        }
+        Ok(chunk) if chunk.model == model_key => Some(chunk),
+        Ok(chunk) => {
+            tracing::debug!("ignoring {} (made by {}, not {})", path.display(), chunk.model, model_key);
+            None
+        }
+        Err(e) => {
+            tracing::error!("ignoring an unreadable embedding chunk; its images will be embedded again: {e}");
+            None
+        }
+    }
+}
+
+/// Which chunk file holds each embedded image, without the values: [`Self::rows`] reads the ones
+/// asked for.
+#[derive(Debug)]
+pub struct EmbeddingIndex {
+    dir: PathBuf,
+    model_key: String,
+    /// Every chunk file read, with its modification time when read.
+    files: Vec<(PathBuf, Option<SystemTime>)>,
+    /// id → index into `files`.
+    file_of: HashMap<u32, u32>,
+}
+
+impl EmbeddingIndex {
+    /// An empty index over `dir`; call [`refresh`](Self::refresh) to read it.
+    pub fn new(dir: &Path, model_key: &str) -> Self {
+        Self { dir: dir.to_owned(), model_key: model_key.to_owned(), files: Vec::new(), file_of: HashMap::new() }
+    }
+
+    /// Indexes new or changed chunk files (reading each whole once, keeping only its ids).
+    pub fn refresh(&mut self) {
+        for (path, modified) in EmbeddingChunk::files(&self.dir) {
+            let known = self.files.iter().position(|(p, _)| *p == path);
+            if known.is_some_and(|i| self.files[i].1 == modified) {
+                continue;
+            }
+            let Some(chunk) = load_matching(&path, &self.model_key) else { continue };
+            let file = known.unwrap_or_else(|| {
+                self.files.push((path.clone(), modified));
+                self.files.len() - 1
+            });
+            self.files[file].1 = modified;
+            for id in chunk.ids.iter().filter(|id| !chunk.failed.iter().any(|(f, _)| f == *id)) {
+                self.file_of.insert(*id, file as u32);
+            }
+        }
+    }
+
+    /// True when image `id` has an embedding.
+    pub fn contains(&self, id: u32) -> bool {
+        self.file_of.contains_key(&id)
+    }
+
+    /// Reads the embeddings of those of `ids` that are indexed from their chunk files (each file
+    /// once), handing each to `row` as it is read: nothing is held beyond one chunk file.
+    pub fn read_rows(&self, ids: &[u32], mut row: impl FnMut(u32, &[f32])) {
+        let mut by_file: HashMap<u32, Vec<u32>> = HashMap::new();
+        for id in ids {
+            if let Some(file) = self.file_of.get(id) {
+                by_file.entry(*file).or_default().push(*id);
+            }
+        }
+        let mut values = Vec::new();
+        for (file, wanted) in by_file {
+            let Some(chunk) = load_matching(&self.files[file as usize].0, &self.model_key) else { continue };
+            let dim = chunk.dim as usize;
+            let row_of: HashMap<u32, usize> = chunk.ids.iter().enumerate().map(|(row, id)| (*id, row)).collect();
+            for id in wanted {
+                if let Some(r) = row_of.get(&id) {
+                    let bytes = &chunk.values[r * dim * 4..(r + 1) * dim * 4];
+                    values.clear();
+                    values.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
+                    row(id, &values);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use binann_core::RunDirFile;
+
+    use super::*;
+
+    fn chunk(ids: &[u32], model: &str, failed: &[u32]) -> EmbeddingChunk {
+        let dim = binann_model::EMBED_DIM;
+        let values: Vec<f32> = ids.iter().flat_map(|id| (0..dim).map(move |d| *id as f32 + d as f32 / 10_000.0)).collect();
+        EmbeddingChunk {
+            ids: ids.to_vec(),
+            dim: dim as u32,
+            model: model.into(),
+            values: EmbeddingChunk::pack(&values),
+            failed: failed.iter().map(|id| (*id, "unreadable".to_owned())).collect(),
+        }
+    }
+
+    #[test]
+    fn the_index_reads_the_rows_asked_for_as_the_cache_holds_them() {
+        let dir = tempfile::tempdir().unwrap();
+        chunk(&[0, 1, 2, 3], "m", &[2]).save(&EmbeddingChunk::path(dir.path(), 0, 1, 0), 1).unwrap();
+        chunk(&[10, 11], "m", &[]).save(&EmbeddingChunk::path(dir.path(), 0, 1, 1), 1).unwrap();
+        chunk(&[20], "another model", &[]).save(&EmbeddingChunk::path(dir.path(), 0, 1, 2), 1).unwrap();
+        let mut cache = EmbeddingCache::new(dir.path(), "m");
+        cache.refresh();
+        let mut index = EmbeddingIndex::new(dir.path(), "m");
+        index.refresh();
+        for id in [0, 1, 2, 3, 10, 11, 20, 99] {
+            assert_eq!(index.contains(id), cache.contains(id), "image {id}");
+        }
+        let mut rows = HashMap::new();
+        index.read_rows(&[1, 2, 11, 20, 99], |id, values| {
+            rows.insert(id, Tensor::from_slice(values));
+        });
+        let mut found: Vec<u32> = rows.keys().copied().collect();
+        found.sort_unstable();
+        assert_eq!(found, [1, 11], "failed, other models' and unknown images have no row");
+        for (id, row) in &rows {
+            assert!(row.equal(&cache.get(*id).unwrap()), "image {id}");
+        }
+        // A chunk written later is indexed by the next refresh.
+        chunk(&[30], "m", &[]).save(&EmbeddingChunk::path(dir.path(), 0, 1, 3), 1).unwrap();
+        assert!(!index.contains(30));
+        index.refresh();
+        let mut read = Vec::new();
+        index.read_rows(&[30], |id, values| read.push((id, values.to_vec())));
+        assert_eq!(read, [(30, chunk(&[30], "m", &[]).floats())]);
     }
 }

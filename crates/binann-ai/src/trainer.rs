@@ -25,7 +25,7 @@ use binann_model::{Backbone, FinetuneModel, Head, ModelMeta, TrainOptions};
 use tch::{Device, Kind, Tensor};
 use tensorboard_rs::summary_writer::SummaryWriter;
 
-use crate::embedding_cache::EmbeddingCache;
+use crate::embedding_cache::EmbeddingIndex;
 use crate::model_args::{Mode, ModelArgs};
 use crate::training_rows::{RowKey, TrainingRows};
 
@@ -61,8 +61,9 @@ struct Trainer {
     datadir: PathBuf,
     paths: Vec<String>,
     generation: u64,
-    /// The embedding cache (chunk files in `RUNDIR/embeddings`).
-    cache: EmbeddingCache,
+    /// Where the embedding cache (chunk files in `RUNDIR/embeddings`) holds each image's
+    /// embedding; only labelled images' are read.
+    cache: EmbeddingIndex,
     /// Embeddings this process computed for labelled images the cache did not hold yet.
     own: HashMap<u32, Tensor>,
     unreadable: HashMap<u32, String>,
@@ -92,7 +93,7 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
     args.model.choose_input_size(&manifest, &datadir, &rundir.checkpoint());
     let generation = existing_generation(&rundir);
     tracing::info!(?device, mode = mode.name(), input_size = args.model.input_size, generation, "trainer started");
-    let cache = EmbeddingCache::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
+    let cache = EmbeddingIndex::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
     let board = SummaryWriter::new(rundir.tensorboard_dir());
     let mut t = Trainer {
         args,
@@ -334,12 +335,22 @@ impl Trainer {
                 }
             }
         }
-        let (cache, own, seed_embeddings) = (&self.cache, &self.own, &self.seeds);
-        let wanted = labelled.iter().map(|(id, y)| (RowKey::Image(*id), *y)).chain(seeds.iter().map(|p| (RowKey::Seed(p.clone()), true)));
-        self.rows.sync(wanted, |key| match key {
-            RowKey::Image(id) => cache.get(*id).or_else(|| own.get(id).map(Tensor::shallow_clone)),
-            RowKey::Seed(path) => seed_embeddings.get(path).and_then(Option::as_ref).map(Tensor::shallow_clone),
-        });
+        let wanted: HashMap<RowKey, bool> =
+            labelled.iter().map(|(id, y)| (RowKey::Image(*id), *y)).chain(seeds.iter().map(|p| (RowKey::Seed(p.clone()), true))).collect();
+        let missing = self.rows.retain(&wanted);
+        let images: Vec<u32> = missing.iter().filter_map(|(key, _)| if let RowKey::Image(id) = key { Some(*id) } else { None }).collect();
+        let rows = &mut self.rows;
+        self.cache.read_rows(&images, |id, values| rows.push(RowKey::Image(id), values, wanted[&RowKey::Image(id)]));
+        // What the cache does not hold: images this process embedded, and the seed images.
+        for (key, positive) in missing {
+            let own = match &key {
+                RowKey::Image(id) => self.own.get(id),
+                RowKey::Seed(path) => self.seeds.get(path).and_then(Option::as_ref),
+            };
+            if let Some(values) = own {
+                self.rows.push(key, &Vec::<f32>::try_from(values.flatten(0, -1))?, positive);
+            }
+        }
         let examples = self.rows.len();
         // Embeddings that reached the cache need no private copy any more.
         self.own.retain(|id, _| !self.cache.contains(*id));

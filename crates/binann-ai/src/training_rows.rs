@@ -38,27 +38,22 @@ impl TrainingRows {
         }
     }
 
-    /// Makes the examples exactly `wanted` (key, positive?): rows of keys no longer wanted are
-    /// dropped, changed labels updated, and a new key's embedding is asked of `embedding` (a key
-    /// it has none for is left out until it has).
-    pub(crate) fn sync(&mut self, wanted: impl IntoIterator<Item = (RowKey, bool)>, mut embedding: impl FnMut(&RowKey) -> Option<Tensor>) {
-        let wanted: HashMap<RowKey, bool> = wanted.into_iter().collect();
+    /// Keeps the rows of the keys in `wanted` (key → positive?), with their labels updated, and
+    /// drops the others; returns the wanted keys that have no row yet, for [`Self::push`].
+    pub(crate) fn retain(&mut self, wanted: &HashMap<RowKey, bool>) -> Vec<(RowKey, bool)> {
         for row in (0..self.keys.len()).rev() {
             if !wanted.contains_key(&self.keys[row]) {
                 self.remove(row);
             }
         }
+        let mut missing = Vec::new();
         for (key, positive) in wanted {
-            let label = f32::from(u8::from(positive));
-            match self.row_of.get(&key) {
-                Some(&row) => self.labels[row] = label,
-                None => {
-                    if let Some(values) = embedding(&key) {
-                        self.push(key, &values, label);
-                    }
-                }
+            match self.row_of.get(key) {
+                Some(&row) => self.labels[row] = f32::from(u8::from(*positive)),
+                None => missing.push((key.clone(), *positive)),
             }
         }
+        missing
     }
 
     /// The embeddings, one row per example (a view: nothing is copied).
@@ -79,7 +74,12 @@ impl TrainingRows {
         self.labels.iter().filter(|y| **y > 0.5).count()
     }
 
-    fn push(&mut self, key: RowKey, values: &Tensor, label: f32) {
+    /// Adds the example `key` with embedding `values`; a key that has a row already is left as it is.
+    pub(crate) fn push(&mut self, key: RowKey, values: &[f32], positive: bool) {
+        if self.row_of.contains_key(&key) {
+            return;
+        }
+        assert_eq!(values.len() as i64, self.dim, "an embedding of {} values for rows of {}", values.len(), self.dim);
         let row = self.keys.len();
         let capacity = self.values.size()[0] as usize;
         if row == capacity {
@@ -88,10 +88,10 @@ impl TrainingRows {
             grown.narrow(0, 0, row as i64).copy_(&self.values.narrow(0, 0, row as i64));
             self.values = grown;
         }
-        self.values.get(row as i64).copy_(&values.reshape([self.dim]));
+        self.values.get(row as i64).copy_(&Tensor::from_slice(values));
         self.row_of.insert(key.clone(), row);
         self.keys.push(key);
-        self.labels.push(label);
+        self.labels.push(f32::from(u8::from(positive)));
     }
 
     /// Drops row `row`: the last row moves into its place.
@@ -113,12 +113,25 @@ impl TrainingRows {
 mod tests {
     use super::*;
 
-    fn embedding_of(key: &RowKey) -> Option<Tensor> {
+    fn embedding_of(key: &RowKey) -> Option<Vec<f32>> {
         match key {
-            RowKey::Image(id) if *id < 1000 => Some(Tensor::from_slice(&[*id as f32, -(*id as f32), 1.0])),
+            RowKey::Image(id) if *id < 1000 => Some(vec![*id as f32, -(*id as f32), 1.0]),
             RowKey::Image(_) => None,
-            RowKey::Seed(_) => Some(Tensor::from_slice(&[0.5f32, 0.5, 0.5])),
+            RowKey::Seed(_) => Some(vec![0.5, 0.5, 0.5]),
         }
+    }
+
+    /// As the trainer does: keep what is still wanted, then add what has an embedding.
+    fn sync(t: &mut TrainingRows, wanted: Vec<(RowKey, bool)>) -> usize {
+        let missing = t.retain(&wanted.into_iter().collect());
+        let mut fetched = 0;
+        for (key, positive) in missing {
+            fetched += 1;
+            if let Some(values) = embedding_of(&key) {
+                t.push(key, &values, positive);
+            }
+        }
+        fetched
     }
 
     /// (key, label, values) of every row, sorted by key.
@@ -134,14 +147,10 @@ mod tests {
     #[test]
     fn rows_follow_the_labels_through_additions_changes_removals_and_growth() {
         let mut t = TrainingRows::new(3);
-        let mut fetched = 0;
         let mut labels: Vec<(u32, bool)> = (0..300).map(|id| (id, id % 7 == 0)).collect();
         let wanted = |labels: &[(u32, bool)]| labels.iter().map(|(id, y)| (RowKey::Image(*id), *y)).collect::<Vec<_>>();
-        t.sync(wanted(&labels), |k| {
-            fetched += 1;
-            embedding_of(k)
-        });
-        assert_eq!((t.len(), fetched), (300, 300));
+        assert_eq!(sync(&mut t, wanted(&labels)), 300);
+        assert_eq!(t.len(), 300);
         // Relabel one, undo two (one in the middle, the last row), add one with no embedding yet
         // and a seed image: only the new keys are fetched.
         labels[10].1 = true;
@@ -149,12 +158,7 @@ mod tests {
         labels.push((5000, true));
         let mut wanted_now = wanted(&labels);
         wanted_now.push((RowKey::Seed(PathBuf::from("seed.png")), true));
-        let mut fetched = 0;
-        t.sync(wanted_now, |k| {
-            fetched += 1;
-            embedding_of(k)
-        });
-        assert_eq!(fetched, 2, "the image with no embedding and the seed");
+        assert_eq!(sync(&mut t, wanted_now), 2, "the image with no embedding and the seed");
         assert_eq!(t.len(), 299, "298 images and the seed");
         let got = rows(&t);
         let mut expected: Vec<(String, f32, Vec<f32>)> = labels

@@ -169,6 +169,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 args.seed_labels
             );
         }
+        let resident: Vec<String> = ["server", "trainer", "inferrer", "selector"]
+            .iter()
+            .zip(&procs.0)
+            .map(|(name, child)| resident_mib(child.id()).map_or(format!("{name} ?"), |mib| format!("{name} {mib:.0}")))
+            .collect();
+        println!("  resident memory, MiB: {}", resident.join(", "));
         println!(
             "  files: predictions {:.0} KiB, ranking {:.0} KiB, checkpoint {:.0} KiB",
             size(&run.join("predictions.bin")),
@@ -177,6 +183,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Resident memory of a process in MiB, from `/proc/PID/status` (Linux; None elsewhere).
+fn resident_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// CPU seconds (user + system) a process has used, from `/proc/PID/stat` (Linux; None elsewhere).
