@@ -63,7 +63,9 @@ struct RecallArgs {
     /// seed images (`BINANN_SEED_IMAGES`), as a person who has a few examples would.
     #[arg(long, default_value_t = 0)]
     seed_images: usize,
-    /// Folder for the datasets, runs, traces, recall.json and recall.svg.
+    /// Folder for the datasets, runs, traces, recall.json and recall.svg. A folder of images of
+    /// your own is used as draw N when it is `OUT/seed-N/data`, beside its ground truth in
+    /// `OUT/seed-N/truth.csv` (columns path, label and class, as `binann demo-data` writes them).
     #[arg(long, default_value = "bench-out/recall")]
     out: PathBuf,
 }
@@ -124,6 +126,8 @@ fn figures(kinds: &[Option<&str>], images: usize, positives_per_kind: &BTreeMap<
 #[derive(Debug, Serialize)]
 struct Draw {
     seed: u64,
+    /// Whether the folder was written from Fashion-MNIST by this benchmark (false: it was given in --out).
+    written: bool,
     images: usize,
     positives: usize,
     labels: usize,
@@ -261,6 +265,8 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     let dir = args.out.join(format!("seed-{seed}"));
     let data = dir.join("data");
     let truth_csv = dir.join("truth.csv");
+    // A folder this benchmark wrote says so, for the figures' title; one put there is the user's.
+    let marker = dir.join("fashion-mnist.txt");
     if !data.exists() {
         let mut demo = Command::new(bin.join("binann"));
         demo.args(["demo-data", "--count", &args.images.to_string(), "--positive", &args.positive, "--seed", &seed.to_string()])
@@ -282,7 +288,9 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
             let _ = std::fs::remove_dir_all(&data);
             bail!("writing the dataset failed");
         }
+        std::fs::write(&marker, format!("written by binann demo-data: {} images, positive {:?}\n", args.images, args.positive))?;
     }
+    let written = marker.exists();
     let truth = read_truth(&truth_csv)?;
     let kinds = read_kinds(&truth_csv)?;
     let mut positives_per_kind = BTreeMap::new();
@@ -355,6 +363,7 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     };
     Ok(Draw {
         seed,
+        written,
         images: truth.len(),
         positives,
         labels: steps.len(),
@@ -428,11 +437,18 @@ fn run(args: &RecallArgs) -> anyhow::Result<()> {
     let count = |v: f64| format!("{v:.0}");
     let share = |v: f64| format!("{v:.3}");
     println!(
-        "\n{} draw(s) of {} Fashion-MNIST images, positive {:?} at {}; {} labels/s from the moment the page answers; settings: {}",
+        "\n{} draw(s) of {} images ({}); {} labels/s from the moment the page answers; settings: {}",
         draws.len(),
-        args.images,
-        args.positive,
-        if args.prevalence > 0.0 { format!("{} %", 100.0 * args.prevalence) } else { "as they come".into() },
+        spread(&draws.iter().map(|d| Some(d.images as f64)).collect::<Vec<_>>(), count),
+        if draws.iter().all(|d| d.written) {
+            format!(
+                "Fashion-MNIST, positive {:?} at {}",
+                args.positive,
+                if args.prevalence > 0.0 { format!("{} %", 100.0 * args.prevalence) } else { "as they come".into() }
+            )
+        } else {
+            "folders given in --out".to_owned()
+        },
         args.pace,
         if settings.is_empty() { "none (the defaults)".to_owned() } else { settings.join(" ") }
     );
