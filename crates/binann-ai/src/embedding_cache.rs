@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use binann_core::RunDirFile;
 use binann_core::embeddings::EmbeddingChunk;
+use binann_core::watch::FileStamp;
 use tch::Tensor;
 
 /// One loaded chunk.
@@ -138,69 +139,99 @@ fn load_matching(path: &Path, model_key: &str) -> Option<EmbeddingChunk> {
     }
 }
 
-/// Which chunk file holds each embedded image, without the values: [`Self::rows`] reads the ones
-/// asked for.
+/// Which chunk file holds each embedded image, and at which row, without the values:
+/// [`Self::read_rows`] reads the rows asked for straight from the files.
 #[derive(Debug)]
 pub struct EmbeddingIndex {
     dir: PathBuf,
     model_key: String,
-    /// Every chunk file read, with its modification time when read.
-    files: Vec<(PathBuf, Option<SystemTime>)>,
-    /// id → index into `files`.
-    file_of: HashMap<u32, u32>,
+    files: Vec<IndexedFile>,
+    /// id → (index into `files`, row).
+    row_of: HashMap<u32, (u32, u32)>,
+}
+
+/// A chunk file as it was when indexed.
+#[derive(Debug)]
+struct IndexedFile {
+    path: PathBuf,
+    stamp: Option<FileStamp>,
+    /// Where its values start in the file, and values per row.
+    values_at: u64,
+    dim: usize,
 }
 
 impl EmbeddingIndex {
     /// An empty index over `dir`; call [`refresh`](Self::refresh) to read it.
     pub fn new(dir: &Path, model_key: &str) -> Self {
-        Self { dir: dir.to_owned(), model_key: model_key.to_owned(), files: Vec::new(), file_of: HashMap::new() }
+        Self { dir: dir.to_owned(), model_key: model_key.to_owned(), files: Vec::new(), row_of: HashMap::new() }
     }
 
-    /// Indexes new or changed chunk files (reading each whole once, keeping only its ids).
+    /// Indexes new or changed chunk files, reading each whole once (which checks its checksum).
     pub fn refresh(&mut self) {
-        for (path, modified) in EmbeddingChunk::files(&self.dir) {
-            let known = self.files.iter().position(|(p, _)| *p == path);
-            if known.is_some_and(|i| self.files[i].1 == modified) {
+        for (path, _) in EmbeddingChunk::files(&self.dir) {
+            let stamp = FileStamp::of(&path);
+            let known = self.files.iter().position(|f| f.path == path);
+            if known.is_some_and(|i| self.files[i].stamp == stamp) {
                 continue;
             }
             let Some(chunk) = load_matching(&path, &self.model_key) else { continue };
-            let file = known.unwrap_or_else(|| {
-                self.files.push((path.clone(), modified));
-                self.files.len() - 1
-            });
-            self.files[file].1 = modified;
-            for id in chunk.ids.iter().filter(|id| !chunk.failed.iter().any(|(f, _)| f == *id)) {
-                self.file_of.insert(*id, file as u32);
+            let Some(len) = std::fs::metadata(&path).ok().map(|m| m.len()) else { continue };
+            // The values are the chunk's last field but one: the file ends with them and then
+            // the encoded list of failed images.
+            let failed_len = binann_core::codec::encode_value(&chunk.failed).len() as u64;
+            let Some(values_at) = len.checked_sub(failed_len + chunk.values.len() as u64) else { continue };
+            let indexed = IndexedFile { path: path.clone(), stamp, values_at, dim: chunk.dim as usize };
+            let file = match known {
+                Some(i) => {
+                    self.files[i] = indexed;
+                    i
+                }
+                None => {
+                    self.files.push(indexed);
+                    self.files.len() - 1
+                }
+            };
+            for (row, id) in chunk.ids.iter().enumerate() {
+                if !chunk.failed.iter().any(|(f, _)| f == id) {
+                    self.row_of.insert(*id, (file as u32, row as u32));
+                }
             }
         }
     }
 
     /// True when image `id` has an embedding.
     pub fn contains(&self, id: u32) -> bool {
-        self.file_of.contains_key(&id)
+        self.row_of.contains_key(&id)
     }
 
-    /// Reads the embeddings of those of `ids` that are indexed from their chunk files (each file
-    /// once), handing each to `row` as it is read: nothing is held beyond one chunk file.
+    /// Reads the embeddings of those of `ids` that are indexed, a row at a time from their chunk
+    /// files, handing each to `row`. A file changed since it was indexed is skipped (the next
+    /// [`Self::refresh`] indexes it again).
     pub fn read_rows(&self, ids: &[u32], mut row: impl FnMut(u32, &[f32])) {
-        let mut by_file: HashMap<u32, Vec<u32>> = HashMap::new();
+        use std::io::{Read, Seek, SeekFrom};
+        let mut by_file: HashMap<u32, Vec<(u32, u32)>> = HashMap::new();
         for id in ids {
-            if let Some(file) = self.file_of.get(id) {
-                by_file.entry(*file).or_default().push(*id);
+            if let Some((file, r)) = self.row_of.get(id) {
+                by_file.entry(*file).or_default().push((*id, *r));
             }
         }
+        let mut bytes = Vec::new();
         let mut values = Vec::new();
         for (file, wanted) in by_file {
-            let Some(chunk) = load_matching(&self.files[file as usize].0, &self.model_key) else { continue };
-            let dim = chunk.dim as usize;
-            let row_of: HashMap<u32, usize> = chunk.ids.iter().enumerate().map(|(row, id)| (*id, row)).collect();
-            for id in wanted {
-                if let Some(r) = row_of.get(&id) {
-                    let bytes = &chunk.values[r * dim * 4..(r + 1) * dim * 4];
-                    values.clear();
-                    values.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
-                    row(id, &values);
+            let indexed = &self.files[file as usize];
+            let Ok(mut f) = std::fs::File::open(&indexed.path) else { continue };
+            if FileStamp::of(&indexed.path) != indexed.stamp {
+                continue;
+            }
+            bytes.resize(indexed.dim * 4, 0);
+            for (id, r) in wanted {
+                let at = indexed.values_at + (r as u64) * (indexed.dim as u64) * 4;
+                if f.seek(SeekFrom::Start(at)).and_then(|_| f.read_exact(&mut bytes)).is_err() {
+                    break;
                 }
+                values.clear();
+                values.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))));
+                row(id, &values);
             }
         }
     }
