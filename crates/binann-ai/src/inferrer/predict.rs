@@ -69,13 +69,21 @@ impl Inferrer {
     /// Records predictions written for checkpoint `generation` in the schedule, and logs them.
     fn record_predictions(&mut self, generation: u64, done: &PassDone) {
         self.schedule.record(generation, done.embedded, done.started, done.finished);
-        tracing::info!(
-            checkpoint = generation,
-            predicted = done.predicted,
-            total = self.manifest.len(),
-            "predictions written in {:.0} ms",
-            done.finished.duration_since(done.started).as_secs_f64() * 1000.0
-        );
+        let ms = done.finished.duration_since(done.started).as_secs_f64() * 1000.0;
+        if done.complete {
+            tracing::info!(
+                checkpoint = generation,
+                predicted = done.predicted,
+                total = self.manifest.len(),
+                "predictions written in {ms:.0} ms"
+            );
+        } else {
+            tracing::info!(
+                checkpoint = generation,
+                front = done.predicted,
+                "front predictions written; a newer checkpoint ended the pass after {ms:.0} ms"
+            );
+        }
     }
 
     /// Predicts with the fine-tuned network, decoding every unlabelled image of the shard (no
@@ -125,6 +133,7 @@ impl Inferrer {
         let done = PassDone {
             embedded: self.cache.len() + self.partial_ids.len(),
             predicted: predictions.ids.len(),
+            complete: true,
             started,
             finished: Instant::now(),
         };

@@ -41,6 +41,13 @@ impl LastRead {
     const AT_LEAST_EVERY: Duration = Duration::from_secs(2);
 }
 
+impl Seen {
+    /// The checkpoint file's stamp when it was last read: what the model in hand was read from.
+    pub(super) fn checkpoint_stamp(&self) -> Option<FileStamp> {
+        self.checkpoint.0.and_then(|(stamp, _)| stamp)
+    }
+}
+
 impl Inferrer {
     pub(super) fn reload_manifest_if_grown(&mut self) {
         let stamp = FileStamp::of(&self.rundir.manifest());
