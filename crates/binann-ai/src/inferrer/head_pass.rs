@@ -165,9 +165,11 @@ impl HeadPass {
                 scored += 1;
             }
         }
-        let keep: std::collections::HashSet<usize> = keep.into_iter().collect();
-        let (ids, logits) =
-            last.ids.iter().zip(&last.logits).enumerate().filter(|(i, _)| keep.contains(i)).map(|(_, (id, l))| (*id, *l)).unzip();
+        let mut kept = vec![false; last.ids.len()];
+        for i in keep {
+            kept[i] = true;
+        }
+        let (ids, logits) = last.ids.iter().zip(&last.logits).zip(kept).filter(|(_, k)| *k).map(|((id, l), _)| (*id, *l)).unzip();
         let predictions = Predictions {
             model: crate::model_info(&self.meta),
             shard: (self.shard.index, self.shard.count),
