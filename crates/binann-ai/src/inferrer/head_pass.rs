@@ -137,9 +137,9 @@ impl HeadPass {
     }
 
     /// On a large shard, scores the front (the unlabelled images the last predictions ranked
-    /// highest) and writes it among the last predictions of the rest; returns how many images it
-    /// scored, or None where the shard is small (or was never predicted) and the whole pass is
-    /// quick enough.
+    /// highest) and the images embedded since, and writes them among the last predictions of the
+    /// rest; returns how many images it scored, or None where the shard is small (or was never
+    /// predicted) and the whole pass is quick enough.
     fn write_front(&self, wanted: &impl Fn(u32) -> bool) -> anyhow::Result<Option<usize>> {
         let Ok((_, mut last)) = Predictions::load(&self.out) else { return Ok(None) };
         if last.ids.len() < self.front.from {
@@ -151,17 +151,44 @@ impl HeadPass {
             keep.select_nth_unstable_by(size, |a, b| last.logits[*b].total_cmp(&last.logits[*a]));
         }
         let front: std::collections::HashMap<u32, usize> = keep[..size].iter().map(|i| (last.ids[*i], *i)).collect();
+        // Images embedded since the last predictions are scored too: the front is chosen from
+        // those, so an image never predicted would otherwise stay out of the ranking for as long
+        // as labels keep coming.
+        let mut in_last = vec![false; last.ids.iter().max().map_or(0, |m| *m as usize + 1)];
+        for id in &last.ids {
+            in_last[*id as usize] = true;
+        }
+        let is_new = |id: u32| !in_last.get(id as usize).copied().unwrap_or(false) && wanted(id);
+        let (mut new_ids, mut new_logits) = (Vec::new(), Vec::new());
         let mut scored = 0;
-        let chunks = self.chunks.iter().map(|(ids, values, _)| (ids, values)).chain(self.partial.as_ref().map(|(ids, rows)| (ids, rows)));
-        for (chunk_ids, values) in chunks {
-            let (rows, at): (Vec<i64>, Vec<usize>) =
-                chunk_ids.iter().enumerate().filter_map(|(row, id)| front.get(id).map(|at| (row as i64, *at))).unzip();
+        let no_failures = Vec::new();
+        let chunks = self
+            .chunks
+            .iter()
+            .map(|(ids, values, failed)| (ids, values, failed))
+            .chain(self.partial.as_ref().map(|(ids, rows)| (ids, rows, &no_failures)));
+        for (chunk_ids, values, failed) in chunks {
+            let (rows, at): (Vec<i64>, Vec<Option<usize>>) = chunk_ids
+                .iter()
+                .enumerate()
+                .filter(|(_, id)| !failed.contains(id))
+                .filter_map(|(row, id)| match front.get(id) {
+                    Some(at) => Some((row as i64, Some(*at))),
+                    None => is_new(*id).then_some((row as i64, None)),
+                })
+                .unzip();
             if rows.is_empty() {
                 continue;
             }
             let l: Vec<f32> = Vec::try_from(self.head.logits(&values.index_select(0, &Tensor::from_slice(&rows))).to_device(Device::Cpu))?;
-            for (at, logit) in at.into_iter().zip(l) {
-                last.logits[at] = logit;
+            for ((row, at), logit) in rows.into_iter().zip(at).zip(l) {
+                match at {
+                    Some(at) => last.logits[at] = logit,
+                    None => {
+                        new_ids.push(chunk_ids[row as usize]);
+                        new_logits.push(logit);
+                    }
+                }
                 scored += 1;
             }
         }
@@ -169,7 +196,10 @@ impl HeadPass {
         for i in keep {
             kept[i] = true;
         }
-        let (ids, logits) = last.ids.iter().zip(&last.logits).zip(kept).filter(|(_, k)| *k).map(|((id, l), _)| (*id, *l)).unzip();
+        let (mut ids, mut logits): (Vec<u32>, Vec<f32>) =
+            last.ids.iter().zip(&last.logits).zip(kept).filter(|(_, k)| *k).map(|((id, l), _)| (*id, *l)).unzip();
+        ids.extend(new_ids);
+        logits.extend(new_logits);
         let predictions = Predictions {
             model: crate::model_info(&self.meta),
             shard: (self.shard.index, self.shard.count),
@@ -277,7 +307,7 @@ mod tests {
     }
 
     #[test]
-    fn on_a_large_shard_the_front_is_scored_first_and_a_newer_checkpoint_ends_the_pass() {
+    fn on_a_large_shard_the_front_and_the_new_images_are_scored_first_and_a_newer_checkpoint_ends_the_pass() {
         use binann_core::annotations::{Event, Label, Record};
         use binann_core::codec::FileKind;
         use binann_core::journal::{self, JournalWriter};
@@ -288,7 +318,8 @@ mod tests {
         let record = Record { audit: None, seq: 0, time_ms: 0, client: "t".into(), annotator: String::new(), event };
         writer.append_framed(&journal::frame(&record)).unwrap();
         let dim = binann_model::EMBED_DIM as i64;
-        let chunk = Tensor::randn([8, dim], (tch::Kind::Float, Device::Cpu));
+        // Images 8 and 9 were embedded after the last predictions; 9 could not be read.
+        let chunk = Tensor::randn([10, dim], (tch::Kind::Float, Device::Cpu));
         let head = Head::new(Device::Cpu);
         let new_logits: Vec<f32> = Vec::try_from(head.logits(&chunk)).unwrap();
         let meta = |generation| ModelMeta {
@@ -320,10 +351,10 @@ mod tests {
         let pass = |head: Head, stamp| HeadPass {
             head,
             meta: meta(5),
-            chunks: vec![((0..8).collect(), chunk.shallow_clone(), Vec::new())],
+            chunks: vec![((0..10).collect(), chunk.shallow_clone(), vec![9])],
             partial: None,
             failed: Vec::new(),
-            embedded: 8,
+            embedded: 10,
             shard: Shard { index: 0, count: 1 },
             annotations: rundir.annotations(),
             out: out.clone(),
@@ -332,13 +363,13 @@ mod tests {
         };
         let outcome = pass(head, None).run();
         let done = outcome.result.unwrap();
-        assert_eq!((done.complete, done.predicted), (false, 2), "the front only");
+        assert_eq!((done.complete, done.predicted), (false, 3), "the front and the new image only");
         let (generation, front) = Predictions::load(&out).unwrap();
         assert_eq!(generation, 8);
         assert_eq!(front.model.checkpoint_generation, 5);
-        assert_eq!(front.ids, [0, 2, 3, 4, 5, 6, 7], "every unlabelled image of the last predictions");
+        assert_eq!(front.ids, [0, 2, 3, 4, 5, 6, 7, 8], "every unlabelled image of the last predictions, and the new one");
         let expected: Vec<f32> =
-            [0, 2, 3, 4, 5, 6, 7].iter().map(|id| if [2, 4].contains(id) { new_logits[*id] } else { last_logits[*id] }).collect();
+            [0, 2, 3, 4, 5, 6, 7, 8].iter().map(|id| if [2, 4, 8].contains(id) { new_logits[*id] } else { last_logits[*id] }).collect();
         // Scored two rows at a time rather than eight: the same logits to rounding.
         let close = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
         assert!(
@@ -348,10 +379,10 @@ mod tests {
         );
         // Read from the checkpoint as it is now: nothing newer, so the pass goes through.
         let done = pass(outcome.head, FileStamp::of(&rundir.checkpoint())).run().result.unwrap();
-        assert_eq!((done.complete, done.predicted), (true, 7));
+        assert_eq!((done.complete, done.predicted), (true, 8));
         let (generation, all) = Predictions::load(&out).unwrap();
         assert_eq!(generation, 9);
-        let expected: Vec<f32> = [0, 2, 3, 4, 5, 6, 7].iter().map(|id| new_logits[*id]).collect();
+        let expected: Vec<f32> = [0, 2, 3, 4, 5, 6, 7, 8].iter().map(|id| new_logits[*id]).collect();
         assert!(close(&all.logits, &expected), "{:?}, {expected:?}", all.logits);
     }
 }
