@@ -337,12 +337,13 @@ impl Trainer {
         }
         let wanted: HashMap<RowKey, bool> =
             labelled.iter().map(|(id, y)| (RowKey::Image(*id), *y)).chain(seeds.iter().map(|p| (RowKey::Seed(p.clone()), true))).collect();
-        let missing = self.rows.retain(&wanted);
-        let images: Vec<u32> = missing.iter().filter_map(|(key, _)| if let RowKey::Image(id) = key { Some(*id) } else { None }).collect();
+        let without_row = self.rows.retain(&wanted);
+        let images: Vec<u32> =
+            without_row.iter().filter_map(|(key, _)| if let RowKey::Image(id) = key { Some(*id) } else { None }).collect();
         let rows = &mut self.rows;
         self.cache.read_rows(&images, |id, values| rows.push(RowKey::Image(id), values, wanted[&RowKey::Image(id)]));
         // What the cache does not hold: images this process embedded, and the seed images.
-        for (key, positive) in missing {
+        for (key, positive) in without_row {
             let own = match &key {
                 RowKey::Image(id) => self.own.get(id),
                 RowKey::Seed(path) => self.seeds.get(path).and_then(Option::as_ref),

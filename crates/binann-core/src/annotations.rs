@@ -502,7 +502,7 @@ impl AnnotationFollower {
     /// next call reads the journal whole.
     pub fn refresh(&mut self) -> Result<&AnnotationState, FileError> {
         if let Err(e) = self.update() {
-            self.journal = journal::JournalFollower::new(&self.path, FileKind::Annotations);
+            self.journal.restart();
             return Err(e);
         }
         Ok(&self.state)
@@ -526,7 +526,7 @@ impl AnnotationFollower {
                 // Appended records that do not follow the ones applied (a journal copied over
                 // this one in place): the whole file decides.
                 tracing::warn!(path = %self.path.display(), "reading the annotations again from the start: {e}");
-                self.journal = journal::JournalFollower::new(&self.path, FileKind::Annotations);
+                self.journal.restart();
                 return self.update();
             }
         }

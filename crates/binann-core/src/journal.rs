@@ -177,6 +177,11 @@ impl JournalFollower {
         Self { path: path.to_owned(), kind, read_to: None }
     }
 
+    /// Forgets where the last read ended: the next read reads the file whole.
+    pub fn restart(&mut self) {
+        self.read_to = None;
+    }
+
     /// The records added since the last read, or the whole journal when it cannot be followed.
     /// A missing file is an error that [`FileError::is_not_found`] recognises.
     pub fn read<T: JournalRecord>(&mut self) -> Result<Followed<T>, FileError> {

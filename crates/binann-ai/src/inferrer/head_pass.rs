@@ -124,15 +124,7 @@ impl HeadPass {
             }
         }
         let predicted = ids.len();
-        let predictions = Predictions {
-            model: crate::model_info(&self.meta),
-            shard: (self.shard.index, self.shard.count),
-            ids,
-            logits,
-            failed,
-            created_ms: binann_core::now_ms(),
-        };
-        predictions.save(&self.out, self.generation)?;
+        self.predictions(ids, logits, failed).save(&self.out, self.generation)?;
         Ok(PassDone { embedded: self.embedded, predicted, complete: true, started, finished: Instant::now() })
     }
 
@@ -200,16 +192,20 @@ impl HeadPass {
             last.ids.iter().zip(&last.logits).zip(kept).filter(|(_, k)| *k).map(|((id, l), _)| (*id, *l)).unzip();
         ids.extend(new_ids);
         logits.extend(new_logits);
-        let predictions = Predictions {
+        self.predictions(ids, logits, last.failed).save(&self.out, self.generation - 1)?;
+        Ok(Some(scored))
+    }
+
+    /// This pass's predictions file: `logits` of `ids` by this pass's checkpoint.
+    fn predictions(&self, ids: Vec<u32>, logits: Vec<f32>, failed: Vec<(u32, String)>) -> Predictions {
+        Predictions {
             model: crate::model_info(&self.meta),
             shard: (self.shard.index, self.shard.count),
             ids,
             logits,
-            failed: last.failed,
+            failed,
             created_ms: binann_core::now_ms(),
-        };
-        predictions.save(&self.out, self.generation - 1)?;
-        Ok(Some(scored))
+        }
     }
 }
 
