@@ -38,12 +38,22 @@ pub struct FileStamp {
 impl FileStamp {
     /// The stamp of the file at `path` now, None when it cannot be read (missing).
     pub fn of(path: &Path) -> Option<Self> {
-        let m = std::fs::metadata(path).ok()?;
+        std::fs::metadata(path).ok().map(|m| Self::of_metadata(&m))
+    }
+
+    /// The stamp of a file from its metadata (of an open file: the one read, even if its path
+    /// has been given to another file since).
+    pub fn of_metadata(m: &std::fs::Metadata) -> Self {
         #[cfg(unix)]
-        let ino = std::os::unix::fs::MetadataExt::ino(&m);
+        let ino = std::os::unix::fs::MetadataExt::ino(m);
         #[cfg(not(unix))]
         let ino = 0;
-        Some(Self { ino, len: m.len(), modified: m.modified().ok() })
+        Self { ino, len: m.len(), modified: m.modified().ok() }
+    }
+
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.len
     }
 }
 

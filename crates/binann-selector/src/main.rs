@@ -23,6 +23,7 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    binann_core::cli::return_large_freed_blocks();
     binann_core::cli::main("binann-selector", "info", || run(Args::parse()))
 }
 

@@ -1,7 +1,6 @@
 //! [`Selector`]: the selector process's state from round to round, and the decisions it takes in
 //! each one. The binary only waits for a file to change and calls [`Selector::step`].
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -248,8 +247,13 @@ impl Selector {
             }
         };
         self.unexplored.update(&self.sketches, &labelled);
-        let index_of: HashMap<u32, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        self.unexplored.farthest(|id| index_of.contains_key(&id), DRY_PICKS).into_iter().map(|id| index_of[&id]).collect()
+        // By id, in a plain list: a map of a million predicted images would take 40 MB a ranking.
+        let mut index_of = vec![u32::MAX; ids.iter().max().map_or(0, |m| *m as usize + 1)];
+        for (i, id) in ids.iter().enumerate() {
+            index_of[*id as usize] = i as u32;
+        }
+        let at = |id: u32| index_of.get(id as usize).copied().filter(|i| *i != u32::MAX);
+        self.unexplored.farthest(|id| at(id).is_some(), DRY_PICKS).into_iter().filter_map(|id| at(id).map(|i| i as usize)).collect()
     }
 }
 

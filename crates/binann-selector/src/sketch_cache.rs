@@ -34,31 +34,38 @@ pub struct SketchCache {
     pub(crate) model: Option<String>,
     /// Chunk files already read.
     pub(crate) cache: HashMap<PathBuf, CachedChunk>,
+    /// The images whose sketches are held (by id), for a chunk read later that holds some again.
+    pub(crate) held: Vec<bool>,
     /// The principal projection, fitted on the first chunk file of the newest model (its path and
     /// modification time): every run of the selector fits the same one, and all sketches share it.
     pub(crate) principal: Option<(PathBuf, Option<SystemTime>, Projection)>,
 }
 
-/// A chunk file's sketches.
+/// A chunk file as read: the sketches are kept in the [`SketchCache`]'s rows alone (a copy per
+/// file as well doubled the selector's memory, 256 bytes an image).
 #[derive(Debug)]
 pub(crate) struct CachedChunk {
     /// The file's modification time when read.
     modified: Option<SystemTime>,
     /// The model that embedded it.
     model: String,
-    /// Its images.
+}
+
+/// A chunk file's sketches, read but not yet among the rows.
+struct Sketched {
     ids: Vec<u32>,
-    /// Their sketches by the random projection.
+    /// By the random projection, and by the principal one.
     values: Vec<f32>,
-    /// Their sketches by the principal projection.
     neighbours: Vec<f32>,
 }
 
 impl SketchCache {
-    /// Reads the chunk files of `dir` that are new or changed since the last call, and rebuilds
-    /// the sketch list from the chunks of the newest chunk's model (a chunk of an older model, left
-    /// from a change of input size or of the embedding, is ignored as the inferrer ignores it).
-    /// Returns whether anything changed. Unreadable chunks are skipped with a warning.
+    /// Reads the chunk files of `dir` that are new or changed since the last call. New chunks of
+    /// the model already held are added to the rows; anything else (a chunk removed or rewritten,
+    /// a newer model, new principal directions) rebuilds them from the chunks of the newest
+    /// chunk's model: a chunk of an older model, left from a change of input size or of the
+    /// embedding, is ignored as the inferrer ignores it. Returns whether anything changed.
+    /// Unreadable chunks are skipped with a warning.
     ///
     /// The principal directions are fitted on the first chunk file of the newest model: in a run
     /// directory that still holds an older model's chunks, fitted on those they would have another
@@ -72,42 +79,66 @@ impl SketchCache {
         }
         let before = self.cache.len();
         self.cache.retain(|path, _| files.iter().any(|(p, _)| p == path));
-        let mut changed = self.cache.len() != before;
-        changed |= self.read_changed(&files);
+        let mut rebuild = self.cache.len() != before;
+        let mut changed = rebuild;
+        for (path, modified) in &files {
+            let known = self.cache.get(path);
+            if known.is_some_and(|c| c.modified == *modified) {
+                continue;
+            }
+            rebuild |= known.is_some();
+            let Some(sketched) = self.read(path, *modified) else { continue };
+            changed = true;
+            // Added at once (a million images' sketches held until the end of the round took
+            // 256 MB, which the heap kept); a rebuild reads the files again.
+            let model = &self.cache[path].model;
+            if !rebuild && self.model.as_ref().is_none_or(|m| m == model) {
+                self.model = Some(model.clone());
+                self.add_rows(&sketched);
+            }
+        }
         let newest = self.newest_model();
         let source = files.iter().find(|(path, _)| self.cache.get(path).map(|c| &c.model) == newest.as_ref());
         if let Some((path, modified)) = source
             && self.principal.as_ref().is_none_or(|(p, m, _)| (p, m) != (path, modified))
             && self.fit_principal(path, *modified)
         {
-            self.cache.clear(); // every chunk is sketched again with it
-            self.read_changed(&files);
-            changed = true;
+            // Every chunk is sketched again with them.
+            rebuild = true;
         }
-        if changed {
-            let newest = self.newest_model();
+        rebuild |= newest != self.model;
+        if rebuild {
             self.model.clone_from(&newest);
             self.ids.clear();
             self.values.clear();
             self.neighbours.clear();
-            let mut seen = std::collections::HashSet::new();
-            let mut paths: Vec<&PathBuf> = self.cache.keys().collect();
+            self.held.clear();
+            let mut paths: Vec<PathBuf> =
+                self.cache.iter().filter(|(_, c)| Some(&c.model) == newest.as_ref()).map(|(p, _)| p.clone()).collect();
             paths.sort();
             for path in paths {
-                let c = &self.cache[path];
-                if Some(&c.model) != newest.as_ref() {
-                    continue;
-                }
-                for (i, id) in c.ids.iter().enumerate() {
-                    if seen.insert(*id) {
-                        self.ids.push(*id);
-                        self.values.extend_from_slice(&c.values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
-                        self.neighbours.extend_from_slice(&c.neighbours[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
-                    }
+                let modified = self.cache[&path].modified;
+                if let Some(sketched) = self.read(&path, modified) {
+                    self.add_rows(&sketched);
                 }
             }
         }
-        changed
+        changed || rebuild
+    }
+
+    /// Adds the rows of images not held yet.
+    fn add_rows(&mut self, sketched: &Sketched) {
+        for (i, id) in sketched.ids.iter().enumerate() {
+            let id = *id as usize;
+            if self.held.len() <= id {
+                self.held.resize(id + 1, false);
+            }
+            if !std::mem::replace(&mut self.held[id], true) {
+                self.ids.push(id as u32);
+                self.values.extend_from_slice(&sketched.values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
+                self.neighbours.extend_from_slice(&sketched.neighbours[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
+            }
+        }
     }
 
     /// The model of the newest chunk read.
@@ -131,34 +162,28 @@ impl SketchCache {
         }
     }
 
-    /// Sketches the chunk files that are new or changed since they were read; true if any was.
-    fn read_changed(&mut self, files: &[(PathBuf, Option<SystemTime>)]) -> bool {
-        let mut changed = false;
-        for (path, modified) in files {
-            if self.cache.get(path).is_some_and(|c| c.modified == *modified) {
-                continue;
+    /// Sketches the chunk file `path` and records it as read; None (and a warning) when it is
+    /// unreadable.
+    fn read(&mut self, path: &Path, modified: Option<SystemTime>) -> Option<Sketched> {
+        match EmbeddingChunk::load(path).map(|(_, chunk)| chunk) {
+            Ok(chunk) => {
+                let floats = chunk.floats();
+                let dim = chunk.dim as usize;
+                let values = Projection::random(dim).apply(&floats);
+                // A chunk of another model may have another width: its neighbours by the
+                // random projection then.
+                let neighbours = match &self.principal {
+                    Some((_, _, principal)) if principal.dim == dim => principal.apply(&floats),
+                    _ => values.clone(),
+                };
+                self.cache.insert(path.to_owned(), CachedChunk { modified, model: chunk.model });
+                Some(Sketched { ids: chunk.ids, values, neighbours })
             }
-            match EmbeddingChunk::load(path).map(|(_, chunk)| chunk) {
-                Ok(chunk) => {
-                    let floats = chunk.floats();
-                    let dim = chunk.dim as usize;
-                    let random = Projection::random(dim).apply(&floats);
-                    // A chunk of another model may have another width: its neighbours by the
-                    // random projection then.
-                    let neighbours = match &self.principal {
-                        Some((_, _, principal)) if principal.dim == dim => principal.apply(&floats),
-                        _ => random.clone(),
-                    };
-                    self.cache.insert(
-                        path.clone(),
-                        CachedChunk { modified: *modified, model: chunk.model, ids: chunk.ids, values: random, neighbours },
-                    );
-                    changed = true;
-                }
-                Err(e) => tracing::warn!("skipping an unreadable embedding chunk: {e}"),
+            Err(e) => {
+                tracing::warn!("skipping an unreadable embedding chunk: {e}");
+                None
             }
         }
-        changed
     }
 
     /// Row `i`.
@@ -215,6 +240,26 @@ mod tests {
         assert!(sketches.refresh(dir.path()));
         assert_eq!(sketches.ids, [0, 1, 2, 3, 4]);
         assert_eq!(sketches.values.len(), 5 * SKETCH_DIM);
+        // Rows added chunk by chunk are the rows read all at once, after an image is embedded
+        // again in a later chunk (held once), a chunk rewritten, and a chunk removed.
+        let from_scratch = |sketches: &SketchCache| {
+            let mut again = SketchCache::default();
+            again.refresh(dir.path());
+            assert_eq!((&sketches.ids, &sketches.values, &sketches.neighbours), (&again.ids, &again.values, &again.neighbours));
+        };
+        from_scratch(&sketches);
+        chunk(vec![4, 5, 6], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 3), 1).unwrap();
+        assert!(sketches.refresh(dir.path()));
+        assert_eq!(sketches.ids, [0, 1, 2, 3, 4, 5, 6]);
+        from_scratch(&sketches);
+        chunk(vec![7, 3], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 1), 1).unwrap();
+        assert!(sketches.refresh(dir.path()));
+        assert_eq!(sketches.ids, [0, 1, 2, 7, 3, 4, 5, 6]);
+        from_scratch(&sketches);
+        std::fs::remove_file(EmbeddingChunk::path(dir.path(), 0, 1, 0)).unwrap();
+        assert!(sketches.refresh(dir.path()));
+        assert_eq!(sketches.ids, [7, 3, 4, 5, 6]);
+        from_scratch(&sketches);
     }
 
     #[test]

@@ -140,7 +140,7 @@ impl Inferrer {
         chunk.save(&path, 1).context("writing an embedding chunk")?;
         self.next_chunk += 1;
         let images = chunk.ids.len();
-        self.cache.add_written(path, chunk);
+        self.cache.add_written(&path, &chunk);
         tracing::info!(
             images,
             embedded = self.cache.len(),

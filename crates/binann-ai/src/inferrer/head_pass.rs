@@ -18,14 +18,15 @@ use binann_model::{Head, ModelMeta};
 use tch::{Device, Tensor};
 
 use super::{Inferrer, Shard};
+use crate::embedding_cache::IndexedChunk;
 
 /// One prediction pass of a head over the embeddings held when it was made: everything it needs,
 /// so that it can run on any thread ([`HeadPass::run`]).
 pub(super) struct HeadPass {
     head: Head,
     meta: ModelMeta,
-    /// Each chunk's ids, embeddings (shared with the cache) and failed rows.
-    chunks: Vec<(Vec<u32>, Tensor, Vec<u32>)>,
+    /// The chunk files, read one at a time.
+    chunks: Vec<IndexedChunk>,
     /// The chunk being filled: its ids and embeddings.
     partial: Option<(Vec<u32>, Tensor)>,
     /// Images of the chunk being filled that could not be read.
@@ -100,19 +101,29 @@ impl HeadPass {
         let mut ids = Vec::new();
         let mut logits = Vec::new();
         let mut failed = self.failed.clone();
-        for (chunk_ids, values, chunk_failed) in &self.chunks {
+        for chunk in &self.chunks {
             if superseded() {
                 let predicted = front_first.unwrap_or(0);
                 return Ok(PassDone { embedded: self.embedded, predicted, complete: false, started, finished: Instant::now() });
             }
-            let l: Vec<f32> = Vec::try_from(self.head.logits(values).to_device(Device::Cpu))?;
-            for (row, id) in chunk_ids.iter().enumerate() {
-                if wanted(*id) && !chunk_failed.contains(id) {
+            failed.extend(chunk.failed.iter().map(|id| (*id, "unreadable image".to_owned())));
+            if !chunk.ids.iter().any(|id| wanted(*id)) {
+                continue;
+            }
+            let values = match chunk.read_all() {
+                Ok(values) => values,
+                Err(e) => {
+                    tracing::warn!("its images keep no prediction until the inferrer restarts: {e:#}");
+                    continue;
+                }
+            };
+            let l: Vec<f32> = Vec::try_from(self.head.logits(&values).to_device(Device::Cpu))?;
+            for (row, id) in chunk.ids.iter().enumerate() {
+                if wanted(*id) && !chunk.failed.contains(id) {
                     ids.push(*id);
                     logits.push(l[row]);
                 }
             }
-            failed.extend(chunk_failed.iter().map(|id| (*id, "unreadable image".to_owned())));
         }
         if let Some((partial_ids, rows)) = &self.partial {
             let l: Vec<f32> = Vec::try_from(self.head.logits(rows).to_device(Device::Cpu))?;
@@ -153,35 +164,48 @@ impl HeadPass {
         let is_new = |id: u32| !in_last.get(id as usize).copied().unwrap_or(false) && wanted(id);
         let (mut new_ids, mut new_logits) = (Vec::new(), Vec::new());
         let mut scored = 0;
-        let no_failures = Vec::new();
-        let chunks = self
-            .chunks
-            .iter()
-            .map(|(ids, values, failed)| (ids, values, failed))
-            .chain(self.partial.as_ref().map(|(ids, rows)| (ids, rows, &no_failures)));
-        for (chunk_ids, values, failed) in chunks {
-            let (rows, at): (Vec<i64>, Vec<Option<usize>>) = chunk_ids
+        // The rows to score in each chunk, and where each goes: the front's place in the last
+        // predictions, or None for a new image.
+        let pick = |chunk_ids: &[u32], failed: &[u32]| -> (Vec<usize>, Vec<Option<usize>>) {
+            chunk_ids
                 .iter()
                 .enumerate()
                 .filter(|(_, id)| !failed.contains(id))
                 .filter_map(|(row, id)| match front.get(id) {
-                    Some(at) => Some((row as i64, Some(*at))),
-                    None => is_new(*id).then_some((row as i64, None)),
+                    Some(at) => Some((row, Some(*at))),
+                    None => is_new(*id).then_some((row, None)),
                 })
-                .unzip();
-            if rows.is_empty() {
-                continue;
-            }
-            let l: Vec<f32> = Vec::try_from(self.head.logits(&values.index_select(0, &Tensor::from_slice(&rows))).to_device(Device::Cpu))?;
+                .unzip()
+        };
+        let mut score = |chunk_ids: &[u32], rows: Vec<usize>, at: Vec<Option<usize>>, values: &Tensor| -> anyhow::Result<()> {
+            let l: Vec<f32> = Vec::try_from(self.head.logits(values).to_device(Device::Cpu))?;
             for ((row, at), logit) in rows.into_iter().zip(at).zip(l) {
                 match at {
                     Some(at) => last.logits[at] = logit,
                     None => {
-                        new_ids.push(chunk_ids[row as usize]);
+                        new_ids.push(chunk_ids[row]);
                         new_logits.push(logit);
                     }
                 }
                 scored += 1;
+            }
+            Ok(())
+        };
+        for chunk in &self.chunks {
+            let (rows, at) = pick(&chunk.ids, &chunk.failed);
+            if rows.is_empty() {
+                continue;
+            }
+            match chunk.read_rows(&rows) {
+                Ok(values) => score(&chunk.ids, rows, at, &values)?,
+                Err(e) => tracing::warn!("its images keep their last predictions: {e:#}"),
+            }
+        }
+        if let Some((partial_ids, values)) = &self.partial {
+            let (rows, at) = pick(partial_ids, &[]);
+            if !rows.is_empty() {
+                let index = Tensor::from_slice(&rows.iter().map(|r| *r as i64).collect::<Vec<_>>());
+                score(partial_ids, rows, at, &values.index_select(0, &index))?;
             }
         }
         let mut kept = vec![false; last.ids.len()];
@@ -223,7 +247,7 @@ impl Inferrer {
         HeadPass {
             head,
             meta,
-            chunks: self.cache.chunks().map(|c| (c.ids.clone(), c.values.shallow_clone(), c.failed.clone())).collect(),
+            chunks: self.cache.chunks().to_vec(),
             partial,
             failed: self.partial_failed.clone(),
             embedded: self.cache.len() + self.partial_ids.len(),
@@ -244,7 +268,28 @@ impl Inferrer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use binann_core::embeddings::EmbeddingChunk;
     use binann_core::rundir::RunDir;
+
+    use crate::embedding_cache::EmbeddingIndex;
+
+    /// `values` of `ids` written as the run directory's first chunk file, with `failed` among
+    /// them, and indexed as the inferrer indexes it.
+    fn chunk_file(rundir: &RunDir, ids: Vec<u32>, values: &Tensor, failed: &[u32]) -> Vec<IndexedChunk> {
+        let floats: Vec<f32> = Vec::try_from(values.flatten(0, -1)).unwrap();
+        let chunk = EmbeddingChunk {
+            ids,
+            dim: binann_model::EMBED_DIM as u32,
+            model: "m".into(),
+            values: EmbeddingChunk::pack(&floats),
+            failed: failed.iter().map(|id| (*id, "unreadable".into())).collect(),
+        };
+        let path = EmbeddingChunk::path(&rundir.embeddings_dir(), 0, 1, 0);
+        chunk.save(&path, 1).unwrap();
+        let mut index = EmbeddingIndex::new(&rundir.embeddings_dir(), "m");
+        index.add_written(&path, &chunk);
+        index.chunks().to_vec()
+    }
 
     #[test]
     fn a_head_pass_on_another_thread_predicts_every_unlabelled_readable_image() {
@@ -279,7 +324,7 @@ mod tests {
             head,
             meta,
             // Image 2 failed in its chunk, 6 in the chunk being filled; 1 and 4 are labelled.
-            chunks: vec![(vec![0, 1, 2, 3], chunk, vec![2])],
+            chunks: chunk_file(&rundir, vec![0, 1, 2, 3], &chunk, &[2]),
             partial: Some((vec![4, 5], partial)),
             failed: vec![(6, "unreadable".into())],
             embedded: 6,
@@ -344,10 +389,11 @@ mod tests {
         .unwrap();
         // A checkpoint written after the one this pass's head was read from (stamp None: none then).
         binann_core::atomic::write_atomic(&rundir.checkpoint(), b"newer").unwrap();
+        let chunks = chunk_file(&rundir, (0..10).collect(), &chunk, &[9]);
         let pass = |head: Head, stamp| HeadPass {
             head,
             meta: meta(5),
-            chunks: vec![((0..10).collect(), chunk.shallow_clone(), vec![9])],
+            chunks: chunks.clone(),
             partial: None,
             failed: Vec::new(),
             embedded: 10,

@@ -39,7 +39,7 @@ use binann_core::watch::FileWatcher;
 use binann_model::{Backbone, DecodeAhead, FinetuneModel, Head, ModelMeta};
 use tch::Device;
 
-use crate::embedding_cache::EmbeddingCache;
+use crate::embedding_cache::EmbeddingIndex;
 use crate::model_args::Mode;
 use head_pass::PassOutcome;
 use reload::Seen;
@@ -60,8 +60,8 @@ struct Inferrer {
     mode: Mode,
     datadir: PathBuf,
     manifest: Manifest,
-    /// The embedding cache (chunk files in `RUNDIR/embeddings`).
-    cache: EmbeddingCache,
+    /// Where each embedded image's values are (chunk files in `RUNDIR/embeddings`).
+    cache: EmbeddingIndex,
     backbone: Option<Backbone>,
     model: Option<(Model, ModelMeta)>,
     /// Embeddings of the chunk being filled (not yet written).
@@ -99,7 +99,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
     let manifest = crate::wait_for_manifest(&rundir, watch);
     let datadir = args.model.datadir.clone().unwrap_or_else(|| PathBuf::from(&manifest.datadir));
     args.model.choose_input_size(&manifest, &datadir, &rundir.checkpoint());
-    let mut cache = EmbeddingCache::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
+    let mut cache = EmbeddingIndex::new(&rundir.embeddings_dir(), &args.model.embedding_model_key());
     cache.refresh();
     let next_chunk = (0..).find(|i| !EmbeddingChunk::path(&rundir.embeddings_dir(), shard.index, shard.count, *i).exists()).unwrap_or(0);
     let generation = Predictions::load(&rundir.predictions(shard.index, shard.count)).map_or(0, |(g, _)| g);
@@ -145,7 +145,12 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         inf.reload_checkpoint_if_new();
         let embedding = inf.mode == Mode::Head
             && match inf.embed_some() {
-                Ok(more) => more,
+                Ok(more) => {
+                    if !more {
+                        inf.end_scout();
+                    }
+                    more
+                }
                 Err(e) => {
                     tracing::error!("embedding failed (will retry): {e:#}");
                     false

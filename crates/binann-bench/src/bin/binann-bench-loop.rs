@@ -35,6 +35,11 @@ struct Args {
     /// labels is measured with `--images 120000 --seed-labels 100000`.
     #[arg(long, default_value_t = 50)]
     seed_labels: usize,
+    /// Build each run's folder in DIR/IMAGES-images and keep it (the run directory as the four
+    /// processes left it, to look into or to start one of them on again) instead of in a
+    /// temporary folder. The folder must not exist yet.
+    #[arg(long)]
+    keep: Option<PathBuf>,
 }
 
 fn synthetic(dir: &Path, n: usize, labels: usize) -> anyhow::Result<()> {
@@ -92,11 +97,19 @@ fn run(args: Args) -> anyhow::Result<()> {
     println!("binann-bench-loop: head mode, embeddings cached, {} cores", std::thread::available_parallelism().map_or(1, |n| n.get()));
     for &n in &args.images {
         let tmp = tempfile::tempdir()?;
-        synthetic(tmp.path(), n, args.seed_labels)?;
-        let run = tmp.path().join("run");
+        let folder = match &args.keep {
+            Some(dir) => {
+                let folder = dir.join(format!("{n}-images"));
+                anyhow::ensure!(!folder.exists(), "{} exists already", folder.display());
+                folder
+            }
+            None => tmp.path().to_owned(),
+        };
+        synthetic(&folder, n, args.seed_labels)?;
+        let run = folder.join("run");
         let env = [
             ("BINANN_RUNDIR", run.to_string_lossy().into_owned()),
-            ("BINANN_DATADIR", tmp.path().join("data").to_string_lossy().into_owned()),
+            ("BINANN_DATADIR", folder.join("data").to_string_lossy().into_owned()),
             ("BINANN_DEVICE", "cpu".to_owned()),
             ("BINANN_MODE", "head".to_owned()),
             // The synthetic embeddings are tagged 224 px; the folder has no images to choose from.
@@ -169,12 +182,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 args.seed_labels
             );
         }
-        let resident: Vec<String> = ["server", "trainer", "inferrer", "selector"]
-            .iter()
-            .zip(&procs.0)
-            .map(|(name, child)| resident_mib(child.id()).map_or(format!("{name} ?"), |mib| format!("{name} {mib:.0}")))
-            .collect();
-        println!("  resident memory, MiB: {}", resident.join(", "));
+        for (what, field) in [("resident memory", "VmRSS:"), ("peak resident memory", "VmHWM:")] {
+            let names = ["server", "trainer", "inferrer", "selector"];
+            let mib: Vec<Option<f64>> = procs.0.iter().map(|child| memory_mib(child.id(), field)).collect();
+            let each: Vec<String> =
+                names.iter().zip(&mib).map(|(name, m)| m.map_or(format!("{name} ?"), |m| format!("{name} {m:.0}"))).collect();
+            let total: Option<f64> = mib.iter().copied().sum();
+            let per_image = total.map_or("?".to_owned(), |t| format!("{:.0}", t * 1024.0 * 1024.0 / n as f64));
+            println!("  {what}, MiB: {}; all four {:.0} MiB, {per_image} bytes an image", each.join(", "), total.unwrap_or(f64::NAN));
+        }
         println!(
             "  files: predictions {:.0} KiB, ranking {:.0} KiB, checkpoint {:.0} KiB",
             size(&run.join("predictions.bin")),
@@ -185,10 +201,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resident memory of a process in MiB, from `/proc/PID/status` (Linux; None elsewhere).
-fn resident_mib(pid: u32) -> Option<f64> {
+/// A process's memory in MiB from a `/proc/PID/status` field (`VmRSS:` resident now, `VmHWM:` its
+/// peak; Linux, None elsewhere).
+fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix(field))?.trim().trim_end_matches("kB").trim().parse().ok()?;
     Some(kib / 1024.0)
 }
 
