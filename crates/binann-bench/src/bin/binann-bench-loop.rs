@@ -88,6 +88,9 @@ fn ranking_labels(path: &Path) -> Option<u64> {
     Ranking::load(path).ok()?.1.model.map(|m| m.labels_used)
 }
 
+/// The processes the bench starts, in the order started.
+const PROCESSES: [&str; 4] = ["server", "trainer", "inferrer", "selector"];
+
 fn main() -> std::process::ExitCode {
     binann_core::cli::main("binann-bench-loop", "warn", || run(Args::parse()))
 }
@@ -127,7 +130,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         for name in ["binann-trainer", "binann-inferrer", "binann-selector"] {
             procs.push(spawn(name, &[])?);
         }
-        let trainer_pid = procs.0[1].id();
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(30)).build();
         let mut given = args.seed_labels as u64;
         let label_next = |agent: &ureq::Agent| -> anyhow::Result<()> {
@@ -155,7 +157,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         wait_for(given, Duration::from_secs(300)).ok_or_else(|| anyhow::anyhow!("no ranking for the seed labels within 300 s"))?;
         let warm_up = warm.elapsed();
         let mut times = Vec::new();
-        let trainer_cpu_before = cpu_seconds(trainer_pid);
+        let cpu_before: Vec<Option<f64>> = procs.0.iter().map(|child| cpu_seconds(child.id())).collect();
         for _ in 0..args.samples {
             label_next(&agent)?;
             given += 1;
@@ -164,7 +166,8 @@ fn run(args: Args) -> anyhow::Result<()> {
                 None => anyhow::bail!("no ranking reflected label {given} within 60 s"),
             }
         }
-        let trainer_cpu = cpu_seconds(trainer_pid).zip(trainer_cpu_before).map(|(after, before)| after - before);
+        let cpu: Vec<Option<f64>> =
+            procs.0.iter().zip(&cpu_before).map(|(child, before)| cpu_seconds(child.id()).zip(*before).map(|(a, b)| a - b)).collect();
         times.sort_by(f64::total_cmp);
         let size = |p: &Path| std::fs::metadata(p).map_or(0, |m| m.len()) as f64 / 1024.0;
         println!(
@@ -175,18 +178,23 @@ fn run(args: Args) -> anyhow::Result<()> {
             times.len(),
             warm_up.as_secs_f64()
         );
-        if let Some(cpu) = trainer_cpu {
+        if let Some(trainer) = cpu[1] {
             println!(
                 "  trainer: {:.1} CPU seconds per 100 labels, given one at a time after {} labels",
-                cpu * 100.0 / args.samples as f64,
+                trainer * 100.0 / args.samples as f64,
                 args.seed_labels
             );
         }
+        let per_label: Vec<String> = PROCESSES
+            .iter()
+            .zip(&cpu)
+            .map(|(name, c)| c.map_or(format!("{name} ?"), |c| format!("{name} {:.0}", c * 1000.0 / args.samples as f64)))
+            .collect();
+        println!("  CPU milliseconds per label: {}", per_label.join(", "));
         for (what, field) in [("resident memory", "VmRSS:"), ("peak resident memory", "VmHWM:")] {
-            let names = ["server", "trainer", "inferrer", "selector"];
             let mib: Vec<Option<f64>> = procs.0.iter().map(|child| memory_mib(child.id(), field)).collect();
             let each: Vec<String> =
-                names.iter().zip(&mib).map(|(name, m)| m.map_or(format!("{name} ?"), |m| format!("{name} {m:.0}"))).collect();
+                PROCESSES.iter().zip(&mib).map(|(name, m)| m.map_or(format!("{name} ?"), |m| format!("{name} {m:.0}"))).collect();
             let total: Option<f64> = mib.iter().copied().sum();
             let per_image = total.map_or("?".to_owned(), |t| format!("{:.0}", t * 1024.0 * 1024.0 / n as f64));
             println!("  {what}, MiB: {}; all four {:.0} MiB, {per_image} bytes an image", each.join(", "), total.unwrap_or(f64::NAN));

@@ -144,6 +144,14 @@ struct Draw {
     /// Seconds from the first label until the model had predicted every image not labelled by
     /// then (None: not within the run).
     covered_all_after_s: Option<f64>,
+    /// Seconds from a label's acknowledgement until the ranking served came from a model trained
+    /// on it (stats read four times a second), median and 90th percentile over the labels that
+    /// got there within the run, and how many did.
+    label_to_ranking_median_s: Option<f64>,
+    label_to_ranking_p90_s: Option<f64>,
+    labels_reflected: usize,
+    /// Each program's peak resident memory, sampled every 10 s, in MiB.
+    peak_resident_mib: BTreeMap<String, f64>,
     /// Recall after each label (for the plot).
     #[serde(skip)]
     curve: Vec<f64>,
@@ -230,6 +238,8 @@ struct Sample {
     at: f64,
     /// Images the model had predicted.
     predicted: u64,
+    /// Labels the model behind the ranking served was trained on.
+    trained_on: u64,
     /// Positives labelled.
     positives: u64,
     /// The positives-left interval, when there was one.
@@ -238,7 +248,7 @@ struct Sample {
     model_covers_rest: bool,
 }
 
-/// Polls `/api/stats` once a second.
+/// Polls `/api/stats` four times a second.
 fn poll_stats(url: String, start: Instant, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Sample>> {
     std::thread::spawn(move || {
         let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(5)).build();
@@ -250,15 +260,67 @@ fn poll_stats(url: String, start: Instant, stop: Arc<AtomicBool>) -> std::thread
                 samples.push(Sample {
                     at: start.elapsed().as_secs_f64(),
                     predicted,
+                    trained_on: stats.model.as_ref().map_or(0, |m| m.trained_on),
                     model_covers_rest: predicted > 0 && predicted + stats.annotated + stats.skipped >= stats.total,
                     positives: stats.positives,
                     interval: stats.positives_left.map(|l| (l.low, l.high)),
                 });
             }
-            std::thread::sleep(Duration::from_secs(1));
+            std::thread::sleep(Duration::from_millis(250));
         }
         samples
     })
+}
+
+/// Samples, every 10 s, the resident memory of the processes in process group `group` (launch.sh
+/// and what it started) and keeps each program's peak, in MiB (Linux's `/proc`; none elsewhere).
+fn poll_memory(group: u32, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeMap<String, f64>> {
+    std::thread::spawn(move || {
+        let mut peak: BTreeMap<String, f64> = BTreeMap::new();
+        let mut next = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            if Instant::now() >= next {
+                next += Duration::from_secs(10);
+                let mut now: BTreeMap<String, f64> = BTreeMap::new();
+                for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+                    let Some((name, rss)) = group_member_rss(&entry.path(), group) else { continue };
+                    *now.entry(name).or_default() += rss;
+                }
+                for (name, rss) in now {
+                    let p = peak.entry(name).or_default();
+                    *p = p.max(rss);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        peak
+    })
+}
+
+/// The program name and resident MiB of the binann process at `/proc/PID` if it is in `group`.
+fn group_member_rss(proc_dir: &Path, group: u32) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(proc_dir.join("stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let name = head.split_once('(')?.1.to_owned();
+    // After the name: state, parent, process group.
+    let pgrp: u32 = rest.split_whitespace().nth(2)?.parse().ok()?;
+    if pgrp != group || !name.starts_with("binann-") {
+        return None;
+    }
+    let status = std::fs::read_to_string(proc_dir.join("status")).ok()?;
+    let kib: f64 = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?.trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some((name.trim_start_matches("binann-").to_owned(), kib / 1024.0))
+}
+
+/// Seconds from each label's acknowledgement until the ranking served came from a model trained
+/// on it (the first stats sample whose model was trained on that many labels), for the labels
+/// that got there within the run.
+fn label_to_ranking_s(steps: &[Step], samples: &[Sample]) -> Vec<f64> {
+    steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, step)| samples.iter().find(|s| s.at >= step.time_s && s.trained_on > i as u64).map(|s| s.at - step.time_s))
+        .collect()
 }
 
 fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Result<Draw> {
@@ -314,6 +376,7 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let poller = poll_stats(url.clone(), start, stop.clone());
+    let memory = poll_memory(launched.0.id(), stop.clone());
     let sim = SimulateArgs {
         url,
         truth: truth_csv.clone(),
@@ -327,6 +390,7 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     let steps = simulate(&sim, &truth);
     stop.store(true, Ordering::Relaxed);
     let samples = poller.join().unwrap_or_default();
+    let peak_resident_mib = memory.join().unwrap_or_default();
     drop(launched);
     let steps = steps?;
     write_trace(&dir.join("trace.csv"), &steps)?;
@@ -351,6 +415,9 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
         .map(|(low, high, left)| low <= left && left <= high)
         .collect();
     let elapsed = steps.last().map_or(0.0, |s| s.time_s);
+    let mut latencies = label_to_ranking_s(&steps, &samples);
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies.get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1))).copied();
     let curve_of = |kinds: &[Option<&str>]| -> Vec<f64> {
         let mut n = 0;
         kinds[..labels.min(kinds.len())]
@@ -371,6 +438,10 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
         random_order: figures(&random, truth.len(), &positives_per_kind),
         predicted_share_at_1x,
         covered_all_after_s: samples.iter().find(|s| s.model_covers_rest).map(|s| s.at),
+        label_to_ranking_median_s: at(0.5),
+        label_to_ranking_p90_s: at(0.9),
+        labels_reflected: latencies.len(),
+        peak_resident_mib,
         interval_checks: checks.len(),
         interval_held: checks.iter().filter(|c| **c).count(),
         labels_per_s: steps.len() as f64 / elapsed.max(1e-9),
@@ -481,6 +552,18 @@ fn run(args: &RecallArgs) -> anyhow::Result<()> {
         "| seconds until the model had predicted every image not labelled yet | {} | |",
         spread(&draws.iter().map(|d| d.covered_all_after_s).collect::<Vec<_>>(), |v| format!("{v:.0}"))
     );
+    let seconds = |v: f64| format!("{v:.2}");
+    println!(
+        "| seconds from a label to a ranking trained on it, median / p90 | {} / {} | |",
+        spread(&draws.iter().map(|d| d.label_to_ranking_median_s).collect::<Vec<_>>(), seconds),
+        spread(&draws.iter().map(|d| d.label_to_ranking_p90_s).collect::<Vec<_>>(), seconds)
+    );
+    let programs: std::collections::BTreeSet<&String> = draws.iter().flat_map(|d| d.peak_resident_mib.keys()).collect();
+    let peaks: Vec<String> = programs
+        .iter()
+        .map(|name| format!("{name} {}", spread(&draws.iter().map(|d| d.peak_resident_mib.get(*name).copied()).collect::<Vec<_>>(), count)))
+        .collect();
+    println!("| peak resident memory, MiB (sampled every 10 s) | {} | |", peaks.join(", "));
     println!(
         "| labels per second achieved | {} | |",
         spread(&draws.iter().map(|d| Some(d.labels_per_s)).collect::<Vec<_>>(), |v| format!("{v:.2}"))
@@ -570,6 +653,18 @@ mod tests {
         let short = figures(&order[..7], 100, &per_kind);
         assert_eq!(short.recall_at["2x"], None);
         assert_eq!(short.labels_for_95, None);
+    }
+
+    #[test]
+    fn a_label_reaches_the_ranking_when_the_model_served_was_trained_on_it() {
+        let step = |time_s| Step { id: 0, path: String::new(), truth: false, prob: None, time_s };
+        let sample = |at, trained_on| Sample { at, predicted: 0, trained_on, positives: 0, interval: None, model_covers_rest: false };
+        // Labels at 1.0, 1.2 and 3.0 s; a model trained on 2 labels served from 2.5 s, on 3 never.
+        let steps = [step(1.0), step(1.2), step(3.0)];
+        let samples = [sample(0.5, 0), sample(1.5, 0), sample(2.5, 2), sample(3.5, 2)];
+        let latencies = label_to_ranking_s(&steps, &samples);
+        assert_eq!(latencies.len(), 2, "the third label never reached the ranking");
+        assert!((latencies[0] - 1.5).abs() < 1e-9 && (latencies[1] - 1.3).abs() < 1e-9, "{latencies:?}");
     }
 
     #[test]
