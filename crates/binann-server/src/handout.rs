@@ -16,6 +16,52 @@ use std::time::{Duration, Instant};
 use binann_core::annotations::{AnnotationState, AuditPick};
 use binann_core::ranking::{self, Ranking, SplitMix64};
 
+/// A ranking made into the order the hand-outs follow. At a million images making it takes tens
+/// of milliseconds, so the server makes it without holding its state's lock and only swaps it in
+/// ([`Handouts::serve`]): hand-outs and labels wait for the swap alone.
+#[derive(Debug)]
+pub struct ServedOrder {
+    order: Vec<u32>,
+    /// Each image's place in `order`.
+    position: Vec<u32>,
+    /// Each image's probability (NaN: none).
+    prob: Vec<f32>,
+    /// Mean probability over the predicted images: the model's estimate of the positive rate.
+    mean_prob: Option<f64>,
+}
+
+impl ServedOrder {
+    /// The order of `n` images that `ranking` gives: its images first, in its order (ids it does
+    /// not know and repeats left out), then the rest in the default order.
+    pub fn of(n: usize, ranking: &Ranking) -> Self {
+        let mut prob = vec![f32::NAN; n];
+        let mut seen = vec![false; n];
+        let mut order = Vec::with_capacity(n);
+        for (i, id) in ranking.ids.iter().enumerate() {
+            let id = *id;
+            if (id as usize) < n && !seen[id as usize] {
+                seen[id as usize] = true;
+                order.push(id);
+                prob[id as usize] = ranking.probs.get(i).copied().unwrap_or(f32::NAN);
+            }
+        }
+        if order.len() < n {
+            order.extend(ranking::default_order(n, ranking::DEFAULT_ORDER_SEED).into_iter().filter(|id| !seen[*id as usize]));
+        }
+        let mut position = vec![0u32; n];
+        for (i, id) in order.iter().enumerate() {
+            position[*id as usize] = i as u32;
+        }
+        let (sum, count) = ranking.probs.iter().filter(|p| !p.is_nan()).fold((0.0, 0usize), |(s, c), p| (s + f64::from(*p), c + 1));
+        Self { order, position, prob, mean_prob: (count > 0).then(|| sum / count as f64) }
+    }
+
+    /// The images it orders: every image of the folder it was made for.
+    pub fn images(&self) -> usize {
+        self.order.len()
+    }
+}
+
 #[derive(Debug)]
 struct ClientSlot {
     handed: Vec<u32>,
@@ -77,34 +123,28 @@ impl Handouts {
     }
 
     /// Serves `ranking` from now on. Ids it does not list (or does not know) follow in default order.
-    pub fn set_ranking(&mut self, n: usize, generation: u64, mut ranking: Ranking) {
-        let ids = std::mem::take(&mut ranking.ids);
-        let probs = std::mem::take(&mut ranking.probs);
-        let predicted: Vec<f64> = probs.iter().filter(|p| !p.is_nan()).map(|p| *p as f64).collect();
-        self.mean_prob = (!predicted.is_empty()).then(|| predicted.iter().sum::<f64>() / predicted.len() as f64);
-        self.set_order(n, ids, probs);
+    pub fn set_ranking(&mut self, n: usize, generation: u64, ranking: Ranking) {
+        self.serve(ServedOrder::of(n, &ranking), generation, ranking);
+    }
+
+    /// Serves `ranking` in `order`, made from it ([`ServedOrder::of`]) for every image of the folder.
+    pub fn serve(&mut self, order: ServedOrder, generation: u64, mut ranking: Ranking) {
+        // The ranking is kept for its model and selector; its lists live on in the order.
+        ranking.ids = Vec::new();
+        ranking.probs = Vec::new();
+        let ServedOrder { order, position, prob, mean_prob } = order;
+        self.order = order;
+        self.position = position;
+        self.prob = prob;
+        self.mean_prob = mean_prob;
+        self.low_water = 0;
         self.source = Some(ranking);
         self.generation = generation;
     }
 
     fn set_order(&mut self, n: usize, ids: Vec<u32>, probs: Vec<f32>) {
-        let mut prob = vec![f32::NAN; n];
-        let mut seen = vec![false; n];
-        let mut order = Vec::with_capacity(n);
-        for (i, id) in ids.into_iter().enumerate() {
-            if (id as usize) < n && !seen[id as usize] {
-                seen[id as usize] = true;
-                order.push(id);
-                prob[id as usize] = probs.get(i).copied().unwrap_or(f32::NAN);
-            }
-        }
-        if order.len() < n {
-            order.extend(ranking::default_order(n, ranking::DEFAULT_ORDER_SEED).into_iter().filter(|id| !seen[*id as usize]));
-        }
-        let mut position = vec![0u32; n];
-        for (i, id) in order.iter().enumerate() {
-            position[*id as usize] = i as u32;
-        }
+        let ranking = Ranking { ids, probs, selector: String::new(), model: None, predicted: 0, created_ms: 0 };
+        let ServedOrder { order, position, prob, .. } = ServedOrder::of(n, &ranking);
         self.order = order;
         self.position = position;
         self.prob = prob;

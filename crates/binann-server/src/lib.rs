@@ -41,7 +41,7 @@ pub use access::Access;
 use app_state::AppState;
 pub use config::ServerConfig;
 use error::ApiError;
-use handout::Handouts;
+use handout::{Handouts, ServedOrder};
 
 /// Largest request body accepted (annotations are tiny).
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -225,13 +225,18 @@ fn spawn_reloader<T: 'static>(
 fn spawn_watchers(state: AppState, rundir: RunDir, options: WatchOptions) {
     let ranking_state = state.clone();
     spawn_reloader("ranking", rundir.ranking(), options, Ranking::load, move |generation, ranking| {
+        // The order is made without the lock, which hand-outs and labels wait for.
+        let n = ranking_state.lock().manifest.len();
+        let order = ServedOrder::of(n, &ranking);
         let mut inner = ranking_state.lock();
         if generation != inner.handouts.generation {
             let n = inner.manifest.len();
             let done = inner.annotations.counts();
             let seen = ranking.predicted + done.annotated() + done.skipped;
             inner.coverage.record(std::time::Instant::now(), seen.min(n as u64));
-            inner.handouts.set_ranking(n, generation, ranking);
+            // The folder grew meanwhile (a rescan): made again for every image.
+            let order = if order.images() == n { order } else { ServedOrder::of(n, &ranking) };
+            inner.handouts.serve(order, generation, ranking);
             tracing::info!(generation, "serving a new ranking");
         }
     });

@@ -80,6 +80,8 @@ struct Inferrer {
     generation: u64,
     /// The manifest and the checkpoint as last read.
     seen: Seen,
+    /// The chunk file where the next prediction pass's sweep starts ([`head_pass::SWEEP_SIZE`]).
+    sweep_from: usize,
     /// The prediction pass running on its own thread during the embedding pass, if any.
     background: Option<std::thread::JoinHandle<PassOutcome>>,
     /// The pixel model that chooses what to embed next (see [`crate::scout`]).
@@ -133,6 +135,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
         schedule: PredictSchedule::default(),
         generation,
         seen: Seen::default(),
+        sweep_from: 0,
         background: None,
         scouting: Scouting::default(),
     };

@@ -59,6 +59,9 @@ impl Inferrer {
     fn pass_finished(&mut self, outcome: PassOutcome) -> anyhow::Result<()> {
         let PassOutcome { head, meta, result } = outcome;
         let generation = meta.generation;
+        if let Ok(PassDone { sweep_next: Some(next), .. }) = &result {
+            self.sweep_from = *next;
+        }
         if self.model.is_none() {
             self.model = Some((Model::Head(head), meta));
         }
@@ -134,6 +137,7 @@ impl Inferrer {
             embedded: self.cache.len() + self.partial_ids.len(),
             predicted: predictions.ids.len(),
             complete: true,
+            sweep_next: None,
             started,
             finished: Instant::now(),
         };
