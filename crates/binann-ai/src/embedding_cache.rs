@@ -37,9 +37,10 @@ pub struct IndexedChunk {
 }
 
 impl IndexedChunk {
-    /// Indexes `chunk`, which is the content of the file at `path` as it is now.
-    fn new(path: &Path, chunk: &EmbeddingChunk) -> Option<Self> {
-        let stamp = FileStamp::of(path)?;
+    /// Indexes `chunk`, the content of the file at `path` when it had `stamp`; None when the file
+    /// is gone or has been replaced since (its values would be another file's).
+    fn new(path: &Path, chunk: &EmbeddingChunk, stamp: Option<FileStamp>) -> Option<Self> {
+        let stamp = stamp.filter(|s| FileStamp::of(path) == Some(*s))?;
         // The values are the chunk's last field but one: the file ends with them and then the
         // encoded list of failed images.
         let failed_len = binann_core::codec::encode_value(&chunk.failed).len() as u64;
@@ -123,8 +124,9 @@ impl EmbeddingIndex {
             if self.files.iter().any(|f| f.path == path && f.stamp == FileStamp::of(&path)) {
                 continue;
             }
+            let stamp = FileStamp::of(&path);
             if let Some(chunk) = load_matching(&path, &self.model_key) {
-                indexed += usize::from(self.insert(&path, &chunk));
+                indexed += usize::from(self.insert(&path, &chunk, stamp));
             }
         }
         indexed
@@ -132,14 +134,15 @@ impl EmbeddingIndex {
 
     /// Indexes a chunk this process just wrote, without reading it back.
     pub fn add_written(&mut self, path: &Path, chunk: &EmbeddingChunk) {
-        if !self.insert(path, chunk) {
+        if !self.insert(path, chunk, FileStamp::of(path)) {
             tracing::error!("{} could not be indexed after it was written; its images will be embedded again", path.display());
         }
     }
 
-    /// Indexes `chunk`, the content of the file at `path`; false when the file is gone.
-    fn insert(&mut self, path: &Path, chunk: &EmbeddingChunk) -> bool {
-        let Some(indexed) = IndexedChunk::new(path, chunk) else { return false };
+    /// Indexes `chunk`, the content of the file at `path` when it had `stamp`; false when the
+    /// file is gone or was replaced since.
+    fn insert(&mut self, path: &Path, chunk: &EmbeddingChunk, stamp: Option<FileStamp>) -> bool {
+        let Some(indexed) = IndexedChunk::new(path, chunk, stamp) else { return false };
         let file = match self.files.iter().position(|f| f.path == path) {
             Some(i) => {
                 self.files[i] = indexed;
