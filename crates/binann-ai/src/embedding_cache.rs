@@ -121,10 +121,10 @@ impl EmbeddingIndex {
     pub fn refresh(&mut self) -> usize {
         let mut indexed = 0;
         for (path, _) in EmbeddingChunk::files(&self.dir) {
-            if self.files.iter().any(|f| f.path == path && f.stamp == FileStamp::of(&path)) {
+            let stamp = FileStamp::of(&path);
+            if self.files.iter().any(|f| f.path == path && f.stamp == stamp) {
                 continue;
             }
-            let stamp = FileStamp::of(&path);
             if let Some(chunk) = load_matching(&path, &self.model_key) {
                 indexed += usize::from(self.insert(&path, &chunk, stamp));
             }

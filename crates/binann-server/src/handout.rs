@@ -118,7 +118,8 @@ impl Handouts {
             audit_pending: HashMap::new(),
             rng: SplitMix64(seed),
         };
-        q.set_order(n, Vec::new(), Vec::new());
+        let default = Ranking { ids: Vec::new(), probs: Vec::new(), selector: String::new(), model: None, predicted: 0, created_ms: 0 };
+        q.install(ServedOrder::of(n, &default));
         q
     }
 
@@ -132,22 +133,18 @@ impl Handouts {
         // The ranking is kept for its model and selector; its lists live on in the order.
         ranking.ids = Vec::new();
         ranking.probs = Vec::new();
+        self.install(order);
+        self.source = Some(ranking);
+        self.generation = generation;
+    }
+
+    /// Follows `order` from its first image.
+    fn install(&mut self, order: ServedOrder) {
         let ServedOrder { order, position, prob, mean_prob } = order;
         self.order = order;
         self.position = position;
         self.prob = prob;
         self.mean_prob = mean_prob;
-        self.low_water = 0;
-        self.source = Some(ranking);
-        self.generation = generation;
-    }
-
-    fn set_order(&mut self, n: usize, ids: Vec<u32>, probs: Vec<f32>) {
-        let ranking = Ranking { ids, probs, selector: String::new(), model: None, predicted: 0, created_ms: 0 };
-        let ServedOrder { order, position, prob, .. } = ServedOrder::of(n, &ranking);
-        self.order = order;
-        self.position = position;
-        self.prob = prob;
         self.low_water = 0;
     }
 

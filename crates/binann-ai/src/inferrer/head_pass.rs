@@ -202,7 +202,8 @@ impl HeadPass {
                 .filter(|(_, id)| !failed.contains(id))
                 .filter_map(|(row, id)| match front.get(id) {
                     Some(at) => Some((row, Some(*at))),
-                    None if swept && wanted(*id) && place(*id).is_some() => Some((row, place(*id))),
+                    // Wanted and not in the last predictions is new: scored as such.
+                    None if swept && wanted(*id) => Some((row, place(*id))),
                     None => is_new(*id).then_some((row, None)),
                 })
                 .unzip()
@@ -227,12 +228,7 @@ impl HeadPass {
                 continue;
             }
             // A swept chunk in one read, the front's rows of the others one by one.
-            let values = if swept {
-                let index = Tensor::from_slice(&rows.iter().map(|r| *r as i64).collect::<Vec<_>>());
-                chunk.read_all().map(|all| all.index_select(0, &index))
-            } else {
-                chunk.read_rows(&rows)
-            };
+            let values = if swept { chunk.read_all().map(|all| all.index_select(0, &row_index(&rows))) } else { chunk.read_rows(&rows) };
             match values {
                 Ok(values) => score(&chunk.ids, rows, at, &values)?,
                 Err(e) => tracing::warn!("its images keep their last predictions: {e:#}"),
@@ -241,8 +237,8 @@ impl HeadPass {
         if let Some((partial_ids, values)) = &self.partial {
             let (rows, at) = pick(partial_ids, &[], false);
             if !rows.is_empty() {
-                let index = Tensor::from_slice(&rows.iter().map(|r| *r as i64).collect::<Vec<_>>());
-                score(partial_ids, rows, at, &values.index_select(0, &index))?;
+                let values = values.index_select(0, &row_index(&rows));
+                score(partial_ids, rows, at, &values)?;
             }
         }
         let mut kept = vec![false; last.ids.len()];
@@ -268,6 +264,11 @@ impl HeadPass {
             created_ms: binann_core::now_ms(),
         }
     }
+}
+
+/// Row numbers as the index tensor `index_select` takes.
+fn row_index(rows: &[usize]) -> Tensor {
+    Tensor::from_slice(&rows.iter().map(|r| *r as i64).collect::<Vec<_>>())
 }
 
 impl Inferrer {
@@ -312,6 +313,36 @@ mod tests {
 
     use crate::embedding_cache::EmbeddingIndex;
 
+    /// A run directory whose journal labels `ids` negative.
+    fn rundir_labelling(ids: &[u32]) -> (tempfile::TempDir, RunDir) {
+        use binann_core::annotations::{Event, Label, Record};
+        use binann_core::codec::FileKind;
+        use binann_core::journal::{self, JournalWriter};
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let rundir = RunDir::create_or_open(dir.path()).unwrap();
+        let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
+        for (seq, id) in ids.iter().enumerate() {
+            let event = Event::Label { id: *id, label: Label::Negative, prob: None };
+            let record = Record { audit: None, seq: seq as u64, time_ms: 0, client: "t".into(), annotator: String::new(), event };
+            writer.append_framed(&journal::frame(&record)).unwrap();
+        }
+        (dir, rundir)
+    }
+
+    /// A head checkpoint's description.
+    fn head_meta(generation: u64, labels_used: u64, positives: u64) -> ModelMeta {
+        ModelMeta {
+            backbone: binann_model::BACKBONE_NAME.into(),
+            input_size: 64,
+            mode: binann_model::MODE_HEAD.into(),
+            generation,
+            labels_used,
+            positives,
+            loss: 0.5,
+            created_ms: 0,
+        }
+    }
+
     /// `values` of `ids` written as the run directory's first chunk file, with `failed` among
     /// them, and indexed as the inferrer indexes it.
     fn chunk_file(rundir: &RunDir, ids: Vec<u32>, values: &Tensor, failed: &[u32]) -> Vec<IndexedChunk> {
@@ -337,32 +368,13 @@ mod tests {
 
     #[test]
     fn a_head_pass_on_another_thread_predicts_every_unlabelled_readable_image() {
-        use binann_core::annotations::{Event, Label, Record};
-        use binann_core::codec::FileKind;
-        use binann_core::journal::{self, JournalWriter};
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let rundir = RunDir::create_or_open(dir.path()).unwrap();
-        let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
-        for (seq, id) in [(0, 1), (1, 4)] {
-            let event = Event::Label { id, label: Label::Negative, prob: None };
-            let record = Record { audit: None, seq, time_ms: 0, client: "t".into(), annotator: String::new(), event };
-            writer.append_framed(&journal::frame(&record)).unwrap();
-        }
+        let (_dir, rundir) = rundir_labelling(&[1, 4]);
         let dim = binann_model::EMBED_DIM as i64;
         let chunk = Tensor::randn([4, dim], (tch::Kind::Float, Device::Cpu));
         let partial = Tensor::randn([2, dim], (tch::Kind::Float, Device::Cpu));
         let head = Head::new(Device::Cpu);
         let expected: Vec<f32> = Vec::try_from(head.logits(&Tensor::cat(&[chunk.shallow_clone(), partial.shallow_clone()], 0))).unwrap();
-        let meta = ModelMeta {
-            backbone: binann_model::BACKBONE_NAME.into(),
-            input_size: 64,
-            mode: binann_model::MODE_HEAD.into(),
-            generation: 3,
-            labels_used: 2,
-            positives: 1,
-            loss: 0.5,
-            created_ms: 0,
-        };
+        let meta = head_meta(3, 2, 1);
         let out = rundir.predictions(0, 1);
         let pass = HeadPass {
             head,
@@ -393,30 +405,13 @@ mod tests {
 
     #[test]
     fn on_a_large_shard_the_front_and_the_new_images_are_scored_first_and_a_newer_checkpoint_ends_the_pass() {
-        use binann_core::annotations::{Event, Label, Record};
-        use binann_core::codec::FileKind;
-        use binann_core::journal::{self, JournalWriter};
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let rundir = RunDir::create_or_open(dir.path()).unwrap();
-        let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
-        let event = Event::Label { id: 1, label: Label::Negative, prob: None };
-        let record = Record { audit: None, seq: 0, time_ms: 0, client: "t".into(), annotator: String::new(), event };
-        writer.append_framed(&journal::frame(&record)).unwrap();
+        let (_dir, rundir) = rundir_labelling(&[1]);
         let dim = binann_model::EMBED_DIM as i64;
         // Images 8 and 9 were embedded after the last predictions; 9 could not be read.
         let chunk = Tensor::randn([10, dim], (tch::Kind::Float, Device::Cpu));
         let head = Head::new(Device::Cpu);
         let new_logits: Vec<f32> = Vec::try_from(head.logits(&chunk)).unwrap();
-        let meta = |generation| ModelMeta {
-            backbone: binann_model::BACKBONE_NAME.into(),
-            input_size: 64,
-            mode: binann_model::MODE_HEAD.into(),
-            generation,
-            labels_used: 1,
-            positives: 0,
-            loss: 0.5,
-            created_ms: 0,
-        };
+        let meta = |generation| head_meta(generation, 1, 0);
         // The last predictions, by checkpoint 4: image 1 has been labelled since; of the others,
         // 2 and 4 ranked highest.
         let out = rundir.predictions(0, 1);
@@ -474,15 +469,7 @@ mod tests {
 
     #[test]
     fn the_sweep_rescores_a_moving_slice_of_the_folder_with_the_front() {
-        use binann_core::annotations::{Event, Label, Record};
-        use binann_core::codec::FileKind;
-        use binann_core::journal::{self, JournalWriter};
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let rundir = RunDir::create_or_open(dir.path()).unwrap();
-        let mut writer = JournalWriter::open::<Record>(&rundir.annotations(), FileKind::Annotations).unwrap().writer;
-        let event = Event::Label { id: 6, label: Label::Negative, prob: None };
-        let record = Record { audit: None, seq: 0, time_ms: 0, client: "t".into(), annotator: String::new(), event };
-        writer.append_framed(&journal::frame(&record)).unwrap();
+        let (_dir, rundir) = rundir_labelling(&[6]);
         let dim = binann_model::EMBED_DIM as i64;
         let values = Tensor::randn([10, dim], (tch::Kind::Float, Device::Cpu));
         let head = Head::new(Device::Cpu);
@@ -490,16 +477,7 @@ mod tests {
         // Two chunk files: images 0-4 and 5-9.
         let mut chunks = chunk_file_at(&rundir, 0, (0..5).collect(), &values.narrow(0, 0, 5), &[]);
         chunks.extend(chunk_file_at(&rundir, 1, (5..10).collect(), &values.narrow(0, 5, 5), &[]));
-        let meta = ModelMeta {
-            backbone: binann_model::BACKBONE_NAME.into(),
-            input_size: 64,
-            mode: binann_model::MODE_HEAD.into(),
-            generation: 5,
-            labels_used: 1,
-            positives: 0,
-            loss: 0.5,
-            created_ms: 0,
-        };
+        let meta = head_meta(5, 1, 0);
         // The last predictions rank image 2 highest: the front of one.
         let out = rundir.predictions(0, 1);
         let last_logits: Vec<f32> = (0..10).map(|id| if id == 2 { 9.0 } else { -(id as f32) }).collect();
