@@ -59,7 +59,7 @@ struct Trainer {
     device: Device,
     mode: Mode,
     datadir: PathBuf,
-    paths: Vec<String>,
+    paths: binann_core::manifest::PathList,
     generation: u64,
     /// Where the embedding cache (chunk files in `RUNDIR/embeddings`) holds each image's
     /// embedding; only labelled images' are read.

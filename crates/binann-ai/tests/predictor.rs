@@ -128,7 +128,7 @@ fn exported_predictor_reproduces_the_inferrer() {
     let applied: std::collections::HashMap<&str, f32> =
         csv.lines().skip(1).map(|l| l.split(',').collect::<Vec<_>>()).map(|f| (f[0], f[1].parse().unwrap())).collect();
     for (path, p) in manifest.paths.iter().zip(&expected) {
-        let q = applied[path.as_str()];
+        let q = applied[path];
         assert!((p - q).abs() < 1e-4, "{path}: the older head on the final map {p}, applied {q}");
     }
 }

@@ -61,14 +61,14 @@ fn seed_images_let_the_model_rank_before_the_first_positive_label() {
 
     once("binann-trainer");
     let meta = binann_model::checkpoint::read_meta(&checkpoint).expect("a model from the seed images and the negatives");
-    let negatives = 40 - manifest.paths[..40].iter().filter(|p| is_shoe(&data, p)).count() as u64;
+    let negatives = 40 - manifest.paths.iter().take(40).filter(|p| is_shoe(&data, p)).count() as u64;
     assert_eq!((meta.positives, meta.labels_used), (5, negatives + 5));
     once("binann-inferrer");
     once("binann-selector");
     let (_, ranking) = Ranking::load(&run.join("ranking.bin")).unwrap();
     assert!(ranking.model.as_ref().is_some_and(|m| m.positives_used == 5), "the ranking comes from that model: {}", ranking.selector);
 
-    let unlabelled: Vec<&String> = ranking.ids.iter().filter(|id| **id >= 40).map(|id| &manifest.paths[*id as usize]).collect();
+    let unlabelled: Vec<&str> = ranking.ids.iter().filter(|id| **id >= 40).map(|id| &manifest.paths[*id as usize]).collect();
     let base = unlabelled.iter().filter(|p| is_shoe(&data, p)).count() as f64 / unlabelled.len() as f64;
     let top = &unlabelled[..60];
     let precision = top.iter().filter(|p| is_shoe(&data, p)).count() as f64 / top.len() as f64;

@@ -119,7 +119,7 @@ pub fn rows(rundir: &Path, args: &ExportArgs) -> anyhow::Result<Vec<Row>> {
             }
             Some(l) => (Some(l), "human"),
         };
-        out.push(Row { id, path: path.clone(), human_label: human, annotator, model_prob, model_label, label, label_source });
+        out.push(Row { id, path: path.to_owned(), human_label: human, annotator, model_prob, model_label, label, label_source });
     }
     Ok(out)
 }

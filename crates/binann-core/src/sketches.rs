@@ -46,11 +46,11 @@ impl codec::RunDirFile for Sketches {
 }
 
 impl Sketches {
-    /// Quantises `rows` (SKETCH_DIM f32 values per id) into a file's content.
-    pub fn quantise(ids: Vec<u32>, rows: &[f32], model: String) -> Self {
-        let largest = rows.iter().fold(0f32, |m, v| m.max(v.abs()));
+    /// Quantises `rows` (SKETCH_DIM values per id, of any float type) into a file's content.
+    pub fn quantise<T: Copy + Into<f32>>(ids: Vec<u32>, rows: &[T], model: String) -> Self {
+        let largest = rows.iter().fold(0f32, |m, v| m.max((*v).into().abs()));
         let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
-        let values = rows.iter().map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8).collect();
+        let values = rows.iter().map(|v| ((*v).into() / scale).round().clamp(-127.0, 127.0) as i8 as u8).collect();
         Self { ids, values, scale, model }
     }
 

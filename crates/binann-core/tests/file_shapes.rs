@@ -242,7 +242,7 @@ fn the_worst_claim_per_byte_still_decodes() {
 /// allocation of the size it claims.
 #[test]
 fn a_forged_length_prefix_is_a_clear_error() {
-    let m = Manifest { datadir: "/data".into(), paths: vec!["a.png".into(); 1000], scanned_ms: 1 };
+    let m = Manifest { datadir: "/data".into(), paths: std::iter::repeat_n("a.png", 1000).collect(), scanned_ms: 1 };
     let mut payload = codec::encode_value(&m);
     // The datadir string's length is the first byte; make it a u64 varint of 2^62 (0xfd marker).
     let mut forged = vec![0xfd];

@@ -333,38 +333,77 @@ fn environment() -> Result<&'static ort::environment::Environment, String> {
 /// The levels embedding in an ONNX Runtime session.
 #[derive(Debug)]
 pub struct OnnxBackbone {
-    session: Mutex<ort::session::Session>,
+    /// One session per stream; a batch is split among them, and they run at once.
+    streams: Vec<Mutex<ort::session::Session>>,
 }
 
+/// Most sessions a backbone runs at once; past it, each stream gets more threads.
+const MAX_STREAMS: usize = 4;
+
 impl OnnxBackbone {
-    /// A session over `features`' graph using `threads` cores, or why there is none (ONNX Runtime
-    /// missing or refusing the graph): the caller then runs libtorch.
+    /// Sessions over `features`' graph using `threads` cores together, or why there are none
+    /// (ONNX Runtime missing or refusing the graph): the caller then runs libtorch.
+    ///
+    /// One stream per core (up to [`MAX_STREAMS`]), each session on one thread, rather than one
+    /// session whose every layer is split across the cores: the layers of a small input are too
+    /// small to split well.
     pub(crate) fn new(features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
         let environment = environment()?;
         let graph = levels_graph(features);
+        let threads = threads.max(1);
+        let streams = threads.min(MAX_STREAMS);
         let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
-        ort::session::Session::builder(environment)
-            .map_err(|e| e.to_string())?
-            .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
-            .map_err(text)?
-            .with_intra_threads(threads.max(1))
-            .map_err(text)?
-            .with_inter_threads(1)
-            .map_err(text)?
-            .commit_from_memory(&graph)
-            .map(|session| Self { session: Mutex::new(session) })
-            .map_err(|e| format!("ONNX Runtime refused the backbone's graph: {e}"))
+        let session = |threads: usize| {
+            ort::session::Session::builder(environment)
+                .map_err(|e| e.to_string())?
+                .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
+                .map_err(text)?
+                .with_intra_threads(threads)
+                .map_err(text)?
+                .with_inter_threads(1)
+                .map_err(text)?
+                .commit_from_memory(&graph)
+                .map(Mutex::new)
+                .map_err(|e| format!("ONNX Runtime refused the backbone's graph: {e}"))
+        };
+        // The threads shared out among the streams, the first ones taking what is left over.
+        let streams = (0..streams).map(|s| session(threads / streams + usize::from(s < threads % streams))).collect::<Result<_, _>>()?;
+        Ok(Self { streams })
     }
 
-    /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values).
+    /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values),
+    /// split among the streams.
     pub fn embed(&self, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
-        let input = ort::value::TensorRef::from_array_view(([count, 3, side, side], pixels)).map_err(|e| e.to_string())?;
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(ort::inputs![INPUT => input]).map_err(|e| e.to_string())?;
-        let (shape, values) = outputs[OUTPUT].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
-        if shape.iter().product::<i64>() as usize != count * EMBED_DIM {
-            return Err(format!("ONNX Runtime answered {shape:?} for {count} images"));
+        let per_stream = count.div_ceil(self.streams.len()).max(1);
+        let image = 3 * side * side;
+        let parts: Vec<&[f32]> = pixels.chunks(per_stream * image).collect();
+        let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(parts.len());
+        std::thread::scope(|scope| {
+            let others: Vec<_> = parts
+                .iter()
+                .zip(&self.streams)
+                .skip(1)
+                .map(|(part, stream)| scope.spawn(move || run(stream, part, part.len() / image, side)))
+                .collect();
+            results.push(parts.first().map_or(Ok(Vec::new()), |part| run(&self.streams[0], part, part.len() / image, side)));
+            results.extend(others.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an ONNX Runtime stream panicked".into()))));
+        });
+        let mut values = Vec::with_capacity(count * EMBED_DIM);
+        for part in results {
+            values.extend(part?);
         }
-        Ok(values.to_vec())
+        Ok(values)
     }
+}
+
+/// Runs one stream's session on `count` images.
+fn run(stream: &Mutex<ort::session::Session>, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
+    let input = ort::value::TensorRef::from_array_view(([count, 3, side, side], pixels)).map_err(|e| e.to_string())?;
+    let mut session = stream.lock().unwrap_or_else(|p| p.into_inner());
+    let outputs = session.run(ort::inputs![INPUT => input]).map_err(|e| e.to_string())?;
+    let (shape, values) = outputs[OUTPUT].try_extract_tensor::<f32>().map_err(|e| e.to_string())?;
+    if shape.iter().product::<i64>() as usize != count * EMBED_DIM {
+        return Err(format!("ONNX Runtime answered {shape:?} for {count} images"));
+    }
+    Ok(values.to_vec())
 }

@@ -47,6 +47,8 @@ fn onnx_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
     assert!(weights.exists(), "{} is missing: run scripts/setup.sh", weights.display());
     let dir = tempfile::tempdir().unwrap();
     let images = real_images(dir.path(), 24);
+    // Two threads: ONNX Runtime runs two streams, each batch split between them (5 + 5, 3 + 2).
+    tch::set_num_threads(2);
     for size in [64, 112, 224] {
         let fast = Backbone::load(&weights, size, Device::Cpu).unwrap();
         assert_eq!(fast.runtime(), ("onnxruntime", None), "ONNX Runtime is installed by scripts/setup.sh");

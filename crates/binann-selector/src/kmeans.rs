@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use binann_core::ranking::SplitMix64;
 
-use crate::{FIT_SAMPLE, SKETCH_DIM, distance2};
+use crate::{FIT_SAMPLE, SKETCH_DIM, Stored, distance2, row_of, rows_of};
 
 /// Lloyd rounds.
 const ROUNDS: usize = 12;
@@ -29,9 +29,8 @@ pub struct Clusters {
 
 impl Clusters {
     /// k-means of the rows of `values` (SKETCH_DIM each) into `k` clusters, repeatable for a seed.
-    pub fn fit(values: &[f32], k: usize, seed: u64) -> Self {
+    pub fn fit(values: &[Stored], k: usize, seed: u64) -> Self {
         let n = values.len() / SKETCH_DIM;
-        let row = |i: usize| &values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
         let k = k.clamp(1, n.max(1));
         if n == 0 {
             return Self { assignment: Vec::new(), distance: Vec::new(), sizes: vec![0; k] };
@@ -40,9 +39,12 @@ impl Clusters {
         // A fixed-stride sample: every image has the same chance, and no RNG state is needed.
         let stride = n.div_ceil(FIT_SAMPLE).max(1);
         let sample: Vec<usize> = (0..n).step_by(stride).collect();
+        // The sample's rows in single precision, once (`row(j)`: sample row j).
+        let sampled = rows_of(values, &sample);
+        let row = |j: usize| &sampled[j * SKETCH_DIM..(j + 1) * SKETCH_DIM];
         // k-means++ seeding: each next centre drawn with probability ∝ squared distance.
-        let mut centres: Vec<f32> = row(sample[(rng.next_u64() % sample.len() as u64) as usize]).to_vec();
-        let mut nearest: Vec<f32> = sample.iter().map(|&i| distance2(row(i), &centres[..SKETCH_DIM])).collect();
+        let mut centres: Vec<f32> = row((rng.next_u64() % sample.len() as u64) as usize).to_vec();
+        let mut nearest: Vec<f32> = (0..sample.len()).map(|j| distance2(row(j), &centres[..SKETCH_DIM])).collect();
         while centres.len() / SKETCH_DIM < k {
             let total: f64 = nearest.iter().map(|d| f64::from(*d)).sum();
             let pick = if total > 0.0 {
@@ -59,16 +61,16 @@ impl Clusters {
             } else {
                 (rng.next_u64() % sample.len() as u64) as usize
             };
-            let c = row(sample[pick]).to_vec();
-            for (j, &i) in sample.iter().enumerate() {
-                nearest[j] = nearest[j].min(distance2(row(i), &c));
+            let c = row(pick).to_vec();
+            for (j, d) in nearest.iter_mut().enumerate() {
+                *d = d.min(distance2(row(j), &c));
             }
             centres.extend_from_slice(&c);
         }
-        let assign = |centres: &[f32], i: usize| -> (u32, f32) {
+        let assign = |centres: &[f32], row: &[f32]| -> (u32, f32) {
             let mut best = (0u32, f32::INFINITY);
             for (c, centre) in centres.chunks_exact(SKETCH_DIM).enumerate() {
-                let d = distance2(row(i), centre);
+                let d = distance2(row, centre);
                 if d < best.1 {
                     best = (c as u32, d);
                 }
@@ -78,10 +80,10 @@ impl Clusters {
         for _ in 0..ROUNDS {
             let mut sums = vec![0f32; k * SKETCH_DIM];
             let mut counts = vec![0usize; k];
-            for &i in &sample {
-                let (c, _) = assign(&centres, i);
+            for j in 0..sample.len() {
+                let (c, _) = assign(&centres, row(j));
                 counts[c as usize] += 1;
-                for (s, v) in sums[c as usize * SKETCH_DIM..(c as usize + 1) * SKETCH_DIM].iter_mut().zip(row(i)) {
+                for (s, v) in sums[c as usize * SKETCH_DIM..(c as usize + 1) * SKETCH_DIM].iter_mut().zip(row(j)) {
                     *s += v;
                 }
             }
@@ -93,7 +95,7 @@ impl Clusters {
                 }
             }
         }
-        let (assignment, distance): (Vec<u32>, Vec<f32>) = (0..n).map(|i| assign(&centres, i)).unzip();
+        let (assignment, distance): (Vec<u32>, Vec<f32>) = (0..n).map(|i| assign(&centres, &row_of(values, i))).unzip();
         let mut sizes = vec![0usize; k];
         for c in &assignment {
             sizes[*c as usize] += 1;

@@ -35,6 +35,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         // Watch before reading, so a file replaced while this round works wakes the next one.
         let mut watcher = FileWatcher::new(selector.watched(), args.common.watch_options());
         selector.step().context("writing the ranking")?;
+        if selector.reading() {
+            continue;
+        }
         if args.common.once {
             return Ok(());
         }

@@ -8,7 +8,7 @@ use binann_core::ranking::{SplitMix64, shuffle_key};
 
 use crate::kmeans::Clusters;
 use crate::sketch_cache::SketchCache;
-use crate::{FIT_SAMPLE, SKETCH_DIM, distance2};
+use crate::{FIT_SAMPLE, SKETCH_DIM, Stored, distance2, rows_of};
 
 /// Most images [`farthest_first`] orders; past them the server's default order follows.
 pub const FARTHEST_FIRST_PICKS: usize = 1024;
@@ -28,12 +28,13 @@ pub const FARTHEST_FIRST_PICKS: usize = 1024;
 /// others ("dress" at 0.2 %) loses: on the five-depth embeddings no dress within 400
 /// labels in most starts, against 77 for k-means and 112 for the pass's order, hence
 /// [`diverse_order`] after the first [`FARTHEST_ALONE_LABELS`] labels.
-pub fn farthest_first(values: &[f32], count: usize) -> Vec<usize> {
+pub fn farthest_first(values: &[Stored], count: usize) -> Vec<usize> {
     let n = values.len() / SKETCH_DIM;
-    let row = |i: usize| &values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM];
     let stride = n.div_ceil(FIT_SAMPLE).max(1);
     let sample: Vec<usize> = (0..n).step_by(stride).collect();
-    k_centre(|j| row(sample[j]), vec![f32::INFINITY; sample.len()], count).into_iter().map(|j| sample[j]).collect()
+    let sampled = rows_of(values, &sample);
+    let row = |j: usize| &sampled[j * SKETCH_DIM..(j + 1) * SKETCH_DIM];
+    k_centre(row, vec![f32::INFINITY; sample.len()], count).into_iter().map(|j| sample[j]).collect()
 }
 
 /// Share of the places of [`diverse_order`] that go to [`farthest_first`]; the rest go to
@@ -59,7 +60,7 @@ pub const FARTHEST_ALONE_LABELS: usize = 64;
 /// 42 round robin, 38 for the two; "dress" at 0.2 %, which sits among coats and shirts, none
 /// within 400 labels farthest first (it chases outliers: bags, sandals), 77 round robin, 93 for
 /// the two, against 79 and 112 in the pass's own order.
-pub fn diverse_order(clusters: &Clusters, values: &[f32], seed: u64) -> Vec<usize> {
+pub fn diverse_order(clusters: &Clusters, values: &[Stored], seed: u64) -> Vec<usize> {
     interleave(&clusters.round_robin(), &farthest_first(values, FARTHEST_FIRST_PICKS), DIVERSE_FARTHEST_SHARE, seed)
 }
 
@@ -131,9 +132,9 @@ impl Unexplored {
             let id = sketches.ids[i];
             if shuffle_key(CANDIDATE_SEED, id) <= threshold && self.known.insert(id) {
                 let row = sketches.row(i);
-                self.nearest.push(self.folded_rows.chunks_exact(SKETCH_DIM).map(|f| distance2(row, f)).fold(f32::INFINITY, f32::min));
+                self.nearest.push(self.folded_rows.chunks_exact(SKETCH_DIM).map(|f| distance2(&row, f)).fold(f32::INFINITY, f32::min));
                 self.ids.push(id);
-                self.rows.extend_from_slice(row);
+                self.rows.extend_from_slice(&row);
             }
         }
         let new: Vec<u32> = labelled.iter().copied().filter(|id| !self.folded.contains(id)).collect();
@@ -149,9 +150,9 @@ impl Unexplored {
             let Some(&r) = row_of.get(&id) else { continue };
             self.folded.insert(id);
             let row = sketches.row(r);
-            self.folded_rows.extend_from_slice(row);
+            self.folded_rows.extend_from_slice(&row);
             for (d, c) in self.nearest.iter_mut().zip(self.rows.chunks_exact(SKETCH_DIM)) {
-                *d = d.min(distance2(c, row));
+                *d = d.min(distance2(c, &row));
             }
         }
     }

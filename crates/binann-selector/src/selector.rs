@@ -2,7 +2,7 @@
 //! each one. The binary only waits for a file to change and calls [`Selector::step`].
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use binann_core::RunDirFile;
 use binann_core::annotations::AnnotationState;
@@ -26,6 +26,11 @@ const DRY_PICKS: usize = 32;
 /// guesses among negatives still find positives (3–20 % of them in the benchmark's traces, against
 /// 1 % at random), so exploring takes half the places, not all.
 const DRY_EXPLORE: f64 = 0.5;
+
+/// How long a round reads new embedding chunks at most before it ranks (a chunk of 4,096 images
+/// takes about half a second): a million embedded images are read over a few minutes of rounds
+/// instead of holding back the first ranking as long.
+const READ_PER_ROUND: Duration = Duration::from_secs(1);
 
 /// The ranking's `selector` before the first positive, while farthest first orders alone.
 pub const FARTHEST_FIRST: &str = "farthest first (no positive yet)";
@@ -112,6 +117,11 @@ impl Selector {
         self.knows_a_positive
     }
 
+    /// Whether embedding chunks are left to read: the caller goes on with the next round at once.
+    pub fn reading(&self) -> bool {
+        self.sketches.pending()
+    }
+
     /// One round: reads what changed (embedding chunks, labels, predictions), refits the visual
     /// kinds and writes the sketch file when the embedded images grew, and writes a new ranking
     /// when its inputs changed. Returns the ranking written, if any.
@@ -151,10 +161,16 @@ impl Selector {
     /// sketch file the server's "more like this" and look-alikes search) when the embedded images
     /// grew by a tenth while the pass runs (a chunk of 4,096 more among 1,000,000 changes the kinds
     /// little and would cost a pass over all of them), or by anything once no chunk came since the
-    /// last round, so the images embedded last get their sketches too.
+    /// last round, so the images embedded last get their sketches too. While chunk files already
+    /// there are still being read ([`READ_PER_ROUND`] a round), only when the sketches doubled:
+    /// refitting at every tenth of a million images would cost a minute.
     fn refresh_kinds(&mut self) {
-        let changed = self.sketches.refresh(&self.rundir.embeddings_dir());
-        let grown = self.sketches.len() * 10 >= self.fitted_on * 11;
+        let changed = self.sketches.refresh_for(&self.rundir.embeddings_dir(), READ_PER_ROUND);
+        let grown = if self.sketches.pending() {
+            self.sketches.len() >= 2 * self.fitted_on
+        } else {
+            self.sketches.len() * 10 >= self.fitted_on * 11
+        };
         if self.sketches.len() == self.fitted_on || (changed && !grown) {
             return;
         }
@@ -281,7 +297,7 @@ mod tests {
             ids: (0..truth.len() as u32).collect(),
             dim: SKETCH_DIM as u32,
             model: "test".into(),
-            values: EmbeddingChunk::pack(&values),
+            values: EmbeddingChunk::pack(&values.iter().map(|v| v.to_f32()).collect::<Vec<_>>()),
             failed: vec![],
         };
         chunk.save(&EmbeddingChunk::path(&rundir.embeddings_dir(), 0, 1, 0), 1).unwrap();

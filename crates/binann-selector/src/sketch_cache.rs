@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use binann_core::RunDirFile;
 use binann_core::embeddings::EmbeddingChunk;
 
-use crate::SKETCH_DIM;
+use half::slice::HalfFloatSliceExt;
+
 use crate::projection::Projection;
+use crate::{SKETCH_DIM, Stored, row_of};
 
 /// Sketches of embedded images, in no particular order.
 #[derive(Debug, Default)]
@@ -19,7 +21,7 @@ pub struct SketchCache {
     pub ids: Vec<u32>,
     /// `ids.len()` rows of SKETCH_DIM values by the fixed random projection: what the orders
     /// that spread over the folder work on (k-means, farthest first, [`Unexplored`]).
-    pub values: Vec<f32>,
+    pub values: Vec<Stored>,
     /// The same rows by the principal directions of the first chunk file of their model: what
     /// nearest-neighbour searches work on (the sketch file: "more like this", look-alikes).
     ///
@@ -29,7 +31,7 @@ pub struct SketchCache {
     /// full 1,280 values); but farthest first by the principal
     /// directions chases the ends of their main axes, and found the first positive after 54 labels
     /// on average against 22 by random signs in the offline simulation ("dress": 212 against 127).
-    pub neighbours: Vec<f32>,
+    pub neighbours: Vec<Stored>,
     /// The model of the chunks the sketches come from (the newest chunk's).
     pub(crate) model: Option<String>,
     /// Chunk files already read.
@@ -39,6 +41,8 @@ pub struct SketchCache {
     /// The principal projection, fitted on the first chunk file of the newest model (its path and
     /// modification time): every run of the selector fits the same one, and all sketches share it.
     pub(crate) principal: Option<(PathBuf, Option<SystemTime>, Projection)>,
+    /// New chunk files were left for the next call: its time was up.
+    pub(crate) pending: bool,
 }
 
 /// A chunk file as read: the sketches are kept in the [`SketchCache`]'s rows alone (a copy per
@@ -71,6 +75,16 @@ impl SketchCache {
     /// directory that still holds an older model's chunks, fitted on those they would have another
     /// width, and every new chunk's neighbours would fall back to random signs.
     pub fn refresh(&mut self, dir: &Path) -> bool {
+        self.refresh_for(dir, Duration::MAX)
+    }
+
+    /// [`Self::refresh`], reading new chunk files for about `budget` at most (one at least), and
+    /// leaving the rest for the next call ([`Self::pending`]): a selector started on a million
+    /// embedded images took 2 minutes to read their 250 chunk files, and ranked nothing meanwhile.
+    /// A rebuild reads every file.
+    pub fn refresh_for(&mut self, dir: &Path, budget: Duration) -> bool {
+        let started = Instant::now();
+        self.pending = false;
         let files = EmbeddingChunk::files(dir);
         if self.principal.is_none()
             && let Some((first, modified)) = files.first()
@@ -87,6 +101,10 @@ impl SketchCache {
                 continue;
             }
             rebuild |= known.is_some();
+            if !rebuild && changed && started.elapsed() >= budget {
+                self.pending = true;
+                break;
+            }
             let Some(sketched) = self.read(path, *modified) else { continue };
             changed = true;
             // Added at once (a million images' sketches held until the end of the round took
@@ -126,6 +144,11 @@ impl SketchCache {
         changed || rebuild
     }
 
+    /// Whether the last [`Self::refresh_for`] left new chunk files unread.
+    pub fn pending(&self) -> bool {
+        self.pending
+    }
+
     /// Adds the rows of images not held yet.
     fn add_rows(&mut self, sketched: &Sketched) {
         for (i, id) in sketched.ids.iter().enumerate() {
@@ -135,8 +158,11 @@ impl SketchCache {
             }
             if !std::mem::replace(&mut self.held[id], true) {
                 self.ids.push(id as u32);
-                self.values.extend_from_slice(&sketched.values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
-                self.neighbours.extend_from_slice(&sketched.neighbours[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
+                let at = self.values.len();
+                self.values.resize(at + SKETCH_DIM, Stored::ZERO);
+                self.values[at..].convert_from_f32_slice(&sketched.values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
+                self.neighbours.resize(at + SKETCH_DIM, Stored::ZERO);
+                self.neighbours[at..].convert_from_f32_slice(&sketched.neighbours[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]);
             }
         }
     }
@@ -186,9 +212,9 @@ impl SketchCache {
         }
     }
 
-    /// Row `i`.
-    pub fn row(&self, i: usize) -> &[f32] {
-        &self.values[i * SKETCH_DIM..(i + 1) * SKETCH_DIM]
+    /// Row `i` (by the random projection).
+    pub fn row(&self, i: usize) -> [f32; SKETCH_DIM] {
+        row_of(&self.values, i)
     }
 
     /// Number of sketches.
@@ -263,6 +289,30 @@ mod tests {
     }
 
     #[test]
+    fn a_round_out_of_time_leaves_the_rest_of_the_chunks_for_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        for index in 0..3u32 {
+            let ids: Vec<u32> = (10 * index..10 * index + 10).collect();
+            let values: Vec<f32> = ids.iter().flat_map(|i| (0..8).map(move |j| ((i * 31 + j * 7) % 13) as f32 + 1.0)).collect();
+            let chunk = EmbeddingChunk { ids, dim: 8, model: "m".into(), values: EmbeddingChunk::pack(&values), failed: Vec::new() };
+            chunk.save(&EmbeddingChunk::path(dir.path(), 0, 1, index), 1).unwrap();
+        }
+        let mut sketches = SketchCache::default();
+        // No time at all: one file a call, the rest pending.
+        assert!(sketches.refresh_for(dir.path(), Duration::ZERO));
+        assert_eq!((sketches.len(), sketches.pending()), (10, true));
+        assert!(sketches.refresh_for(dir.path(), Duration::ZERO));
+        assert_eq!((sketches.len(), sketches.pending()), (20, true));
+        assert!(sketches.refresh_for(dir.path(), Duration::ZERO));
+        assert_eq!((sketches.len(), sketches.pending()), (30, false));
+        assert!(!sketches.refresh_for(dir.path(), Duration::ZERO), "nothing left");
+        let mut at_once = SketchCache::default();
+        assert!(at_once.refresh(dir.path()));
+        assert!(!at_once.pending());
+        assert_eq!((&sketches.ids, &sketches.values, &sketches.neighbours), (&at_once.ids, &at_once.values, &at_once.neighbours));
+    }
+
+    #[test]
     fn the_principal_directions_come_from_the_newest_model_when_an_older_one_left_chunks() {
         let dir = tempfile::tempdir().unwrap();
         // An older model's chunk first (by name), 8 values per image, as a run directory keeps
@@ -280,10 +330,11 @@ mod tests {
         assert!(sketches.refresh(dir.path()));
         assert_eq!(sketches.model(), Some("new"));
         assert_eq!(sketches.ids, (0..100).collect::<Vec<u32>>());
+        let stored = |rows: Vec<f32>| rows.into_iter().map(Stored::from_f32).collect::<Vec<_>>();
         let fitted = Projection::principal(&newer, 16);
-        assert_eq!(sketches.neighbours, fitted.apply(&newer), "neighbours by the new model's principal directions");
-        assert_ne!(sketches.neighbours, Projection::random(16).apply(&newer));
-        assert_eq!(sketches.values, Projection::random(16).apply(&newer));
+        assert_eq!(sketches.neighbours, stored(fitted.apply(&newer)), "neighbours by the new model's principal directions");
+        assert_ne!(sketches.neighbours, stored(Projection::random(16).apply(&newer)));
+        assert_eq!(sketches.values, stored(Projection::random(16).apply(&newer)));
         assert!(!sketches.refresh(dir.path()), "nothing changed");
     }
 }

@@ -73,7 +73,7 @@ pub fn labelled_run(tmp: &Path, images: usize, labelled: u32, label: impl Fn(u32
             time_ms: 0,
             client: "t".into(),
             annotator: String::new(),
-            event: Event::Label { id, label: label(id, positive[manifest.paths[id as usize].as_str()]), prob: None },
+            event: Event::Label { id, label: label(id, positive[&manifest.paths[id as usize]]), prob: None },
         };
         writer.append_framed(&journal::frame(&r)).unwrap();
     }

@@ -63,6 +63,10 @@ struct RecallArgs {
     /// seed images (`BINANN_SEED_IMAGES`), as a person who has a few examples would.
     #[arg(long, default_value_t = 0)]
     seed_images: usize,
+    /// Each draw's run directory (`OUT/seed-N/run`) was made beforehand, e.g. embedded by the
+    /// `deploy/` shards: launch.sh resumes it instead of starting over.
+    #[arg(long)]
+    prepared: bool,
     /// Folder for the datasets, runs, traces, recall.json and recall.svg. A folder of images of
     /// your own is used as draw N when it is `OUT/seed-N/data`, beside its ground truth in
     /// `OUT/seed-N/truth.csv` (columns path, label and class, as `binann demo-data` writes them).
@@ -192,7 +196,14 @@ impl Drop for Launched {
     }
 }
 
-fn launch(root: &Path, data: &Path, rundir: &Path, seed_images: Option<&Path>, log: &Path) -> anyhow::Result<(String, Launched)> {
+fn launch(
+    root: &Path,
+    data: &Path,
+    rundir: &Path,
+    reset: bool,
+    seed_images: Option<&Path>,
+    log: &Path,
+) -> anyhow::Result<(String, Launched)> {
     use std::os::unix::process::CommandExt;
     let port = free_port()?;
     let log_file = std::fs::File::create(log)?;
@@ -202,7 +213,7 @@ fn launch(root: &Path, data: &Path, rundir: &Path, seed_images: Option<&Path>, l
     }
     let child = launch
         .arg(root.join("launch.sh"))
-        .args(["127.0.0.1", &port.to_string(), "true"])
+        .args(["127.0.0.1", &port.to_string(), if reset { "true" } else { "false" }])
         .arg(data)
         .arg(rundir)
         .arg("all")
@@ -368,7 +379,11 @@ fn run_draw(args: &RecallArgs, root: &Path, bin: &Path, seed: u64) -> anyhow::Re
     {
         bail!("{} is missing: remove {} to draw the folder again with its seed images", seeds.display(), data.display());
     }
-    let (url, launched) = launch(root, &data, &dir.join("run"), seed_images.as_deref(), &dir.join("launch.log"))?;
+    let rundir = dir.join("run");
+    if args.prepared && !rundir.join("manifest.bin").is_file() {
+        bail!("--prepared: {} holds no manifest.bin (scripts/bench-large.sh --shards prepares one)", rundir.display());
+    }
+    let (url, launched) = launch(root, &data, &rundir, !args.prepared, seed_images.as_deref(), &dir.join("launch.log"))?;
     if args.read > 0.0 {
         std::thread::sleep(Duration::from_secs_f64(args.read));
     }
