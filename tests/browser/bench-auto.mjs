@@ -52,14 +52,19 @@ function person({ truth, mean, sd, seed }) {
   };
   const normal = () => Math.sqrt(-2 * Math.log(rand())) * Math.cos(2 * Math.PI * rand());
   const key = (k) => document.dispatchEvent(new KeyboardEvent('keydown', { key: k, bubbles: true, cancelable: true }));
-  window.binannBench = { presses: 0, asked: 0, paths: {} };
+  window.binannBench = { presses: 0, asked: 0, paths: {}, reactions: {} };
   document.addEventListener('binann:onset', (e) => {
     const d = e.detail;
     if (!d.calibration) window.binannBench.paths[d.id] = d.path;
     const sees = d.calibration ? d.target : truth[d.path];
     if (!sees) return;
     const rt = mean + sd * normal();
-    setTimeout(() => { window.binannBench.presses++; key('f'); }, Math.max(0, d.t + rt - performance.now()));
+    setTimeout(() => {
+      window.binannBench.presses++;
+      // The delay the press really had (a timer can fire late), for the positives missed.
+      if (!d.calibration) window.binannBench.reactions[d.id] = Math.round(performance.now() - d.t);
+      key('f');
+    }, Math.max(0, d.t + rt - performance.now()));
   });
   document.addEventListener('binann:ask', (e) => {
     window.binannBench.asked++;
@@ -109,6 +114,7 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
   let posRight = 0;
   let neg = 0;
   let negRight = 0;
+  const missed = [];
   const paths = new Map(Object.entries(after.bench.paths).map(([id, p]) => [Number(id), p]));
   for (const l of hist.labels) {
     if (!paths.has(l.id)) throw new Error(`image ${l.id} labelled without being shown`);
@@ -116,6 +122,7 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
     if (positive) {
       pos++;
       if (l.label === 'positive') posRight++;
+      else missed.push(after.bench.reactions[l.id] ?? 'no press');
     } else {
       neg++;
       if (l.label === 'negative') negRight++;
@@ -126,6 +133,7 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
   return {
     speed, labels: hist.labels.length, seconds: elapsed, pos, posRight, neg, negRight,
     presses: after.presses - (before.presses || 0), asked: after.ambiguous - (before.ambiguous || 0), d: after.d, sd: after.sd,
+    repeats: after.repeats - (before.repeats || 0), none: after.none - (before.none || 0), missed,
   };
 }
 
@@ -201,6 +209,9 @@ try {
       for (const speed of SPEEDS) {
         const r = await autoRun(ctx, who, speed, Math.round(speed * 1000) + 17 + who[0] + who[1]);
         console.log(`| ${who[0]} ± ${who[1]} ms | ${speed} | ${(r.labels / r.seconds).toFixed(1)}/s | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)}) | ${Math.round(r.d)} ms ± ${Math.round(r.sd)} |`);
+        if (r.missed.length || r.repeats || r.none) {
+          console.log(`  positives missed, their delay in ms: ${r.missed.join(', ') || 'none'}; presses on an image already labelled: ${r.repeats}; too early: ${r.none}`);
+        }
       }
       await ctx.close();
     }
