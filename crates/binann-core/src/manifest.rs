@@ -41,6 +41,14 @@ pub enum ScanError {
         /// Files that were not images.
         other_files: u64,
     },
+    /// The folder's image paths are too long together to hold.
+    #[error("dataset folder {path}: {source}")]
+    TooManyPaths {
+        /// The folder.
+        path: PathBuf,
+        /// How many paths it had got to.
+        source: TooManyPaths,
+    },
     /// Walking the folder failed.
     #[error("reading dataset folder {path}: {message}")]
     Walk {
@@ -230,7 +238,7 @@ impl Manifest {
         let new: Vec<String> = found.into_iter().filter(|p| !known.contains(p.as_str())).collect();
         let added = new.len();
         for path in &new {
-            paths.push(path).map_err(|e| ScanError::Walk { path: datadir.to_owned(), message: e.to_string() })?;
+            paths.push(path).map_err(|source| ScanError::TooManyPaths { path: datadir.to_owned(), source })?;
         }
         Ok((Manifest { datadir: absolute.to_string_lossy().into_owned(), paths, scanned_ms: crate::now_ms() }, added))
     }

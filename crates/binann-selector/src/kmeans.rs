@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use binann_core::ranking::SplitMix64;
 
-use crate::{FIT_SAMPLE, SKETCH_DIM, Stored, distance2, row_of, rows_of};
+use crate::{SKETCH_DIM, Stored, distance2, fit_sample, row_of};
 
 /// Lloyd rounds.
 const ROUNDS: usize = 12;
@@ -36,11 +36,8 @@ impl Clusters {
             return Self { assignment: Vec::new(), distance: Vec::new(), sizes: vec![0; k] };
         }
         let mut rng = SplitMix64(seed ^ 0xC1u64);
-        // A fixed-stride sample: every image has the same chance, and no RNG state is needed.
-        let stride = n.div_ceil(FIT_SAMPLE).max(1);
-        let sample: Vec<usize> = (0..n).step_by(stride).collect();
-        // The sample's rows in single precision, once (`row(j)`: sample row j).
-        let sampled = rows_of(values, &sample);
+        // `row(j)`: sample row j, in single precision.
+        let (sample, sampled) = fit_sample(values);
         let row = |j: usize| &sampled[j * SKETCH_DIM..(j + 1) * SKETCH_DIM];
         // k-means++ seeding: each next centre drawn with probability ∝ squared distance.
         let mut centres: Vec<f32> = row((rng.next_u64() % sample.len() as u64) as usize).to_vec();

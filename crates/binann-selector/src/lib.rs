@@ -67,9 +67,15 @@ fn row_of(values: &[Stored], i: usize) -> [f32; SKETCH_DIM] {
     row
 }
 
-/// The rows `rows` of `values`, one after the other in single precision.
-fn rows_of(values: &[Stored], rows: &[usize]) -> Vec<f32> {
-    rows.iter().flat_map(|&i| row_of(values, i)).collect()
+/// The rows of `values` (SKETCH_DIM stored values each) that k-means and farthest first work on:
+/// every row up to [`FIT_SAMPLE`], past them a fixed-stride sample (every image has the same
+/// chance, and no random state is needed). Returns the rows' indices, and their values one after
+/// the other in single precision.
+fn fit_sample(values: &[Stored]) -> (Vec<usize>, Vec<f32>) {
+    let n = values.len() / SKETCH_DIM;
+    let sample: Vec<usize> = (0..n).step_by(n.div_ceil(FIT_SAMPLE).max(1)).collect();
+    let rows = sample.iter().flat_map(|&i| row_of(values, i)).collect();
+    (sample, rows)
 }
 
 /// Squared distance between two sketches.

@@ -8,7 +8,7 @@ use binann_core::ranking::{SplitMix64, shuffle_key};
 
 use crate::kmeans::Clusters;
 use crate::sketch_cache::SketchCache;
-use crate::{FIT_SAMPLE, SKETCH_DIM, Stored, distance2, rows_of};
+use crate::{FIT_SAMPLE, SKETCH_DIM, Stored, distance2, fit_sample};
 
 /// Most images [`farthest_first`] orders; past them the server's default order follows.
 pub const FARTHEST_FIRST_PICKS: usize = 1024;
@@ -29,10 +29,7 @@ pub const FARTHEST_FIRST_PICKS: usize = 1024;
 /// labels in most starts, against 77 for k-means and 112 for the pass's order, hence
 /// [`diverse_order`] after the first [`FARTHEST_ALONE_LABELS`] labels.
 pub fn farthest_first(values: &[Stored], count: usize) -> Vec<usize> {
-    let n = values.len() / SKETCH_DIM;
-    let stride = n.div_ceil(FIT_SAMPLE).max(1);
-    let sample: Vec<usize> = (0..n).step_by(stride).collect();
-    let sampled = rows_of(values, &sample);
+    let (sample, sampled) = fit_sample(values);
     let row = |j: usize| &sampled[j * SKETCH_DIM..(j + 1) * SKETCH_DIM];
     k_centre(row, vec![f32::INFINITY; sample.len()], count).into_iter().map(|j| sample[j]).collect()
 }

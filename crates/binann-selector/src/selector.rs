@@ -165,7 +165,7 @@ impl Selector {
     /// there are still being read ([`READ_PER_ROUND`] a round), only when the sketches doubled:
     /// refitting at every tenth of a million images would cost a minute.
     fn refresh_kinds(&mut self) {
-        let changed = self.sketches.refresh_for(&self.rundir.embeddings_dir(), READ_PER_ROUND);
+        let changed = self.sketches.refresh(&self.rundir.embeddings_dir(), READ_PER_ROUND);
         let grown = if self.sketches.pending() {
             self.sketches.len() >= 2 * self.fitted_on
         } else {

@@ -71,18 +71,15 @@ impl SketchCache {
     /// embedding, is ignored as the inferrer ignores it. Returns whether anything changed.
     /// Unreadable chunks are skipped with a warning.
     ///
+    /// New chunk files are read for about `budget` at most (one at least), the rest left for the
+    /// next call ([`Self::pending`]): a selector started on a million embedded images took 2
+    /// minutes to read their 250 chunk files, and ranked nothing meanwhile. A rebuild reads every
+    /// file.
+    ///
     /// The principal directions are fitted on the first chunk file of the newest model: in a run
     /// directory that still holds an older model's chunks, fitted on those they would have another
     /// width, and every new chunk's neighbours would fall back to random signs.
-    pub fn refresh(&mut self, dir: &Path) -> bool {
-        self.refresh_for(dir, Duration::MAX)
-    }
-
-    /// [`Self::refresh`], reading new chunk files for about `budget` at most (one at least), and
-    /// leaving the rest for the next call ([`Self::pending`]): a selector started on a million
-    /// embedded images took 2 minutes to read their 250 chunk files, and ranked nothing meanwhile.
-    /// A rebuild reads every file.
-    pub fn refresh_for(&mut self, dir: &Path, budget: Duration) -> bool {
+    pub fn refresh(&mut self, dir: &Path, budget: Duration) -> bool {
         let started = Instant::now();
         self.pending = false;
         let files = EmbeddingChunk::files(dir);
@@ -144,7 +141,7 @@ impl SketchCache {
         changed || rebuild
     }
 
-    /// Whether the last [`Self::refresh_for`] left new chunk files unread.
+    /// Whether the last [`Self::refresh`] left new chunk files unread.
     pub fn pending(&self) -> bool {
         self.pending
     }
@@ -256,34 +253,34 @@ mod tests {
             failed: Vec::new(),
         };
         let mut sketches = SketchCache::default();
-        assert!(!sketches.refresh(dir.path()));
+        assert!(!sketches.refresh(dir.path(), Duration::MAX));
         chunk(vec![0, 1, 2], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 0), 1).unwrap();
-        assert!(sketches.refresh(dir.path()));
+        assert!(sketches.refresh(dir.path(), Duration::MAX));
         assert_eq!(sketches.ids, [0, 1, 2]);
-        assert!(!sketches.refresh(dir.path()), "nothing changed");
+        assert!(!sketches.refresh(dir.path(), Duration::MAX), "nothing changed");
         chunk(vec![3, 4], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 1), 1).unwrap();
         std::fs::write(dir.path().join("chunk-0-of-1-000002.bin"), b"not a chunk").unwrap();
-        assert!(sketches.refresh(dir.path()));
+        assert!(sketches.refresh(dir.path(), Duration::MAX));
         assert_eq!(sketches.ids, [0, 1, 2, 3, 4]);
         assert_eq!(sketches.values.len(), 5 * SKETCH_DIM);
         // Rows added chunk by chunk are the rows read all at once, after an image is embedded
         // again in a later chunk (held once), a chunk rewritten, and a chunk removed.
         let from_scratch = |sketches: &SketchCache| {
             let mut again = SketchCache::default();
-            again.refresh(dir.path());
+            again.refresh(dir.path(), Duration::MAX);
             assert_eq!((&sketches.ids, &sketches.values, &sketches.neighbours), (&again.ids, &again.values, &again.neighbours));
         };
         from_scratch(&sketches);
         chunk(vec![4, 5, 6], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 3), 1).unwrap();
-        assert!(sketches.refresh(dir.path()));
+        assert!(sketches.refresh(dir.path(), Duration::MAX));
         assert_eq!(sketches.ids, [0, 1, 2, 3, 4, 5, 6]);
         from_scratch(&sketches);
         chunk(vec![7, 3], "m").save(&EmbeddingChunk::path(dir.path(), 0, 1, 1), 1).unwrap();
-        assert!(sketches.refresh(dir.path()));
+        assert!(sketches.refresh(dir.path(), Duration::MAX));
         assert_eq!(sketches.ids, [0, 1, 2, 7, 3, 4, 5, 6]);
         from_scratch(&sketches);
         std::fs::remove_file(EmbeddingChunk::path(dir.path(), 0, 1, 0)).unwrap();
-        assert!(sketches.refresh(dir.path()));
+        assert!(sketches.refresh(dir.path(), Duration::MAX));
         assert_eq!(sketches.ids, [7, 3, 4, 5, 6]);
         from_scratch(&sketches);
     }
@@ -299,15 +296,15 @@ mod tests {
         }
         let mut sketches = SketchCache::default();
         // No time at all: one file a call, the rest pending.
-        assert!(sketches.refresh_for(dir.path(), Duration::ZERO));
+        assert!(sketches.refresh(dir.path(), Duration::ZERO));
         assert_eq!((sketches.len(), sketches.pending()), (10, true));
-        assert!(sketches.refresh_for(dir.path(), Duration::ZERO));
+        assert!(sketches.refresh(dir.path(), Duration::ZERO));
         assert_eq!((sketches.len(), sketches.pending()), (20, true));
-        assert!(sketches.refresh_for(dir.path(), Duration::ZERO));
+        assert!(sketches.refresh(dir.path(), Duration::ZERO));
         assert_eq!((sketches.len(), sketches.pending()), (30, false));
-        assert!(!sketches.refresh_for(dir.path(), Duration::ZERO), "nothing left");
+        assert!(!sketches.refresh(dir.path(), Duration::ZERO), "nothing left");
         let mut at_once = SketchCache::default();
-        assert!(at_once.refresh(dir.path()));
+        assert!(at_once.refresh(dir.path(), Duration::MAX));
         assert!(!at_once.pending());
         assert_eq!((&sketches.ids, &sketches.values, &sketches.neighbours), (&at_once.ids, &at_once.values, &at_once.neighbours));
     }
@@ -327,7 +324,7 @@ mod tests {
         save(0, 0..100, 8, &older, "old");
         save(1, 0..100, 16, &newer, "new");
         let mut sketches = SketchCache::default();
-        assert!(sketches.refresh(dir.path()));
+        assert!(sketches.refresh(dir.path(), Duration::MAX));
         assert_eq!(sketches.model(), Some("new"));
         assert_eq!(sketches.ids, (0..100).collect::<Vec<u32>>());
         let stored = |rows: Vec<f32>| rows.into_iter().map(Stored::from_f32).collect::<Vec<_>>();
@@ -335,6 +332,6 @@ mod tests {
         assert_eq!(sketches.neighbours, stored(fitted.apply(&newer)), "neighbours by the new model's principal directions");
         assert_ne!(sketches.neighbours, stored(Projection::random(16).apply(&newer)));
         assert_eq!(sketches.values, stored(Projection::random(16).apply(&newer)));
-        assert!(!sketches.refresh(dir.path()), "nothing changed");
+        assert!(!sketches.refresh(dir.path(), Duration::MAX), "nothing changed");
     }
 }

@@ -343,6 +343,21 @@ mod tests {
         }
     }
 
+    /// Writes the shard's last predictions (generation 7): `logits` of images `0..logits.len()` by
+    /// the checkpoint `meta` describes.
+    fn save_last_predictions(out: &std::path::Path, meta: &ModelMeta, logits: &[f32]) {
+        Predictions {
+            model: crate::model_info(meta),
+            shard: (0, 1),
+            ids: (0..logits.len() as u32).collect(),
+            logits: logits.to_vec(),
+            failed: Vec::new(),
+            created_ms: 0,
+        }
+        .save(out, 7)
+        .unwrap();
+    }
+
     /// `values` of `ids` written as the run directory's first chunk file, with `failed` among
     /// them, and indexed as the inferrer indexes it.
     fn chunk_file(rundir: &RunDir, ids: Vec<u32>, values: &Tensor, failed: &[u32]) -> Vec<IndexedChunk> {
@@ -416,16 +431,7 @@ mod tests {
         // 2 and 4 ranked highest.
         let out = rundir.predictions(0, 1);
         let last_logits = vec![0.1, 9.0, 5.0, 0.2, 4.0, 0.3, 0.4, 0.5];
-        Predictions {
-            model: crate::model_info(&meta(4)),
-            shard: (0, 1),
-            ids: (0..8).collect(),
-            logits: last_logits.clone(),
-            failed: Vec::new(),
-            created_ms: 0,
-        }
-        .save(&out, 7)
-        .unwrap();
+        save_last_predictions(&out, &meta(4), &last_logits);
         // A checkpoint written after the one this pass's head was read from (stamp None: none then).
         binann_core::atomic::write_atomic(&rundir.checkpoint(), b"newer").unwrap();
         let chunks = chunk_file(&rundir, (0..10).collect(), &chunk, &[9]);
@@ -481,16 +487,7 @@ mod tests {
         // The last predictions rank image 2 highest: the front of one.
         let out = rundir.predictions(0, 1);
         let last_logits: Vec<f32> = (0..10).map(|id| if id == 2 { 9.0 } else { -(id as f32) }).collect();
-        Predictions {
-            model: crate::model_info(&meta),
-            shard: (0, 1),
-            ids: (0..10).collect(),
-            logits: last_logits.clone(),
-            failed: Vec::new(),
-            created_ms: 0,
-        }
-        .save(&out, 7)
-        .unwrap();
+        save_last_predictions(&out, &meta, &last_logits);
         binann_core::atomic::write_atomic(&rundir.checkpoint(), b"newer").unwrap();
         let pass = HeadPass {
             head,
