@@ -4,8 +4,8 @@
 # embedding, N x 1920), times that file with onnxruntime (CPU EP, ORT_ENABLE_ALL, intra-op threads
 # = cores, inter-op 1, sequential) and OpenVINO (CPU, THROUGHPUT hint with an AsyncInferQueue of
 # the plugin's optimal number of requests; LATENCY hint with one synchronous request) through
-# scripts/bench_runtime.py, then runs binann's own benchmark (libtorch and its ONNX Runtime
-# path), and prints one table of images/s at 224, 112 and 64 px, batch 16, random input.
+# scripts/bench_runtime.py, then runs binann's own benchmark (libtorch, ONNX Runtime and OpenVINO, and the
+# runtime binann chose at load), and prints one table of images/s at 224, 112 and 64 px, batch 16, random input.
 #
 #   scripts/bench-runtime.sh [SECONDS]        (timed seconds per case; defaults to 4)
 #
@@ -77,27 +77,29 @@ awk -v secs="$seconds" -v cores="$cores" -v nproc="$(nproc)" -v cpu="${model:-un
     if (f[4] != "-" && f[4] + 0 > busy) busy = f[4] + 0
     next
   }
-  match($0, /^embed +[0-9]+ px: +(libtorch|onnxruntime) +[0-9.]+ images\/s/) {   # binann-embed-bench
+  match($0, /^embed +[0-9]+ px: +(libtorch|onnxruntime|openvino) +[0-9.]+ images\/s/) {   # binann-embed-bench
     size = $2; rt = $4; sub(/:$/, "", rt)
     rate["binann-" rt, size] = $5
   }
+  match($0, /^embed +[0-9]+ px: chosen /) { chosen[$2] = $5 }
   function cell(v) { return (v ~ /^[0-9.]+$/) ? sprintf("%.1f", v) : (v == "" ? "n/a" : v) }
   END {
-    n = split("binann-libtorch binann-onnxruntime ort ov-throughput ov-latency", col, " ")
+    n = split("binann-libtorch binann-onnxruntime binann-openvino ort ov-throughput ov-latency", col, " ")
     printf "\nimages/s, batch 16, random float32 input, %s s per case; %s, %d cores, nproc %d\n", secs, cpu, cores, nproc
     printf "Python peers time %s%s; OpenVINO precision %s\n", graph, (own != "" ? " (not binann'"'"'s own graph)" : ", written by binann"), prec
-    printf "%-6s  %15s  %18s  %18s  %19s  %16s  %21s\n", "size", "binann libtorch", "binann onnxruntime",
-           "Python onnxruntime", "OpenVINO throughput", "OpenVINO latency", "binann / fastest peer"
+    printf "%-6s  %15s  %18s  %15s  %18s  %19s  %16s  %13s  %21s\n", "size", "binann libtorch", "binann onnxruntime",
+           "binann openvino", "Python onnxruntime", "OpenVINO throughput", "OpenVINO latency", "binann chose", "binann / fastest peer"
     split("224 112 64", sizes, " ")
     for (i = 1; i <= 3; i++) {
       s = sizes[i]; line = sprintf("%-6s", s " px"); best = 0
-      w[1] = 15; w[2] = 18; w[3] = 18; w[4] = 19; w[5] = 16
+      w[1] = 15; w[2] = 18; w[3] = 15; w[4] = 18; w[5] = 19; w[6] = 16
       for (c = 1; c <= n; c++) {
         v = rate[col[c], s]
         line = line sprintf("  %" w[c] "s", cell(v))
-        if (c >= 3 && v ~ /^[0-9.]+$/ && v + 0 > best) best = v + 0
+        if (c >= 4 && v ~ /^[0-9.]+$/ && v + 0 > best) best = v + 0
       }
-      b = rate["binann-onnxruntime", s]
+      b = rate["binann-" chosen[s], s]
+      line = line sprintf("  %13s", chosen[s] == "" ? "n/a" : chosen[s])
       line = line sprintf("  %21s", (b ~ /^[0-9.]+$/ && best > 0) ? sprintf("%.2f", b / best) : "n/a")
       print line
     }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
+use crate::cpu_runtime::{CpuRuntime, Runtime};
 use crate::error::{Error, ImageError, Result};
 use crate::mobilenet::{EMBED_DIM, FEATURE_CHANNELS, MobileNetV2Features};
-use crate::onnx::OnnxBackbone;
 use crate::preprocess::Preprocess;
 
 /// Name recorded in checkpoints, predictions, embedding chunks and exported predictors for the
@@ -70,9 +70,9 @@ pub struct Backbone {
     device: Device,
     /// What [`Backbone::embed_batch`] makes.
     embedding: Embedding,
-    /// The same network in ONNX Runtime, which runs the levels embedding of decoded images on the
-    /// CPU when it is installed, or why it does not ([`Backbone::runtime`]).
-    onnx: std::result::Result<OnnxBackbone, String>,
+    /// The same network in ONNX Runtime or OpenVINO, which runs the levels embedding of decoded
+    /// images on the CPU when one is installed, or why none does ([`Backbone::runtime`]).
+    cpu: std::result::Result<CpuRuntime, String>,
 }
 
 impl Backbone {
@@ -80,38 +80,44 @@ impl Backbone {
     /// `input_size`×`input_size` pixels.
     ///
     /// On the CPU the levels embedding of [`Backbone::embed_decoded`] (and so of
-    /// [`Backbone::embed_paths`]) runs in ONNX Runtime when it is installed, with as many threads
-    /// as libtorch has: the same numbers (cosine ≥ 0.9999, tested), several times faster.
+    /// [`Backbone::embed_paths`]) runs in the faster of ONNX Runtime and OpenVINO on this input
+    /// size ([`CpuRuntime`]), with as many threads as libtorch has: the same numbers (cosine ≥
+    /// 0.9999, tested), several times faster.
     pub fn load(weights: &Path, input_size: u32, device: Device) -> Result<Self> {
         let mut vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         load_features_weights(&mut vs, weights)?;
         let backbone = Self::libtorch(vs, features, input_size, device, "libtorch runs the network on CUDA");
-        Ok(if device == Device::Cpu { backbone.with_onnx_runtime() } else { backbone })
+        Ok(if device == Device::Cpu { backbone.with_cpu_runtime(None) } else { backbone })
     }
 
-    /// The same backbone with ONNX Runtime running its levels embedding on the CPU, when ONNX
-    /// Runtime can be loaded; otherwise as it was, with the reason in [`Backbone::runtime`].
-    pub fn with_onnx_runtime(self) -> Self {
-        let onnx = OnnxBackbone::new(&self.features, tch::get_num_threads().max(1) as usize);
-        Self { onnx, ..self }
+    /// The same backbone with `runtime` (`None`: the faster of those installed, timed here)
+    /// running its levels embedding on the CPU; when it cannot be loaded, as it was, with the
+    /// reason in [`Backbone::runtime`].
+    pub fn with_cpu_runtime(self, runtime: Option<Runtime>) -> Self {
+        let threads = tch::get_num_threads().max(1) as usize;
+        let cpu = match runtime {
+            Some(runtime) => CpuRuntime::load(runtime, &self.features, threads),
+            None => CpuRuntime::fastest(&self.features, self.preprocess.size as usize, threads),
+        };
+        Self { cpu, ..self }
     }
 
-    /// The backbone's levels embedding as an ONNX model, as ONNX Runtime runs it here.
+    /// The backbone's levels embedding as an ONNX model, as the CPU runtimes run it here.
     pub fn onnx_graph(&self) -> Vec<u8> {
         crate::onnx::levels_graph(&self.features)
     }
 
     /// The same backbone running everything in libtorch.
-    pub fn without_onnx_runtime(self) -> Self {
-        Self { onnx: Err("libtorch chosen".into()), ..self }
+    pub fn without_cpu_runtime(self) -> Self {
+        Self { cpu: Err("libtorch chosen".into()), ..self }
     }
 
-    /// What runs the network on decoded images: "onnxruntime" or "libtorch", and, for libtorch
-    /// on the CPU, why ONNX Runtime does not.
+    /// What runs the network on decoded images: "onnxruntime", "openvino" or "libtorch", and,
+    /// for libtorch on the CPU, why neither of the others does.
     pub fn runtime(&self) -> (&'static str, Option<&str>) {
-        match (&self.onnx, self.embedding) {
-            (Ok(_), Embedding::Levels) => ("onnxruntime", None),
+        match (&self.cpu, self.embedding) {
+            (Ok(cpu), Embedding::Levels) => (cpu.runtime().name(), None),
             (Ok(_), Embedding::FinalMap) => ("libtorch", Some("the final-map embedding runs in libtorch")),
             (Err(why), _) => ("libtorch", Some(why.as_str())),
         }
@@ -135,7 +141,7 @@ impl Backbone {
             preprocess: Preprocess { size: input_size },
             device,
             embedding: Embedding::Levels,
-            onnx: Err(why.to_owned()),
+            cpu: Err(why.to_owned()),
         }
     }
 
@@ -225,17 +231,17 @@ impl Backbone {
         let side = self.preprocess.size as i64;
         let count = pixels.len() as i64 / (3 * side * side);
         let embedded = catch_unwind(AssertUnwindSafe(|| {
-            // ONNX Runtime first; a batch it fails on (it should not) goes to libtorch, which
+            // The CPU runtime first; a batch it fails on (it should not) goes to libtorch, which
             // makes the same numbers, rather than leaving its images without an embedding.
-            let onnx_failed = match (&self.onnx, self.embedding) {
-                (Ok(onnx), Embedding::Levels) => match onnx.embed(&pixels, count as usize, side as usize) {
+            let cpu_failed = match (&self.cpu, self.embedding) {
+                (Ok(cpu), Embedding::Levels) => match cpu.embed(&pixels, count as usize, side as usize) {
                     Ok(values) => return Ok(values),
                     Err(why) => Some(why),
                 },
                 _ => None,
             };
-            if let Some(why) = onnx_failed {
-                tracing::warn!("ONNX Runtime failed on a batch of {count} images, libtorch embeds it: {why}");
+            if let (Some(why), Ok(cpu)) = (cpu_failed, &self.cpu) {
+                tracing::warn!("{} failed on a batch of {count} images, libtorch embeds it: {why}", cpu.runtime().name());
             }
             let input = Tensor::from_slice(&pixels).view([count, 3, side, side]);
             let output = self.embed_batch(&input).to_device(Device::Cpu).to_kind(Kind::Float);

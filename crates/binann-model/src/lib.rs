@@ -13,6 +13,9 @@
 //!   predictors exported before still read),
 //!   with [`Backbone::embed_paths`] overlapping decoding and inference ([`DecodeAhead`] for
 //!   callers that feed it a batch at a time).
+//! - [`cpu_runtime`]: [`CpuRuntime`], the backbone on a CPU in the faster of ONNX Runtime
+//!   ([`onnx`], which also writes the backbone's ONNX graph) and OpenVINO ([`openvino_runtime`]),
+//!   timed at load.
 //! - [`head`]: [`Head`], a small MLP (or logistic regression) on embeddings ([`TrainOptions`],
 //!   [`TrainReport`]); the interactive "head" mode.
 //! - [`finetune`]: [`FinetuneModel`], the whole network trained end to end ("finetune" mode, GPU).
@@ -20,20 +23,23 @@
 //!
 //! Its throughput figures come from `binann-embed-bench`, in the binann-bench crate.
 //!
-//! Everything runs on libtorch through `tch`; `scripts/setup.sh` installs it (docs/deployment.md: "libtorch and the GPU box").
+//! Training and CUDA run on libtorch through `tch`; `scripts/setup.sh` installs it (docs/deployment.md: "libtorch and the GPU box").
 
 pub mod backbone;
 pub mod checkpoint;
+pub mod cpu_runtime;
 pub mod device;
 pub mod error;
 pub mod finetune;
 pub mod head;
 mod mobilenet;
 pub mod onnx;
+pub mod openvino_runtime;
 pub mod preprocess;
 
 pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, Embedding, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
+pub use cpu_runtime::{CpuRuntime, Runtime};
 pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
 pub use error::{CheckpointError, Error, ImageError, Mismatch};
 pub use finetune::FinetuneModel;

@@ -11,8 +11,8 @@
 //! - [`OnnxBackbone`]: a session over that graph, used by [`crate::Backbone`] on the CPU.
 //!
 //! ONNX Runtime is loaded at run time ([`runtime_library`]: `BINANN_ONNXRUNTIME`, or the copy
-//! `scripts/setup.sh` installs from the `onnxruntime` wheel into `.onnxruntime/`); without it the
-//! backbone runs in libtorch, as before.
+//! `scripts/setup.sh` installs from the `onnxruntime` wheel into `.onnxruntime/`). OpenVINO runs
+//! the same graph ([`crate::openvino_runtime`]); [`crate::cpu_runtime`] keeps the faster.
 
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
@@ -20,6 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use prost::Message;
 use tch::{Kind, Tensor};
 
+use crate::cpu_runtime::{installed_library, run_streams};
 use crate::mobilenet::{ConvBnRelu6, EMBED_DIM, EMBEDDING_LEVELS, MobileNetV2Features};
 
 /// The subset of ONNX's protobuf schema (onnx/onnx.proto, field numbers as there) the graph needs.
@@ -295,20 +296,10 @@ pub(crate) fn levels_graph(features: &MobileNetV2Features) -> Vec<u8> {
 /// `.onnxruntime/` of the checkout this was built from.
 const INSTALLED_RUNTIME_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.onnxruntime/onnxruntime/capi");
 
-/// The ONNX Runtime library to load: `BINANN_ONNXRUNTIME` when set (empty: none, libtorch runs
-/// the backbone), otherwise the one `scripts/setup.sh` installed, if it is there.
+/// The ONNX Runtime library to load: `BINANN_ONNXRUNTIME` when set (empty: none), otherwise the
+/// one `scripts/setup.sh` installed, if it is there.
 pub fn runtime_library() -> Option<PathBuf> {
-    if let Some(given) = std::env::var_os("BINANN_ONNXRUNTIME") {
-        return (!given.is_empty()).then(|| PathBuf::from(given));
-    }
-    let dir = std::fs::read_dir(INSTALLED_RUNTIME_DIR).ok()?;
-    let mut found: Vec<PathBuf> = dir
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libonnxruntime.so.")))
-        .collect();
-    found.sort();
-    found.pop()
+    installed_library("BINANN_ONNXRUNTIME", INSTALLED_RUNTIME_DIR, "libonnxruntime.so.")
 }
 
 /// ONNX Runtime, loaded once per process: its environment, or why it could not be loaded.
@@ -337,21 +328,18 @@ pub struct OnnxBackbone {
     streams: Vec<Mutex<ort::session::Session>>,
 }
 
-/// Most sessions a backbone runs at once; past it, each stream gets more threads.
-const MAX_STREAMS: usize = 4;
-
 impl OnnxBackbone {
     /// Sessions over `features`' graph using `threads` cores together, or why there are none
     /// (ONNX Runtime missing or refusing the graph): the caller then runs libtorch.
     ///
-    /// One stream per core (up to [`MAX_STREAMS`]), each session on one thread, rather than one
+    /// One stream per core (up to [`crate::cpu_runtime::MAX_STREAMS`]), each session on one thread, rather than one
     /// session whose every layer is split across the cores: the layers of a small input are too
     /// small to split well.
     pub(crate) fn new(features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
         let environment = environment()?;
         let graph = levels_graph(features);
         let threads = threads.max(1);
-        let streams = threads.min(MAX_STREAMS);
+        let streams = threads.min(crate::cpu_runtime::MAX_STREAMS);
         let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
         let session = |threads: usize| {
             ort::session::Session::builder(environment)
@@ -374,25 +362,7 @@ impl OnnxBackbone {
     /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values),
     /// split among the streams.
     pub fn embed(&self, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
-        let per_stream = count.div_ceil(self.streams.len()).max(1);
-        let image = 3 * side * side;
-        let parts: Vec<&[f32]> = pixels.chunks(per_stream * image).collect();
-        let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(parts.len());
-        std::thread::scope(|scope| {
-            let others: Vec<_> = parts
-                .iter()
-                .zip(&self.streams)
-                .skip(1)
-                .map(|(part, stream)| scope.spawn(move || run(stream, part, part.len() / image, side)))
-                .collect();
-            results.push(parts.first().map_or(Ok(Vec::new()), |part| run(&self.streams[0], part, part.len() / image, side)));
-            results.extend(others.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("an ONNX Runtime stream panicked".into()))));
-        });
-        let mut values = Vec::with_capacity(count * EMBED_DIM);
-        for part in results {
-            values.extend(part?);
-        }
-        Ok(values)
+        run_streams(&self.streams, pixels, count, side, |stream, part, images| run(stream, part, images, side))
     }
 }
 

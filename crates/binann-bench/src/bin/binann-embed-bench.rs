@@ -1,8 +1,8 @@
 //! `binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]`
 //!
 //! Prints backbone embedding throughput at 224, 112 and 64 px (random images, batch 16) in each
-//! runtime that can run it (libtorch; ONNX Runtime on the CPU, when installed), the ratio between
-//! them, and the time to train a head on 2000 random embeddings. `scripts/bench-runtime.sh` puts
+//! runtime that can run it (libtorch; ONNX Runtime and OpenVINO on the CPU, when installed), the one
+//! `Backbone::load` chose, the ratios to libtorch, and the time to train a head on 2000 random embeddings. `scripts/bench-runtime.sh` puts
 //! these beside ONNX Runtime and OpenVINO running the same graph from Python.
 //!
 //! `binann-embed-bench --write-onnx PATH [--weights PATH]`
@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use binann_model::{
-    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, TrainOptions, resolve_device,
+    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, Runtime, TrainOptions, resolve_device,
 };
 use clap::Parser;
 use tch::{Device, Kind, Tensor};
@@ -64,7 +64,7 @@ struct Cli {
     /// Images per batch (with --images).
     #[arg(long, value_name = "N", default_value_t = 32)]
     batch: usize,
-    /// With --images: run the network in libtorch even where ONNX Runtime is installed.
+    /// With --images: run the network in libtorch even where ONNX Runtime or OpenVINO is installed.
     #[arg(long)]
     libtorch: bool,
     /// With --images: time decoding and resizing alone, one image at a time on one thread, with
@@ -115,27 +115,32 @@ fn run(cli: Cli) -> Result<()> {
     println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
     for size in [224u32, 112, 64] {
-        let loaded = if weights.exists() { Backbone::load(&weights, size, device)? } else { Backbone::untrained(size, device) };
+        let load = || if weights.exists() { Backbone::load(&weights, size, device) } else { Ok(Backbone::untrained(size, device)) };
+        let loaded = load()?;
         let mut rates = Vec::new();
-        let fast = (device == Device::Cpu).then(|| loaded.with_onnx_runtime());
-        let fast = match fast {
-            Some(backbone) if backbone.runtime().0 == "onnxruntime" => {
-                rates.push(("onnxruntime", embed_rate(&backbone, Duration::from_secs_f64(cli.seconds))));
-                backbone
+        if device == Device::Cpu {
+            // What Backbone::load chose by its own trial, then each runtime timed here.
+            println!("embed {size:>3} px: chosen {}", loaded.runtime().0);
+            let mut backbone = loaded;
+            for runtime in Runtime::ALL {
+                backbone = backbone.with_cpu_runtime(Some(runtime));
+                match backbone.runtime() {
+                    (name, None) => rates.push((name, embed_rate(&backbone, Duration::from_secs_f64(cli.seconds)))),
+                    (_, Some(why)) => println!("embed {size:>3} px: {} not available: {why}", runtime.name()),
+                }
             }
-            Some(backbone) => {
-                println!("embed {size:>3} px: onnxruntime not available: {}", backbone.runtime().1.unwrap_or("?"));
-                backbone
-            }
-            None => Backbone::load(&weights, size, device)?,
-        };
-        let torch = fast.without_onnx_runtime();
-        rates.push(("libtorch", embed_rate(&torch, Duration::from_secs_f64(cli.seconds))));
+            let torch = backbone.without_cpu_runtime();
+            rates.push(("libtorch", embed_rate(&torch, Duration::from_secs_f64(cli.seconds))));
+        } else {
+            rates.push(("libtorch", embed_rate(&loaded, Duration::from_secs_f64(cli.seconds))));
+        }
         for (runtime, rate) in &rates {
             println!("embed {size:>3} px: {runtime:<11} {rate:7.1} images/s");
         }
-        if let [(_, fast), (_, slow)] = rates[..] {
-            println!("embed {size:>3} px: onnxruntime / libtorch = {:.2}", fast / slow);
+        if let Some((_, torch)) = rates.iter().find(|(name, _)| *name == "libtorch") {
+            for (runtime, rate) in rates.iter().filter(|(name, _)| *name != "libtorch") {
+                println!("embed {size:>3} px: {runtime} / libtorch = {:.2}", rate / torch);
+            }
         }
     }
 
@@ -160,7 +165,7 @@ fn run(cli: Cli) -> Result<()> {
 fn embed_folder(files: &[PathBuf], size: u32, batch: usize, weights: &Path, device: Device, libtorch: bool) -> Result<()> {
     let started = Instant::now();
     let backbone = if weights.exists() { Backbone::load(weights, size, device)? } else { Backbone::untrained(size, device) };
-    let backbone = if libtorch { backbone.without_onnx_runtime() } else { backbone };
+    let backbone = if libtorch { backbone.without_cpu_runtime() } else { backbone };
     let results = backbone.embed_paths(files, batch, |_| {});
     let failed = results.iter().filter(|r| r.is_err()).count();
     let elapsed = started.elapsed().as_secs_f64();

@@ -1,10 +1,11 @@
-//! The backbone in ONNX Runtime makes the same embedding as in libtorch, on real images: run
-//! directories, checkpoints and exported predictors made with either stay valid with the other.
+//! The backbone in ONNX Runtime and in OpenVINO makes the same embedding as in libtorch, on real
+//! images: run directories, checkpoints and exported predictors made with one stay valid with the
+//! others, whichever runtime a machine picks.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM};
+use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM, Runtime};
 use tch::Device;
 
 fn repo() -> PathBuf {
@@ -42,7 +43,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 #[test]
-fn onnx_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
+fn every_cpu_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
     let weights = repo().join(DEFAULT_WEIGHTS_PATH);
     assert!(weights.exists(), "{} is missing: run scripts/setup.sh", weights.display());
     let dir = tempfile::tempdir().unwrap();
@@ -50,18 +51,24 @@ fn onnx_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
     // Two threads: ONNX Runtime runs two streams, each batch split between them (5 + 5, 3 + 2).
     tch::set_num_threads(2);
     for size in [64, 112, 224] {
-        let fast = Backbone::load(&weights, size, Device::Cpu).unwrap();
-        assert_eq!(fast.runtime(), ("onnxruntime", None), "ONNX Runtime is installed by scripts/setup.sh");
-        let torch = Backbone::load(&weights, size, Device::Cpu).unwrap().without_onnx_runtime();
+        let torch = Backbone::load(&weights, size, Device::Cpu).unwrap().without_cpu_runtime();
         assert_eq!(torch.runtime().0, "libtorch");
         // Batches of 10 put images in batches of different sizes (10, 10, 5).
-        let a = fast.embed_paths(&images, 10, |_| {});
-        let b = torch.embed_paths(&images, 10, |_| {});
-        for ((a, b), path) in a.iter().zip(&b).zip(&images) {
-            let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-            assert_eq!(a.len(), EMBED_DIM);
-            let c = cosine(a, b);
-            assert!(c >= 0.9999, "{} at {size} px: cosine {c}", path.display());
+        let expected = torch.embed_paths(&images, 10, |_| {});
+        // Backbone::load keeps the faster of the two; each must make the same numbers.
+        let chosen = Backbone::load(&weights, size, Device::Cpu).unwrap();
+        assert!(Runtime::ALL.iter().any(|r| chosen.runtime() == (r.name(), None)), "at {size} px: {:?}", chosen.runtime());
+        let mut fast = torch;
+        for runtime in Runtime::ALL {
+            fast = fast.with_cpu_runtime(Some(runtime));
+            assert_eq!(fast.runtime(), (runtime.name(), None), "scripts/setup.sh installs both runtimes");
+            let got = fast.embed_paths(&images, 10, |_| {});
+            for ((a, b), path) in got.iter().zip(&expected).zip(&images) {
+                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                assert_eq!(a.len(), EMBED_DIM);
+                let c = cosine(a, b);
+                assert!(c >= 0.9999, "{} at {size} px in {}: cosine {c}", path.display(), runtime.name());
+            }
         }
     }
 }
