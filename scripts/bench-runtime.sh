@@ -4,8 +4,10 @@
 # embedding, N x 1920), times that file with onnxruntime (CPU EP, ORT_ENABLE_ALL, intra-op threads
 # = cores, inter-op 1, sequential) and OpenVINO (CPU, THROUGHPUT hint with an AsyncInferQueue of
 # the plugin's optimal number of requests; LATENCY hint with one synchronous request) through
-# scripts/bench_runtime.py, then runs binann's own benchmark (libtorch, ONNX Runtime and OpenVINO, and the
-# runtime binann chose at load), and prints one table of images/s at 224, 112 and 64 px, batch 16, random input.
+# scripts/bench_runtime.py and binann's own benchmark (libtorch, ONNX Runtime and OpenVINO, and the
+# runtime binann chose at load), one size after the other, and prints one table of images/s at
+# 224, 112 and 64 px, random input (the peers: batch 16 a request; binann: its inferrer's batch of
+# 32, 16 a stream on 2 threads).
 #
 #   scripts/bench-runtime.sh [SECONDS]        (timed seconds per case; defaults to 4)
 #
@@ -63,11 +65,15 @@ say "${model:-unknown CPU}: $cores cores, nproc $(nproc), load average $(cut -d'
 
 peers=$(mktemp) binann=$(mktemp)
 trap 'rm -f "$peers" "$binann"' EXIT
-say "Python side: onnxruntime, OpenVINO THROUGHPUT, OpenVINO LATENCY; $seconds s per case"
-"$venv/bin/python" scripts/bench_runtime.py "$graph" --seconds "$seconds" --sizes 224,112,64 --batch 16 \
-  --ov-precision "${BENCH_OV_PRECISION:-f32}" >"$peers"
-say "binann side: binann-embed-bench --seconds $seconds"
-"$bin" --seconds "$seconds" | tee "$binann" | { grep '^embed' || true; } | sed 's/^/  /' >&2
+# One size at a time, the Python side then binann's, so that a machine whose speed drifts over
+# minutes (a shared host) drifts on both sides of each ratio alike.
+for size in 224 112 64; do
+  say "$size px, Python side: onnxruntime, OpenVINO THROUGHPUT, OpenVINO LATENCY; $seconds s per case"
+  "$venv/bin/python" scripts/bench_runtime.py "$graph" --seconds "$seconds" --sizes "$size" --batch 16 \
+    --ov-precision "${BENCH_OV_PRECISION:-f32}" >>"$peers"
+  say "$size px, binann side: binann-embed-bench --seconds $seconds --sizes $size --no-head"
+  "$bin" --seconds "$seconds" --sizes "$size" --no-head | tee -a "$binann" | { grep '^embed' || true; } | sed 's/^/  /' >&2
+done
 
 awk -v secs="$seconds" -v cores="$cores" -v nproc="$(nproc)" -v cpu="${model:-unknown CPU}" \
     -v graph="$graph" -v own="${BENCH_RUNTIME_ONNX:-}" -v prec="${BENCH_OV_PRECISION:-f32}" '
@@ -85,7 +91,7 @@ awk -v secs="$seconds" -v cores="$cores" -v nproc="$(nproc)" -v cpu="${model:-un
   function cell(v) { return (v ~ /^[0-9.]+$/) ? sprintf("%.1f", v) : (v == "" ? "n/a" : v) }
   END {
     n = split("binann-libtorch binann-onnxruntime binann-openvino ort ov-throughput ov-latency", col, " ")
-    printf "\nimages/s, batch 16, random float32 input, %s s per case; %s, %d cores, nproc %d\n", secs, cpu, cores, nproc
+    printf "\nimages/s, random float32 input (peers: batch 16 a request; binann: batch 32, split among its streams), %s s per case; %s, %d cores, nproc %d\n", secs, cpu, cores, nproc
     printf "Python peers time %s%s; OpenVINO precision %s\n", graph, (own != "" ? " (not binann'"'"'s own graph)" : ", written by binann"), prec
     printf "%-6s  %15s  %18s  %15s  %18s  %19s  %16s  %13s  %21s\n", "size", "binann libtorch", "binann onnxruntime",
            "binann openvino", "Python onnxruntime", "OpenVINO throughput", "OpenVINO latency", "binann chose", "binann / fastest peer"

@@ -138,8 +138,8 @@ impl ModelArgs {
     }
 
     /// Loads the backbone, with an error that says how to get the weights, and logs what runs it.
-    pub fn load_backbone(&self, device: tch::Device) -> anyhow::Result<binann_model::Backbone> {
-        let backbone = binann_model::Backbone::load(&self.weights, self.input_size, device)?;
+    pub fn load_backbone(&self, device: tch::Device, choice: binann_model::RuntimeChoice) -> anyhow::Result<binann_model::Backbone> {
+        let backbone = binann_model::Backbone::load_with(&self.weights, self.input_size, device, choice)?;
         match backbone.runtime() {
             (runtime, None) => tracing::info!(runtime, input_size = self.input_size, "backbone loaded"),
             (runtime, Some(why)) => tracing::info!(runtime, input_size = self.input_size, "backbone loaded ({why})"),

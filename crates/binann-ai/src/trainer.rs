@@ -266,7 +266,9 @@ impl Trainer {
 
     fn backbone(&mut self) -> anyhow::Result<&Backbone> {
         if self.backbone.is_none() {
-            self.backbone = Some(self.args.model.load_backbone(self.device)?);
+            // A few images at a time: no trial of the runtimes (a second of CPU the inferrer's
+            // first pass would lose).
+            self.backbone = Some(self.args.model.load_backbone(self.device, binann_model::RuntimeChoice::FirstInstalled)?);
         }
         Ok(self.backbone.as_ref().expect("just set"))
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::cpu_runtime::{CpuRuntime, Runtime};
+use crate::cpu_runtime::{CpuRuntime, RuntimeChoice};
 use crate::error::{Error, ImageError, Result};
 use crate::mobilenet::{EMBED_DIM, FEATURE_CHANNELS, MobileNetV2Features};
 use crate::preprocess::Preprocess;
@@ -84,22 +84,23 @@ impl Backbone {
     /// size ([`CpuRuntime`]), with as many threads as libtorch has: the same numbers (cosine ≥
     /// 0.9999, tested), several times faster.
     pub fn load(weights: &Path, input_size: u32, device: Device) -> Result<Self> {
+        Self::load_with(weights, input_size, device, RuntimeChoice::Fastest)
+    }
+
+    /// [`Backbone::load`], with the CPU runtime picked as `choice` says.
+    pub fn load_with(weights: &Path, input_size: u32, device: Device, choice: RuntimeChoice) -> Result<Self> {
         let mut vs = nn::VarStore::new(device);
         let features = MobileNetV2Features::new(&vs.root());
         load_features_weights(&mut vs, weights)?;
         let backbone = Self::libtorch(vs, features, input_size, device, "libtorch runs the network on CUDA");
-        Ok(if device == Device::Cpu { backbone.with_cpu_runtime(None) } else { backbone })
+        Ok(if device == Device::Cpu { backbone.with_cpu_runtime(choice) } else { backbone })
     }
 
-    /// The same backbone with `runtime` (`None`: the faster of those installed, timed here)
-    /// running its levels embedding on the CPU; when it cannot be loaded, as it was, with the
-    /// reason in [`Backbone::runtime`].
-    pub fn with_cpu_runtime(self, runtime: Option<Runtime>) -> Self {
+    /// The same backbone with the runtime `choice` picks running its levels embedding on the
+    /// CPU; when none can be loaded, as it was, with the reason in [`Backbone::runtime`].
+    pub fn with_cpu_runtime(self, choice: RuntimeChoice) -> Self {
         let threads = tch::get_num_threads().max(1) as usize;
-        let cpu = match runtime {
-            Some(runtime) => CpuRuntime::load(runtime, &self.features, threads),
-            None => CpuRuntime::fastest(&self.features, self.preprocess.size as usize, threads),
-        };
+        let cpu = CpuRuntime::choose(choice, &self.features, self.preprocess.size as usize, threads);
         Self { cpu, ..self }
     }
 

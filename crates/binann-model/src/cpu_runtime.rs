@@ -42,6 +42,19 @@ impl Runtime {
     }
 }
 
+/// How a backbone picks its CPU runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeChoice {
+    /// The faster of those installed on the backbone's input size, timed at load (about a
+    /// second): for a process that embeds a folder.
+    Fastest,
+    /// The first of [`Runtime::ALL`] that is installed, untimed: for a process that embeds a few
+    /// images (the trainer's labelled images the inferrer has not reached yet, seed images).
+    FirstInstalled,
+    /// This one, or libtorch.
+    Only(Runtime),
+}
+
 /// The backbone's levels embedding in one CPU runtime.
 #[derive(Debug)]
 pub enum CpuRuntime {
@@ -52,8 +65,27 @@ pub enum CpuRuntime {
 }
 
 impl CpuRuntime {
+    /// The runtime `choice` picks over `features`' graph on `threads` cores for `side`-pixel
+    /// input, or why none runs.
+    pub(crate) fn choose(choice: RuntimeChoice, features: &MobileNetV2Features, side: usize, threads: usize) -> Result<Self, String> {
+        match choice {
+            RuntimeChoice::Fastest => Self::fastest(features, side, threads),
+            RuntimeChoice::Only(runtime) => Self::load(runtime, features, threads),
+            RuntimeChoice::FirstInstalled => {
+                let mut missing = Vec::new();
+                for runtime in Runtime::ALL {
+                    match Self::load(runtime, features, threads) {
+                        Ok(r) => return Ok(r),
+                        Err(why) => missing.push(why),
+                    }
+                }
+                Err(missing.join("; "))
+            }
+        }
+    }
+
     /// `runtime` over `features`' graph on `threads` cores, or why it cannot run.
-    pub(crate) fn load(runtime: Runtime, features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
+    fn load(runtime: Runtime, features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
         match runtime {
             Runtime::OnnxRuntime => OnnxBackbone::new(features, threads).map(CpuRuntime::OnnxRuntime),
             Runtime::OpenVino => OpenVinoBackbone::new(features, threads).map(CpuRuntime::OpenVino),
@@ -61,7 +93,7 @@ impl CpuRuntime {
     }
 
     /// The faster of the installed runtimes on `side`-pixel input, timed here, or why none runs.
-    pub(crate) fn fastest(features: &MobileNetV2Features, side: usize, threads: usize) -> Result<Self, String> {
+    fn fastest(features: &MobileNetV2Features, side: usize, threads: usize) -> Result<Self, String> {
         let mut loaded = Vec::new();
         let mut missing = Vec::new();
         for runtime in Runtime::ALL {

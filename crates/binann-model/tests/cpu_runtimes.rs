@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM, Runtime};
+use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM, Runtime, RuntimeChoice};
 use tch::Device;
 
 fn repo() -> PathBuf {
@@ -58,9 +58,12 @@ fn every_cpu_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
         // Backbone::load keeps the faster of the two; each must make the same numbers.
         let chosen = Backbone::load(&weights, size, Device::Cpu).unwrap();
         assert!(Runtime::ALL.iter().any(|r| chosen.runtime() == (r.name(), None)), "at {size} px: {:?}", chosen.runtime());
+        // A process that embeds a few images takes the first installed, untimed.
+        let first = Backbone::load_with(&weights, size, Device::Cpu, RuntimeChoice::FirstInstalled).unwrap();
+        assert_eq!(first.runtime(), (Runtime::ALL[0].name(), None));
         let mut fast = torch;
         for runtime in Runtime::ALL {
-            fast = fast.with_cpu_runtime(Some(runtime));
+            fast = fast.with_cpu_runtime(RuntimeChoice::Only(runtime));
             assert_eq!(fast.runtime(), (runtime.name(), None), "scripts/setup.sh installs both runtimes");
             let got = fast.embed_paths(&images, 10, |_| {});
             for ((a, b), path) in got.iter().zip(&expected).zip(&images) {

@@ -47,10 +47,10 @@ pub struct InferrerArgs {
     /// sharing RUNDIR; the selector merges their predictions).
     #[arg(long, env = "BINANN_SHARD", default_value = "0/1")]
     pub shard: Shard,
-    /// libtorch threads (and image decoding threads) of the inferrer on the CPU; 0: every core
-    /// but the trainer's one (at least 1). More threads per network pass are not faster on few
-    /// cores: on 2, one thread embedded 1.4x as many images per second as two (64 px: 524 against
-    /// 370; 224 px: 45 against 35), and left the other core to the trainer and the selector.
+    /// Network threads (and image decoding threads) of the inferrer on the CPU; 0: every core
+    /// but the trainer's one (at least 1). On 2 cores a second one did not make the first pass
+    /// measurably faster beside the trainer (every image predicted after 20 s against 21-23 s at
+    /// 20,000 images), and one leaves the other core to the trainer and the selector.
     #[arg(long, env = "BINANN_INFERRER_THREADS", default_value_t = 0)]
     pub threads: usize,
     /// While the first embedding pass runs, embed the images most like the positives (by a

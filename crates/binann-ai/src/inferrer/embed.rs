@@ -16,7 +16,7 @@ use super::Inferrer;
 impl Inferrer {
     fn backbone(&mut self) -> anyhow::Result<&Backbone> {
         if self.backbone.is_none() {
-            self.backbone = Some(self.args.model.load_backbone(self.device)?);
+            self.backbone = Some(self.args.model.load_backbone(self.device, binann_model::RuntimeChoice::Fastest)?);
         }
         Ok(self.backbone.as_ref().expect("just set"))
     }

@@ -1,6 +1,6 @@
-//! `binann-embed-bench [--device D] [--seconds S] [--weights PATH] [--threads N]`
+//! `binann-embed-bench [--device D] [--seconds S] [--sizes PX,...] [--no-head] [--weights PATH] [--threads N]`
 //!
-//! Prints backbone embedding throughput at 224, 112 and 64 px (random images, batch 16) in each
+//! Prints backbone embedding throughput at 224, 112 and 64 px (random images, batch 32) in each
 //! runtime that can run it (libtorch; ONNX Runtime and OpenVINO on the CPU, when installed), the one
 //! `Backbone::load` chose, the ratios to libtorch, and the time to train a head on 2000 random embeddings. `scripts/bench-runtime.sh` puts
 //! these beside ONNX Runtime and OpenVINO running the same graph from Python.
@@ -31,12 +31,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use binann_model::{
-    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, Runtime, TrainOptions, resolve_device,
+    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, Runtime, RuntimeChoice, TrainOptions,
+    resolve_device,
 };
 use clap::Parser;
 use tch::{Device, Kind, Tensor};
 
-const BATCH: i64 = 16;
+/// The inferrer's default batch (`BINANN_BATCH`): on 2 threads, 16 images a stream, as many as
+/// each request of the Python peers in `scripts/bench-runtime.sh`.
+const BATCH: i64 = 32;
 
 /// Backbone embedding and head training throughput (random tensors), or embedding a folder of
 /// images as the inferrer does.
@@ -49,6 +52,12 @@ struct Cli {
     /// Seconds to time each input size (random tensors only).
     #[arg(long, default_value_t = 4.0)]
     seconds: f64,
+    /// Input sizes to time, in pixels (random tensors only).
+    #[arg(long, value_name = "PX,...", value_delimiter = ',', default_values_t = [224u32, 112, 64])]
+    sizes: Vec<u32>,
+    /// Time the backbone only, not the head.
+    #[arg(long)]
+    no_head: bool,
     /// Converted backbone weights; random weights are used when the file is absent.
     #[arg(long, default_value = DEFAULT_WEIGHTS_PATH)]
     weights: PathBuf,
@@ -114,7 +123,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
-    for size in [224u32, 112, 64] {
+    for &size in &cli.sizes {
         let load = || if weights.exists() { Backbone::load(&weights, size, device) } else { Ok(Backbone::untrained(size, device)) };
         let loaded = load()?;
         let mut rates = Vec::new();
@@ -123,7 +132,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("embed {size:>3} px: chosen {}", loaded.runtime().0);
             let mut backbone = loaded;
             for runtime in Runtime::ALL {
-                backbone = backbone.with_cpu_runtime(Some(runtime));
+                backbone = backbone.with_cpu_runtime(RuntimeChoice::Only(runtime));
                 match backbone.runtime() {
                     (name, None) => rates.push((name, embed_rate(&backbone, Duration::from_secs_f64(cli.seconds)))),
                     (_, Some(why)) => println!("embed {size:>3} px: {} not available: {why}", runtime.name()),
@@ -142,6 +151,9 @@ fn run(cli: Cli) -> Result<()> {
                 println!("embed {size:>3} px: {runtime} / libtorch = {:.2}", rate / torch);
             }
         }
+    }
+    if cli.no_head {
+        return Ok(());
     }
 
     for (name, hidden, opts) in [
