@@ -4,8 +4,10 @@
 // positive appears (normal; each person of --persons is MEAN:SD in ms, 400:60 by default), never
 // for a negative; when AUTO asks which of two images a press was for, it answers from the truth.
 // For each person and speed (after a calibration run by the same person), it prints the speed
-// AUTO ran at, the share of positives labelled positive, of negatives labelled negative, and how
-// often AUTO asked. For the grid, it prints labels per minute of a person spending 150 ms per
+// AUTO ran at, the share of positives labelled positive, of negatives labelled negative, how
+// often AUTO asked and the page's reaction-time estimate at the start and the end; for each
+// positive missed, its reaction time, how late the page handled the press and the estimate then;
+// for each negative labelled positive, how many images after a positive it came. For the grid, it prints labels per minute of a person spending 150 ms per
 // thumbnail plus 300 ms per positive, against the single view at the same cost per image.
 import fs from 'node:fs';
 import path from 'node:path';
@@ -51,25 +53,39 @@ function person({ truth, mean, sd, seed }) {
     return (s + 0.5) / 2 ** 32;
   };
   const normal = () => Math.sqrt(-2 * Math.log(rand())) * Math.cos(2 * Math.PI * rand());
-  const key = (k) => document.dispatchEvent(new KeyboardEvent('keydown', { key: k, bubbles: true, cancelable: true }));
-  window.binannBench = { presses: 0, asked: 0, paths: {}, reactions: {} };
+  // A person's keydown carries the time the key went down, whenever the page gets to handle it
+  // (browsers stamp input events in the input thread); a timer here fires late when the page is
+  // busy, so the press is stamped with the time the person meant, not the time the timer fired.
+  const key = (k, at) => {
+    const event = new KeyboardEvent('keydown', { key: k, bubbles: true, cancelable: true });
+    if (at !== undefined) Object.defineProperty(event, 'timeStamp', { value: at });
+    document.dispatchEvent(event);
+  };
+  window.binannBench = { presses: 0, asked: 0, paths: {}, reactions: {}, late: [], asks: {}, order: [] };
   document.addEventListener('binann:onset', (e) => {
     const d = e.detail;
     if (!d.calibration) window.binannBench.paths[d.id] = d.path;
+    if (!d.calibration) window.binannBench.order.push(d.id);
     const sees = d.calibration ? d.target : truth[d.path];
     if (!sees) return;
     const rt = mean + sd * normal();
+    const at = d.t + rt;
     setTimeout(() => {
       window.binannBench.presses++;
-      // The delay the press really had (a timer can fire late), for the positives missed.
-      if (!d.calibration) window.binannBench.reactions[d.id] = Math.round(performance.now() - d.t);
-      key('f');
-    }, Math.max(0, d.t + rt - performance.now()));
+      const late = performance.now() - at;
+      window.binannBench.late.push(late);
+      // The reaction time and how late the page handled the press, for the positives missed.
+      const seen = window.binannDebug?.auto?.() ?? {};
+      if (!d.calibration) window.binannBench.reactions[d.id] = `${Math.round(rt)} (+${Math.round(late)}; page: ${Math.round(seen.d)} ± ${Math.round(seen.sd)})`;
+      key('f', at);
+    }, Math.max(0, at - performance.now()));
   });
   document.addEventListener('binann:ask', (e) => {
     window.binannBench.asked++;
     const [a, b] = e.detail.paths.map((p) => truth[p]);
-    setTimeout(() => key(a && b ? 'b' : a ? 'ArrowLeft' : b ? 'ArrowRight' : 'n'), 700);
+    const answer = a && b ? 'b' : a ? 'ArrowLeft' : b ? 'ArrowRight' : 'n';
+    for (const id of e.detail.ids) window.binannBench.asks[id] = answer;
+    setTimeout(() => key(answer), 700);
   });
 }
 
@@ -98,7 +114,7 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
     await waitFor(() => page.evaluate(() => window.binannDebug.mode() !== 'calibrate'), { timeout: 60000, what: 'calibration' });
     ctx.calibrated = true;
   }
-  const before = await page.evaluate(() => ({ ...window.binannDebug.auto() }));
+  const before = await page.evaluate(() => ({ ...window.binannDebug.auto(), late: window.binannBench.late.length }));
   await page.locator('#speed').fill(String(speed));
   await page.keyboard.press('a');
   const started = Date.now();
@@ -115,6 +131,7 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
   let neg = 0;
   let negRight = 0;
   const missed = [];
+  const wrong = [];
   const paths = new Map(Object.entries(after.bench.paths).map(([id, p]) => [Number(id), p]));
   for (const l of hist.labels) {
     if (!paths.has(l.id)) throw new Error(`image ${l.id} labelled without being shown`);
@@ -122,10 +139,18 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
     if (positive) {
       pos++;
       if (l.label === 'positive') posRight++;
-      else missed.push(after.bench.reactions[l.id] ?? 'no press');
+      else missed.push(`${after.bench.reactions[l.id] ?? 'no press'}${after.bench.asks[l.id] ? ` asked, answered ${after.bench.asks[l.id]}` : ''}`);
     } else {
       neg++;
       if (l.label === 'negative') negRight++;
+      else {
+        // A negative labelled positive: how many images after the last positive before it.
+        const order = after.bench.order;
+        const at = order.lastIndexOf(l.id);
+        let back = 1;
+        while (at - back >= 0 && !env.truth[paths.get(order[at - back])]) back++;
+        wrong.push(`+${back}${after.bench.asks[l.id] ? ` asked, answered ${after.bench.asks[l.id]}` : ''}`);
+      }
     }
   }
   await page.close();
@@ -133,7 +158,9 @@ async function autoRun(ctx, [mean, sd], speed, seed) {
   return {
     speed, labels: hist.labels.length, seconds: elapsed, pos, posRight, neg, negRight,
     presses: after.presses - (before.presses || 0), asked: after.ambiguous - (before.ambiguous || 0), d: after.d, sd: after.sd,
-    repeats: after.repeats - (before.repeats || 0), none: after.none - (before.none || 0), missed,
+    start: { d: before.d, sd: before.sd },
+    repeats: after.repeats - (before.repeats || 0), none: after.none - (before.none || 0), missed, wrong,
+    late: after.bench.late.slice(before.late),
   };
 }
 
@@ -201,16 +228,18 @@ const browser = await launchBrowser();
 try {
   if (ONLY !== 'grid') {
     console.log(`AUTO: simulated people (reaction time N(mean, sd)), ${POSITIVE_SHARE * 100} % positives, ${SECONDS} s per run`);
-    console.log('| person | images/s chosen | shown | labels | positives labelled positive | negatives labelled negative | AUTO asked (share of presses) | d at the end |');
+    console.log('| person | images/s chosen | shown | labels | positives labelled positive | negatives labelled negative | AUTO asked (share of presses) | d at the start / end |');
     console.log('|---|---|---|---|---|---|---|---|');
     for (const who of PERSONS) {
       // Each person calibrates once, in a browser profile of their own.
       const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
       for (const speed of SPEEDS) {
         const r = await autoRun(ctx, who, speed, Math.round(speed * 1000) + 17 + who[0] + who[1]);
-        console.log(`| ${who[0]} ± ${who[1]} ms | ${speed} | ${(r.labels / r.seconds).toFixed(1)}/s | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)}) | ${Math.round(r.d)} ms ± ${Math.round(r.sd)} |`);
+        console.log(`| ${who[0]} ± ${who[1]} ms | ${speed} | ${(r.labels / r.seconds).toFixed(1)}/s | ${r.labels} | ${r.posRight} / ${r.pos} = ${pctOf(r.posRight, r.pos)} | ${r.negRight} / ${r.neg} = ${pctOf(r.negRight, r.neg)} | ${r.asked} of ${r.presses} (${pctOf(r.asked, r.presses)}) | ${Math.round(r.start.d)} ± ${Math.round(r.start.sd)} / ${Math.round(r.d)} ± ${Math.round(r.sd)} ms |`);
         if (r.missed.length || r.repeats || r.none) {
-          console.log(`  positives missed, their delay in ms: ${r.missed.join(', ') || 'none'}; presses on an image already labelled: ${r.repeats}; too early: ${r.none}`);
+          const late = [...r.late].sort((a, b) => a - b);
+          const q = (f) => (late.length ? Math.round(late[Math.min(late.length - 1, Math.floor(f * late.length))]) : 0);
+          console.log(`  positives missed, their reaction time in ms (+ how late the page handled the press; the page's estimate then): ${r.missed.join(', ') || 'none'}; presses on an image already labelled: ${r.repeats}; too early: ${r.none}; negatives labelled positive, images after the positive before them: ${r.wrong.join(', ') || 'none'}; presses handled late by ms, median / p90 / max: ${q(0.5)} / ${q(0.9)} / ${q(1)}`);
         }
       }
       await ctx.close();
