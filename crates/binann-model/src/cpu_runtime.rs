@@ -192,20 +192,22 @@ impl Trial {
     }
 }
 
-/// The shared library `variable` names (empty: none), otherwise the newest file in `dir` whose
-/// name starts with `prefix` (`scripts/setup.sh` installs the runtimes there).
-pub(crate) fn installed_library(variable: &str, dir: &str, prefix: &str) -> Option<PathBuf> {
+/// The shared library of runtime `what` to load: the one `variable` names, otherwise the newest
+/// file in `dir` whose name starts with `prefix` (`scripts/setup.sh` installs the runtimes there);
+/// or why there is none (`variable` set empty, or nothing installed).
+pub(crate) fn installed_library(what: &str, variable: &str, dir: &str, prefix: &str) -> Result<PathBuf, String> {
     if let Some(given) = std::env::var_os(variable) {
-        return (!given.is_empty()).then(|| PathBuf::from(given));
+        return if given.is_empty() { Err(format!("{variable} is set empty")) } else { Ok(PathBuf::from(given)) };
     }
+    let not_installed = || format!("{what} is not installed (scripts/setup.sh installs it)");
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+        .map_err(|_| not_installed())?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix)))
         .collect();
     found.sort();
-    found.pop()
+    found.pop().ok_or_else(not_installed)
 }
 
 /// Splits `count` images of `side` pixels among `streams` and runs `run(stream, pixels, images)`
@@ -247,9 +249,10 @@ mod tests {
         }
         let path = dir.path().to_str().unwrap();
         // A variable nobody sets: the folder decides.
-        let found = installed_library("BINANN_TEST_NEVER_SET", path, "libopenvino_c.so.");
-        assert_eq!(found, Some(dir.path().join("libopenvino_c.so.2641")));
-        assert_eq!(installed_library("BINANN_TEST_NEVER_SET", path, "libonnxruntime.so."), None);
-        assert_eq!(installed_library("BINANN_TEST_NEVER_SET", &format!("{path}/missing"), "libopenvino_c.so."), None);
+        let found = installed_library("OpenVINO", "BINANN_TEST_NEVER_SET", path, "libopenvino_c.so.");
+        assert_eq!(found, Ok(dir.path().join("libopenvino_c.so.2641")));
+        let none = Err("ONNX Runtime is not installed (scripts/setup.sh installs it)".to_owned());
+        assert_eq!(installed_library("ONNX Runtime", "BINANN_TEST_NEVER_SET", path, "libonnxruntime.so."), none);
+        assert_eq!(installed_library("ONNX Runtime", "BINANN_TEST_NEVER_SET", &format!("{path}/missing"), "libonnxruntime.so."), none);
     }
 }

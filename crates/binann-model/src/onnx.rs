@@ -297,9 +297,9 @@ pub(crate) fn levels_graph(features: &MobileNetV2Features) -> Vec<u8> {
 const INSTALLED_RUNTIME_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.onnxruntime/onnxruntime/capi");
 
 /// The ONNX Runtime library to load: `BINANN_ONNXRUNTIME` when set (empty: none), otherwise the
-/// one `scripts/setup.sh` installed, if it is there.
-pub fn runtime_library() -> Option<PathBuf> {
-    installed_library("BINANN_ONNXRUNTIME", INSTALLED_RUNTIME_DIR, "libonnxruntime.so.")
+/// one `scripts/setup.sh` installed; or why there is none.
+pub fn runtime_library() -> Result<PathBuf, String> {
+    installed_library("ONNX Runtime", "BINANN_ONNXRUNTIME", INSTALLED_RUNTIME_DIR, "libonnxruntime.so.")
 }
 
 /// ONNX Runtime, loaded once per process: its environment, or why it could not be loaded.
@@ -307,10 +307,7 @@ fn environment() -> Result<&'static ort::environment::Environment, String> {
     static LOADED: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let library = runtime_library().ok_or_else(|| match std::env::var_os("BINANN_ONNXRUNTIME") {
-                Some(_) => "BINANN_ONNXRUNTIME is set empty".to_owned(),
-                None => "ONNX Runtime is not installed (scripts/setup.sh installs it)".to_owned(),
-            })?;
+            let library = runtime_library()?;
             ort::init_from(&library)
                 .map_err(|e| format!("loading ONNX Runtime from {}: {e}", library.display()))?
                 .with_name("binann")

@@ -22,9 +22,9 @@ use crate::onnx::levels_graph;
 const INSTALLED_RUNTIME_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../.openvino/openvino/libs");
 
 /// The OpenVINO C library to load: `BINANN_OPENVINO` when set (empty: none), otherwise the one
-/// `scripts/setup.sh` installed, if it is there.
-pub fn runtime_library() -> Option<PathBuf> {
-    installed_library("BINANN_OPENVINO", INSTALLED_RUNTIME_DIR, "libopenvino_c.so.")
+/// `scripts/setup.sh` installed; or why there is none.
+pub fn runtime_library() -> Result<PathBuf, String> {
+    installed_library("OpenVINO", "BINANN_OPENVINO", INSTALLED_RUNTIME_DIR, "libopenvino_c.so.")
 }
 
 /// Loads OpenVINO's C library once per process, or says why it could not.
@@ -32,10 +32,7 @@ fn load_library() -> Result<(), String> {
     static LOADED: OnceLock<Result<(), String>> = OnceLock::new();
     LOADED
         .get_or_init(|| {
-            let library = runtime_library().ok_or_else(|| match std::env::var_os("BINANN_OPENVINO") {
-                Some(_) => "BINANN_OPENVINO is set empty".to_owned(),
-                None => "OpenVINO is not installed (scripts/setup.sh installs it)".to_owned(),
-            })?;
+            let library = runtime_library()?;
             openvino_sys::library::load_from(&library).map_err(|e| format!("loading OpenVINO from {}: {e}", library.display()))
         })
         .clone()

@@ -124,8 +124,8 @@ fn run(cli: Cli) -> Result<()> {
     println!("device {device:?}, libtorch threads {}, batch {BATCH}", tch::get_num_threads());
 
     for &size in &cli.sizes {
-        let load = || if weights.exists() { Backbone::load(&weights, size, device) } else { Ok(Backbone::untrained(size, device)) };
-        let loaded = load()?;
+        let loaded = if weights.exists() { Backbone::load(&weights, size, device)? } else { Backbone::untrained(size, device) };
+        let seconds = Duration::from_secs_f64(cli.seconds);
         let mut rates = Vec::new();
         if device == Device::Cpu {
             // What Backbone::load chose by its own trial, then each runtime timed here.
@@ -134,14 +134,14 @@ fn run(cli: Cli) -> Result<()> {
             for runtime in Runtime::ALL {
                 backbone = backbone.with_cpu_runtime(RuntimeChoice::Only(runtime));
                 match backbone.runtime() {
-                    (name, None) => rates.push((name, embed_rate(&backbone, Duration::from_secs_f64(cli.seconds)))),
+                    (name, None) => rates.push((name, embed_rate(&backbone, seconds))),
                     (_, Some(why)) => println!("embed {size:>3} px: {} not available: {why}", runtime.name()),
                 }
             }
             let torch = backbone.without_cpu_runtime();
-            rates.push(("libtorch", embed_rate(&torch, Duration::from_secs_f64(cli.seconds))));
+            rates.push(("libtorch", embed_rate(&torch, seconds)));
         } else {
-            rates.push(("libtorch", embed_rate(&loaded, Duration::from_secs_f64(cli.seconds))));
+            rates.push(("libtorch", embed_rate(&loaded, seconds)));
         }
         for (runtime, rate) in &rates {
             println!("embed {size:>3} px: {runtime:<11} {rate:7.1} images/s");
