@@ -61,10 +61,15 @@ export function reactionTime() {
   return { d: auto.rt.d, sd: auto.rt.sd };
 }
 
+/** The reaction time AUTO plans with: d and the spread's upper bound (rt.mjs, SD_BOUND_Z). */
+function planned() {
+  return { d: auto.rt.d, sd: auto.rt.sdBound };
+}
+
 /** For tests and debugging: this page's presses, d, the question, the images pending. */
 export function autoDebug() {
   return {
-    ...auto.counts, d: auto.rt.d, sd: auto.rt.sd, asking: auto.asking ? auto.asking.views.map((v) => v.item.id) : null,
+    ...auto.counts, d: auto.rt.d, sd: auto.rt.sd, sdBound: auto.rt.sdBound, asking: auto.asking ? auto.asking.views.map((v) => v.item.id) : null,
     pending: auto.views.filter((v) => !v.decided && !v.withdrawn && v.advanced).map((v) => v.item.id),
   };
 }
@@ -92,7 +97,7 @@ function renderRt() {
   const rt = auto.rt;
   const el = $('rt-text');
   el.textContent = `${Math.round(rt.d)} ms`;
-  el.parentElement.title = `Your reaction time d: AUTO gives a keypress to the image shown ${Math.round(rt.d)} ms before it (spread ${Math.round(rt.sd)} ms; ${rt.calibrated ? 'calibrated' : 'not calibrated: press C'}, then learnt from ${rt.samples.length} presses). Kept in this browser.`;
+  el.parentElement.title = `Your reaction time d: AUTO gives a keypress to the image shown ${Math.round(rt.d)} ms before it (spread ${Math.round(rt.sd)} ms, allowed for as up to ${Math.round(rt.sdBound)} ms while few presses are known; ${rt.calibrated ? 'calibrated' : 'not calibrated: press C'}, then learnt from ${rt.samples.length} presses). Kept in this browser.`;
   el.parentElement.classList.toggle('uncalibrated', !rt.calibrated);
 }
 
@@ -160,7 +165,7 @@ function scheduleCloser() {
   if (auto.closer) clearTimeout(auto.closer);
   auto.closer = null;
   const now = performance.now();
-  const { d, sd } = auto.rt;
+  const { d, sd } = planned();
   let soonest = Infinity;
   auto.views.forEach((v, i) => {
     if (v.decided || v.withdrawn || v.held || !v.advanced) return;
@@ -200,7 +205,7 @@ export function press(kind, t) {
     return;
   }
   auto.counts.presses++;
-  const { d, sd } = auto.rt;
+  const { d, sd } = planned();
   const a = attribute(t, auto.views, d, sd);
   if (a.kind === 'none') {
     auto.counts.none++;
@@ -312,7 +317,8 @@ export function answer(choice) {
     if (chosen.length === 1) {
       const rt = q.t - v.on;
       const i = auto.views.indexOf(v);
-      if (auto.rt.add(rt, entry.uid, i >= 0 ? sampleWindow(auto.views, i, auto.rt.d, auto.rt.sd) : null)) saveRt();
+      const { d, sd } = planned();
+      if (auto.rt.add(rt, entry.uid, i >= 0 ? sampleWindow(auto.views, i, d, sd) : null)) saveRt();
     }
     if (v.item === current()) advanceNow = true;
   }
@@ -335,14 +341,14 @@ export function answer(choice) {
  * press be given to the right image (rt.mjs, maxSpeed).
  */
 function speedNow() {
-  return Math.min(auto.speed, maxSpeed(auto.rt.sd));
+  return Math.min(auto.speed, maxSpeed(planned().sd));
 }
 
 /** The speed as the page states it: "5.0/s", or "3.4/s (5.0 chosen; ...)" when capped. */
 function speedText() {
   const now = speedNow();
   if (now >= auto.speed - 0.05) return `${auto.speed.toFixed(1)}/s`;
-  return `${now.toFixed(1)}/s (${auto.speed.toFixed(1)} chosen: your reaction times vary by ±${Math.round(auto.rt.sd)} ms, too much to tell faster images apart)`;
+  return `${now.toFixed(1)}/s (${auto.speed.toFixed(1)} chosen: your reaction times vary by up to ±${Math.round(planned().sd)} ms, too much to tell faster images apart)`;
 }
 
 export function renderCountdown() {

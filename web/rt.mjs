@@ -24,6 +24,12 @@ export const K_AMBIGUOUS = 2.8; // a neighbour within k·sd of its expected pres
 // 350-500 ms, sd 40-90 ms; docs/benchmarks.md) then get at least 97.6 % of positives right, the
 // widest spread at about 3.2 images/s.
 export const SPACING_PER_SD = 3.6;
+// A spread estimated from n samples is uncertain by about sd/√(2n) (8 calibration rings: a
+// quarter). AUTO plans with the estimate raised by SD_BOUND_Z of that ([`ReactionTime`]'s
+// sdBound): attribution, the ambiguity zone and the speed cap. With the estimate alone, a person
+// of 500 ± 90 ms whose rings came out at 450 ± 60 lost 6 of 110 positives: their slow presses
+// went to the next image unasked, and each added a short sample that kept the estimate low.
+export const SD_BOUND_Z = 1;
 
 /** The fastest AUTO speed (images/s) at which presses of a person with spread `sd` can be attributed. */
 export function maxSpeed(sd) {
@@ -178,7 +184,8 @@ function median(xs) {
 
 /**
  * The person's reaction time: d and sd fitted to the newest samples ([`fitTruncatedNormal`]: each
- * sample counts with the window a press had to fall in to give it). Samples come from
+ * sample counts with the window a press had to fall in to give it); sdBound, the spread AUTO plans
+ * with (SD_BOUND_Z). Samples come from
  * calibration, from presses whose image was clear, and from answered questions; an undone press's
  * sample is withdrawn.
  */
@@ -195,6 +202,12 @@ export class ReactionTime {
 
   update() {
     const n = this.samples.length;
+    this.updateEstimate(n);
+    this.sdBound = Math.min(SD_MAX, this.sd * (1 + SD_BOUND_Z / Math.sqrt(2 * Math.max(1, n))));
+  }
+
+  /** d and sd, the estimate from the `n` samples ([`fitTruncatedNormal`], leaning on the defaults while few). */
+  updateEstimate(n) {
     if (!n) {
       this.d = DEFAULT_D;
       this.sd = DEFAULT_SD;

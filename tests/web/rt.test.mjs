@@ -77,12 +77,15 @@ function random(seed) {
 /**
  * A person with reaction times N(d, sd) in AUTO: `n` images shown every `period` ms (slower when
  * the page caps the speed), a tenth of them positive, F pressed for each positive, a question
- * answered right. Presses go through attribute() and the samples into `rt` as the page does.
- * Returns the share of positives and of negatives labelled right and of presses that asked.
+ * answered right; with `calibrated`, the 8 rings of calibration first. Presses go through
+ * attribute() and the samples into `rt` as the page does, with the spread `plan(rt)` (the page's:
+ * sdBound). Returns the share of positives and of negatives labelled right and of presses that
+ * asked.
  */
-function simulate({ d, sd, period, n, seed }) {
+function simulate({ d, sd, period, n, seed, calibrated = false, plan = (rt) => rt.sdBound }) {
   const { uniform, normal } = random(seed);
   const rt = new ReactionTime();
+  if (calibrated) rt.calibrate(Array.from({ length: 8 }, () => d + sd * normal()));
   const views = [];
   const positive = [];
   const labelled = [];
@@ -93,18 +96,18 @@ function simulate({ d, sd, period, n, seed }) {
     presses++;
     const shown = views.filter((v) => v.on <= p.t).slice(-8);
     const index = (v) => views.indexOf(v);
-    const a = attribute(p.t, shown, rt.d, rt.sd);
+    const a = attribute(p.t, shown, rt.d, plan(rt));
     if (a.kind === 'none') return;
     if (a.kind === 'ambiguous') {
       asked++;
       const meant = a.indices.find((i) => index(shown[i]) === p.image);
       if (meant === undefined) return; // neither: nothing labelled
       labelled[p.image] = true;
-      rt.add(p.t - views[p.image].on, null, sampleWindow(shown, meant, rt.d, rt.sd));
+      rt.add(p.t - views[p.image].on, null, sampleWindow(shown, meant, rt.d, plan(rt)));
       return;
     }
     labelled[index(shown[a.index])] = true;
-    const measured = clearPressSample(shown, a.index, p.t, rt.d, rt.sd);
+    const measured = clearPressSample(shown, a.index, p.t, rt.d, plan(rt));
     if (measured) rt.add(measured.rt, null, measured.window);
   };
   let on = 0;
@@ -115,7 +118,7 @@ function simulate({ d, sd, period, n, seed }) {
     positive.push(uniform() < 0.1);
     labelled.push(false);
     if (positive[i]) pending.push({ t: on + d + sd * normal(), image: i });
-    on += Math.max(period, 1000 / maxSpeed(rt.sd));
+    on += Math.max(period, 1000 / maxSpeed(plan(rt)));
   }
   pending.sort((a, b) => a.t - b.t);
   for (const p of pending) handle(p);
@@ -173,7 +176,6 @@ test('at 5 images/s a person\'s presses label the right images', () => {
     assert.ok(r.negatives >= 0.99, `d ${d}, sd ${sd}: ${(100 * r.negatives).toFixed(2)} % of negatives right`);
     assert.ok(Math.abs(r.rt.d - d) < 25, `d estimated ${r.rt.d}`);
   }
-  // A wide spread: AUTO slows down rather than guess.
   // A wide spread: AUTO slows down rather than guess (about 600 positives over two people; the
   // first presses, before the spread is known, are the ones it gets wrong).
   const wide = [3, 4].map((seed) => simulate({ d: 450, sd: 90, period: 200, n: 3000, seed }));
@@ -181,4 +183,23 @@ test('at 5 images/s a person\'s presses label the right images', () => {
   const pooled = (f) => wide.reduce((a, r) => a + f(r), 0) / wide.length;
   assert.ok(pooled((r) => r.positives) >= 0.97, `${pooled((r) => r.positives)} of positives right`);
   assert.ok(pooled((r) => r.negatives) >= 0.99, `${pooled((r) => r.negatives)} of negatives right`);
+});
+
+test('a spread known from few samples is planned wider: a narrow calibration asks instead of guessing', () => {
+  const rt = new ReactionTime();
+  rt.calibrate([430, 440, 450, 455, 460, 470, 480, 500]);
+  assert.ok(rt.sdBound >= 1.2 * rt.sd, `8 samples: ${rt.sd} planned as ${rt.sdBound}`);
+  for (let i = 0; i < 92; i++) rt.add(460 + ((i * 37) % 120) - 60);
+  assert.ok(rt.sdBound > rt.sd && rt.sdBound <= 1.08 * rt.sd, `100 samples: ${rt.sd} planned as ${rt.sdBound}`);
+
+  // A person of 500 ± 90 ms whose 8 rings came out narrow and early (seeds 3 and 38 of 40 drawn:
+  // about 230 positives). Planned with the estimate alone, slow presses went to the next image
+  // unasked; with the bound they are asked about or given right.
+  const runs = (plan) => [3, 38].map((seed) => simulate({ d: 500, sd: 90, period: 200, n: 1100, seed, calibrated: true, plan }));
+  const pooled = (rs, f) => rs.reduce((a, r) => a + f(r), 0) / rs.length;
+  const estimate = runs((r) => r.sd);
+  const bound = runs((r) => r.sdBound);
+  assert.ok(pooled(estimate, (r) => r.positives) < 0.97, `the estimate alone: ${pooled(estimate, (r) => r.positives)} of positives right`);
+  assert.ok(pooled(bound, (r) => r.positives) >= 0.99, `the bound: ${pooled(bound, (r) => r.positives)} of positives right`);
+  assert.ok(pooled(bound, (r) => r.negatives) >= 0.99, `the bound: ${pooled(bound, (r) => r.negatives)} of negatives right`);
 });
