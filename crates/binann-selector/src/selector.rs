@@ -57,8 +57,9 @@ pub struct Selector {
     /// stamp even where modification times are coarse).
     ranked_inputs: Vec<(PathBuf, Option<FileStamp>)>,
     sketches: SketchCache,
-    /// The visual kinds, fitted on the first `fitted_on` sketches.
+    /// The visual kinds of the first `fitted_on` sketches, fitted when an order needs them.
     kinds: Option<Clusters>,
+    /// The sketches the sketch file holds and the kinds are fitted on.
     fitted_on: usize,
     /// The generation of the last sketch file written.
     sketch_generation: u64,
@@ -122,11 +123,10 @@ impl Selector {
         self.sketches.pending()
     }
 
-    /// One round: reads what changed (embedding chunks, labels, predictions), refits the visual
-    /// kinds and writes the sketch file when the embedded images grew, and writes a new ranking
-    /// when its inputs changed. Returns the ranking written, if any.
+    /// One round: reads what changed (embedding chunks, labels, predictions), writes the sketch
+    /// file when the embedded images grew, and writes a new ranking when its inputs changed. Returns the ranking written, if any.
     pub fn step(&mut self) -> Result<Option<Ranking>, FileError> {
-        self.refresh_kinds();
+        self.refresh_sketches();
         self.count_labels_before_a_positive();
         let files = predictions::files(self.rundir.root());
         let inputs: Vec<_> = files.iter().map(|f| (f.clone(), FileStamp::of(f))).collect();
@@ -157,14 +157,14 @@ impl Selector {
         Ok(ranking)
     }
 
-    /// Reads new embedding chunks into the sketches, and refits the visual kinds (and writes the
-    /// sketch file the server's "more like this" and look-alikes search) when the embedded images
-    /// grew by a tenth while the pass runs (a chunk of 4,096 more among 1,000,000 changes the kinds
-    /// little and would cost a pass over all of them), or by anything once no chunk came since the
-    /// last round, so the images embedded last get their sketches too. While chunk files already
-    /// there are still being read ([`READ_PER_ROUND`] a round), only when the sketches doubled:
-    /// refitting at every tenth of a million images would cost a minute.
-    fn refresh_kinds(&mut self) {
+    /// Reads new embedding chunks into the sketches, and writes the sketch file the server's "more
+    /// like this" and look-alikes search (and lets the visual kinds be refitted) when the embedded
+    /// images grew by a tenth while the pass runs (a chunk of 4,096 more among 1,000,000 changes
+    /// the kinds little and would cost a pass over all of them), or by anything once no chunk came
+    /// since the last round, so the images embedded last get their sketches too. While chunk files
+    /// already there are still being read ([`READ_PER_ROUND`] a round), only when the sketches
+    /// doubled: refitting at every tenth of a million images would cost a minute.
+    fn refresh_sketches(&mut self) {
         let changed = self.sketches.refresh(&self.rundir.embeddings_dir(), READ_PER_ROUND);
         let grown = if self.sketches.pending() {
             self.sketches.len() >= 2 * self.fitted_on
@@ -174,22 +174,30 @@ impl Selector {
         if self.sketches.len() == self.fitted_on || (changed && !grown) {
             return;
         }
-        let started = Instant::now();
-        let fitted = Clusters::fit(&self.sketches.values, cluster_count(self.sketches.len()), 1);
-        tracing::info!(
-            images = self.sketches.len(),
-            clusters = fitted.sizes.len(),
-            smallest = fitted.sizes.iter().min(),
-            "visual kinds found in {:.0} ms",
-            started.elapsed().as_secs_f64() * 1000.0
-        );
-        self.kinds = Some(fitted);
         self.fitted_on = self.sketches.len();
+        // Refitted when an order needs them ([`Selector::rank`], no positive known yet). Once the
+        // model knows a positive they wait: fitting 256 kinds on 20,000 sketches took 0.4-1.2 s at
+        // each chunk of the first pass, a core the pass needs and a second the next ranking waited.
+        self.kinds = None;
         self.sketch_generation += 1;
         if let Err(e) = self.sketches.to_file().save(&self.rundir.sketches(), self.sketch_generation) {
             tracing::error!("writing the sketches for \"more like this\": {e}");
         }
         self.stale = true;
+    }
+
+    /// The visual kinds of the first `fitted_on` sketches.
+    fn fit_kinds(&self) -> Clusters {
+        let started = Instant::now();
+        let fitted = Clusters::fit(&self.sketches.values[..self.fitted_on * SKETCH_DIM], cluster_count(self.fitted_on), 1);
+        tracing::info!(
+            images = self.fitted_on,
+            clusters = fitted.sizes.len(),
+            smallest = fitted.sizes.iter().min(),
+            "visual kinds found in {:.0} ms",
+            started.elapsed().as_secs_f64() * 1000.0
+        );
+        fitted
     }
 
     /// Before the first positive, counts the labels (when the annotations file changed) to switch
@@ -237,8 +245,14 @@ impl Selector {
         // labels the images the kinds were fitted on (the first rows; refitted as the pass grows),
         // half the places farthest first and half one of each kind in turn. Images not embedded
         // yet follow in the default order (the server appends them).
-        let kinds = self.kinds.as_ref()?;
+        if self.fitted_on == 0 {
+            return None;
+        }
         let (order, selector) = if self.past_farthest_alone && self.fitted_on <= self.sketches.len() {
+            if self.kinds.is_none() {
+                self.kinds = Some(self.fit_kinds());
+            }
+            let kinds = self.kinds.as_ref().expect("fitted above");
             (diverse_order(kinds, &self.sketches.values[..self.fitted_on * SKETCH_DIM], self.generation + 1), DIVERSE)
         } else {
             (farthest_first(&self.sketches.values, FARTHEST_FIRST_PICKS), FARTHEST_FIRST)
@@ -345,6 +359,8 @@ mod tests {
         assert_eq!(first.selector, FARTHEST_FIRST);
         assert!(first.model.is_none() && first.probs.iter().all(|p| p.is_nan()));
         assert_eq!(kinds_among(&first, &truth, SIZES.len()).len(), SIZES.len(), "every kind, the rare one included, in one turn");
+        assert!(selector.kinds.is_none(), "farthest first needs no visual kinds");
+        assert_eq!(Sketches::load(&rundir.sketches()).unwrap().1.ids.len(), truth.len(), "the sketch file, for \"more like this\"");
         assert!(selector.step().unwrap().is_none(), "nothing changed: no new ranking");
         assert_eq!(Ranking::load(&rundir.ranking()).unwrap().0, 1);
         // Predictions of a model that knows no positive change nothing; labels short of
@@ -365,6 +381,7 @@ mod tests {
         ids.sort_unstable();
         assert_eq!(ids, all, "every embedded image once");
         assert_eq!(kinds_among(&mixed, &truth, 2 * SIZES.len()).len(), SIZES.len());
+        assert_eq!(selector.kinds.as_ref().map(|k| k.sizes.iter().sum::<usize>()), Some(truth.len()), "the kinds, fitted for this order");
         // A new Selector over the same run directory goes on from the ranking's generation.
         let mut again = Selector::new(rundir.clone(), Strategy::MaxProbability);
         again.step().unwrap().unwrap();
@@ -386,6 +403,10 @@ mod tests {
         let mut selector = Selector::new(rundir.clone(), Strategy::MaxProbability);
         let dry = selector.step().unwrap().unwrap();
         assert!(selector.knows_a_positive());
+        // The model's order needs no visual kinds: none are fitted (that cost a core during the
+        // first pass), and the sketch file is written all the same.
+        assert!(selector.kinds.is_none());
+        assert_eq!(Sketches::load(&rundir.sketches()).unwrap().1.ids.len(), truth.len());
         assert_eq!(dry.selector, format!("max-probability{EXPLORING}"));
         let unexplored_early = dry.ids[..10].iter().filter(|id| truth[**id as usize] >= 4).count();
         assert!(unexplored_early >= 2, "exploring picks from the unlabelled kinds among the first 10: {:?}", &dry.ids[..10]);
