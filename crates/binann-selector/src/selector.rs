@@ -176,7 +176,7 @@ impl Selector {
         }
         self.fitted_on = self.sketches.len();
         // Refitted when an order needs them ([`Selector::rank`], no positive known yet). Once the
-        // model knows a positive they wait: fitting 256 kinds on 20,000 sketches took 0.4-1.2 s at
+        // model knows a positive they wait: fitting 256 kinds on 20,000 sketches took 0.1-1.2 s at
         // each chunk of the first pass, a core the pass needs and a second the next ranking waited.
         self.kinds = None;
         self.sketch_generation += 1;
