@@ -27,7 +27,7 @@ export const SPACING_PER_SD = 3.6;
 // A spread estimated from n samples is uncertain by about sd/√(2n) (8 calibration rings: a
 // quarter). AUTO plans with the estimate raised by SD_BOUND_Z of that ([`ReactionTime`]'s
 // sdBound): attribution, the ambiguity zone and the speed cap. With the estimate alone, a person
-// of 500 ± 90 ms whose rings came out at 450 ± 60 lost 6 of 110 positives: their slow presses
+// of 500 ± 90 ms whose rings came out at 443 ± 55 lost 6 of 108 positives: their slow presses
 // went to the next image unasked, and each added a short sample that kept the estimate low.
 export const SD_BOUND_Z = 1;
 
@@ -185,9 +185,8 @@ function median(xs) {
 /**
  * The person's reaction time: d and sd fitted to the newest samples ([`fitTruncatedNormal`]: each
  * sample counts with the window a press had to fall in to give it); sdBound, the spread AUTO plans
- * with (SD_BOUND_Z). Samples come from
- * calibration, from presses whose image was clear, and from answered questions; an undone press's
- * sample is withdrawn.
+ * with (SD_BOUND_Z). Samples come from calibration, from presses whose image was clear, and from
+ * answered questions; an undone press's sample is withdrawn.
  */
 export class ReactionTime {
   constructor({ samples = [], calibrated = false } = {}) {

@@ -124,7 +124,8 @@ impl Selector {
     }
 
     /// One round: reads what changed (embedding chunks, labels, predictions), writes the sketch
-    /// file when the embedded images grew, and writes a new ranking when its inputs changed. Returns the ranking written, if any.
+    /// file when the embedded images grew, and writes a new ranking when its inputs changed.
+    /// Returns the ranking written, if any.
     pub fn step(&mut self) -> Result<Option<Ranking>, FileError> {
         self.refresh_sketches();
         self.count_labels_before_a_positive();
@@ -187,11 +188,11 @@ impl Selector {
     }
 
     /// The visual kinds of the first `fitted_on` sketches.
-    fn fit_kinds(&self) -> Clusters {
+    fn fit_kinds(sketches: &SketchCache, fitted_on: usize) -> Clusters {
         let started = Instant::now();
-        let fitted = Clusters::fit(&self.sketches.values[..self.fitted_on * SKETCH_DIM], cluster_count(self.fitted_on), 1);
+        let fitted = Clusters::fit(&sketches.values[..fitted_on * SKETCH_DIM], cluster_count(fitted_on), 1);
         tracing::info!(
-            images = self.fitted_on,
+            images = fitted_on,
             clusters = fitted.sizes.len(),
             smallest = fitted.sizes.iter().min(),
             "visual kinds found in {:.0} ms",
@@ -249,10 +250,7 @@ impl Selector {
             return None;
         }
         let (order, selector) = if self.past_farthest_alone && self.fitted_on <= self.sketches.len() {
-            if self.kinds.is_none() {
-                self.kinds = Some(self.fit_kinds());
-            }
-            let kinds = self.kinds.as_ref().expect("fitted above");
+            let kinds = self.kinds.get_or_insert_with(|| Self::fit_kinds(&self.sketches, self.fitted_on));
             (diverse_order(kinds, &self.sketches.values[..self.fitted_on * SKETCH_DIM], self.generation + 1), DIVERSE)
         } else {
             (farthest_first(&self.sketches.values, FARTHEST_FIRST_PICKS), FARTHEST_FIRST)
