@@ -42,7 +42,7 @@ else
 fi
 
 # OpenVINO runs the same graph, faster than ONNX Runtime on small inputs (the backbone times both
-# at load and keeps the faster); from PyPI's openvino wheel, its C library only.
+# on its first batches and keeps the faster); from PyPI's openvino wheel, its C library only.
 OV_VERSION=2026.4.1
 if ! grep -qs "^Version: $OV_VERSION\$" .openvino/openvino-"$OV_VERSION".dist-info/METADATA \
     || ! ls .openvino/openvino/libs/libopenvino_c.so.* >/dev/null 2>&1; then

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use tch::{Device, Kind, Tensor, nn};
 
-use crate::cpu_runtime::{CpuRuntime, RuntimeChoice};
+use crate::cpu_runtime::{CpuRuntimes, Runtime, RuntimeChoice};
 use crate::error::{Error, ImageError, Result};
 use crate::mobilenet::{EMBED_DIM, FEATURE_CHANNELS, MobileNetV2Features};
 use crate::preprocess::Preprocess;
@@ -50,6 +50,10 @@ impl Embedding {
     }
 }
 
+/// What [`Backbone::runtime`] says while ONNX Runtime and OpenVINO take turns on its first
+/// batches, before it keeps the faster.
+pub const TIMING_RUNTIMES: &str = "onnxruntime or openvino (timing both on the first batches)";
+
 /// Where `scripts/fetch-weights.sh` puts the converted ImageNet weights, relative to the repo root.
 pub const DEFAULT_WEIGHTS_PATH: &str = ".cache/weights/mobilenet_v2.safetensors";
 
@@ -72,7 +76,7 @@ pub struct Backbone {
     embedding: Embedding,
     /// The same network in ONNX Runtime or OpenVINO, which runs the levels embedding of decoded
     /// images on the CPU when one is installed, or why none does ([`Backbone::runtime`]).
-    cpu: std::result::Result<CpuRuntime, String>,
+    cpu: std::result::Result<CpuRuntimes, String>,
 }
 
 impl Backbone {
@@ -81,8 +85,8 @@ impl Backbone {
     ///
     /// On the CPU the levels embedding of [`Backbone::embed_decoded`] (and so of
     /// [`Backbone::embed_paths`]) runs in the faster of ONNX Runtime and OpenVINO on this input
-    /// size ([`CpuRuntime`]), with as many threads as libtorch has: the same numbers (cosine ≥
-    /// 0.9999, tested), several times faster.
+    /// size, timed on its first batches ([`crate::cpu_runtime`]), with as many threads as libtorch
+    /// has: the same numbers (cosine ≥ 0.9999, tested), several times faster.
     pub fn load(weights: &Path, input_size: u32, device: Device) -> Result<Self> {
         Self::load_with(weights, input_size, device, RuntimeChoice::Fastest)
     }
@@ -100,7 +104,7 @@ impl Backbone {
     /// CPU; when none can be loaded, as it was, with the reason in [`Backbone::runtime`].
     pub fn with_cpu_runtime(self, choice: RuntimeChoice) -> Self {
         let threads = tch::get_num_threads().max(1) as usize;
-        let cpu = CpuRuntime::choose(choice, &self.features, self.preprocess.size as usize, threads);
+        let cpu = CpuRuntimes::choose(choice, &self.features, threads);
         Self { cpu, ..self }
     }
 
@@ -114,11 +118,12 @@ impl Backbone {
         Self { cpu: Err("libtorch chosen".into()), ..self }
     }
 
-    /// What runs the network on decoded images: "onnxruntime", "openvino" or "libtorch", and,
-    /// for libtorch on the CPU, why neither of the others does.
+    /// What runs the network on decoded images: "onnxruntime", "openvino" or "libtorch" (or
+    /// [`TIMING_RUNTIMES`] while the first two take turns on the first batches), and, for
+    /// libtorch on the CPU, why neither of the others does.
     pub fn runtime(&self) -> (&'static str, Option<&str>) {
         match (&self.cpu, self.embedding) {
-            (Ok(cpu), Embedding::Levels) => (cpu.runtime().name(), None),
+            (Ok(cpu), Embedding::Levels) => (cpu.chosen().map_or(TIMING_RUNTIMES, Runtime::name), None),
             (Ok(_), Embedding::FinalMap) => ("libtorch", Some("the final-map embedding runs in libtorch")),
             (Err(why), _) => ("libtorch", Some(why.as_str())),
         }
@@ -241,8 +246,8 @@ impl Backbone {
                 },
                 _ => None,
             };
-            if let (Some(why), Ok(cpu)) = (cpu_failed, &self.cpu) {
-                tracing::warn!("{} failed on a batch of {count} images, libtorch embeds it: {why}", cpu.runtime().name());
+            if let Some(why) = cpu_failed {
+                tracing::warn!("a batch of {count} images failed in {why}; libtorch embeds it");
             }
             let input = Tensor::from_slice(&pixels).view([count, 3, side, side]);
             let output = self.embed_batch(&input).to_device(Device::Cpu).to_kind(Kind::Float);

@@ -3,14 +3,17 @@
 //! libtorch runs MobileNetV2 at about a quarter of the speed these runtimes reach on the same
 //! cores. Between the two, neither wins everywhere: on the machine binann is measured on, OpenVINO
 //! is about 1.15 × faster per core at 64 px and ONNX Runtime about 1.3 × faster at 224 px, and the
-//! balance moves with the CPU. So a backbone loads both, times each on one batch of its own input
-//! size ([`CpuRuntime::fastest`], about a second), and keeps the faster. Both make the same
-//! numbers as libtorch (cosine ≥ 0.9999, tested), so the choice never changes an embedding.
+//! balance moves with the CPU. So a backbone that embeds a folder loads both and lets them take
+//! turns on its own first batches ([`CpuRuntimes`]), then keeps the faster. Both make the same
+//! numbers as libtorch (cosine ≥ 0.9999, tested), so the choice never changes an embedding, and
+//! the batches that time them are real work: timing them on a batch of noise at load held the
+//! first embeddings back by 2.3 s at 224 px and 0.75 s at 64 px.
 //!
 //! Both run one single-threaded stream per core ([`MAX_STREAMS`] at most), each batch split among
 //! them ([`run_streams`]): the layers of a small input are too small to split across cores well.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
@@ -45,8 +48,8 @@ impl Runtime {
 /// How a backbone picks its CPU runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RuntimeChoice {
-    /// The faster of those installed on the backbone's input size, timed at load (about a
-    /// second): for a process that embeds a folder.
+    /// The faster of those installed on the backbone's input size, timed on its first batches:
+    /// for a process that embeds a folder.
     Fastest,
     /// The first of [`Runtime::ALL`] that is installed, untimed: for a process that embeds a few
     /// images (the trainer's labelled images the inferrer has not reached yet, seed images).
@@ -65,53 +68,12 @@ pub enum CpuRuntime {
 }
 
 impl CpuRuntime {
-    /// The runtime `choice` picks over `features`' graph on `threads` cores for `side`-pixel
-    /// input, or why none runs.
-    pub(crate) fn choose(choice: RuntimeChoice, features: &MobileNetV2Features, side: usize, threads: usize) -> Result<Self, String> {
-        match choice {
-            RuntimeChoice::Fastest => Self::fastest(features, side, threads),
-            RuntimeChoice::Only(runtime) => Self::load(runtime, features, threads),
-            RuntimeChoice::FirstInstalled => {
-                let mut missing = Vec::new();
-                for runtime in Runtime::ALL {
-                    match Self::load(runtime, features, threads) {
-                        Ok(r) => return Ok(r),
-                        Err(why) => missing.push(why),
-                    }
-                }
-                Err(missing.join("; "))
-            }
-        }
-    }
-
     /// `runtime` over `features`' graph on `threads` cores, or why it cannot run.
     fn load(runtime: Runtime, features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
         match runtime {
             Runtime::OnnxRuntime => OnnxBackbone::new(features, threads).map(CpuRuntime::OnnxRuntime),
             Runtime::OpenVino => OpenVinoBackbone::new(features, threads).map(CpuRuntime::OpenVino),
         }
-    }
-
-    /// The faster of the installed runtimes on `side`-pixel input, timed here, or why none runs.
-    fn fastest(features: &MobileNetV2Features, side: usize, threads: usize) -> Result<Self, String> {
-        let mut loaded = Vec::new();
-        let mut missing = Vec::new();
-        for runtime in Runtime::ALL {
-            match Self::load(runtime, features, threads) {
-                Ok(r) => loaded.push(r),
-                Err(why) => missing.push(why),
-            }
-        }
-        if loaded.len() < 2 {
-            return loaded.pop().ok_or_else(|| missing.join("; "));
-        }
-        let trial = Trial::new(side, threads);
-        let times = trial.time(&loaded);
-        let best = (0..loaded.len()).min_by_key(|&i| times[i]).expect("two runtimes");
-        let rates: Vec<String> =
-            loaded.iter().zip(&times).map(|(r, t)| format!("{} {:.0} images/s", r.runtime().name(), trial.rate(*t))).collect();
-        tracing::info!(side, "fastest CPU runtime: {} ({})", loaded[best].runtime().name(), rates.join(", "));
-        Ok(loaded.swap_remove(best))
     }
 
     /// Which runtime this is.
@@ -131,65 +93,156 @@ impl CpuRuntime {
     }
 }
 
-/// The batch the runtimes are timed on: noise (zeros could take shortcuts), 16 images a stream,
-/// as the inferrer's default batch of 32 splits on two cores.
-struct Trial {
-    pixels: Vec<f32>,
-    count: usize,
-    side: usize,
+/// The CPU runtime a backbone embeds with: the one [`RuntimeChoice`] picked, or, for
+/// [`RuntimeChoice::Fastest`], every installed one while they take turns on the backbone's first
+/// batches.
+#[derive(Debug)]
+pub(crate) struct CpuRuntimes {
+    state: Mutex<State>,
 }
 
-impl Trial {
-    /// Fewest timed runs of each runtime.
-    const RUNS: usize = 5;
-    /// Least time each runtime is timed for, unless it has run 4 × [`Trial::RUNS`] times.
-    const LEAST: Duration = Duration::from_millis(400);
+#[derive(Debug)]
+enum State {
+    /// Taking turns until each has been timed enough ([`Timing::enough`]).
+    Timing {
+        runtimes: Vec<CpuRuntime>,
+        timing: Timing,
+    },
+    Chosen(CpuRuntime),
+}
 
-    fn new(side: usize, threads: usize) -> Self {
-        let count = 16 * threads.clamp(1, MAX_STREAMS);
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let pixels = (0..count * 3 * side * side)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 4.0 - 2.0
-            })
-            .collect();
-        Self { pixels, count, side }
-    }
-
-    /// Each runtime's median time on the batch, after one run that warms it up (and, for
-    /// OpenVINO, compiles the shape). The runtimes take turns, so that a burst of load elsewhere
-    /// falls on both, until each has run [`Trial::RUNS`] times and for [`Trial::LEAST`].
-    fn time(&self, runtimes: &[CpuRuntime]) -> Vec<Duration> {
-        let mut times: Vec<Vec<Duration>> = vec![Vec::new(); runtimes.len()];
-        let once = |runtime: &CpuRuntime| {
-            let started = Instant::now();
-            runtime.embed(&self.pixels, self.count, self.side).map_or(Duration::MAX, |_| started.elapsed())
+impl CpuRuntimes {
+    /// The runtime `choice` picks over `features`' graph on `threads` cores, or why none runs.
+    pub(crate) fn choose(choice: RuntimeChoice, features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
+        let (candidates, first_only) = match choice {
+            RuntimeChoice::Fastest => (&Runtime::ALL[..], false),
+            RuntimeChoice::FirstInstalled => (&Runtime::ALL[..], true),
+            RuntimeChoice::Only(ref runtime) => (std::slice::from_ref(runtime), true),
         };
-        for runtime in runtimes {
-            once(runtime);
-        }
-        // A runtime that fails times as Duration::MAX: saturating, so it never wins and never overflows.
-        let enough = |t: &Vec<Duration>| t.len() >= Self::RUNS && t.iter().fold(Duration::ZERO, |a, b| a.saturating_add(*b)) >= Self::LEAST;
-        while !times.iter().all(enough) && times[0].len() < 4 * Self::RUNS {
-            for (runtime, times) in runtimes.iter().zip(&mut times) {
-                times.push(once(runtime));
+        let (mut runtimes, mut missing) = (Vec::new(), Vec::new());
+        for runtime in candidates {
+            match CpuRuntime::load(*runtime, features, threads) {
+                Ok(r) => runtimes.push(r),
+                Err(why) => missing.push(why),
+            }
+            if first_only && !runtimes.is_empty() {
+                break;
             }
         }
-        times
-            .into_iter()
-            .map(|mut t| {
-                t.sort();
-                t[t.len() / 2]
-            })
-            .collect()
+        let state = match runtimes.len() {
+            0 => return Err(missing.join("; ")),
+            1 => State::Chosen(runtimes.remove(0)),
+            n => State::Timing { runtimes, timing: Timing::new(n) },
+        };
+        Ok(Self { state: Mutex::new(state) })
     }
 
-    fn rate(&self, time: Duration) -> f64 {
-        self.count as f64 / time.as_secs_f64()
+    /// The runtime chosen, or `None` while the installed ones are still being timed.
+    pub(crate) fn chosen(&self) -> Option<Runtime> {
+        match &*self.state.lock().unwrap_or_else(PoisonError::into_inner) {
+            State::Chosen(r) => Some(r.runtime()),
+            State::Timing { .. } => None,
+        }
     }
+
+    /// Embeds `count` preprocessed images of `side`×`side` in the chosen runtime, or in the one
+    /// whose turn it is while they are timed; `Err` names the runtime that failed.
+    pub(crate) fn embed(&self, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let named = |r: &CpuRuntime, result: Result<Vec<f32>, String>| result.map_err(|why| format!("{}: {why}", r.runtime().name()));
+        let (runtimes, timing) = match &mut *state {
+            State::Chosen(r) => return named(r, r.embed(pixels, count, side)),
+            State::Timing { runtimes, timing } => (runtimes, timing),
+        };
+        let turn = timing.turn();
+        let started = Instant::now();
+        let result = runtimes[turn].embed(pixels, count, side);
+        timing.record(turn, if result.is_ok() { started.elapsed() } else { Duration::MAX }, count);
+        let result = named(&runtimes[turn], result);
+        if timing.enough() {
+            let best = timing.fastest();
+            let rates: Vec<String> = runtimes
+                .iter()
+                .zip(&timing.runs)
+                .map(|(r, runs)| format!("{} {:.0} images/s", r.runtime().name(), 1.0 / median(runs)))
+                .collect();
+            let batches = timing.batches();
+            tracing::info!(
+                side,
+                "fastest CPU runtime: {} ({}; timed on the first {batches} batches)",
+                runtimes[best].runtime().name(),
+                rates.join(", ")
+            );
+            let chosen = runtimes.swap_remove(best);
+            *state = State::Chosen(chosen);
+        }
+        result
+    }
+}
+
+/// Runtimes taking turns on real batches: what each batch took.
+#[derive(Debug)]
+struct Timing {
+    /// Whether each runtime has had its first batch, which warms it up (and, for OpenVINO,
+    /// compiles the shape) and is not timed.
+    warm: Vec<bool>,
+    /// Seconds per image of each timed batch, per runtime (infinite for a batch that failed).
+    runs: Vec<Vec<f64>>,
+    /// Time spent on the timed batches, per runtime.
+    spent: Vec<Duration>,
+}
+
+impl Timing {
+    /// Fewest timed batches of each runtime.
+    const RUNS: usize = 5;
+    /// Least time each runtime is timed for, unless it has run 4 × [`Timing::RUNS`] batches.
+    const LEAST: Duration = Duration::from_millis(400);
+
+    fn new(runtimes: usize) -> Self {
+        Self { warm: vec![false; runtimes], runs: vec![Vec::new(); runtimes], spent: vec![Duration::ZERO; runtimes] }
+    }
+
+    /// Whose turn it is: a runtime not warmed up yet, otherwise the one timed least often (the
+    /// first on a tie), so that a burst of load elsewhere falls on each alike.
+    fn turn(&self) -> usize {
+        self.warm.iter().position(|w| !w).unwrap_or_else(|| (0..self.runs.len()).min_by_key(|&i| self.runs[i].len()).unwrap_or(0))
+    }
+
+    /// Notes that `runtime` took `elapsed` ([`Duration::MAX`]: failed) on `count` images.
+    fn record(&mut self, runtime: usize, elapsed: Duration, count: usize) {
+        if !std::mem::replace(&mut self.warm[runtime], true) {
+            return;
+        }
+        let per_image = if elapsed == Duration::MAX { f64::INFINITY } else { elapsed.as_secs_f64() / count.max(1) as f64 };
+        self.runs[runtime].push(per_image);
+        self.spent[runtime] = self.spent[runtime].saturating_add(elapsed);
+    }
+
+    /// Each runtime has run [`Timing::RUNS`] timed batches for [`Timing::LEAST`], or 4 ×
+    /// [`Timing::RUNS`] batches.
+    fn enough(&self) -> bool {
+        self.runs
+            .iter()
+            .zip(&self.spent)
+            .all(|(runs, spent)| runs.len() >= 4 * Self::RUNS || (runs.len() >= Self::RUNS && *spent >= Self::LEAST))
+    }
+
+    /// Batches run so far, the untimed first ones included.
+    fn batches(&self) -> usize {
+        self.runs.iter().map(Vec::len).sum::<usize>() + self.warm.iter().filter(|w| **w).count()
+    }
+
+    /// The runtime with the least median time per image.
+    fn fastest(&self) -> usize {
+        (0..self.runs.len()).min_by(|&a, &b| median(&self.runs[a]).total_cmp(&median(&self.runs[b]))).unwrap_or(0)
+    }
+}
+
+/// The median of `values` (infinite when there are none).
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::INFINITY)
 }
 
 /// The shared library of runtime `what` to load: the one `variable` names, otherwise the newest
@@ -240,6 +293,50 @@ pub(crate) fn run_streams<S: Sync>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs `batches` turns of two runtimes, the first taking `first` per image and the second
+    /// `second` (`Duration::MAX`: it fails), 32 images a batch; the turns taken, in order.
+    fn take_turns(timing: &mut Timing, batches: usize, first: Duration, second: Duration) -> Vec<usize> {
+        (0..batches)
+            .map(|_| {
+                let turn = timing.turn();
+                let per_image = [first, second][turn];
+                timing.record(turn, if per_image == Duration::MAX { per_image } else { per_image * 32 }, 32);
+                turn
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runtimes_take_turns_on_real_batches_until_each_is_timed_enough() {
+        let mut timing = Timing::new(2);
+        // Each runtime's first batch warms it up, untimed; then they alternate.
+        assert_eq!(take_turns(&mut timing, 6, Duration::from_millis(3), Duration::from_millis(2)), [0, 1, 0, 1, 0, 1]);
+        assert_eq!(timing.runs.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2]);
+        assert!(!timing.enough());
+        // 5 and then 6 timed batches each, but the faster has run only 320 and 384 ms: not
+        // enough yet; after 7 (448 ms) it is.
+        for (batches, each) in [(6, 5), (2, 6)] {
+            take_turns(&mut timing, batches, Duration::from_millis(3), Duration::from_millis(2));
+            assert_eq!(timing.runs.iter().map(Vec::len).collect::<Vec<_>>(), [each, each]);
+            assert!(!timing.enough(), "{:?}", timing.spent);
+        }
+        take_turns(&mut timing, 2, Duration::from_millis(3), Duration::from_millis(2));
+        assert!(timing.enough(), "{:?}", timing.spent);
+        assert_eq!(timing.fastest(), 1);
+        assert_eq!(timing.batches(), 16);
+    }
+
+    #[test]
+    fn tiny_batches_stop_the_timing_after_twenty_each_and_a_failing_runtime_never_wins() {
+        let mut timing = Timing::new(2);
+        let turns = take_turns(&mut timing, 42, Duration::from_micros(5), Duration::MAX);
+        assert_eq!(turns.iter().filter(|t| **t == 1).count(), 21);
+        assert!(timing.enough());
+        assert_eq!(timing.fastest(), 0, "a runtime that fails is never kept");
+        assert_eq!(median(&[]), f64::INFINITY);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+    }
 
     #[test]
     fn the_installed_library_is_the_newest_file_with_its_prefix() {

@@ -15,7 +15,7 @@
 //!   callers that feed it a batch at a time).
 //! - [`cpu_runtime`]: [`CpuRuntime`], the backbone on a CPU in the faster of ONNX Runtime
 //!   ([`onnx`], which also writes the backbone's ONNX graph) and OpenVINO ([`openvino_runtime`]),
-//!   timed at load.
+//!   timed on the backbone's first batches.
 //! - [`head`]: [`Head`], a small MLP (or logistic regression) on embeddings ([`TrainOptions`],
 //!   [`TrainReport`]); the interactive "head" mode.
 //! - [`finetune`]: [`FinetuneModel`], the whole network trained end to end ("finetune" mode, GPU).
@@ -37,7 +37,7 @@ pub mod onnx;
 pub mod openvino_runtime;
 pub mod preprocess;
 
-pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, Embedding, decode_batch};
+pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, Embedding, TIMING_RUNTIMES, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use cpu_runtime::{CpuRuntime, Runtime, RuntimeChoice};
 pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};

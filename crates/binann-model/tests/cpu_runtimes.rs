@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM, Runtime, RuntimeChoice};
+use binann_model::{Backbone, DEFAULT_WEIGHTS_PATH, EMBED_DIM, EmbedResult, Runtime, RuntimeChoice, TIMING_RUNTIMES};
 use tch::Device;
 
 fn repo() -> PathBuf {
@@ -42,6 +42,17 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (norm(a) * norm(b))
 }
 
+/// Each of `got` is `expected`'s embedding of the same image (cosine ≥ 0.9999).
+fn assert_same(got: &[EmbedResult], expected: &[EmbedResult], images: &[PathBuf], size: u32, made_by: &str) {
+    assert_eq!(got.len(), expected.len());
+    for ((a, b), path) in got.iter().zip(expected).zip(images) {
+        let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+        assert_eq!(a.len(), EMBED_DIM);
+        let c = cosine(a, b);
+        assert!(c >= 0.9999, "{} at {size} px in {made_by}: cosine {c}", path.display());
+    }
+}
+
 #[test]
 fn every_cpu_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
     let weights = repo().join(DEFAULT_WEIGHTS_PATH);
@@ -55,8 +66,17 @@ fn every_cpu_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
         assert_eq!(torch.runtime().0, "libtorch");
         // Batches of 10 put images in batches of different sizes (10, 10, 5).
         let expected = torch.embed_paths(&images, 10, |_| {});
-        // Backbone::load keeps the faster of the two; each must make the same numbers.
+        // Backbone::load lets the two take turns on its first batches, then keeps the faster.
         let chosen = Backbone::load(&weights, size, Device::Cpu).unwrap();
+        assert_eq!(chosen.runtime(), (TIMING_RUNTIMES, None));
+        // Batches of 4: each runtime embeds some of these images while they are timed.
+        assert_same(&chosen.embed_paths(&images, 4, |_| {}), &expected, &images, size, "the runtimes taking turns");
+        let mut batches = 7;
+        while chosen.runtime().0 == TIMING_RUNTIMES {
+            chosen.embed_paths(&images[..4], 4, |_| {});
+            batches += 1;
+            assert!(batches <= 42, "at {size} px: still timing after {batches} batches, each runtime's first and 20 timed");
+        }
         assert!(Runtime::ALL.iter().any(|r| chosen.runtime() == (r.name(), None)), "at {size} px: {:?}", chosen.runtime());
         // A process that embeds a few images takes the first installed, untimed.
         let first = Backbone::load_with(&weights, size, Device::Cpu, RuntimeChoice::FirstInstalled).unwrap();
@@ -65,13 +85,7 @@ fn every_cpu_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
         for runtime in Runtime::ALL {
             fast = fast.with_cpu_runtime(RuntimeChoice::Only(runtime));
             assert_eq!(fast.runtime(), (runtime.name(), None), "scripts/setup.sh installs both runtimes");
-            let got = fast.embed_paths(&images, 10, |_| {});
-            for ((a, b), path) in got.iter().zip(&expected).zip(&images) {
-                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
-                assert_eq!(a.len(), EMBED_DIM);
-                let c = cosine(a, b);
-                assert!(c >= 0.9999, "{} at {size} px in {}: cosine {c}", path.display(), runtime.name());
-            }
+            assert_same(&fast.embed_paths(&images, 10, |_| {}), &expected, &images, size, runtime.name());
         }
     }
 }

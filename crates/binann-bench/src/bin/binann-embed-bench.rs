@@ -31,8 +31,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use binann_model::{
-    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, Head, Preprocess, Runtime, RuntimeChoice, TrainOptions,
-    resolve_device,
+    Backbone, DEFAULT_HIDDEN_UNITS, DEFAULT_WEIGHTS_PATH, DeviceChoice, EMBED_DIM, EmbedResult, Head, Preprocess, Runtime, RuntimeChoice,
+    TIMING_RUNTIMES, TrainOptions, resolve_device,
 };
 use clap::Parser;
 use tch::{Device, Kind, Tensor};
@@ -128,7 +128,15 @@ fn run(cli: Cli) -> Result<()> {
         let seconds = Duration::from_secs_f64(cli.seconds);
         let mut rates = Vec::new();
         if device == Device::Cpu {
-            // What Backbone::load chose by its own trial, then each runtime timed here.
+            // What a backbone keeps after the runtimes take turns on its first batches (of noise
+            // here), then each runtime timed here.
+            let noise = noise_image(&loaded);
+            for _ in 0..100 {
+                if loaded.runtime().0 != TIMING_RUNTIMES {
+                    break;
+                }
+                loaded.embed_decoded(batch_of(&noise));
+            }
             println!("embed {size:>3} px: chosen {}", loaded.runtime().0);
             let mut backbone = loaded;
             for runtime in Runtime::ALL {
@@ -253,10 +261,20 @@ fn make_photos(src: &Path, out: &Path, count: usize) -> Result<()> {
 
 /// Images per second through [`Backbone::embed_decoded`] (the inferrer's path, in whichever
 /// runtime the backbone uses), batches of [`BATCH`] random images, after a warm-up.
-fn embed_rate(backbone: &Backbone, duration: Duration) -> f64 {
+/// One preprocessed image of noise at `backbone`'s input size.
+fn noise_image(backbone: &Backbone) -> Vec<f32> {
     let side = backbone.input_size() as i64;
-    let image = Vec::<f32>::try_from(Tensor::randn([3 * side * side], (Kind::Float, Device::Cpu))).expect("floats");
-    let batch = || (0..BATCH).map(|_| Ok(image.clone())).collect::<Vec<_>>();
+    Vec::<f32>::try_from(Tensor::randn([3 * side * side], (Kind::Float, Device::Cpu))).expect("floats")
+}
+
+/// A batch of [`BATCH`] copies of `image`.
+fn batch_of(image: &[f32]) -> Vec<EmbedResult> {
+    (0..BATCH).map(|_| Ok(image.to_vec())).collect()
+}
+
+fn embed_rate(backbone: &Backbone, duration: Duration) -> f64 {
+    let noise = noise_image(backbone);
+    let batch = || batch_of(&noise);
     // Warm-up, as long as the peers' (at least 2 batches and 1 s): the first calls allocate and
     // pick kernels.
     let warming = Instant::now();
