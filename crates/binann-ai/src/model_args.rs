@@ -14,7 +14,7 @@ pub struct ModelArgs {
     #[arg(long, env = "BINANN_WEIGHTS", default_value = binann_model::DEFAULT_WEIGHTS_PATH)]
     pub weights: PathBuf,
     /// Side of the square network input in pixels, or auto: the median shorter side of 64 of the
-    /// folder's images, clamped to 64..224 and rounded to a multiple of 32 (an existing checkpoint's
+    /// folder's images, clamped to 64..160 and rounded to a multiple of 32 (an existing checkpoint's
     /// size is kept). Smaller is faster; 224 is the backbone's own.
     #[arg(long = "input-size", env = "BINANN_INPUT_SIZE", default_value = "auto")]
     pub input_size_choice: InputSize,
