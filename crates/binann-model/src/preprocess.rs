@@ -197,9 +197,9 @@ pub const AUTO_INPUT_MIN: u32 = 64;
 /// photographs (the 1,074 mono ELPV solar cells, 300 px) the embedding ranked as well at 160 px as at
 /// 224 px (positives in the top #positives with every label known, logistic regression: 0.809
 /// against 0.812 for the defective cells, 0.639 for both on a folder of 3 % defects) while the
-/// pass costs half as much: in the loop (5 labels/s) every image was predicted after 7 and 11 s
-/// instead of 10–16 s, and recall after 2 × #positives labels on the rare folder was 0.42–0.67
-/// against 0.17–0.50. `BINANN_INPUT_SIZE=224` gives the backbone its own size.
+/// pass costs half as much: in the loop (5 labels/s) every image was predicted after 6–7 and 11 s
+/// instead of 10–12 and 16 s, and recall after 2 × #positives labels on the rare folder was
+/// 0.42–0.67 against 0.17–0.50. `BINANN_INPUT_SIZE=224` gives the backbone its own size.
 pub const AUTO_INPUT_MAX: u32 = 160;
 
 /// The median of a sample of image sides (the upper one of an even sample); None for no sample.
