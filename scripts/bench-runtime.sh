@@ -6,8 +6,8 @@
 # the plugin's optimal number of requests; LATENCY hint with one synchronous request) through
 # scripts/bench_runtime.py and binann's own benchmark (libtorch, ONNX Runtime and OpenVINO, and the
 # runtime binann keeps after timing both on its first batches), one size after the other, and
-# prints one table of images/s at 224, 112 and 64 px, random input (the peers: batch 16 a request; binann: its inferrer's batch of
-# 32, 16 a stream on 2 threads).
+# prints one table of images/s at 224, 112 and 64 px, random input (the peers: batch 16 a
+# request; binann: its inferrer's batch of 32, 16 a stream on 2 threads).
 #
 #   scripts/bench-runtime.sh [SECONDS]        (timed seconds per case; defaults to 4)
 #   BENCH_RUNTIME_ROUNDS=N                    (rounds of every case, the best kept; defaults to 2)

@@ -259,8 +259,6 @@ fn make_photos(src: &Path, out: &Path, count: usize) -> Result<()> {
     Ok(())
 }
 
-/// Images per second through [`Backbone::embed_decoded`] (the inferrer's path, in whichever
-/// runtime the backbone uses), batches of [`BATCH`] random images, after a warm-up.
 /// One preprocessed image of noise at `backbone`'s input size.
 fn noise_image(backbone: &Backbone) -> Vec<f32> {
     let side = backbone.input_size() as i64;
@@ -272,6 +270,8 @@ fn batch_of(image: &[f32]) -> Vec<EmbedResult> {
     (0..BATCH).map(|_| Ok(image.to_vec())).collect()
 }
 
+/// Images per second through [`Backbone::embed_decoded`] (the inferrer's path, in whichever
+/// runtime the backbone uses), batches of [`BATCH`] random images, after a warm-up.
 fn embed_rate(backbone: &Backbone, duration: Duration) -> f64 {
     let noise = noise_image(backbone);
     let batch = || batch_of(&noise);
