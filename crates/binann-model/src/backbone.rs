@@ -104,7 +104,7 @@ impl Backbone {
     /// CPU; when none can be loaded, as it was, with the reason in [`Backbone::runtime`].
     pub fn with_cpu_runtime(self, choice: RuntimeChoice) -> Self {
         let threads = tch::get_num_threads().max(1) as usize;
-        let cpu = CpuRuntimes::choose(choice, &self.features, threads);
+        let cpu = CpuRuntimes::choose(choice, &self.features, threads, crate::device::idle_streams());
         Self { cpu, ..self }
     }
 

@@ -11,8 +11,11 @@
 //!
 //! Both run one single-threaded stream per core ([`MAX_STREAMS`] at most), each batch split among
 //! them ([`run_streams`]): the layers of a small input are too small to split across cores well.
+//! A process that leaves cores to others (the inferrer) may add streams at the lowest priority
+//! ([`crate::device::set_idle_streams`]), which compute only on what the others leave idle.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -68,11 +71,12 @@ pub enum CpuRuntime {
 }
 
 impl CpuRuntime {
-    /// `runtime` over `features`' graph on `threads` cores, or why it cannot run.
-    fn load(runtime: Runtime, features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
+    /// `runtime` over `features`' graph on `threads` cores and `idle` idle-priority streams, or
+    /// why it cannot run.
+    fn load(runtime: Runtime, features: &MobileNetV2Features, threads: usize, idle: usize) -> Result<Self, String> {
         match runtime {
-            Runtime::OnnxRuntime => OnnxBackbone::new(features, threads).map(CpuRuntime::OnnxRuntime),
-            Runtime::OpenVino => OpenVinoBackbone::new(features, threads).map(CpuRuntime::OpenVino),
+            Runtime::OnnxRuntime => OnnxBackbone::new(features, threads, idle).map(CpuRuntime::OnnxRuntime),
+            Runtime::OpenVino => OpenVinoBackbone::new(features, threads, idle).map(CpuRuntime::OpenVino),
         }
     }
 
@@ -112,8 +116,9 @@ enum State {
 }
 
 impl CpuRuntimes {
-    /// The runtime `choice` picks over `features`' graph on `threads` cores, or why none runs.
-    pub(crate) fn choose(choice: RuntimeChoice, features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
+    /// The runtime `choice` picks over `features`' graph on `threads` cores and `idle`
+    /// idle-priority streams, or why none runs.
+    pub(crate) fn choose(choice: RuntimeChoice, features: &MobileNetV2Features, threads: usize, idle: usize) -> Result<Self, String> {
         let (candidates, first_only) = match choice {
             RuntimeChoice::Fastest => (&Runtime::ALL[..], false),
             RuntimeChoice::FirstInstalled => (&Runtime::ALL[..], true),
@@ -121,7 +126,7 @@ impl CpuRuntimes {
         };
         let (mut runtimes, mut missing) = (Vec::new(), Vec::new());
         for runtime in candidates {
-            match CpuRuntime::load(*runtime, features, threads) {
+            match CpuRuntime::load(*runtime, features, threads, idle) {
                 Ok(r) => runtimes.push(r),
                 Err(why) => missing.push(why),
             }
@@ -263,31 +268,84 @@ pub(crate) fn installed_library(what: &str, variable: &str, dir: &str, prefix: &
     found.pop().ok_or_else(not_installed)
 }
 
-/// Splits `count` images of `side` pixels among `streams` and runs `run(stream, pixels, images)`
-/// on each part at once, the first on this thread; the embeddings in order, or the first error.
+/// Runs `count` images of `side` pixels on `streams` at once, the first `own` at this thread's
+/// priority and the rest at the lowest ([`lower_priority`]), the first stream on this thread; the
+/// embeddings in order, or the first error.
+///
+/// With streams all alike the batch is split evenly, one part each. With idle-priority streams it
+/// is cut into twice as many parts as streams, which each stream takes in turn as it finishes its
+/// last: an idle-priority stream that other processes keep off the cores takes few parts, and the
+/// batch waits at most for the one it holds.
 pub(crate) fn run_streams<S: Sync>(
     streams: &[S],
+    own: usize,
     pixels: &[f32],
     count: usize,
     side: usize,
     run: impl Fn(&S, &[f32], usize) -> Result<Vec<f32>, String> + Sync,
 ) -> Result<Vec<f32>, String> {
-    let per_stream = count.div_ceil(streams.len()).max(1);
+    let alike = own >= streams.len();
+    let parts = if alike { streams.len() } else { 2 * streams.len() };
+    let per_part = count.div_ceil(parts).max(1);
     let image = 3 * side * side;
-    let parts: Vec<&[f32]> = pixels.chunks(per_stream * image).collect();
-    let mut results: Vec<Result<Vec<f32>, String>> = Vec::with_capacity(parts.len());
+    let parts: Vec<&[f32]> = pixels.chunks(per_part * image).collect();
+    let next = AtomicUsize::new(0);
+    // The parts stream `s` runs, (part, embeddings): its own when the streams are alike,
+    // otherwise the next one not taken, until none is left.
+    let work = |s: usize, stream: &S| {
+        let mut done = Vec::new();
+        loop {
+            let at = match alike {
+                true if done.is_empty() => s,
+                true => return done,
+                false => next.fetch_add(1, Ordering::Relaxed),
+            };
+            let Some(part) = parts.get(at) else { return done };
+            done.push((at, run(stream, part, part.len() / image)));
+        }
+    };
+    let mut results: Vec<(usize, Result<Vec<f32>, String>)> = Vec::with_capacity(parts.len());
     std::thread::scope(|scope| {
-        let run = &run;
-        let others: Vec<_> =
-            parts.iter().zip(streams).skip(1).map(|(part, stream)| scope.spawn(move || run(stream, part, part.len() / image))).collect();
-        results.push(parts.first().map_or(Ok(Vec::new()), |part| run(&streams[0], part, part.len() / image)));
-        results.extend(others.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("a runtime stream panicked".into()))));
+        let work = &work;
+        let others: Vec<_> = streams
+            .iter()
+            .enumerate()
+            .take(parts.len())
+            .skip(1)
+            .map(|(s, stream)| {
+                scope.spawn(move || {
+                    if s >= own {
+                        lower_priority();
+                    }
+                    work(s, stream)
+                })
+            })
+            .collect();
+        if let Some(first) = streams.first() {
+            results.extend(work(0, first));
+        }
+        for handle in others {
+            results.extend(handle.join().unwrap_or_else(|_| vec![(usize::MAX, Err("a runtime stream panicked".into()))]));
+        }
     });
+    results.sort_by_key(|(at, _)| *at);
     let mut values = Vec::with_capacity(count * EMBED_DIM);
-    for part in results {
+    for (_, part) in results {
         values.extend(part?);
     }
     Ok(values)
+}
+
+/// Gives the calling thread the lowest priority (nice 19): it then runs only on cores that no
+/// thread of normal priority wants, of this process or any other. Linux keeps a nice value per
+/// thread; elsewhere [`crate::device::idle_streams`] makes no such streams.
+#[allow(unsafe_code)]
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority only reads its arguments; `who` 0 is the calling thread on Linux.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+    }
 }
 
 #[cfg(test)]
@@ -351,5 +409,64 @@ mod tests {
         let none = Err("ONNX Runtime is not installed (scripts/setup.sh installs it)".to_owned());
         assert_eq!(installed_library("ONNX Runtime", "BINANN_TEST_NEVER_SET", path, "libonnxruntime.so."), none);
         assert_eq!(installed_library("ONNX Runtime", "BINANN_TEST_NEVER_SET", &format!("{path}/missing"), "libonnxruntime.so."), none);
+    }
+
+    /// The nice value of the calling thread.
+    #[allow(unsafe_code)]
+    fn nice() -> i32 {
+        // SAFETY: getpriority only reads its arguments; `who` 0 is the calling thread on Linux.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    /// Runs 10 images of 1 pixel through `streams` fake streams, the first `own` at normal
+    /// priority; stream `slow` takes 100 ms a part. Each image's "embedding" is its pixel value
+    /// in every column. The embeddings, and (stream, images, nice value) of each part run.
+    fn fake_streams(streams: usize, own: usize, slow: Option<usize>) -> (Vec<f32>, Vec<(usize, usize, i32)>) {
+        let pixels: Vec<f32> = (0..10).flat_map(|i| [i as f32; 3]).collect();
+        let ran = Mutex::new(Vec::new());
+        let ids: Vec<usize> = (0..streams).collect();
+        let values = run_streams(&ids, own, &pixels, 10, 1, |stream, part, images| {
+            if Some(*stream) == slow {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            ran.lock().unwrap().push((*stream, images, nice()));
+            Ok(part.chunks(3).flat_map(|image| [image[0]; EMBED_DIM]).collect())
+        })
+        .unwrap();
+        (values, ran.into_inner().unwrap())
+    }
+
+    fn in_order(values: &[f32]) -> bool {
+        values.len() == 10 * EMBED_DIM && values.chunks(EMBED_DIM).enumerate().all(|(i, row)| row.iter().all(|v| *v == i as f32))
+    }
+
+    #[test]
+    fn streams_alike_split_a_batch_evenly_and_keep_its_order() {
+        let caller = nice();
+        let (values, ran) = fake_streams(2, 2, None);
+        assert!(in_order(&values));
+        let mut parts: Vec<(usize, usize)> = ran.iter().map(|(s, n, _)| (*s, *n)).collect();
+        parts.sort();
+        assert_eq!(parts, [(0, 5), (1, 5)], "one part each");
+        assert!(ran.iter().all(|(.., nice)| *nice == caller), "{ran:?}");
+    }
+
+    #[test]
+    fn idle_priority_streams_run_at_the_lowest_priority_and_hold_the_batch_back_one_part_at_most() {
+        let caller = nice();
+        // One stream of each: 4 parts of 3, 3, 3 and 1 images, taken as the streams finish theirs.
+        let (values, ran) = fake_streams(2, 1, None);
+        assert!(in_order(&values));
+        assert_eq!(ran.iter().map(|(_, n, _)| n).sum::<usize>(), 10);
+        assert_eq!(ran.len(), 4, "{ran:?}");
+        for (stream, _, nice) in &ran {
+            assert_eq!(*nice, if *stream == 0 { caller } else { 19 }, "{ran:?}");
+        }
+        // An idle-priority stream that other work keeps off the cores (here: asleep) takes one
+        // part; the stream of normal priority takes the rest meanwhile.
+        let (values, ran) = fake_streams(2, 1, Some(1));
+        assert!(in_order(&values));
+        assert!(ran.iter().filter(|(s, ..)| *s == 1).count() <= 1, "{ran:?}");
+        assert!(ran.iter().filter(|(s, ..)| *s == 0).count() >= 3, "{ran:?}");
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tch::Device;
 
@@ -76,6 +77,24 @@ pub fn set_threads(threads: usize) {
     let threads = threads.max(1);
     tch::set_num_threads(threads as i32);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(threads).build_global();
+}
+
+/// Idle-priority streams a CPU runtime loaded after this call runs beside its own
+/// ([`crate::cpu_runtime`]): at most [`crate::cpu_runtime::MAX_STREAMS`], none where threads
+/// cannot be given a priority of their own (outside Linux).
+static IDLE_STREAMS: AtomicUsize = AtomicUsize::new(0);
+
+/// Lets the backbones this process loads from now on run `streams` more network streams at the
+/// lowest priority, beside the ones [`set_threads`] gives them: they compute only on cores that
+/// every other thread of the machine leaves idle. For a process that embeds a folder beside
+/// others that must answer quickly (the inferrer beside the trainer and the selector).
+pub fn set_idle_streams(streams: usize) {
+    IDLE_STREAMS.store(streams, Ordering::Relaxed);
+}
+
+/// The idle-priority streams [`set_idle_streams`] asked for, as many as this system can run.
+pub(crate) fn idle_streams() -> usize {
+    if cfg!(target_os = "linux") { IDLE_STREAMS.load(Ordering::Relaxed).min(crate::cpu_runtime::MAX_STREAMS) } else { 0 }
 }
 
 /// Set in the environment of a process that [`with_cpu_runtime_env`] has started again.

@@ -40,7 +40,7 @@ pub mod preprocess;
 pub use backbone::{BACKBONE_NAME, Backbone, DEFAULT_WEIGHTS_PATH, DecodeAhead, EmbedResult, Embedding, TIMING_RUNTIMES, decode_batch};
 pub use checkpoint::{MODE_FINETUNE, MODE_HEAD, ModelMeta, check_compatible};
 pub use cpu_runtime::{CpuRuntime, Runtime, RuntimeChoice};
-pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_threads, with_cpu_runtime_env};
+pub use device::{DeviceChoice, ParseDeviceError, resolve_device, set_idle_streams, set_threads, with_cpu_runtime_env};
 pub use error::{CheckpointError, Error, ImageError, Mismatch};
 pub use finetune::FinetuneModel;
 pub use head::{DEFAULT_HIDDEN_UNITS, Head, TrainOptions, TrainReport};

@@ -323,6 +323,9 @@ fn environment() -> Result<&'static ort::environment::Environment, String> {
 pub struct OnnxBackbone {
     /// One session per stream; a batch is split among them, and they run at once.
     streams: Vec<Mutex<ort::session::Session>>,
+    /// How many of the streams, the first ones, run at normal priority; the rest run at the
+    /// lowest ([`crate::cpu_runtime::run_streams`]).
+    own: usize,
 }
 
 impl OnnxBackbone {
@@ -332,7 +335,7 @@ impl OnnxBackbone {
     /// One stream per core (up to [`crate::cpu_runtime::MAX_STREAMS`]), each session on one thread, rather than one
     /// session whose every layer is split across the cores: the layers of a small input are too
     /// small to split well.
-    pub(crate) fn new(features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
+    pub(crate) fn new(features: &MobileNetV2Features, threads: usize, idle: usize) -> Result<Self, String> {
         let environment = environment()?;
         let graph = levels_graph(features);
         let threads = threads.max(1);
@@ -352,14 +355,18 @@ impl OnnxBackbone {
                 .map_err(|e| format!("ONNX Runtime refused the backbone's graph: {e}"))
         };
         // The threads shared out among the streams, the first ones taking what is left over.
-        let streams = (0..streams).map(|s| session(threads / streams + usize::from(s < threads % streams))).collect::<Result<_, _>>()?;
-        Ok(Self { streams })
+        // The idle-priority streams after them, on one thread each.
+        let streams = (0..streams)
+            .map(|s| session(threads / streams + usize::from(s < threads % streams)))
+            .chain((0..idle).map(|_| session(1)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { streams, own: threads.min(crate::cpu_runtime::MAX_STREAMS) })
     }
 
     /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values),
     /// split among the streams.
     pub fn embed(&self, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
-        run_streams(&self.streams, pixels, count, side, |stream, part, images| run(stream, part, images, side))
+        run_streams(&self.streams, self.own, pixels, count, side, |stream, part, images| run(stream, part, images, side))
     }
 }
 

@@ -57,6 +57,9 @@ struct Stream {
 /// [`crate::onnx::OnnxBackbone`].
 pub struct OpenVinoBackbone {
     streams: Vec<Mutex<Stream>>,
+    /// How many of the streams, the first ones, run at normal priority; the rest run at the
+    /// lowest ([`crate::cpu_runtime::run_streams`]).
+    own: usize,
 }
 
 impl std::fmt::Debug for OpenVinoBackbone {
@@ -68,7 +71,7 @@ impl std::fmt::Debug for OpenVinoBackbone {
 impl OpenVinoBackbone {
     /// Streams over `features`' graph using `threads` cores together, or why there are none
     /// (OpenVINO missing or refusing the graph).
-    pub(crate) fn new(features: &MobileNetV2Features, threads: usize) -> Result<Self, String> {
+    pub(crate) fn new(features: &MobileNetV2Features, threads: usize, idle: usize) -> Result<Self, String> {
         load_library()?;
         let graph = levels_graph(features);
         let threads = threads.max(1);
@@ -89,14 +92,18 @@ impl OpenVinoBackbone {
             let model = core.read_model_from_buffer(&graph, None).map_err(|e| format!("OpenVINO refused the backbone's graph: {e}"))?;
             Ok(Mutex::new(Stream { core, model, compiled: Vec::new() }))
         };
-        let streams = (0..streams).map(|s| stream(threads / streams + usize::from(s < threads % streams))).collect::<Result<_, _>>()?;
-        Ok(Self { streams })
+        // The idle-priority streams after them, on one thread each.
+        let streams = (0..streams)
+            .map(|s| stream(threads / streams + usize::from(s < threads % streams)))
+            .chain((0..idle).map(|_| stream(1)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { streams, own: threads.min(crate::cpu_runtime::MAX_STREAMS) })
     }
 
     /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values),
     /// split among the streams.
     pub fn embed(&self, pixels: &[f32], count: usize, side: usize) -> Result<Vec<f32>, String> {
-        run_streams(&self.streams, pixels, count, side, |stream, part, images| {
+        run_streams(&self.streams, self.own, pixels, count, side, |stream, part, images| {
             let mut stream = stream.lock().unwrap_or_else(|p| p.into_inner());
             stream.run(part, images, side)
         })
@@ -152,7 +159,7 @@ mod tests {
         let features = MobileNetV2Features::new(&vs.root());
         features.calibrate_batch_norm(&calibration_noise(64, Device::Cpu));
         // One stream: each batch size is a shape of its own in it.
-        let backbone = OpenVinoBackbone::new(&features, 1).expect("scripts/setup.sh installs OpenVINO");
+        let backbone = OpenVinoBackbone::new(&features, 1, 0).expect("scripts/setup.sh installs OpenVINO");
         let image: Vec<f32> = (0..3 * 64 * 64).map(|i| (i % 97) as f32 / 48.0 - 1.0).collect();
         let embed = |n: usize| backbone.embed(&image.repeat(n), n, 64).expect("OpenVINO runs the batch");
         let alone = embed(1);

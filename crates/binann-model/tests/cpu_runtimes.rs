@@ -88,4 +88,16 @@ fn every_cpu_runtime_and_libtorch_make_the_same_embedding_of_real_images() {
             assert_same(&fast.embed_paths(&images, 10, |_| {}), &expected, &images, size, runtime.name());
         }
     }
+    // The inferrer on 2 cores: one stream of its own and one at idle priority, each batch cut
+    // into parts the two take in turn (3 + 3 + 3 + 1 of a batch of 10).
+    tch::set_num_threads(1);
+    binann_model::set_idle_streams(1);
+    let torch = Backbone::load(&weights, 64, Device::Cpu).unwrap().without_cpu_runtime();
+    let expected = torch.embed_paths(&images, 10, |_| {});
+    let mut fast = torch;
+    for runtime in Runtime::ALL {
+        fast = fast.with_cpu_runtime(RuntimeChoice::Only(runtime));
+        let made_by = format!("{} with an idle-priority stream", runtime.name());
+        assert_same(&fast.embed_paths(&images, 10, |_| {}), &expected, &images, 64, &made_by);
+    }
 }

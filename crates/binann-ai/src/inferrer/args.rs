@@ -48,9 +48,9 @@ pub struct InferrerArgs {
     #[arg(long, env = "BINANN_SHARD", default_value = "0/1")]
     pub shard: Shard,
     /// Network threads (and image decoding threads) of the inferrer on the CPU; 0: every core
-    /// but the trainer's one (at least 1). On 2 cores a second one did not make the first pass
-    /// measurably faster beside the trainer (every image predicted after 20 s against 21-23 s at
-    /// 20,000 images), and one leaves the other core to the trainer and the selector.
+    /// but the trainer's one (at least 1). On the cores left over the inferrer runs network
+    /// streams at the lowest priority, which use only what the trainer, the selector and the
+    /// server leave idle.
     #[arg(long, env = "BINANN_INFERRER_THREADS", default_value_t = 0)]
     pub threads: usize,
     /// While the first embedding pass runs, embed the images most like the positives (by a
@@ -69,6 +69,13 @@ impl InferrerArgs {
             n => n,
         }
     }
+
+    /// Network streams at the lowest priority on the cores [`InferrerArgs::cpu_threads`] leaves
+    /// to the others: they compute only when the trainer, the selector and the server leave
+    /// those cores idle.
+    pub fn idle_streams(&self) -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(self.cpu_threads())
+    }
 }
 
 #[cfg(test)]
@@ -77,11 +84,14 @@ mod tests {
     use clap::Parser;
 
     #[test]
-    fn the_inferrer_leaves_the_trainer_one_core_unless_told_its_threads() {
+    fn the_inferrer_leaves_the_trainer_one_core_and_computes_there_only_at_idle_priority() {
         let args = |extra: &[&str]| InferrerArgs::parse_from([&["binann-inferrer", "--rundir", "/nonexistent"], extra].concat());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(args(&[]).threads, 0, "the default is resolved on the machine");
         assert_eq!(args(&[]).cpu_threads(), (cores - 1).max(1));
         assert_eq!(args(&["--threads", "3"]).cpu_threads(), 3);
+        // The core left to the others gets an idle-priority stream (none on a 1-core machine).
+        assert_eq!(args(&[]).idle_streams(), cores - (cores - 1).max(1));
+        assert_eq!(args(&["--threads", &cores.to_string()]).idle_streams(), 0);
     }
 }

@@ -93,6 +93,7 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
     let (device, mode) = args.model.resolve()?;
     if device == Device::Cpu {
         binann_model::set_threads(args.cpu_threads());
+        binann_model::set_idle_streams(args.idle_streams());
     }
     let rundir = RunDir::create_or_open(&args.common.rundir)?;
     let shard = args.shard;

@@ -10,7 +10,7 @@
 //! Writes the backbone's ONNX graph, as binann runs it (input `images`, N×3×S×S; output
 //! `levels`, N×1920), and does nothing else.
 //!
-//! `binann-embed-bench --images DIR [--size PX] [--batch N] [--threads N] [--weights PATH]`
+//! `binann-embed-bench --images DIR [--size PX] [--batch N] [--threads N] [--idle-streams N] [--weights PATH]`
 //!
 //! Embeds every image of DIR (searched recursively) as the inferrer does: decoded on every core,
 //! one batch ahead of the network. Prints the images per second; time the whole process to
@@ -64,6 +64,10 @@ struct Cli {
     /// Threads for libtorch and for decoding (default: libtorch's and rayon's own choice).
     #[arg(long)]
     threads: Option<usize>,
+    /// Network streams at the lowest priority beside those --threads gives, as the inferrer runs
+    /// on the cores it leaves to the trainer (with --images).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    idle_streams: usize,
     /// Embed every image under DIR (searched recursively) instead of random tensors.
     #[arg(long, value_name = "DIR")]
     images: Option<PathBuf>,
@@ -97,6 +101,7 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(threads) = cli.threads {
         binann_model::set_threads(threads);
     }
+    binann_model::set_idle_streams(cli.idle_streams);
     if let Some([src, out, count]) = cli.make_photos.as_deref() {
         let count = count.parse().with_context(|| format!("--make-photos COUNT {count:?}"))?;
         return make_photos(Path::new(src), Path::new(out), count);
