@@ -80,7 +80,30 @@ fn fit_sample(values: &[Stored]) -> (Vec<usize>, Vec<f32>) {
 
 /// Squared distance between two sketches.
 fn distance2(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    lanes_sum(a, b, |x, y| (x - y) * (x - y))
+}
+
+/// The dot product of `a` and `b`.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    lanes_sum(a, b, |x, y| x * y)
+}
+
+/// The sum of `term` over the pairs of `a` and `b`, added in 8 lanes: a plain `sum()` of floats
+/// must add them in order, one at a time, which the compiler cannot spread over a vector
+/// register. Projecting 20,000 embeddings took the selector 1.7 s of a core that way, while the
+/// first embedding pass wanted every core.
+#[inline]
+fn lanes_sum(a: &[f32], b: &[f32], term: impl Fn(f32, f32) -> f32) -> f32 {
+    const LANES: usize = 8;
+    let (a_chunks, b_chunks) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_chunks.remainder().iter().zip(b_chunks.remainder()).map(|(x, y)| term(*x, *y)).sum();
+    let mut lanes = [0f32; LANES];
+    for (x, y) in a_chunks.zip(b_chunks) {
+        for i in 0..LANES {
+            lanes[i] += term(x[i], y[i]);
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
@@ -88,6 +111,21 @@ mod tests {
     use binann_core::ranking::SplitMix64;
 
     use super::*;
+
+    #[test]
+    fn sums_in_lanes_equal_the_plain_sums() {
+        let mut rng = SplitMix64(7);
+        for len in [0, 1, 7, 8, 9, 32, 1920, 1923] {
+            let mut draw = || (0..len).map(|_| (rng.next_u64() % 2001) as f32 / 1000.0 - 1.0).collect::<Vec<f32>>();
+            let (a, b) = (draw(), draw());
+            let plain_dot: f64 = a.iter().zip(&b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+            let plain_distance: f64 = a.iter().zip(&b).map(|(x, y)| (f64::from(*x) - f64::from(*y)).powi(2)).sum();
+            assert!((f64::from(dot(&a, &b)) - plain_dot).abs() < 1e-3, "length {len}");
+            assert!((f64::from(distance2(&a, &b)) - plain_distance).abs() < 1e-3, "length {len}");
+        }
+        assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+        assert_eq!(distance2(&[1.0; 9], &[3.0; 9]), 36.0);
+    }
 
     /// Points around well-separated centres in sketch space, `sizes[b]` around centre `b`, listed
     /// blob by blob; returns the rows and each row's blob.

@@ -3,7 +3,7 @@
 
 use binann_core::ranking::SplitMix64;
 
-use crate::SKETCH_DIM;
+use crate::{SKETCH_DIM, dot};
 
 /// The linear map from an embedding to its sketch: the embedding made unit-length, less `mean`,
 /// onto the SKETCH_DIM rows of `basis`.
@@ -43,7 +43,7 @@ impl Projection {
         let units: Vec<Vec<f32>> = rows
             .chunks_exact(dim)
             .filter_map(|r| {
-                let norm = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+                let norm = dot(r, r).sqrt();
                 (norm > 0.0).then(|| r.iter().map(|v| v / norm).collect())
             })
             .take(PRINCIPAL_FIT_ROWS)
@@ -64,7 +64,7 @@ impl Projection {
             let mut next = vec![0f32; SKETCH_DIM * dim];
             for x in &centred {
                 for (j, b) in basis.chunks_exact(dim).enumerate() {
-                    let p: f32 = x.iter().zip(b).map(|(a, c)| a * c).sum();
+                    let p = dot(x, b);
                     for (n, v) in next[j * dim..(j + 1) * dim].iter_mut().zip(x) {
                         *n += p * v;
                     }
@@ -74,12 +74,12 @@ impl Projection {
                 let (done, rest) = next.split_at_mut(j * dim);
                 let row = &mut rest[..dim];
                 for earlier in done.chunks_exact(dim) {
-                    let p: f32 = row.iter().zip(earlier).map(|(a, b)| a * b).sum();
+                    let p = dot(row, earlier);
                     for (v, e) in row.iter_mut().zip(earlier) {
                         *v -= p * e;
                     }
                 }
-                let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+                let norm = dot(row, row).sqrt();
                 // A direction with no variance left (fewer distinct rows than SKETCH_DIM) is zero:
                 // its sketch value is 0 for every image.
                 let scale = if norm > 1e-12 { 1.0 / norm } else { 0.0 };
@@ -95,13 +95,13 @@ impl Projection {
     pub fn apply(&self, rows: &[f32]) -> Vec<f32> {
         let mut out = vec![0f32; rows.len() / self.dim * SKETCH_DIM];
         for (r, row) in rows.chunks_exact(self.dim).enumerate() {
-            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let norm = dot(row, row).sqrt();
             if norm == 0.0 {
                 continue;
             }
             let centred: Vec<f32> = row.iter().zip(&self.mean).map(|(v, m)| v / norm - m).collect();
             for (o, b) in out[r * SKETCH_DIM..(r + 1) * SKETCH_DIM].iter_mut().zip(self.basis.chunks_exact(self.dim)) {
-                *o = centred.iter().zip(b).map(|(a, c)| a * c).sum();
+                *o = dot(&centred, b);
             }
         }
         out
