@@ -75,6 +75,14 @@ impl Preprocess {
         // small input sizes; area-averaging down to twice the target first is cheap and keeps
         // the result free of aliasing.
         let image = if image.width() > 4 * size || image.height() > 4 * size { image.thumbnail_exact(2 * size, 2 * size) } else { image };
+        // A grey image is resized in its one channel and then copied to three: the same pixels as
+        // resizing its RGB copy (the filter treats each channel alone), for a third of the work.
+        // Resizing took an eighth of the first pass's CPU on 28-pixel Fashion-MNIST images.
+        if let DynamicImage::ImageLuma8(grey) = image {
+            let grey =
+                if grey.dimensions() == (size, size) { grey } else { image::imageops::resize(&grey, size, size, FilterType::Triangle) };
+            return DynamicImage::ImageLuma8(grey).into_rgb8();
+        }
         let rgb = to_rgb_on_white(image);
         if rgb.dimensions() == (size, size) { rgb } else { image::imageops::resize(&rgb, size, size, FilterType::Triangle) }
     }
@@ -256,6 +264,19 @@ mod tests {
         for c in 0..3 {
             let expected = (1.0 - IMAGENET_MEAN[c]) / IMAGENET_STD[c];
             assert!(values[c * 16..(c + 1) * 16].iter().all(|v| (v - expected).abs() < 1e-5));
+        }
+    }
+
+    #[test]
+    fn a_grey_image_resized_in_one_channel_gives_the_pixels_of_its_rgb_copy_resized() {
+        // Up (28 px to 64, as Fashion-MNIST), down (300 to 160, as the ELPV cells), and through
+        // the area-averaging first step (1000 to 64).
+        for (side, size) in [(28, 64), (300, 160), (1000, 64), (64, 64)] {
+            let grey = GrayImage::from_fn(side, side, |x, y| Luma([((x * 37 + y * 91 + x * y) % 256) as u8]));
+            let preprocess = Preprocess { size };
+            let from_grey = preprocess.from_image(DynamicImage::ImageLuma8(grey.clone()));
+            let from_rgb = preprocess.from_image(DynamicImage::ImageRgb8(DynamicImage::ImageLuma8(grey).into_rgb8()));
+            assert_eq!(from_grey, from_rgb, "{side} px to {size} px");
         }
     }
 
