@@ -116,8 +116,9 @@ pub fn run(mut args: TrainerArgs) -> anyhow::Result<()> {
     };
     let mut trained_on: Option<u64> = None;
     let mut annotations = AnnotationFollower::new(&t.rundir.annotations());
+    let mut watcher = FileWatcher::new(vec![t.rundir.annotations(), t.rundir.manifest(), t.rundir.seeds_dir()], watch);
     loop {
-        let mut watcher = FileWatcher::new(vec![t.rundir.annotations(), t.rundir.manifest(), t.rundir.seeds_dir()], watch);
+        watcher.rearm();
         match annotations.refresh() {
             Ok(state) => {
                 let mut labelled = labelled(state);

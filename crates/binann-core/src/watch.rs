@@ -102,6 +102,15 @@ impl FileWatcher {
         self._watcher.is_some()
     }
 
+    /// Counts the files' current state as seen, as [`FileWatcher::new`] does, keeping the
+    /// watcher: for a loop that watches before each turn's reads, so that a file replaced while
+    /// the turn works wakes the next one. Starting a new watcher each turn cost the inferrer an
+    /// inotify instance and a thread per batch of its embedding pass.
+    pub fn rearm(&mut self) {
+        while self.events.try_recv().is_ok() {}
+        self.seen = self.paths.iter().map(|p| FileStamp::of(p)).collect();
+    }
+
     /// Forgets what was seen, so the next [`wait`](Self::wait) reports every existing file.
     pub fn reset(&mut self) {
         self.seen.iter_mut().for_each(|s| *s = None);
@@ -171,6 +180,26 @@ mod tests {
         crate::atomic::write_atomic(&path, b"two").unwrap();
         assert_eq!(w.wait(Duration::from_secs(10)), vec![0]);
         assert!(w.wait(Duration::from_millis(100)).is_empty());
+    }
+
+    #[test]
+    fn rearming_counts_earlier_changes_as_seen_and_reports_later_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("checkpoint.bin");
+        let options = WatchOptions { poll_interval: Duration::from_millis(50), force_polling: false, debounce: Duration::from_millis(5) };
+        let mut w = FileWatcher::new(vec![path.clone()], options);
+        crate::atomic::write_atomic(&path, b"one").unwrap();
+        w.rearm();
+        assert!(w.wait(Duration::from_millis(100)).is_empty(), "a change before rearming is seen");
+        crate::atomic::write_atomic(&path, b"two").unwrap();
+        assert_eq!(w.wait(Duration::from_secs(10)), vec![0]);
+        crate::atomic::write_atomic(&path, b"three").unwrap();
+        w.rearm();
+        std::fs::remove_file(&path).unwrap();
+        w.rearm();
+        assert!(w.wait(Duration::from_millis(100)).is_empty(), "a missing file is not a change");
+        crate::atomic::write_atomic(&path, b"four").unwrap();
+        assert_eq!(w.wait(Duration::from_secs(10)), vec![0]);
     }
 
     #[test]

@@ -143,8 +143,10 @@ pub fn run(mut args: InferrerArgs) -> anyhow::Result<()> {
     if inf.mode == Mode::Head && inf.args.scout {
         inf.start_scout();
     }
+    let mut watcher = FileWatcher::new(vec![inf.rundir.checkpoint(), inf.rundir.manifest()], watch);
     loop {
-        let mut watcher = FileWatcher::new(vec![inf.rundir.checkpoint(), inf.rundir.manifest()], watch);
+        // Watch before reading, so that a file replaced while this turn works wakes the next.
+        watcher.rearm();
         inf.reload_manifest_if_grown();
         inf.reload_checkpoint_if_new();
         let embedding = inf.mode == Mode::Head
