@@ -268,6 +268,17 @@ pub(crate) fn installed_library(what: &str, variable: &str, dir: &str, prefix: &
     found.pop().ok_or_else(not_installed)
 }
 
+/// The threads of each stream a runtime runs for `threads` cores and `idle` idle-priority
+/// streams, and how many of them, the first ones, are its own: one stream per core up to
+/// [`MAX_STREAMS`], the cores shared out among them (the first ones taking what is left over),
+/// then the idle-priority streams, one thread each.
+pub(crate) fn stream_threads(threads: usize, idle: usize) -> (Vec<usize>, usize) {
+    let threads = threads.max(1);
+    let own = threads.min(MAX_STREAMS);
+    let each = (0..own).map(|s| threads / own + usize::from(s < threads % own)).chain(std::iter::repeat_n(1, idle)).collect();
+    (each, own)
+}
+
 /// Runs `count` images of `side` pixels on `streams` at once, the first `own` at this thread's
 /// priority and the rest at the lowest ([`lower_priority`]), the first stream on this thread; the
 /// embeddings in order, or the first error.
@@ -468,5 +479,13 @@ mod tests {
         assert!(in_order(&values));
         assert!(ran.iter().filter(|(s, ..)| *s == 1).count() <= 1, "{ran:?}");
         assert!(ran.iter().filter(|(s, ..)| *s == 0).count() >= 3, "{ran:?}");
+    }
+
+    #[test]
+    fn cores_are_shared_out_among_the_streams_and_idle_ones_come_last_on_one_thread() {
+        assert_eq!(stream_threads(1, 1), (vec![1, 1], 1));
+        assert_eq!(stream_threads(0, 0), (vec![1], 1), "at least one thread");
+        assert_eq!(stream_threads(3, 0), (vec![1, 1, 1], 3));
+        assert_eq!(stream_threads(7, 1), (vec![2, 2, 2, 1, 1], 4), "at most 4 own streams, the first taking the rest");
     }
 }

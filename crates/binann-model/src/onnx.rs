@@ -20,7 +20,7 @@ use std::sync::{Mutex, OnceLock};
 use prost::Message;
 use tch::{Kind, Tensor};
 
-use crate::cpu_runtime::{installed_library, run_streams};
+use crate::cpu_runtime::{installed_library, run_streams, stream_threads};
 use crate::mobilenet::{ConvBnRelu6, EMBED_DIM, EMBEDDING_LEVELS, MobileNetV2Features};
 
 /// The subset of ONNX's protobuf schema (onnx/onnx.proto, field numbers as there) the graph needs.
@@ -338,8 +338,6 @@ impl OnnxBackbone {
     pub(crate) fn new(features: &MobileNetV2Features, threads: usize, idle: usize) -> Result<Self, String> {
         let environment = environment()?;
         let graph = levels_graph(features);
-        let threads = threads.max(1);
-        let streams = threads.min(crate::cpu_runtime::MAX_STREAMS);
         let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
         let session = |threads: usize| {
             ort::session::Session::builder(environment)
@@ -354,13 +352,9 @@ impl OnnxBackbone {
                 .map(Mutex::new)
                 .map_err(|e| format!("ONNX Runtime refused the backbone's graph: {e}"))
         };
-        // The threads shared out among the streams, the first ones taking what is left over.
-        // The idle-priority streams after them, on one thread each.
-        let streams = (0..streams)
-            .map(|s| session(threads / streams + usize::from(s < threads % streams)))
-            .chain((0..idle).map(|_| session(1)))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { streams, own: threads.min(crate::cpu_runtime::MAX_STREAMS) })
+        let (each, own) = stream_threads(threads, idle);
+        let streams = each.into_iter().map(session).collect::<Result<_, _>>()?;
+        Ok(Self { streams, own })
     }
 
     /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values),

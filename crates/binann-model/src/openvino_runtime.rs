@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 
 use openvino::{CompiledModel, Core, DeviceType, ElementType, InferRequest, Model, PartialShape, RwPropertyKey, Shape, Tensor};
 
-use crate::cpu_runtime::{installed_library, run_streams};
+use crate::cpu_runtime::{installed_library, run_streams, stream_threads};
 use crate::mobilenet::{EMBED_DIM, MobileNetV2Features};
 use crate::onnx::levels_graph;
 
@@ -74,8 +74,6 @@ impl OpenVinoBackbone {
     pub(crate) fn new(features: &MobileNetV2Features, threads: usize, idle: usize) -> Result<Self, String> {
         load_library()?;
         let graph = levels_graph(features);
-        let threads = threads.max(1);
-        let streams = threads.min(crate::cpu_runtime::MAX_STREAMS);
         let stream = |threads: usize| -> Result<Mutex<Stream>, String> {
             let mut core = Core::new().map_err(|e| format!("starting OpenVINO: {e}"))?;
             for (key, value) in [
@@ -92,12 +90,9 @@ impl OpenVinoBackbone {
             let model = core.read_model_from_buffer(&graph, None).map_err(|e| format!("OpenVINO refused the backbone's graph: {e}"))?;
             Ok(Mutex::new(Stream { core, model, compiled: Vec::new() }))
         };
-        // The idle-priority streams after them, on one thread each.
-        let streams = (0..streams)
-            .map(|s| stream(threads / streams + usize::from(s < threads % streams)))
-            .chain((0..idle).map(|_| stream(1)))
-            .collect::<Result<_, _>>()?;
-        Ok(Self { streams, own: threads.min(crate::cpu_runtime::MAX_STREAMS) })
+        let (each, own) = stream_threads(threads, idle);
+        let streams = each.into_iter().map(stream).collect::<Result<_, _>>()?;
+        Ok(Self { streams, own })
     }
 
     /// Embeds `count` preprocessed images of `side`×`side` (`pixels`: count×3×side×side values),
